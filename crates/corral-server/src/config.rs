@@ -1,0 +1,519 @@
+//! Configuration: built-in defaults < config file (TOML, YAML or JSON) <
+//! `CORRAL_*` environment < command-line flags, and `DATABASE_URL` above all
+//! database settings.
+//!
+//! Nested keys are separated by a double underscore in the environment:
+//! `CORRAL_SERVER__LISTEN=0.0.0.0:8080`, `CORRAL_LOG__FORMAT=json`.
+//! Unknown keys in a file are errors, so a typo never passes silently.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Json, Serialized, Toml, Yaml};
+use serde::{Deserialize, Serialize};
+
+use corral_store::StoreConfig;
+
+/// Everything `corral serve` can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where Corral keeps its SQLite database and, later, images and sandboxes.
+    pub data_dir: PathBuf,
+    /// HTTP serving.
+    pub server: ServerConfig,
+    /// The database.
+    pub database: DatabaseConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// HTTP serving settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// The URL users reach Corral at, when behind a proxy (`https://corral.example.com`).
+    pub public_url: Option<String>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// Seconds a client may take to send its request headers.
+    pub header_read_timeout_secs: u64,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+    /// Send `Strict-Transport-Security`; turn on when served over TLS.
+    /// Defaults to on when `public_url` is `https://…`.
+    pub hsts: Option<bool>,
+    /// Origins allowed to call the API from a browser (exact `scheme://host[:port]`).
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// Database settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://…` or `postgres://…`; empty means SQLite in the data directory.
+    pub url: Option<String>,
+    /// Most pooled connections.
+    pub max_connections: u32,
+    /// Seconds a request waits for a pooled connection.
+    pub acquire_timeout_secs: u64,
+}
+
+/// Log settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `pretty` for people, `json` for log collectors.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `corral_server=debug,info`.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data_dir: PathBuf::from("./corral-data"),
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            body_limit_bytes: 10 * 1024 * 1024,
+            header_read_timeout_secs: 10,
+            shutdown_grace_secs: 30,
+            hsts: None,
+            cors_allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> DatabaseConfig {
+        DatabaseConfig {
+            url: None,
+            max_connections: 10,
+            acquire_timeout_secs: 5,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            format: LogFormat::Pretty,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// A configuration that cannot be used; start-up stops with this message.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file's extension names no supported format.
+    #[error("config file {path}: unsupported extension; use .toml, .yaml, .yml or .json")]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The config file does not exist.
+    #[error("config file {path} does not exist")]
+    MissingFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A value could not be read as its key's type (or the key is unknown).
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value has the right type but is not acceptable.
+    #[error("invalid configuration: `{key}`: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Flags given on the command line; they win over every other source.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config FILE`.
+    pub config_file: Option<PathBuf>,
+    /// `--data-dir DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen ADDR`.
+    pub listen: Option<String>,
+}
+
+/// Top-level keys the environment may set; other `CORRAL_*` variables
+/// (`CORRAL_CONFIG`, test settings) are not configuration keys.
+const ENV_SECTIONS: &[&str] = &["data_dir", "server", "database", "log"];
+
+impl Config {
+    /// Loads the configuration from every source: defaults, the file named by
+    /// `--config` or `CORRAL_CONFIG`, `CORRAL_*` variables, flags, `DATABASE_URL`.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+
+        let file = overrides
+            .config_file
+            .clone()
+            .or_else(|| var("CORRAL_CONFIG").map(PathBuf::from));
+        if let Some(path) = file {
+            figment = merge_file(figment, &path)?;
+        }
+
+        figment = figment.merge(
+            Env::prefixed("CORRAL_")
+                .filter(|key| {
+                    let key = key.as_str().to_ascii_lowercase();
+                    let section = key.split("__").next().unwrap_or_default();
+                    ENV_SECTIONS.contains(&section)
+                })
+                .split("__"),
+        );
+
+        if let Some(dir) = &overrides.data_dir {
+            figment = figment.merge(Serialized::default("data_dir", dir));
+        }
+        if let Some(listen) = &overrides.listen {
+            figment = figment.merge(Serialized::default("server.listen", listen));
+        }
+        if let Some(url) = var("DATABASE_URL") {
+            figment = figment.merge(Serialized::default("database.url", url));
+        }
+
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_owned(),
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        if self.server.body_limit_bytes == 0 {
+            return Err(invalid("server.body_limit_bytes", "must be greater than 0"));
+        }
+        if self.server.header_read_timeout_secs == 0 {
+            return Err(invalid(
+                "server.header_read_timeout_secs",
+                "must be greater than 0",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid(
+                "database.max_connections",
+                "must be greater than 0",
+            ));
+        }
+        if self.database.acquire_timeout_secs == 0 {
+            return Err(invalid(
+                "database.acquire_timeout_secs",
+                "must be greater than 0",
+            ));
+        }
+        if let Some(url) = &self.database.url {
+            corral_store::Backend::from_url(url)
+                .map_err(|e| invalid("database.url", &e.to_string()))?;
+        }
+        if let Some(url) = &self.server.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "server.public_url",
+                "must start with http:// or https://",
+            ));
+        }
+        for origin in &self.server.cors_allowed_origins {
+            if !is_exact_origin(origin) {
+                return Err(ConfigError::Invalid {
+                    key: "server.cors_allowed_origins",
+                    message: format!(
+                        "`{origin}` is not an origin; write scheme://host[:port] with no path or wildcard"
+                    ),
+                });
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", &e.to_string()))?;
+        Ok(())
+    }
+
+    /// The database connection settings, SQLite in the data directory by default.
+    pub fn store(&self) -> StoreConfig {
+        let mut store = StoreConfig::sqlite_in(&self.data_dir);
+        if let Some(url) = &self.database.url {
+            store.url = url.clone();
+        }
+        store.max_connections = self.database.max_connections;
+        store.acquire_timeout = Duration::from_secs(self.database.acquire_timeout_secs);
+        store
+    }
+
+    /// Whether responses carry `Strict-Transport-Security`.
+    pub fn hsts(&self) -> bool {
+        self.server.hsts.unwrap_or_else(|| {
+            self.server
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+        })
+    }
+
+    /// The URL to print for people: the public URL, else the listen address.
+    pub fn display_url(&self) -> String {
+        match &self.server.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.server.listen),
+        }
+    }
+}
+
+fn merge_file(figment: Figment, path: &Path) -> Result<Figment, ConfigError> {
+    if !path.is_file() {
+        return Err(ConfigError::MissingFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    Ok(match ext.as_str() {
+        "toml" => figment.merge(Toml::file_exact(path)),
+        "yaml" | "yml" => figment.merge(Yaml::file_exact(path)),
+        "json" => figment.merge(Json::file_exact(path)),
+        _ => {
+            return Err(ConfigError::UnknownFormat {
+                path: path.to_path_buf(),
+            });
+        }
+    })
+}
+
+/// Figment's message, with the key and the source named plainly.
+fn describe_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() {
+                String::from("(top level)")
+            } else {
+                e.path.join(".")
+            };
+            let source = match e.metadata.as_ref() {
+                Some(m) if m.name.contains("environment") => {
+                    format!(
+                        " (from environment variable CORRAL_{})",
+                        e.path.join("__").to_ascii_uppercase()
+                    )
+                }
+                Some(m) => match &m.source {
+                    Some(src) => format!(" (from {} {src})", m.name),
+                    None => format!(" (from {})", m.name),
+                },
+                None => String::new(),
+            };
+            format!("`{key}`: {}{source}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn is_exact_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && !rest.contains(['/', '*', '?', '#', ' '])
+        && http::HeaderValue::from_str(origin).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    /// Runs `check` with exactly these environment variables set (Jail
+    /// serializes tests that touch the process environment and restores it).
+    fn with_env(pairs: &[(&str, &str)], check: impl FnOnce(&mut Jail)) {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (k, v) in pairs {
+                jail.set_env(k, v);
+            }
+            check(jail);
+            Ok(())
+        });
+    }
+
+    fn load_file(path: &Path) -> Result<Config, ConfigError> {
+        Config::load(&Overrides {
+            config_file: Some(path.to_path_buf()),
+            ..Overrides::default()
+        })
+    }
+
+    #[test]
+    fn nothing_at_all_gives_sqlite_in_data_dir_on_localhost_8080() {
+        with_env(&[], |_| {
+            let config = Config::load(&Overrides::default()).unwrap();
+            assert_eq!(config, Config::default());
+            assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+            assert_eq!(
+                config.store().url,
+                "sqlite://./corral-data/corral.db?mode=rwc"
+            );
+            assert!(!config.hsts());
+        });
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_env_flags_database_url() {
+        with_env(
+            &[
+                ("CORRAL_SERVER__LISTEN", "127.0.0.1:2222"),
+                ("CORRAL_SERVER__BODY_LIMIT_BYTES", "7"),
+                ("CORRAL_DATA_DIR", "/from-env"),
+                ("CORRAL_TEST_POSTGRES_URL", "ignored: not a config key"),
+                ("DATABASE_URL", "postgres://env/db"),
+            ],
+            |jail| {
+                jail.create_file(
+                    "corral.toml",
+                    "data_dir = \"/from-file\"\n[server]\nlisten = \"127.0.0.1:1111\"\nbody_limit_bytes = 5\n[database]\nurl = \"postgres://file/db\"\nmax_connections = 3\n",
+                )
+                .unwrap();
+                let overrides = Overrides {
+                    config_file: Some(jail.directory().join("corral.toml")),
+                    data_dir: None,
+                    listen: Some("127.0.0.1:3333".into()),
+                };
+                let config = Config::load(&overrides).unwrap();
+                assert_eq!(config.data_dir, PathBuf::from("/from-env"));
+                assert_eq!(config.server.listen.to_string(), "127.0.0.1:3333");
+                assert_eq!(config.server.body_limit_bytes, 7);
+                assert_eq!(config.database.max_connections, 3);
+                assert_eq!(config.store().url, "postgres://env/db");
+            },
+        );
+    }
+
+    #[test]
+    fn config_file_from_environment_and_yaml_json_formats() {
+        with_env(&[], |jail| {
+            jail.create_file("c.yaml", "log:\n  format: json\n")
+                .unwrap();
+            jail.create_file("c.json", r#"{"server": {"hsts": true}}"#)
+                .unwrap();
+            assert_eq!(
+                load_file(&jail.directory().join("c.yaml"))
+                    .unwrap()
+                    .log
+                    .format,
+                LogFormat::Json
+            );
+            assert!(load_file(&jail.directory().join("c.json")).unwrap().hsts());
+            jail.set_env("CORRAL_CONFIG", jail.directory().join("c.yaml").display());
+            assert_eq!(
+                Config::load(&Overrides::default()).unwrap().log.format,
+                LogFormat::Json
+            );
+        });
+    }
+
+    /// Each bad input and the words its message must contain.
+    #[test]
+    fn bad_values_name_the_key_and_the_problem() {
+        let cases: &[(&[(&str, &str)], &[&str])] = &[
+            (
+                &[("CORRAL_SERVER__LISTEN", "not-an-address")],
+                &["server.listen", "CORRAL_SERVER__LISTEN"],
+            ),
+            (
+                &[("CORRAL_SERVER__BODY_LIMIT_BYTES", "lots")],
+                &["server.body_limit_bytes"],
+            ),
+            (
+                &[("CORRAL_SERVER__BODY_LIMIT_BYTES", "0")],
+                &["server.body_limit_bytes", "greater than 0"],
+            ),
+            (&[("CORRAL_LOG__FORMAT", "xml")], &["log.format", "xml"]),
+            (&[("CORRAL_LOG__LEVEL", "info,[[[")], &["log.level"]),
+            (
+                &[("DATABASE_URL", "mysql://x/y")],
+                &["database.url", "mysql"],
+            ),
+            (
+                &[("CORRAL_SERVER__PUBLIC_URL", "corral.example.com")],
+                &["server.public_url"],
+            ),
+            (
+                &[("CORRAL_SERVER__CORS_ALLOWED_ORIGINS", "[\"*\"]")],
+                &["server.cors_allowed_origins", "`*`"],
+            ),
+            (&[("CORRAL_SERVER__NO_SUCH_KEY", "1")], &["no_such_key"]),
+        ];
+        for (vars, words) in cases {
+            with_env(vars, |_| {
+                let err = Config::load(&Overrides::default()).unwrap_err().to_string();
+                for word in *words {
+                    assert!(err.contains(word), "{vars:?}: `{err}` lacks `{word}`");
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_formats_in_files_are_errors() {
+        with_env(&[], |jail| {
+            jail.create_file("c.toml", "[server]\nlisten_addr = \"127.0.0.1:1\"\n")
+                .unwrap();
+            let err = load_file(&jail.directory().join("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("listen_addr"), "{err}");
+            assert!(err.contains("c.toml"), "{err}");
+
+            jail.create_file("c.ini", "").unwrap();
+            let err = load_file(&jail.directory().join("c.ini")).unwrap_err();
+            assert!(matches!(err, ConfigError::UnknownFormat { .. }), "{err}");
+
+            let err = load_file(&jail.directory().join("nope.toml")).unwrap_err();
+            assert!(matches!(err, ConfigError::MissingFile { .. }), "{err}");
+        });
+    }
+}

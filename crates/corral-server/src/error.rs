@@ -1,0 +1,114 @@
+//! The one HTTP error type. Handlers return `Result<_, ApiError>`; every
+//! error body is RFC 9457 problem+json with a stable code from
+//! [`corral_types::ErrorCode`].
+//!
+//! Bad input is shown to the caller as it is. Internal errors become an
+//! opaque 500: the cause is kept in a response extension so the problem
+//! middleware can log it next to the request id, and never reaches the body.
+
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use corral_store::StoreError;
+use corral_types::error::PROBLEM_CONTENT_TYPE;
+use corral_types::{ErrorCode, FieldError, Problem};
+
+/// An error answered to an API caller.
+#[derive(Debug)]
+pub struct ApiError {
+    problem: Problem,
+    cause: Option<anyhow::Error>,
+}
+
+/// The cause of an internal error, carried from the handler to the logging middleware.
+#[derive(Debug, Clone)]
+pub(crate) struct InternalCause(pub(crate) Arc<anyhow::Error>);
+
+impl ApiError {
+    /// An error with `code` and a message for the caller.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            problem: Problem::new(code, Some(detail.into())),
+            cause: None,
+        }
+    }
+
+    /// 404 for `what` (for example `sandbox`); also used for other tenants' objects.
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::new(ErrorCode::NotFound, format!("{what} not found"))
+    }
+
+    /// 422 with one message per bad field.
+    pub fn validation(errors: Vec<FieldError>) -> ApiError {
+        let detail = match errors.as_slice() {
+            [one] => format!("`{}`: {}", one.field, one.message),
+            _ => format!("{} fields are invalid", errors.len()),
+        };
+        let mut error = ApiError::new(ErrorCode::ValidationFailed, detail);
+        error.problem.errors = errors;
+        error
+    }
+
+    /// An unexpected fault: the caller sees only an opaque 500 and a request id.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> ApiError {
+        ApiError {
+            problem: Problem::new(
+                ErrorCode::Internal,
+                Some("an internal error occurred; quote the request id when reporting it".into()),
+            ),
+            cause: Some(cause.into()),
+        }
+    }
+
+    /// The problem body this error answers with.
+    pub fn problem(&self) -> &Problem {
+        &self.problem
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        if error.is_unavailable() {
+            let mut api = ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "the database is unavailable; retry shortly",
+            );
+            api.problem.retry_after_secs = Some(5);
+            api.cause = Some(error.into());
+            api
+        } else {
+            ApiError::internal(error)
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = problem_response(&self.problem);
+        if let Some(cause) = self.cause {
+            response
+                .extensions_mut()
+                .insert(InternalCause(Arc::new(cause)));
+        }
+        response.extensions_mut().insert(self.problem);
+        response
+    }
+}
+
+/// Renders a problem as a complete response (status, content type, `Retry-After`).
+pub(crate) fn problem_response(problem: &Problem) -> Response {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(problem).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+    );
+    if let Some(secs) = problem.retry_after_secs {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}

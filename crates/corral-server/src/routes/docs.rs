@@ -1,0 +1,51 @@
+//! The OpenAPI document and the two documentation pages, all served from the
+//! binary so they work with no internet: Swagger UI at `/docs` (assets from
+//! the `utoipa-swagger-ui` crate) and Redoc at `/redoc` (script vendored from
+//! npm into `assets/`).
+
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use http::header;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::AppState;
+use crate::openapi::api_doc;
+
+static REDOC_JS: &[u8] = include_bytes!("../../assets/redoc.standalone.js");
+
+const REDOC_PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Corral API reference</title>
+<style>body { margin: 0; padding: 0; }</style>
+</head>
+<body>
+<redoc spec-url="/openapi.json"></redoc>
+<script src="/redoc/redoc.standalone.js"></script>
+</body>
+</html>
+"#;
+
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api_doc()))
+        .route("/redoc", get(redoc_page))
+        .route("/redoc/redoc.standalone.js", get(redoc_js))
+}
+
+async fn redoc_page() -> Html<&'static str> {
+    Html(REDOC_PAGE)
+}
+
+async fn redoc_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        REDOC_JS,
+    )
+        .into_response()
+}

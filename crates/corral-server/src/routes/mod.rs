@@ -1,0 +1,4 @@
+//! HTTP handlers, grouped by domain. Each module exposes `fn routes() -> Router<AppState>`.
+
+pub mod docs;
+pub mod meta;

@@ -1,0 +1,160 @@
+//! `TestApp`: a fresh database and a fresh app per test.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use corral_core::clock::ManualClock;
+use corral_server::config::Config;
+use corral_server::metrics::Metrics;
+use corral_server::{AppState, app_with_routes};
+use corral_store::testing::TestDatabase;
+use corral_store::{Backend, Store};
+
+/// Declares one test per backend from a body taking a ready `TestApp`.
+macro_rules! on_both_backends {
+    ($name:ident, |$app:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            async fn run($app: $crate::support::TestApp) $body
+            #[tokio::test]
+            async fn sqlite() {
+                run($crate::support::TestApp::new(corral_store::Backend::Sqlite).await).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                run($crate::support::TestApp::new(corral_store::Backend::Postgres).await).await
+            }
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
+pub struct TestApp {
+    pub state: AppState,
+    router: Router,
+    _db: TestDatabase,
+}
+
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a problem+json body with this status and code; returns the body.
+    pub fn assert_problem(&self, status: u16, code: &str) -> serde_json::Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "body: {}",
+            self.text()
+        );
+        let body = self.json();
+        assert_eq!(body["code"], code, "{body}");
+        assert_eq!(body["status"], status, "{body}");
+        assert_eq!(body["type"], format!("urn:corral:error:{code}"), "{body}");
+        assert!(body["title"].is_string(), "{body}");
+        let request_id = body["request_id"].as_str().expect("problem has request_id");
+        assert_eq!(Some(request_id), self.header("x-request-id"), "{body}");
+        body
+    }
+}
+
+impl TestApp {
+    pub async fn new(backend: Backend) -> TestApp {
+        TestApp::builder(backend).build().await
+    }
+
+    pub fn builder(backend: Backend) -> TestAppBuilder {
+        TestAppBuilder {
+            backend,
+            config: Config::default(),
+            routes: Router::new(),
+        }
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes().to_vec();
+        TestResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.send(Request::get(path).body(Body::empty()).unwrap())
+            .await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &str) -> TestResponse {
+        self.send(
+            Request::post(path)
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_owned()))
+                .unwrap(),
+        )
+        .await
+    }
+}
+
+pub struct TestAppBuilder {
+    backend: Backend,
+    config: Config,
+    routes: Router<AppState>,
+}
+
+impl TestAppBuilder {
+    pub fn config(mut self, change: impl FnOnce(&mut Config)) -> TestAppBuilder {
+        change(&mut self.config);
+        self
+    }
+
+    pub fn routes(mut self, routes: Router<AppState>) -> TestAppBuilder {
+        self.routes = routes;
+        self
+    }
+
+    pub async fn build(self) -> TestApp {
+        let db = TestDatabase::new(self.backend).await;
+        let store = Store::open(&db.config).await.unwrap();
+        let state = AppState {
+            store,
+            config: Arc::new(self.config),
+            metrics: Arc::new(Metrics::new()),
+            clock: Arc::new(ManualClock::at(1_795_510_020_000)),
+        };
+        TestApp {
+            router: app_with_routes(state.clone(), self.routes),
+            state,
+            _db: db,
+        }
+    }
+}

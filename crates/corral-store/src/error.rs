@@ -1,0 +1,58 @@
+//! Errors of the store.
+
+use std::path::PathBuf;
+
+use crate::Backend;
+
+/// A failure talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL names no supported backend.
+    #[error("unsupported database url scheme `{scheme}`: use sqlite:// or postgres://")]
+    UnsupportedUrl {
+        /// The scheme found.
+        scheme: String,
+    },
+    /// The SQLite file's directory could not be created.
+    #[error("cannot create the database directory {path}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Opening the pool failed.
+    #[error("cannot connect to the {backend} database")]
+    Connect {
+        /// Which backend.
+        backend: Backend,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A migration failed; the schema was left at the last good migration.
+    #[error("database migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database query failed")]
+    Query(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether the database itself is unreachable or overloaded (as opposed to a
+    /// bad query), so callers can answer 503 instead of 500.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Connect { .. } => true,
+            StoreError::Query(e) => matches!(
+                e,
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+            ),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Everything Corral sends or receives over the wire.
+//!
+//! Only this crate defines wire shapes, so the server, the Rust client and the
+//! generated OpenAPI document cannot drift apart. It does no IO.
+
+pub mod error;
+pub mod meta;
+
+pub use error::{ErrorCode, FieldError, Problem};

@@ -1,0 +1,141 @@
+//! `corral`: one binary for the server and its maintenance commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use corral_server::config::{Config, Overrides};
+use corral_server::{AppState, logging};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "corral",
+    version,
+    about = "Run untrusted code: sandboxes, executions and more"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the configuration comes from; shared by every server-side command.
+#[derive(Debug, clap::Args)]
+struct ConfigArgs {
+    /// Configuration file (.toml, .yaml, .yml or .json); also `CORRAL_CONFIG`.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory for the SQLite database and other state [default: ./corral-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the server (migrates the database first).
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Bring the database schema up to date, then exit.
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Print the OpenAPI document of this version's API.
+    Openapi,
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Version => {
+            println!("corral {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Openapi => {
+            print!("{}", corral_server::openapi::api_doc_json());
+            Ok(())
+        }
+        Command::Serve { config, listen } => {
+            load(&config, listen).and_then(|c| runtime()?.block_on(serve(c)))
+        }
+        Command::Migrate { config } => {
+            load(&config, None).and_then(|c| runtime()?.block_on(migrate(c)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(args: &ConfigArgs, listen: Option<String>) -> anyhow::Result<Config> {
+    let config = Config::load(&Overrides {
+        config_file: args.config.clone(),
+        data_dir: args.data_dir.clone(),
+        listen,
+    })?;
+    logging::init(&config.log);
+    Ok(config)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let backend = corral_store::Backend::from_url(&config.store().url)?;
+    let data_dir = config.data_dir.clone();
+    let display_url = config.display_url();
+    let state = AppState::open(config)
+        .await
+        .with_context(|| format!("cannot open the {backend} database"))?;
+    corral_server::serve(state, corral_server::shutdown_signal(), |addr| {
+        let url = if display_url.ends_with(":0") {
+            format!("http://{addr}")
+        } else {
+            display_url
+        };
+        tracing::info!(%addr, backend = %backend, "listening");
+        println!("Corral {} is listening on {url}", env!("CARGO_PKG_VERSION"));
+        println!(
+            "  database: {backend}{}",
+            if backend == corral_store::Backend::Sqlite {
+                format!(" in {}", data_dir.display())
+            } else {
+                String::new()
+            }
+        );
+        println!("  API docs: {url}/docs   health: {url}/health   ready: {url}/ready");
+    })
+    .await?;
+    Ok(())
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let store_config = config.store();
+    let backend = corral_store::Backend::from_url(&store_config.url)?;
+    let store = corral_store::Store::connect(&store_config)
+        .await
+        .with_context(|| format!("cannot open the {backend} database"))?;
+    let report = store.migrate().await?;
+    println!(
+        "{backend} database is up to date: {} migration(s) applied now, {} in total",
+        report.applied_now, report.total
+    );
+    store.close().await;
+    Ok(())
+}
