@@ -363,9 +363,13 @@ fn is_exact_origin(origin: &str) -> bool {
 }
 
 #[cfg(test)]
+#[expect(clippy::result_large_err, reason = "figment's Jail API returns figment::Error")]
 mod tests {
     use super::*;
     use figment::Jail;
+
+    /// Environment variables of one case, and the words its error must contain.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
 
     /// Runs `check` with exactly these environment variables set (Jail
     /// serializes tests that touch the process environment and restores it).
@@ -458,7 +462,7 @@ mod tests {
     /// Each bad input and the words its message must contain.
     #[test]
     fn bad_values_name_the_key_and_the_problem() {
-        let cases: &[(&[(&str, &str)], &[&str])] = &[
+        let cases: &[Case] = &[
             (
                 &[("CORRAL_SERVER__LISTEN", "not-an-address")],
                 &["server.listen", "CORRAL_SERVER__LISTEN"],

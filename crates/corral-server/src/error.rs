@@ -18,7 +18,8 @@ use corral_types::{ErrorCode, FieldError, Problem};
 /// An error answered to an API caller.
 #[derive(Debug)]
 pub struct ApiError {
-    problem: Problem,
+    // Boxed: handlers return Result<_, ApiError> everywhere; keep the Err small.
+    problem: Box<Problem>,
     cause: Option<anyhow::Error>,
 }
 
@@ -30,7 +31,7 @@ impl ApiError {
     /// An error with `code` and a message for the caller.
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> ApiError {
         ApiError {
-            problem: Problem::new(code, Some(detail.into())),
+            problem: Box::new(Problem::new(code, Some(detail.into()))),
             cause: None,
         }
     }
@@ -54,10 +55,10 @@ impl ApiError {
     /// An unexpected fault: the caller sees only an opaque 500 and a request id.
     pub fn internal(cause: impl Into<anyhow::Error>) -> ApiError {
         ApiError {
-            problem: Problem::new(
+            problem: Box::new(Problem::new(
                 ErrorCode::Internal,
                 Some("an internal error occurred; quote the request id when reporting it".into()),
-            ),
+            )),
             cause: Some(cause.into()),
         }
     }
@@ -92,7 +93,7 @@ impl IntoResponse for ApiError {
                 .extensions_mut()
                 .insert(InternalCause(Arc::new(cause)));
         }
-        response.extensions_mut().insert(self.problem);
+        response.extensions_mut().insert(*self.problem);
         response
     }
 }

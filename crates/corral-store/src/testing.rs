@@ -129,3 +129,14 @@ pub async fn scalar_i64(store: &crate::Store, sql: &'static str) -> i64 {
         .expect("scalar query");
     row.0
 }
+
+impl TestDatabase {
+    /// [`TestDatabase::postgres`] for synchronous tests.
+    pub fn new_blocking_postgres() -> TestDatabase {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("build a runtime");
+        rt.block_on(TestDatabase::postgres())
+    }
+}

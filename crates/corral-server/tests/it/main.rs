@@ -2,6 +2,12 @@
 //! `tower::ServiceExt::oneshot`. Tests that touch the database run on both
 //! SQLite and PostgreSQL.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step should fail the test"
+)]
+
 mod support;
 
 mod docs;

@@ -1,5 +1,11 @@
 //! Store tests; every behaviour is checked on both SQLite and PostgreSQL.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step should fail the test"
+)]
+
 use corral_core::clock::ManualClock;
 use corral_store::testing::{TestDatabase, scalar_i64, scalar_text};
 use corral_store::{Backend, Store, StoreConfig, StoreError};

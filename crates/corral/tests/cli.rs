@@ -1,0 +1,289 @@
+//! End-to-end tests of the `corral` binary as a user runs it: real process,
+//! real socket, real signals, both database backends.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step should fail the test"
+)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_store::testing::TestDatabase;
+
+const BIN: &str = env!("CARGO_BIN_EXE_corral");
+
+/// A running `corral serve`, stopped with SIGTERM on drop.
+struct Server {
+    child: Child,
+    url: String,
+    stdout_lines: Vec<String>,
+}
+
+impl Server {
+    /// Starts `corral serve ARGS` in `cwd` with exactly `env` (plus PATH) and
+    /// waits for its "listening" line.
+    fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(BIN);
+        command
+            .arg("serve")
+            .args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CORRAL_LOG__LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut lines = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let found = line
+                        .split_once("is listening on ")
+                        .map(|(_, url)| url.trim().to_owned());
+                    lines.push(line);
+                    if let Some(url) = found {
+                        // Collect the rest of the banner.
+                        while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+                            lines.push(line);
+                        }
+                        return Server {
+                            child,
+                            url,
+                            stdout_lines: lines,
+                        };
+                    }
+                }
+                Err(_) if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    let mut err = String::new();
+                    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+                    panic!("server did not start: stdout {lines:?} stderr {err}");
+                }
+                Err(_) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        let mut err = String::new();
+                        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+                        panic!("server exited with {status}: {err}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let res = reqwest::get(format!("{}{path}", self.url)).await.unwrap();
+            let status = res.status().as_u16();
+            let body = res.json().await.unwrap_or(serde_json::Value::Null);
+            (status, body)
+        })
+    }
+
+    fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_owned()
+    }
+
+    /// SIGTERM, then the exit status within `within`.
+    fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The promise to a newcomer: `corral serve` with nothing at all serves
+/// SQLite from ./corral-data on 127.0.0.1:8080 and says where.
+#[test]
+fn serve_with_no_configuration_uses_sqlite_on_localhost_8080() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[], &[]);
+    assert_eq!(server.url, "http://127.0.0.1:8080");
+    let banner = server.stdout_lines.join("\n");
+    assert!(banner.contains("/docs"), "{banner}");
+    assert!(banner.contains("sqlite"), "{banner}");
+    let (status, body) = server.get("/ready");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["database_backend"], "sqlite");
+    assert!(dir.path().join("corral-data/corral.db").is_file());
+    let status = server.terminate(Duration::from_secs(10));
+    assert!(status.success(), "graceful stop exits 0, got {status}");
+}
+
+#[test]
+fn serve_on_postgres_when_database_url_points_there() {
+    let db = TestDatabase::new_blocking_postgres();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(
+        dir.path(),
+        &["--listen", "127.0.0.1:0"],
+        &[("DATABASE_URL", &db.config.url)],
+    );
+    let (status, body) = server.get("/ready");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["database_backend"], "postgres");
+    assert!(
+        !dir.path().join("corral-data").exists(),
+        "no SQLite file when PostgreSQL is configured"
+    );
+    assert!(server.terminate(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn a_bad_config_value_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("CORRAL_SERVER__LISTEN", "nowhere")], "server.listen"),
+        (&[("CORRAL_LOG__FORMAT", "xml")], "log.format"),
+        (&[("DATABASE_URL", "mysql://db/x")], "database.url"),
+    ];
+    for (env, key) in cases {
+        let (code, _out, err) = run(dir.path(), &["serve"], env);
+        assert_eq!(code, 1, "{env:?}: {err}");
+        assert!(
+            err.contains(key),
+            "{env:?}: stderr `{err}` does not name `{key}`"
+        );
+    }
+    std::fs::write(dir.path().join("c.toml"), "[server]\nport = 1\n").unwrap();
+    let (code, _out, err) = run(dir.path(), &["serve", "--config", "c.toml"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("port") && err.contains("c.toml"), "{err}");
+}
+
+#[test]
+fn migrate_applies_once_then_reports_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(dir.path(), &["migrate", "--data-dir", "data"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("applied now"), "{out}");
+    assert!(!out.contains(" 0 migration(s) applied now"), "{out}");
+    let (code, out, _) = run(dir.path(), &["migrate", "--data-dir", "data"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains(" 0 migration(s) applied now"), "{out}");
+    assert!(dir.path().join("data/corral.db").is_file());
+}
+
+#[test]
+fn version_and_openapi_print() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(dir.path(), &["version"], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("corral {}", env!("CARGO_PKG_VERSION")));
+    let (code, out, _) = run(dir.path(), &["openapi"], &[]);
+    assert_eq!(code, 0);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["info"]["title"], "Corral API");
+}
+
+/// Slowloris: a client that never finishes its headers is disconnected
+/// after the header-read timeout instead of holding a connection forever.
+#[test]
+fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--listen", "127.0.0.1:0"],
+        &[("CORRAL_SERVER__HEADER_READ_TIMEOUT_SECS", "1")],
+    );
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    // The server answers 408 and/or closes; either way the read ends.
+    let _ = stream.read_to_end(&mut buf);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "connection held for {waited:?}"
+    );
+    let text = String::from_utf8_lossy(&buf);
+    assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+}
+
+/// In-flight requests finish after SIGTERM; new connections are refused.
+#[test]
+fn sigterm_lets_an_in_flight_request_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--listen", "127.0.0.1:0"], &[]);
+    // A request whose body is still arriving when the signal comes.
+    let mut slow = TcpStream::connect(server.addr()).unwrap();
+    slow.write_all(
+        b"POST /api/v1/none HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4\r\n\r\n{}",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    slow.write_all(b"  ").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut response = String::new();
+    let _ = slow.read_to_string(&mut response);
+    assert!(
+        response.starts_with("HTTP/1.1 404"),
+        "in-flight request was dropped: {response:?}"
+    );
+    let status = server.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+}
