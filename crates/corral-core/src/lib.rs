@@ -5,5 +5,7 @@
 //! ids as lowercase strings and times as UTC instants stored in Unix
 //! milliseconds and shown as RFC 3339.
 
+pub mod auth;
 pub mod clock;
 pub mod id;
+pub mod validate;

@@ -363,7 +363,10 @@ fn is_exact_origin(origin: &str) -> bool {
 }
 
 #[cfg(test)]
-#[expect(clippy::result_large_err, reason = "figment's Jail API returns figment::Error")]
+#[expect(
+    clippy::result_large_err,
+    reason = "figment's Jail API returns figment::Error"
+)]
 mod tests {
     use super::*;
     use figment::Jail;

@@ -34,6 +34,15 @@ pub enum StoreError {
     /// A migration failed; the schema was left at the last good migration.
     #[error("database migration failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The write would break a uniqueness rule (the message says which).
+    #[error("{0}")]
+    Conflict(String),
+    /// A plan limit is reached (the message names the resource).
+    #[error("plan limit reached for {0}")]
+    QuotaExceeded(String),
+    /// A stored value cannot be read back (a bug or manual tampering).
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
     /// A query failed.
     #[error("database query failed")]
     Query(#[from] sqlx::Error),

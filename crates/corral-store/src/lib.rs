@@ -6,13 +6,19 @@
 //! JSON as TEXT). Where the two backends truly differ, the difference lives
 //! behind one method of [`Backend`] rather than as `if` chains in queries.
 
+mod audit;
 mod backend;
 mod error;
+mod identity;
 mod instance;
+mod plans;
 
+pub use audit::{AuditEntry, AuditFilter, AuditRecord};
 pub use backend::Backend;
 pub use error::StoreError;
+pub use identity::{ApiKey, NewApiKey, NewUser, RefreshUse, User};
 pub use instance::Instance;
+pub use plans::Plan;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -102,3 +102,286 @@ async fn unreachable_postgres_is_reported_as_unavailable() {
     let err = Store::connect(&config).await.unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
 }
+
+mod identity {
+    use super::*;
+    use corral_core::auth::{OrgRole, PlatformRole, Scope};
+    use corral_store::{AuditEntry, AuditFilter, NewApiKey, NewUser, RefreshUse};
+
+    fn alice() -> NewUser {
+        NewUser {
+            email: "alice@example.com".into(),
+            username: "alice".into(),
+            password_hash: "$argon2id$fake".into(),
+            role: PlatformRole::User,
+            plan_id: "free".into(),
+        }
+    }
+
+    fn key(user_id: &str, org_id: &str, hash: &str, max: Option<i64>) -> NewApiKey {
+        NewApiKey {
+            user_id: user_id.into(),
+            org_id: org_id.into(),
+            name: "ci".into(),
+            prefix: "crl_abcd".into(),
+            key_hash: hash.into(),
+            scopes: vec![Scope::SandboxesRead, Scope::ExecutionsWrite],
+            expires_at: None,
+            max_keys: max,
+        }
+    }
+
+    on_both_backends!(users_get_a_personal_org_and_unique_names, |db| {
+        let store = Store::open(&db.config).await.unwrap();
+        let user = store.create_user(10, alice()).await.unwrap();
+        assert_eq!(
+            store
+                .org_role(&user.personal_org_id, &user.id)
+                .await
+                .unwrap(),
+            Some(OrgRole::Owner)
+        );
+        assert_eq!(
+            store.user_by_login("alice").await.unwrap().unwrap().id,
+            user.id
+        );
+        assert_eq!(
+            store
+                .user_by_login("ALICE@example.com")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            user.id
+        );
+        let dup = store
+            .create_user(
+                11,
+                NewUser {
+                    username: "other".into(),
+                    ..alice()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(dup, StoreError::Conflict(ref m) if m.contains("email")),
+            "{dup:?}"
+        );
+        let dup = store
+            .create_user(
+                11,
+                NewUser {
+                    email: "o@example.com".into(),
+                    ..alice()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(dup, StoreError::Conflict(ref m) if m.contains("username")),
+            "{dup:?}"
+        );
+    });
+
+    on_both_backends!(api_keys_respect_the_plan_limit_even_concurrently, |db| {
+        let store = Store::open(&db.config).await.unwrap();
+        let user = store.create_user(10, alice()).await.unwrap();
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                let store = store.clone();
+                let k = key(
+                    &user.id,
+                    &user.personal_org_id,
+                    &format!("hash{i}"),
+                    Some(2),
+                );
+                tokio::spawn(async move { store.create_api_key(20, k).await })
+            })
+            .collect();
+        let mut created = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => created += 1,
+                Err(StoreError::QuotaExceeded(_)) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(created, 2);
+        let keys = store.list_api_keys(&user.id).await.unwrap();
+        assert_eq!(keys.len(), 2);
+        assert!(store.delete_api_key(&user.id, &keys[0].id).await.unwrap());
+        store
+            .create_api_key(
+                30,
+                key(&user.id, &user.personal_org_id, "hash-new", Some(2)),
+            )
+            .await
+            .unwrap();
+        let used = store.use_api_key("hash-new", 40).await.unwrap().unwrap();
+        assert_eq!((used.usage_count, used.last_used_at), (1, Some(40)));
+        assert_eq!(
+            used.scopes,
+            vec![Scope::SandboxesRead, Scope::ExecutionsWrite]
+        );
+        assert!(store.use_api_key("nope", 40).await.unwrap().is_none());
+    });
+
+    on_both_backends!(
+        refresh_tokens_are_single_use_and_reuse_revokes_the_family,
+        |db| {
+            let store = Store::open(&db.config).await.unwrap();
+            let user = store.create_user(10, alice()).await.unwrap();
+            store
+                .insert_refresh_token(10, &user.id, "fam", "t1", 1_000)
+                .await
+                .unwrap();
+            assert!(matches!(
+                store.use_refresh_token("t1", 20).await.unwrap(),
+                RefreshUse::Valid { .. }
+            ));
+            store
+                .insert_refresh_token(20, &user.id, "fam", "t2", 1_000)
+                .await
+                .unwrap();
+            assert_eq!(
+                store.use_refresh_token("t1", 30).await.unwrap(),
+                RefreshUse::Reused
+            );
+            // The successor died with its family.
+            assert_eq!(
+                store.use_refresh_token("t2", 31).await.unwrap(),
+                RefreshUse::Reused
+            );
+            assert_eq!(
+                store.use_refresh_token("unknown", 31).await.unwrap(),
+                RefreshUse::Invalid
+            );
+            store
+                .insert_refresh_token(40, &user.id, "fam2", "t3", 50)
+                .await
+                .unwrap();
+            assert_eq!(
+                store.use_refresh_token("t3", 60).await.unwrap(),
+                RefreshUse::Invalid,
+                "expired"
+            );
+        }
+    );
+
+    on_both_backends!(audit_filters_and_pages, |db| {
+        let store = Store::open(&db.config).await.unwrap();
+        for (i, action) in ["auth.login", "auth.login", "api_key.create"]
+            .iter()
+            .enumerate()
+        {
+            store
+                .audit(
+                    100 + i as i64,
+                    AuditEntry {
+                        actor_user_id: Some("u1".into()),
+                        org_id: Some(if i == 2 { "o2" } else { "o1" }.into()),
+                        action: (*action).into(),
+                        resource_type: "user".into(),
+                        outcome: "success".into(),
+                        ..AuditEntry::default()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let all = store
+            .list_audit(&AuditFilter {
+                limit: 10,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].action, "api_key.create", "newest first");
+        let logins = store
+            .list_audit(&AuditFilter {
+                action: Some("auth.login".into()),
+                limit: 10,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(logins.len(), 2);
+        let windowed = store
+            .list_audit(&AuditFilter {
+                since: Some(101),
+                until: Some(102),
+                limit: 10,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(windowed.len(), 1);
+        let page2 = store
+            .list_audit(&AuditFilter {
+                before_id: Some(all[0].id.clone()),
+                limit: 1,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page2[0].id, all[1].id);
+        let org = store
+            .list_audit(&AuditFilter {
+                org_id: Some("o2".into()),
+                limit: 10,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(org.len(), 1);
+    });
+
+    on_both_backends!(plans_are_seeded_with_the_four_tiers, |db| {
+        let store = Store::open(&db.config).await.unwrap();
+        let plans = store.plans().await.unwrap();
+        let summary: Vec<_> = plans
+            .iter()
+            .map(|p| {
+                (
+                    p.id.as_str(),
+                    p.executions_per_day,
+                    p.api_calls_per_day,
+                    p.max_time_secs,
+                    p.max_memory_mb,
+                    p.max_snippets,
+                    p.max_api_keys,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("free", Some(10), Some(20), 30, 128, Some(5), Some(2)),
+                ("basic", Some(50), Some(100), 60, 256, Some(20), Some(5)),
+                (
+                    "premium",
+                    Some(200),
+                    Some(500),
+                    120,
+                    512,
+                    Some(100),
+                    Some(10)
+                ),
+                ("enterprise", None, None, 300, 1024, None, None),
+            ]
+        );
+    });
+
+    on_both_backends!(the_token_signing_key_is_made_once, |db| {
+        let store = Store::open(&db.config).await.unwrap();
+        store
+            .ensure_instance(&ManualClock::at(1), "x")
+            .await
+            .unwrap();
+        let a = store.token_signing_key(|| "first".into()).await.unwrap();
+        let b = store.token_signing_key(|| "second".into()).await.unwrap();
+        assert_eq!((a.as_str(), b.as_str()), ("first", "first"));
+    });
+}

@@ -1,0 +1,354 @@
+//! Who may do what: platform roles, organization roles, API-key scopes, and
+//! the one function that decides, [`can`].
+//!
+//! Every route declares the [`Action`] it performs; the server asks `can`
+//! and nothing else. Keeping the whole rule in one table makes the
+//! role × action matrix testable as data.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A role across the whole installation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PlatformRole {
+    /// An ordinary account.
+    User,
+    /// Manages users, plans and the audit log.
+    Admin,
+    /// Also manages admins.
+    SuperAdmin,
+}
+
+/// A member's role inside one organization; ordered from least to most power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OrgRole {
+    /// Reads the org's resources.
+    Viewer,
+    /// Creates and uses resources.
+    Member,
+    /// Also manages members, invitations and the org's audit log.
+    Admin,
+    /// Also deletes the org and manages owners.
+    Owner,
+}
+
+/// What an API key is allowed to do. A JWT or cookie session carries every scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// Read sandboxes.
+    SandboxesRead,
+    /// Create, change and use sandboxes.
+    SandboxesWrite,
+    /// Read executions.
+    ExecutionsRead,
+    /// Submit executions.
+    ExecutionsWrite,
+    /// Read the code library.
+    LibraryRead,
+    /// Change the code library.
+    LibraryWrite,
+    /// Read organizations and members.
+    OrgsRead,
+    /// Change organizations and members.
+    OrgsWrite,
+    /// Create and revoke API keys.
+    KeysWrite,
+    /// Platform administration (only effective for admin users).
+    Admin,
+}
+
+macro_rules! string_enum {
+    ($ty:ident { $($variant:ident => $s:literal),* $(,)? }) => {
+        impl $ty {
+            /// Every value, in order.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),*];
+
+            /// The value as stored and sent on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $s,)* }
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = UnknownValue;
+            fn from_str(s: &str) -> Result<$ty, UnknownValue> {
+                match s {
+                    $($s => Ok($ty::$variant),)*
+                    _ => Err(UnknownValue {
+                        kind: stringify!($ty),
+                        value: s.to_owned(),
+                        expected: &[$($s),*],
+                    }),
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(PlatformRole { User => "user", Admin => "admin", SuperAdmin => "super_admin" });
+string_enum!(OrgRole { Viewer => "viewer", Member => "member", Admin => "admin", Owner => "owner" });
+string_enum!(Scope {
+    SandboxesRead => "sandboxes:read",
+    SandboxesWrite => "sandboxes:write",
+    ExecutionsRead => "executions:read",
+    ExecutionsWrite => "executions:write",
+    LibraryRead => "library:read",
+    LibraryWrite => "library:write",
+    OrgsRead => "orgs:read",
+    OrgsWrite => "orgs:write",
+    KeysWrite => "keys:write",
+    Admin => "admin",
+});
+
+/// A string that names no value of an enumeration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} `{value}`; expected one of: {}", expected.join(", "))]
+pub struct UnknownValue {
+    /// Which enumeration.
+    pub kind: &'static str,
+    /// The string given.
+    pub value: String,
+    /// The accepted strings.
+    pub expected: &'static [&'static str],
+}
+
+/// Something a request does; each route declares exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Read or change one's own account (profile, password, usage).
+    ManageSelf,
+    /// List one's own API keys.
+    ReadKeys,
+    /// Create, change or revoke one's own API keys.
+    WriteKeys,
+    /// Read the current org and its members.
+    ReadOrg,
+    /// Rename the org.
+    WriteOrg,
+    /// Invite, remove and change roles of members.
+    ManageMembers,
+    /// Delete the org.
+    DeleteOrg,
+    /// Read the current org's audit log.
+    ReadOrgAudit,
+    /// Read sandboxes of the current org.
+    ReadSandboxes,
+    /// Create and use sandboxes of the current org.
+    WriteSandboxes,
+    /// Read executions of the current org.
+    ReadExecutions,
+    /// Submit executions in the current org.
+    WriteExecutions,
+    /// Read library snippets.
+    ReadLibrary,
+    /// Change library snippets.
+    WriteLibrary,
+    /// Platform administration: users, plans, the whole audit log.
+    Administer,
+}
+
+/// How the caller authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A JWT access token or a browser session: the user's full rights.
+    Session,
+    /// An API key, limited to its scopes.
+    ApiKey {
+        /// The key's id.
+        key_id: String,
+        /// What the key may do.
+        scopes: Vec<Scope>,
+    },
+}
+
+/// The authenticated caller of one request, in the org the request acts in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The user.
+    pub user_id: String,
+    /// The user's platform role.
+    pub platform_role: PlatformRole,
+    /// The org the request acts in (from the API key, `X-Corral-Org`, or the personal org).
+    pub org_id: String,
+    /// The user's role in that org.
+    pub org_role: OrgRole,
+    /// How the user authenticated.
+    pub credential: Credential,
+}
+
+impl Action {
+    /// The API-key scope this action needs; `None` means no key may do it.
+    fn scope(self) -> Option<Scope> {
+        Some(match self {
+            Action::ManageSelf => return None,
+            Action::ReadKeys | Action::WriteKeys => Scope::KeysWrite,
+            Action::ReadOrg | Action::ReadOrgAudit => Scope::OrgsRead,
+            Action::WriteOrg | Action::ManageMembers | Action::DeleteOrg => Scope::OrgsWrite,
+            Action::ReadSandboxes => Scope::SandboxesRead,
+            Action::WriteSandboxes => Scope::SandboxesWrite,
+            Action::ReadExecutions => Scope::ExecutionsRead,
+            Action::WriteExecutions => Scope::ExecutionsWrite,
+            Action::ReadLibrary => Scope::LibraryRead,
+            Action::WriteLibrary => Scope::LibraryWrite,
+            Action::Administer => Scope::Admin,
+        })
+    }
+
+    /// The least org role that may do this; `None` when the org role is irrelevant.
+    fn min_org_role(self) -> Option<OrgRole> {
+        match self {
+            Action::ManageSelf | Action::ReadKeys | Action::WriteKeys | Action::Administer => None,
+            Action::ReadOrg
+            | Action::ReadSandboxes
+            | Action::ReadExecutions
+            | Action::ReadLibrary => Some(OrgRole::Viewer),
+            Action::WriteSandboxes | Action::WriteExecutions | Action::WriteLibrary => {
+                Some(OrgRole::Member)
+            }
+            Action::WriteOrg | Action::ManageMembers | Action::ReadOrgAudit => Some(OrgRole::Admin),
+            Action::DeleteOrg => Some(OrgRole::Owner),
+        }
+    }
+}
+
+/// Whether `principal` may perform `action` in its current org.
+///
+/// All three gates must pass: the platform role (administration needs an
+/// admin), the org role (at least the action's minimum), and, for API keys,
+/// the key's scopes.
+pub fn can(principal: &Principal, action: Action) -> bool {
+    if action == Action::Administer && principal.platform_role < PlatformRole::Admin {
+        return false;
+    }
+    if let Some(min) = action.min_org_role()
+        && principal.org_role < min
+    {
+        return false;
+    }
+    match &principal.credential {
+        Credential::Session => true,
+        Credential::ApiKey { scopes, .. } => match action.scope() {
+            Some(needed) => scopes.contains(&needed),
+            None => false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(platform: PlatformRole, org: OrgRole, scopes: Option<&[Scope]>) -> Principal {
+        Principal {
+            user_id: "u".into(),
+            platform_role: platform,
+            org_id: "o".into(),
+            org_role: org,
+            credential: match scopes {
+                None => Credential::Session,
+                Some(s) => Credential::ApiKey {
+                    key_id: "k".into(),
+                    scopes: s.to_vec(),
+                },
+            },
+        }
+    }
+
+    /// The org-role matrix for sessions: one row per action, allowed for
+    /// (viewer, member, admin, owner).
+    #[test]
+    fn org_role_matrix() {
+        use Action::*;
+        let table: &[(Action, [bool; 4])] = &[
+            (ManageSelf, [true, true, true, true]),
+            (ReadKeys, [true, true, true, true]),
+            (WriteKeys, [true, true, true, true]),
+            (ReadOrg, [true, true, true, true]),
+            (ReadSandboxes, [true, true, true, true]),
+            (WriteSandboxes, [false, true, true, true]),
+            (WriteExecutions, [false, true, true, true]),
+            (WriteLibrary, [false, true, true, true]),
+            (WriteOrg, [false, false, true, true]),
+            (ManageMembers, [false, false, true, true]),
+            (ReadOrgAudit, [false, false, true, true]),
+            (DeleteOrg, [false, false, false, true]),
+            (Administer, [false, false, false, false]),
+        ];
+        let roles = [
+            OrgRole::Viewer,
+            OrgRole::Member,
+            OrgRole::Admin,
+            OrgRole::Owner,
+        ];
+        for (action, expected) in table {
+            for (role, allowed) in roles.iter().zip(expected) {
+                let p = principal(PlatformRole::User, *role, None);
+                assert_eq!(can(&p, *action), *allowed, "{action:?} as {role}");
+            }
+        }
+    }
+
+    #[test]
+    fn administration_needs_a_platform_admin_and_for_keys_the_admin_scope() {
+        for role in PlatformRole::ALL {
+            let allowed = *role >= PlatformRole::Admin;
+            let p = principal(*role, OrgRole::Viewer, None);
+            assert_eq!(can(&p, Action::Administer), allowed, "{role}");
+        }
+        let key_without = principal(
+            PlatformRole::Admin,
+            OrgRole::Owner,
+            Some(&[Scope::OrgsRead]),
+        );
+        assert!(!can(&key_without, Action::Administer));
+        let key_with = principal(PlatformRole::Admin, OrgRole::Owner, Some(&[Scope::Admin]));
+        assert!(can(&key_with, Action::Administer));
+        let user_key = principal(PlatformRole::User, OrgRole::Owner, Some(&[Scope::Admin]));
+        assert!(
+            !can(&user_key, Action::Administer),
+            "the scope cannot lift a plain user"
+        );
+    }
+
+    #[test]
+    fn keys_are_limited_to_their_scopes_and_never_manage_the_account() {
+        let key = principal(
+            PlatformRole::User,
+            OrgRole::Owner,
+            Some(&[Scope::SandboxesRead, Scope::ExecutionsWrite]),
+        );
+        assert!(can(&key, Action::ReadSandboxes));
+        assert!(!can(&key, Action::WriteSandboxes));
+        assert!(can(&key, Action::WriteExecutions));
+        assert!(!can(&key, Action::WriteKeys));
+        assert!(!can(&key, Action::ManageSelf));
+        // A scope never lifts the org role.
+        let viewer_key = principal(
+            PlatformRole::User,
+            OrgRole::Viewer,
+            Some(&[Scope::SandboxesWrite]),
+        );
+        assert!(!can(&viewer_key, Action::WriteSandboxes));
+    }
+
+    #[test]
+    fn enum_strings_round_trip_and_unknown_values_list_the_choices() {
+        for s in Scope::ALL {
+            assert_eq!(s.as_str().parse::<Scope>().unwrap(), *s);
+        }
+        for r in OrgRole::ALL {
+            assert_eq!(r.as_str().parse::<OrgRole>().unwrap(), *r);
+        }
+        let err = "sandboxes:delete".parse::<Scope>().unwrap_err().to_string();
+        assert!(
+            err.contains("sandboxes:delete") && err.contains("sandboxes:write"),
+            "{err}"
+        );
+    }
+}
