@@ -121,7 +121,9 @@ pub struct UnknownValue {
 /// Something a request does; each route declares exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
-    /// Read or change one's own account (profile, password, usage).
+    /// Read one's own account and usage (any credential, including API keys).
+    ReadSelf,
+    /// Change one's own account (password, profile); not with an API key.
     ManageSelf,
     /// List one's own API keys.
     ReadKeys,
@@ -182,11 +184,23 @@ pub struct Principal {
     pub credential: Credential,
 }
 
+/// What an API key needs for an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyRule {
+    /// No key may do it; only a signed-in session.
+    Never,
+    /// Every valid key may do it.
+    Always,
+    /// Keys with this scope may do it.
+    Needs(Scope),
+}
+
 impl Action {
-    /// The API-key scope this action needs; `None` means no key may do it.
-    fn scope(self) -> Option<Scope> {
-        Some(match self {
-            Action::ManageSelf => return None,
+    /// What an API key needs to perform this action.
+    fn key_rule(self) -> KeyRule {
+        KeyRule::Needs(match self {
+            Action::ManageSelf => return KeyRule::Never,
+            Action::ReadSelf => return KeyRule::Always,
             Action::ReadKeys | Action::WriteKeys => Scope::KeysWrite,
             Action::ReadOrg | Action::ReadOrgAudit => Scope::OrgsRead,
             Action::WriteOrg | Action::ManageMembers | Action::DeleteOrg => Scope::OrgsWrite,
@@ -203,7 +217,11 @@ impl Action {
     /// The least org role that may do this; `None` when the org role is irrelevant.
     fn min_org_role(self) -> Option<OrgRole> {
         match self {
-            Action::ManageSelf | Action::ReadKeys | Action::WriteKeys | Action::Administer => None,
+            Action::ReadSelf
+            | Action::ManageSelf
+            | Action::ReadKeys
+            | Action::WriteKeys
+            | Action::Administer => None,
             Action::ReadOrg
             | Action::ReadSandboxes
             | Action::ReadExecutions
@@ -233,9 +251,10 @@ pub fn can(principal: &Principal, action: Action) -> bool {
     }
     match &principal.credential {
         Credential::Session => true,
-        Credential::ApiKey { scopes, .. } => match action.scope() {
-            Some(needed) => scopes.contains(&needed),
-            None => false,
+        Credential::ApiKey { scopes, .. } => match action.key_rule() {
+            KeyRule::Never => false,
+            KeyRule::Always => true,
+            KeyRule::Needs(scope) => scopes.contains(&scope),
         },
     }
 }
@@ -266,6 +285,7 @@ mod tests {
     fn org_role_matrix() {
         use Action::*;
         let table: &[(Action, [bool; 4])] = &[
+            (ReadSelf, [true, true, true, true]),
             (ManageSelf, [true, true, true, true]),
             (ReadKeys, [true, true, true, true]),
             (WriteKeys, [true, true, true, true]),
@@ -328,6 +348,10 @@ mod tests {
         assert!(can(&key, Action::WriteExecutions));
         assert!(!can(&key, Action::WriteKeys));
         assert!(!can(&key, Action::ManageSelf));
+        assert!(
+            can(&key, Action::ReadSelf),
+            "any key may read its own account"
+        );
         // A scope never lifts the org role.
         let viewer_key = principal(
             PlatformRole::User,

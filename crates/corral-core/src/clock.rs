@@ -56,6 +56,12 @@ pub fn rfc3339(ms: i64) -> String {
     }
 }
 
+/// Parses an RFC 3339 time into Unix milliseconds.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +70,13 @@ mod tests {
     fn rfc3339_is_utc_with_millis() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_510_020_123), "2026-11-24T08:47:00.123Z");
+    }
+
+    #[test]
+    fn rfc3339_parses_back() {
+        assert_eq!(parse_rfc3339("2026-11-24T08:47:00.123Z"), Some(1_795_510_020_123));
+        assert_eq!(parse_rfc3339("2026-11-24T09:47:00.123+01:00"), Some(1_795_510_020_123));
+        assert_eq!(parse_rfc3339("yesterday"), None);
     }
 
     #[test]

@@ -28,6 +28,27 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Accounts and sign-in.
+    pub auth: AuthConfig,
+}
+
+/// Account settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Who may create an account through the API.
+    pub registration: Registration,
+}
+
+/// Registration modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Registration {
+    /// Anyone may register.
+    #[default]
+    Open,
+    /// Only administrators create accounts (`corral admin create-user`).
+    Closed,
 }
 
 /// HTTP serving settings.
@@ -90,6 +111,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             database: DatabaseConfig::default(),
             log: LogConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -168,7 +190,7 @@ pub struct Overrides {
 
 /// Top-level keys the environment may set; other `CORRAL_*` variables
 /// (`CORRAL_CONFIG`, test settings) are not configuration keys.
-const ENV_SECTIONS: &[&str] = &["data_dir", "server", "database", "log"];
+const ENV_SECTIONS: &[&str] = &["data_dir", "server", "database", "log", "auth"];
 
 impl Config {
     /// Loads the configuration from every source: defaults, the file named by

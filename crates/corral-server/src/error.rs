@@ -21,6 +21,7 @@ pub struct ApiError {
     // Boxed: handlers return Result<_, ApiError> everywhere; keep the Err small.
     problem: Box<Problem>,
     cause: Option<anyhow::Error>,
+    headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 /// The cause of an internal error, carried from the handler to the logging middleware.
@@ -33,6 +34,7 @@ impl ApiError {
         ApiError {
             problem: Box::new(Problem::new(code, Some(detail.into()))),
             cause: None,
+            headers: Vec::new(),
         }
     }
 
@@ -60,7 +62,20 @@ impl ApiError {
                 Some("an internal error occurred; quote the request id when reporting it".into()),
             )),
             cause: Some(cause.into()),
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a response header (such as `WWW-Authenticate`).
+    pub fn with_header(mut self, name: http::HeaderName, value: HeaderValue) -> ApiError {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Sets `Retry-After` (and `retry_after_secs` in the body).
+    pub fn retry_after(mut self, secs: u64) -> ApiError {
+        self.problem.retry_after_secs = Some(secs);
+        self
     }
 
     /// The problem body this error answers with.
@@ -88,6 +103,9 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = problem_response(&self.problem);
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
         if let Some(cause) = self.cause {
             response
                 .extensions_mut()

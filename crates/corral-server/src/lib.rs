@@ -4,6 +4,7 @@
 //! tests drive it with `tower::ServiceExt::oneshot`; [`serve`] binds a
 //! listener and runs it until SIGTERM/SIGINT.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -27,6 +28,11 @@ use corral_store::Store;
 use corral_types::ErrorCode;
 
 pub use config::Config;
+
+/// Account creation shared by the API and the CLI.
+pub mod accounts {
+    pub use crate::routes::auth::create_checked;
+}
 pub use error::ApiError;
 pub use serve::{ServeError, serve, shutdown_signal};
 
@@ -41,21 +47,36 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Signs and checks access tokens.
+    pub tokens: auth::credentials::TokenKeys,
 }
 
 impl AppState {
     /// Opens (and migrates) the store named by `config` and records the installation.
     pub async fn open(config: Config) -> Result<AppState, corral_store::StoreError> {
         let store = Store::open(&config.store()).await?;
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        AppState::assemble(store, config, Arc::new(SystemClock)).await
+    }
+
+    /// State over an open, migrated store: records the installation and
+    /// loads (or creates) the token signing key shared by all replicas.
+    pub async fn assemble(
+        store: Store,
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AppState, corral_store::StoreError> {
         store
             .ensure_instance(clock.as_ref(), env!("CARGO_PKG_VERSION"))
+            .await?;
+        let secret = store
+            .token_signing_key(|| auth::credentials::random_token(64))
             .await?;
         Ok(AppState {
             store,
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::new()),
             clock,
+            tokens: auth::credentials::TokenKeys::new(&secret),
         })
     }
 }
@@ -71,7 +92,12 @@ pub fn app(state: AppState) -> Router {
 #[doc(hidden)]
 pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
     let config = state.config.clone();
+    let api = routes::api().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::authorize,
+    ));
     let mut router = Router::new()
+        .merge(api)
         .merge(routes::meta::routes())
         .merge(routes::docs::routes())
         .merge(extra)

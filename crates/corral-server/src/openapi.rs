@@ -8,7 +8,16 @@ use utoipa::OpenApi;
 use corral_types::meta::{Check, Health, Ready};
 use corral_types::{ErrorCode, FieldError, Problem};
 
-use crate::routes::meta;
+use utoipa::Modify;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use corral_types::identity::{
+    ApiKeyResponse, AuditPage, AuditRecordResponse, CreateApiKeyRequest, CreatedApiKeyResponse,
+    LoginRequest, PlanResponse, RefreshRequest, RegisterRequest, TokenResponse,
+    UpdateApiKeyRequest, UserResponse,
+};
+
+use crate::routes::{account, admin, api_keys, auth, meta};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,11 +26,49 @@ use crate::routes::meta;
         description = "Run untrusted code: sandboxes, executions, a code library and more.\n\nErrors are `application/problem+json` (RFC 9457) with a stable `code`; branch on it, never on `title` or `detail`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    paths(meta::health, meta::ready, meta::metrics),
-    components(schemas(Problem, ErrorCode, FieldError, Health, Ready, Check)),
-    tags((name = "meta", description = "Liveness, readiness and metrics")),
+    paths(
+        meta::health, meta::ready, meta::metrics,
+        auth::register, auth::login, auth::refresh, auth::logout,
+        account::me, account::plans,
+        api_keys::create, api_keys::list, api_keys::update, api_keys::revoke,
+        admin::audit_log,
+    ),
+    components(schemas(
+        Problem, ErrorCode, FieldError, Health, Ready, Check,
+        RegisterRequest, LoginRequest, RefreshRequest, TokenResponse, UserResponse, PlanResponse,
+        CreateApiKeyRequest, UpdateApiKeyRequest, ApiKeyResponse, CreatedApiKeyResponse,
+        AuditRecordResponse, AuditPage,
+    )),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "meta", description = "Liveness, readiness and metrics"),
+        (name = "auth", description = "Sign-up, sign-in and tokens"),
+        (name = "account", description = "The caller's account and the plans"),
+        (name = "api-keys", description = "Scoped API keys (`crl_…`)"),
+        (name = "admin", description = "Platform administration"),
+    ),
 )]
 struct ApiDoc;
+
+/// Declares the `bearer` scheme: a JWT access token or an API key.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A JWT access token from /auth/login, or an API key (`crl_…`)",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The API description served at `/openapi.json`.
 pub fn api_doc() -> utoipa::openapi::OpenApi {

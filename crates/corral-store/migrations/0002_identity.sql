@@ -34,10 +34,17 @@ CREATE TABLE users (
     email_verified   BIGINT NOT NULL,
     personal_org_id  TEXT,
     api_key_count    BIGINT NOT NULL,
-    failed_logins    BIGINT NOT NULL,
-    locked_until     BIGINT,
     created_at       BIGINT NOT NULL,
     updated_at       BIGINT NOT NULL
+);
+
+-- Failed sign-ins per login name (hashed), whether or not such a user
+-- exists, so lockout answers the same for unknown and known users.
+CREATE TABLE login_throttle (
+    login_hash    TEXT PRIMARY KEY,
+    failures      BIGINT NOT NULL,
+    locked_until  BIGINT,
+    updated_at    BIGINT NOT NULL
 );
 
 CREATE TABLE orgs (

@@ -32,10 +32,6 @@ pub struct User {
     pub email_verified: bool,
     /// The user's personal org.
     pub personal_org_id: String,
-    /// Consecutive failed logins.
-    pub failed_logins: i64,
-    /// Sign-in refused until this time (Unix ms).
-    pub locked_until: Option<i64>,
     /// Created (Unix ms).
     pub created_at: i64,
 }
@@ -120,7 +116,7 @@ pub enum RefreshUse {
 }
 
 const USER_COLUMNS: &str = "id, email, username, password_hash, role, plan_id, is_active, \
-     email_verified, personal_org_id, failed_logins, locked_until, created_at";
+     email_verified, personal_org_id, created_at";
 
 fn user_from_row(row: &AnyRow) -> Result<User, StoreError> {
     let role: String = row.try_get("role")?;
@@ -138,8 +134,6 @@ fn user_from_row(row: &AnyRow) -> Result<User, StoreError> {
         personal_org_id: row
             .try_get::<Option<String>, _>("personal_org_id")?
             .unwrap_or_default(),
-        failed_logins: row.try_get("failed_logins")?,
-        locked_until: row.try_get("locked_until")?,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -202,8 +196,8 @@ impl Store {
             .await?;
         let inserted = sqlx::query(
             "INSERT INTO users (id, email, username, password_hash, role, plan_id, is_active, \
-             email_verified, personal_org_id, api_key_count, failed_logins, locked_until, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 1, 0, $7, 0, 0, NULL, $8, $8)",
+             email_verified, personal_org_id, api_key_count, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, 0, $7, 0, $8, $8)",
         )
         .bind(&user_id)
         .bind(&new.email)
@@ -233,6 +227,14 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt("user vanished after insert".into()))
     }
 
+    /// How many accounts exist.
+    pub async fn count_users(&self) -> Result<i64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(n)
+    }
+
     /// The user with this id.
     pub async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"));
@@ -256,33 +258,62 @@ impl Store {
         row.as_ref().map(user_from_row).transpose()
     }
 
-    /// Records a failed login; returns the new count of consecutive failures.
-    /// `lock_until` is applied when given.
+    /// When sign-in for this login name is refused until (Unix ms), if locked.
+    pub async fn login_locked_until(&self, login_hash: &str) -> Result<Option<i64>, StoreError> {
+        let row: Option<(Option<i64>,)> =
+            sqlx::query_as("SELECT locked_until FROM login_throttle WHERE login_hash = $1")
+                .bind(login_hash)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.and_then(|(until,)| until))
+    }
+
+    /// Records a failed sign-in for a login name and returns the count of
+    /// consecutive failures; `lock_for(count)` gives the lock length in ms.
     pub async fn record_login_failure(
         &self,
-        user_id: &str,
-        lock_until: impl Fn(i64) -> Option<i64>,
+        login_hash: &str,
+        now: i64,
+        lock_for: impl Fn(i64) -> Option<i64>,
     ) -> Result<i64, StoreError> {
-        let (count,): (i64,) = sqlx::query_as(
-            "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1 RETURNING failed_logins",
+        let mut tx = self.pool().begin().await?;
+        let updated = sqlx::query(
+            "UPDATE login_throttle SET failures = failures + 1, updated_at = $2 WHERE login_hash = $1",
         )
-        .bind(user_id)
-        .fetch_one(self.pool())
+        .bind(login_hash)
+        .bind(now)
+        .execute(&mut *tx)
         .await?;
-        if let Some(until) = lock_until(count) {
-            sqlx::query("UPDATE users SET locked_until = $2 WHERE id = $1")
-                .bind(user_id)
-                .bind(until)
-                .execute(self.pool())
+        if updated.rows_affected() == 0 {
+            sqlx::query(
+                "INSERT INTO login_throttle (login_hash, failures, locked_until, updated_at) VALUES ($1, 1, NULL, $2)",
+            )
+            .bind(login_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, "concurrent sign-in failure; retry"))?;
+        }
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT failures FROM login_throttle WHERE login_hash = $1")
+                .bind(login_hash)
+                .fetch_one(&mut *tx)
+                .await?;
+        if let Some(ms) = lock_for(count) {
+            sqlx::query("UPDATE login_throttle SET locked_until = $2 WHERE login_hash = $1")
+                .bind(login_hash)
+                .bind(now + ms)
+                .execute(&mut *tx)
                 .await?;
         }
+        tx.commit().await?;
         Ok(count)
     }
 
-    /// Clears failed-login state after a successful login.
-    pub async fn record_login_success(&self, user_id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1")
-            .bind(user_id)
+    /// Clears a login name's failures after a successful sign-in.
+    pub async fn record_login_success(&self, login_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_throttle WHERE login_hash = $1")
+            .bind(login_hash)
             .execute(self.pool())
             .await?;
         Ok(())

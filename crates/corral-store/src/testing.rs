@@ -140,3 +140,21 @@ impl TestDatabase {
         rt.block_on(TestDatabase::postgres())
     }
 }
+
+/// Every text value stored in `table`, for asserting that no secret is kept.
+pub async fn all_text(store: &crate::Store, table: &'static str) -> Vec<String> {
+    use sqlx::Row;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}")))
+        .fetch_all(store.pool())
+        .await
+        .expect("select");
+    let mut out = Vec::new();
+    for row in rows {
+        for i in 0..row.len() {
+            if let Ok(Some(text)) = row.try_get::<Option<String>, _>(i) {
+                out.push(text);
+            }
+        }
+    }
+    out
+}

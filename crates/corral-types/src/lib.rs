@@ -4,6 +4,7 @@
 //! generated OpenAPI document cannot drift apart. It does no IO.
 
 pub mod error;
+pub mod identity;
 pub mod meta;
 
 pub use error::{ErrorCode, FieldError, Problem};

@@ -46,10 +46,41 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Administration on the server's own database.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Print the OpenAPI document of this version's API.
     Openapi,
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create an account (the way to make the first administrator; there is no default password).
+    CreateUser {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Username (3-32 of a-z 0-9 _ - .).
+        #[arg(long)]
+        username: String,
+        /// Email address.
+        #[arg(long)]
+        email: String,
+        /// Password (visible in the process list and shell history; prefer --password-stdin).
+        #[arg(
+            long,
+            conflicts_with = "password_stdin",
+            required_unless_present = "password_stdin"
+        )]
+        password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Make the user a platform administrator.
+        #[arg(long)]
+        admin: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +100,17 @@ fn main() -> ExitCode {
         Command::Migrate { config } => {
             load(&config, None).and_then(|c| runtime()?.block_on(migrate(c)))
         }
+        Command::Admin(AdminCommand::CreateUser {
+            config,
+            username,
+            email,
+            password,
+            password_stdin,
+            admin,
+        }) => read_password(password, password_stdin).and_then(|password| {
+            let config = load(&config, None)?;
+            runtime()?.block_on(create_user(config, username, email, password, admin))
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -103,6 +145,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::open(config)
         .await
         .with_context(|| format!("cannot open the {backend} database"))?;
+    let no_users = state.store.count_users().await? == 0;
     corral_server::serve(state, corral_server::shutdown_signal(), |addr| {
         let url = if display_url.ends_with(":0") {
             format!("http://{addr}")
@@ -120,6 +163,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         );
         println!("  API docs: {url}/docs   health: {url}/health   ready: {url}/ready");
+        if no_users {
+            println!(
+                "  no accounts yet: create the first administrator with\n    corral admin create-user --username admin --email you@example.com --password-stdin --admin"
+            );
+        }
     })
     .await?;
     Ok(())
@@ -137,5 +185,56 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
         report.applied_now, report.total
     );
     store.close().await;
+    Ok(())
+}
+
+fn read_password(given: Option<String>, from_stdin: bool) -> anyhow::Result<String> {
+    if let Some(password) = given {
+        return Ok(password);
+    }
+    debug_assert!(from_stdin);
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn create_user(
+    config: Config,
+    username: String,
+    email: String,
+    password: String,
+    admin: bool,
+) -> anyhow::Result<()> {
+    let state = AppState::open(config)
+        .await
+        .context("cannot open the database")?;
+    let role = if admin {
+        corral_core::auth::PlatformRole::Admin
+    } else {
+        corral_core::auth::PlatformRole::User
+    };
+    let user = corral_server::accounts::create_checked(&state, &email, &username, &password, role)
+        .await
+        .map_err(|e| {
+            let problem = e.problem();
+            let message = if problem.errors.is_empty() {
+                problem.detail.clone().unwrap_or_default()
+            } else {
+                problem
+                    .errors
+                    .iter()
+                    .map(|f| format!("--{}: {}", f.field, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            anyhow::anyhow!("{message}")
+        })?;
+    println!(
+        "created {} `{}` <{}> (id {})",
+        role, user.username, user.email, user.id
+    );
+    state.store.close().await;
     Ok(())
 }

@@ -287,3 +287,119 @@ fn sigterm_lets_an_in_flight_request_finish() {
     let status = server.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status}");
 }
+
+/// The first administrator comes from the CLI (never a default password),
+/// and can then sign in over HTTP.
+#[test]
+fn admin_create_user_makes_an_account_that_can_sign_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = ["--data-dir", "data"];
+    let mut child = Command::new(BIN)
+        .args([
+            "admin",
+            "create-user",
+            "--username",
+            "root",
+            "--email",
+            "root@example.com",
+            "--password-stdin",
+            "--admin",
+        ])
+        .args(data)
+        .current_dir(dir.path())
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created admin `root`"));
+
+    let (code, _, err) = run(
+        dir.path(),
+        &[
+            "admin",
+            "create-user",
+            "--username",
+            "X",
+            "--email",
+            "bad",
+            "--password",
+            "short",
+            "--data-dir",
+            "data",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    for field in ["--email", "--username", "--password"] {
+        assert!(err.contains(field), "{err}");
+    }
+    let (code, _, err) = run(
+        dir.path(),
+        &[
+            "admin",
+            "create-user",
+            "--username",
+            "root",
+            "--email",
+            "r@example.com",
+            "--password",
+            "correct horse battery",
+            "--data-dir",
+            "data",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("already registered"), "{err}");
+
+    let server = Server::start(
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--data-dir", "data"],
+        &[],
+    );
+    assert!(!server.stdout_lines.join("\n").contains("no accounts yet"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let login: serde_json::Value = client
+            .post(format!("{}/api/v1/auth/login", server.url))
+            .json(&serde_json::json!({"login": "root", "password": "correct horse battery"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["access_token"].as_str().unwrap();
+        let audit = client
+            .get(format!("{}/api/v1/admin/audit", server.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(audit.status(), 200, "the CLI-made admin can administer");
+        let body: serde_json::Value = audit.json().await.unwrap();
+        // Over a real socket the audit log has the client's IP.
+        assert_eq!(body["items"][0]["ip"], "127.0.0.1");
+    });
+}
+
+#[test]
+fn a_fresh_server_says_how_to_make_the_first_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--listen", "127.0.0.1:0"], &[]);
+    let banner = server.stdout_lines.join("\n");
+    assert!(banner.contains("corral admin create-user"), "{banner}");
+}

@@ -1,4 +1,21 @@
 //! HTTP handlers, grouped by domain. Each module exposes `fn routes() -> Router<AppState>`.
 
+pub mod account;
+pub mod admin;
+pub mod api_keys;
+pub mod auth;
 pub mod docs;
 pub mod meta;
+
+use axum::Router;
+
+use crate::AppState;
+
+/// Every `/api/v1` route; the authorization middleware wraps all of them.
+pub fn api() -> Router<AppState> {
+    Router::new()
+        .merge(auth::routes())
+        .merge(account::routes())
+        .merge(api_keys::routes())
+        .merge(admin::routes())
+}

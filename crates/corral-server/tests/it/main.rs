@@ -12,5 +12,6 @@ mod support;
 
 mod docs;
 mod errors;
+mod identity;
 mod meta;
 mod middleware;

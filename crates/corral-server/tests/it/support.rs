@@ -10,7 +10,6 @@ use tower::ServiceExt;
 
 use corral_core::clock::ManualClock;
 use corral_server::config::Config;
-use corral_server::metrics::Metrics;
 use corral_server::{AppState, app_with_routes};
 use corral_store::testing::TestDatabase;
 use corral_store::{Backend, Store};
@@ -37,6 +36,7 @@ pub(crate) use on_both_backends;
 
 pub struct TestApp {
     pub state: AppState,
+    pub clock: ManualClock,
     router: Router,
     _db: TestDatabase,
 }
@@ -109,9 +109,81 @@ impl TestApp {
         }
     }
 
+    /// The app's clock, in Unix seconds.
+    pub fn clock_secs(&self) -> i64 {
+        use corral_core::clock::Clock;
+        self.clock.now_ms() / 1000
+    }
+
     pub async fn get(&self, path: &str) -> TestResponse {
         self.send(Request::get(path).body(Body::empty()).unwrap())
             .await
+    }
+
+    /// A request with `Authorization: Bearer token` and an optional JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> TestResponse {
+        let mut request = Request::builder().method(method).uri(path);
+        if !token.is_empty() {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(json) => {
+                request = request.header("content-type", "application/json");
+                Body::from(json.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(request.body(body).unwrap()).await
+    }
+
+    /// Registers `name` (email `name@example.com`) and returns its access and refresh tokens.
+    pub async fn register_and_login(&self, name: &str) -> (String, String) {
+        let res = self
+            .post_json(
+                "/api/v1/auth/register",
+                &serde_json::json!({"email": format!("{name}@example.com"), "username": name, "password": "correct horse battery"}).to_string(),
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.text());
+        let tokens = self.login(name, "correct horse battery").await;
+        assert_eq!(tokens.status, 200, "{}", tokens.text());
+        let body = tokens.json();
+        (
+            body["access_token"].as_str().unwrap().to_owned(),
+            body["refresh_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn login(&self, login: &str, password: &str) -> TestResponse {
+        self.post_json(
+            "/api/v1/auth/login",
+            &serde_json::json!({"login": login, "password": password}).to_string(),
+        )
+        .await
+    }
+
+    /// Creates an API key with `scopes` using `token`; returns (key, id).
+    pub async fn create_key(&self, token: &str, scopes: &[&str]) -> (String, String) {
+        let res = self
+            .call(
+                "POST",
+                "/api/v1/api-keys",
+                token,
+                Some(serde_json::json!({"name": "test", "scopes": scopes})),
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.text());
+        let body = res.json();
+        (
+            body["key"].as_str().unwrap().to_owned(),
+            body["id"].as_str().unwrap().to_owned(),
+        )
     }
 
     pub async fn post_json(&self, path: &str, body: &str) -> TestResponse {
@@ -145,15 +217,14 @@ impl TestAppBuilder {
     pub async fn build(self) -> TestApp {
         let db = TestDatabase::new(self.backend).await;
         let store = Store::open(&db.config).await.unwrap();
-        let state = AppState {
-            store,
-            config: Arc::new(self.config),
-            metrics: Arc::new(Metrics::new()),
-            clock: Arc::new(ManualClock::at(1_795_510_020_000)),
-        };
+        let clock = ManualClock::at(1_795_510_020_000);
+        let state = AppState::assemble(store, self.config, Arc::new(clock.clone()))
+            .await
+            .unwrap();
         TestApp {
             router: app_with_routes(state.clone(), self.routes),
             state,
+            clock,
             _db: db,
         }
     }

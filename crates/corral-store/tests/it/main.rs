@@ -385,3 +385,23 @@ mod identity {
         assert_eq!((a.as_str(), b.as_str()), ("first", "first"));
     });
 }
+
+mod login_throttle {
+    use super::*;
+
+    on_both_backends!(failures_count_up_lock_and_clear, |db| {
+        let store = Store::open(&db.config).await.unwrap();
+        let lock = |n: i64| (n >= 3).then_some(1_000);
+        assert_eq!(store.login_locked_until("h").await.unwrap(), None);
+        for expected in 1..=3 {
+            assert_eq!(
+                store.record_login_failure("h", 100, lock).await.unwrap(),
+                expected
+            );
+        }
+        assert_eq!(store.login_locked_until("h").await.unwrap(), Some(1_100));
+        assert_eq!(store.login_locked_until("other").await.unwrap(), None);
+        store.record_login_success("h").await.unwrap();
+        assert_eq!(store.login_locked_until("h").await.unwrap(), None);
+    });
+}

@@ -1,0 +1,246 @@
+//! Authentication (who is calling) and authorization (may they do this).
+//!
+//! Every `/api/v1` route has an entry in [`POLICIES`]: public, or the
+//! [`Action`] it performs. The [`authorize`] middleware enforces the table
+//! before any handler runs and refuses a route that has no entry, so a new
+//! route without a declared policy fails closed (and a test fails).
+
+pub mod credentials;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, header};
+
+use corral_core::auth::{Action, Credential, OrgRole, Principal, can};
+use corral_types::ErrorCode;
+
+use crate::{ApiError, AppState};
+
+/// What a route requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, signed in or not.
+    Public,
+    /// A signed-in caller allowed to perform the action.
+    Authenticated(Action),
+}
+
+/// The authorization policy of every API route: (method, route template, access).
+pub const POLICIES: &[(&str, &str, Access)] = &[
+    ("POST", "/api/v1/auth/register", Access::Public),
+    ("POST", "/api/v1/auth/login", Access::Public),
+    ("POST", "/api/v1/auth/refresh", Access::Public),
+    ("POST", "/api/v1/auth/logout", Access::Public),
+    ("GET", "/api/v1/plans", Access::Public),
+    (
+        "GET",
+        "/api/v1/users/me",
+        Access::Authenticated(Action::ReadSelf),
+    ),
+    (
+        "GET",
+        "/api/v1/api-keys",
+        Access::Authenticated(Action::ReadKeys),
+    ),
+    (
+        "POST",
+        "/api/v1/api-keys",
+        Access::Authenticated(Action::WriteKeys),
+    ),
+    (
+        "PATCH",
+        "/api/v1/api-keys/{id}",
+        Access::Authenticated(Action::WriteKeys),
+    ),
+    (
+        "DELETE",
+        "/api/v1/api-keys/{id}",
+        Access::Authenticated(Action::WriteKeys),
+    ),
+    (
+        "GET",
+        "/api/v1/admin/audit",
+        Access::Authenticated(Action::Administer),
+    ),
+];
+
+/// The policy of a route, if declared.
+pub fn policy(method: &str, route: &str) -> Option<Access> {
+    POLICIES
+        .iter()
+        .find(|(m, r, _)| *m == method && *r == route)
+        .map(|(_, _, access)| *access)
+}
+
+/// Where a request came from, for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    /// Peer IP address.
+    pub ip: Option<String>,
+    /// `User-Agent`, truncated.
+    pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    fn from_request(request: &Request) -> ClientInfo {
+        ClientInfo {
+            ip: request
+                .extensions()
+                .get::<ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_string()),
+            user_agent: request
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(256).collect()),
+        }
+    }
+}
+
+/// Enforces [`POLICIES`] on the API router. On success the handler finds a
+/// [`Principal`] (for authenticated routes) and a [`ClientInfo`] in the
+/// request extensions.
+pub async fn authorize(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let client = ClientInfo::from_request(&request);
+    request.extensions_mut().insert(client);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let Some(access) = policy(request.method().as_str(), &route) else {
+        return ApiError::internal(anyhow::anyhow!(
+            "route {} {route} has no authorization policy",
+            request.method()
+        ))
+        .into_response();
+    };
+    if let Access::Authenticated(action) = access {
+        let principal = match authenticate(&state, request.headers()).await {
+            Ok(principal) => principal,
+            Err(error) => return error.into_response(),
+        };
+        if !can(&principal, action) {
+            return forbidden(&principal, action).into_response();
+        }
+        request.extensions_mut().insert(principal);
+    }
+    next.run(request).await
+}
+
+fn forbidden(principal: &Principal, action: Action) -> ApiError {
+    let detail = match (&principal.credential, action) {
+        (_, Action::Administer) => "this needs a platform administrator".to_owned(),
+        (Credential::ApiKey { .. }, Action::ManageSelf) => {
+            "API keys cannot change the account; sign in instead".to_owned()
+        }
+        (Credential::ApiKey { .. }, _) => {
+            format!(
+                "this API key lacks the scope for {action:?}, or your role in the organization is too low"
+            )
+        }
+        (Credential::Session, _) => {
+            format!(
+                "your role `{}` in this organization does not allow this",
+                principal.org_role
+            )
+        }
+    };
+    ApiError::new(ErrorCode::Forbidden, detail)
+}
+
+/// 401 with `WWW-Authenticate: Bearer`.
+fn unauthorized(detail: &str) -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized, detail)
+        .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+}
+
+/// Who is calling: an API key (`crl_…`) or a JWT access token, as
+/// `Authorization: Bearer`; and in which org (the key's org, else
+/// `X-Corral-Org`, else the personal org).
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| unauthorized("missing `Authorization: Bearer` credentials"))?;
+    let now = state.clock.now_ms();
+
+    if token.starts_with(credentials::API_KEY_PREFIX) {
+        let hash = credentials::sha256_hex(token);
+        let key = state
+            .store
+            .use_api_key(&hash, now)
+            .await?
+            .ok_or_else(|| unauthorized("invalid API key"))?;
+        if !key.is_active {
+            return Err(unauthorized("this API key is disabled"));
+        }
+        if key.expires_at.is_some_and(|at| at <= now) {
+            return Err(unauthorized("this API key has expired"));
+        }
+        let user = active_user(state, &key.user_id).await?;
+        let org_role = state
+            .store
+            .org_role(&key.org_id, &user.id)
+            .await?
+            .ok_or_else(|| {
+                unauthorized("the key's owner is no longer a member of its organization")
+            })?;
+        return Ok(Principal {
+            user_id: user.id,
+            platform_role: user.role,
+            org_id: key.org_id,
+            org_role,
+            credential: Credential::ApiKey {
+                key_id: key.id,
+                scopes: key.scopes,
+            },
+        });
+    }
+
+    let claims = state
+        .tokens
+        .verify(token, now / 1000)
+        .ok_or_else(|| unauthorized("invalid or expired access token"))?;
+    let user = active_user(state, &claims.sub).await?;
+    let requested_org = headers
+        .get("x-corral-org")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (org_id, org_role) = match requested_org {
+        Some(org_id) => {
+            let role = state
+                .store
+                .org_role(&org_id, &user.id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("organization"))?;
+            (org_id, role)
+        }
+        None => (user.personal_org_id.clone(), OrgRole::Owner),
+    };
+    Ok(Principal {
+        user_id: user.id,
+        platform_role: user.role,
+        org_id,
+        org_role,
+        credential: Credential::Session,
+    })
+}
+
+async fn active_user(state: &AppState, id: &str) -> Result<corral_store::User, ApiError> {
+    match state.store.user_by_id(id).await? {
+        Some(user) if user.is_active => Ok(user),
+        Some(_) => Err(unauthorized("this account is disabled")),
+        None => Err(unauthorized("invalid credentials")),
+    }
+}

@@ -1,0 +1,78 @@
+//! The caller's own account, and the plans.
+
+use axum::extract::{Extension, State};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use corral_core::auth::Principal;
+use corral_core::clock::rfc3339;
+use corral_types::identity::{PlanResponse, UserResponse};
+
+use crate::{ApiError, AppState};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/users/me", get(me))
+        .route("/api/v1/plans", get(plans))
+}
+
+pub fn user_response(user: &corral_store::User) -> UserResponse {
+    UserResponse {
+        id: user.id.clone(),
+        email: user.email.clone(),
+        username: user.username.clone(),
+        role: user.role.as_str().to_owned(),
+        plan: user.plan_id.clone(),
+        is_active: user.is_active,
+        email_verified: user.email_verified,
+        personal_org_id: user.personal_org_id.clone(),
+        created_at: rfc3339(user.created_at),
+    }
+}
+
+/// The signed-in user (also with any API key).
+#[utoipa::path(
+    get, path = "/api/v1/users/me", tag = "account", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = UserResponse),
+        (status = 401, description = "Not signed in", body = corral_types::Problem),
+    )
+)]
+pub async fn me(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<UserResponse>, ApiError> {
+    let user = state
+        .store
+        .user_by_id(&principal.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    Ok(Json(user_response(&user)))
+}
+
+/// Every plan and its limits; `null` is unlimited.
+#[utoipa::path(
+    get, path = "/api/v1/plans", tag = "account",
+    responses((status = 200, description = "Plans, cheapest first", body = [PlanResponse]))
+)]
+pub async fn plans(State(state): State<AppState>) -> Result<Json<Vec<PlanResponse>>, ApiError> {
+    let plans = state.store.plans().await?;
+    Ok(Json(
+        plans
+            .into_iter()
+            .map(|p| PlanResponse {
+                id: p.id,
+                name: p.name,
+                executions_per_day: p.executions_per_day,
+                api_calls_per_day: p.api_calls_per_day,
+                max_time_secs: p.max_time_secs,
+                max_memory_mb: p.max_memory_mb,
+                max_snippets: p.max_snippets,
+                max_api_keys: p.max_api_keys,
+                max_sandboxes: p.max_sandboxes,
+                max_cpus: p.max_cpus,
+                max_disk_mb: p.max_disk_mb,
+            })
+            .collect(),
+    ))
+}

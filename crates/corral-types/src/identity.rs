@@ -1,0 +1,195 @@
+//! Wire types of identity: accounts, tokens, API keys, plans, audit.
+//!
+//! Request types reject unknown fields, so a client can never slip in
+//! `role`, `org_id` or `plan_id` where they are not accepted.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `POST /api/v1/auth/register`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// Email address; stored lowercased.
+    pub email: String,
+    /// 3–32 of `a-z 0-9 _ - .`.
+    pub username: String,
+    /// At least 10 characters, 4 distinct, not the username or email.
+    pub password: String,
+}
+
+/// `POST /api/v1/auth/login`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// Username or email.
+    pub login: String,
+    /// Password.
+    pub password: String,
+}
+
+/// `POST /api/v1/auth/refresh` and `/auth/logout`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The refresh token (`crr_…`).
+    pub refresh_token: String,
+}
+
+/// A token pair. The refresh token is single-use: each refresh returns a new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    /// JWT for `Authorization: Bearer`.
+    pub access_token: String,
+    /// Single-use token for `/auth/refresh`.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+}
+
+/// An account as its owner (or an admin) sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UserResponse {
+    /// Id.
+    pub id: String,
+    /// Email.
+    pub email: String,
+    /// Username.
+    pub username: String,
+    /// `user`, `admin` or `super_admin`.
+    pub role: String,
+    /// Plan id.
+    pub plan: String,
+    /// Whether the account may sign in.
+    pub is_active: bool,
+    /// Whether the email was verified.
+    pub email_verified: bool,
+    /// The personal organization.
+    pub personal_org_id: String,
+    /// Created (RFC 3339).
+    pub created_at: String,
+}
+
+/// A plan and its limits; `null` means unlimited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlanResponse {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Executions per day.
+    pub executions_per_day: Option<i64>,
+    /// API calls per day with API keys.
+    pub api_calls_per_day: Option<i64>,
+    /// Longest execution, seconds.
+    pub max_time_secs: i64,
+    /// Memory per execution, MB.
+    pub max_memory_mb: i64,
+    /// Library snippets.
+    pub max_snippets: Option<i64>,
+    /// API keys.
+    pub max_api_keys: Option<i64>,
+    /// Concurrent sandboxes.
+    pub max_sandboxes: Option<i64>,
+    /// CPUs per sandbox.
+    pub max_cpus: Option<i64>,
+    /// Disk per sandbox, MB.
+    pub max_disk_mb: Option<i64>,
+}
+
+/// `POST /api/v1/api-keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKeyRequest {
+    /// A name to recognise the key by.
+    pub name: String,
+    /// Scopes such as `sandboxes:write`, `executions:read`, `keys:write`.
+    pub scopes: Vec<String>,
+    /// The org the key acts in; default the caller's current org. The caller must be a member.
+    #[serde(default)]
+    pub org_id: Option<String>,
+    /// Expiry (RFC 3339); default never.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+/// `PATCH /api/v1/api-keys/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateApiKeyRequest {
+    /// Turn the key on or off.
+    pub is_active: bool,
+}
+
+/// An API key, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ApiKeyResponse {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// The key's visible start (`crl_` + 8 characters).
+    pub prefix: String,
+    /// The org it acts in.
+    pub org_id: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Whether it is usable.
+    pub is_active: bool,
+    /// Expiry (RFC 3339).
+    pub expires_at: Option<String>,
+    /// Last use (RFC 3339).
+    pub last_used_at: Option<String>,
+    /// Uses so far.
+    pub usage_count: i64,
+    /// Created (RFC 3339).
+    pub created_at: String,
+}
+
+/// A new key: the only time `key` is ever shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedApiKeyResponse {
+    /// The full key; store it now, it cannot be shown again.
+    pub key: String,
+    /// The key's details.
+    #[serde(flatten)]
+    pub api_key: ApiKeyResponse,
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditRecordResponse {
+    /// Id.
+    pub id: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who.
+    pub actor_user_id: Option<String>,
+    /// In which org.
+    pub org_id: Option<String>,
+    /// What (`auth.login`, `api_key.create`, …).
+    pub action: String,
+    /// Type of object.
+    pub resource_type: String,
+    /// Id of object.
+    pub resource_id: Option<String>,
+    /// Client IP.
+    pub ip: Option<String>,
+    /// Client user agent.
+    pub user_agent: Option<String>,
+    /// `success`, `failure` or `denied`.
+    pub outcome: String,
+    /// Extra context.
+    pub detail: Option<String>,
+}
+
+/// A page of a list; pass `next_cursor` as `cursor` for the next page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    /// Records, newest first.
+    pub items: Vec<AuditRecordResponse>,
+    /// Absent on the last page.
+    pub next_cursor: Option<String>,
+}
