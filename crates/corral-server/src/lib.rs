@@ -122,8 +122,9 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
         router = router.layer(cors);
     }
     router = router.layer(axum::middleware::from_fn(middleware::problems));
+    // `if_not_present`: a route may set a stricter policy (the docs pages do).
     for (name, value) in middleware::security_headers(config.hsts()) {
-        router = router.layer(SetResponseHeaderLayer::overriding(name, value));
+        router = router.layer(SetResponseHeaderLayer::if_not_present(name, value));
     }
     router.layer(axum::middleware::from_fn(middleware::request_id))
 }

@@ -5,7 +5,8 @@
 
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use http::header;
+use http::{HeaderValue, header};
+use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::AppState;
@@ -19,6 +20,7 @@ const REDOC_PAGE: &str = r#"<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Corral API reference</title>
+<link rel="icon" href="data:,">
 <style>body { margin: 0; padding: 0; }</style>
 </head>
 <body>
@@ -28,11 +30,21 @@ const REDOC_PAGE: &str = r#"<!doctype html>
 </html>
 "#;
 
+/// The docs pages load nothing from elsewhere: a strict policy makes the
+/// browser refuse any other origin (Redoc's CDN logo included).
+const DOCS_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; \
+     frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api_doc()))
         .route("/redoc", get(redoc_page))
         .route("/redoc/redoc.standalone.js", get(redoc_js))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(DOCS_CSP),
+        ))
 }
 
 async fn redoc_page() -> Html<&'static str> {
