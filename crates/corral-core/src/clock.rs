@@ -74,8 +74,14 @@ mod tests {
 
     #[test]
     fn rfc3339_parses_back() {
-        assert_eq!(parse_rfc3339("2026-11-24T08:47:00.123Z"), Some(1_795_510_020_123));
-        assert_eq!(parse_rfc3339("2026-11-24T09:47:00.123+01:00"), Some(1_795_510_020_123));
+        assert_eq!(
+            parse_rfc3339("2026-11-24T08:47:00.123Z"),
+            Some(1_795_510_020_123)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-24T09:47:00.123+01:00"),
+            Some(1_795_510_020_123)
+        );
         assert_eq!(parse_rfc3339("yesterday"), None);
     }
 
