@@ -12,9 +12,9 @@ use utoipa::Modify;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use corral_types::identity::{
-    ApiKeyResponse, AuditPage, AuditRecordResponse, CreateApiKeyRequest, CreatedApiKeyResponse,
-    LoginRequest, PlanResponse, RefreshRequest, RegisterRequest, TokenResponse,
-    UpdateApiKeyRequest, UserResponse,
+    AdminUpdateUserRequest, ApiKeyResponse, AuditPage, AuditRecordResponse, ChangePasswordRequest,
+    CreateApiKeyRequest, CreatedApiKeyResponse, LoginRequest, PlanResponse, RefreshRequest,
+    RegisterRequest, TokenResponse, UpdateApiKeyRequest, UserPage, UserResponse,
 };
 
 use crate::routes::{account, admin, api_keys, auth, meta};
@@ -29,15 +29,15 @@ use crate::routes::{account, admin, api_keys, auth, meta};
     paths(
         meta::health, meta::ready, meta::metrics,
         auth::register, auth::login, auth::refresh, auth::logout,
-        account::me, account::plans,
+        account::me, account::change_password, account::plans,
         api_keys::create, api_keys::list, api_keys::update, api_keys::revoke,
-        admin::audit_log,
+        admin::audit_log, admin::list_users, admin::update_user,
     ),
     components(schemas(
         Problem, ErrorCode, FieldError, Health, Ready, Check,
         RegisterRequest, LoginRequest, RefreshRequest, TokenResponse, UserResponse, PlanResponse,
         CreateApiKeyRequest, UpdateApiKeyRequest, ApiKeyResponse, CreatedApiKeyResponse,
-        AuditRecordResponse, AuditPage,
+        AuditRecordResponse, AuditPage, ChangePasswordRequest, AdminUpdateUserRequest, UserPage,
     )),
     modifiers(&BearerAuth),
     tags(

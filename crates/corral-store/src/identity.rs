@@ -227,6 +227,78 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt("user vanished after insert".into()))
     }
 
+    /// Users ordered by id (creation time), after `after_id`, at most `limit`.
+    pub async fn list_users(
+        &self,
+        after_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<User>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(after_id.map(str::to_owned))
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    /// Changes a user's plan, platform role and active flag (each when given);
+    /// `false` when there is no such user. A plan that does not exist is a `Conflict`.
+    pub async fn update_user_admin(
+        &self,
+        now: i64,
+        id: &str,
+        plan_id: Option<&str>,
+        role: Option<PlatformRole>,
+        is_active: Option<bool>,
+    ) -> Result<bool, StoreError> {
+        if let Some(plan) = plan_id
+            && self.plan(plan).await?.is_none()
+        {
+            return Err(StoreError::Conflict(format!("no plan `{plan}`")));
+        }
+        let done = sqlx::query(
+            "UPDATE users SET plan_id = COALESCE($2, plan_id), role = COALESCE($3, role), \
+             is_active = COALESCE($4, is_active), updated_at = $5 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(plan_id.map(str::to_owned))
+        .bind(role.map(|r| r.as_str().to_owned()))
+        .bind(is_active.map(i64::from))
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Replaces a user's password hash and revokes every refresh token, so
+    /// other sessions end when their access token expires.
+    pub async fn set_password(
+        &self,
+        now: i64,
+        id: &str,
+        password_hash: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(password_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// How many accounts exist.
     pub async fn count_users(&self) -> Result<i64, StoreError> {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")

@@ -193,3 +193,37 @@ pub struct AuditPage {
     /// Absent on the last page.
     pub next_cursor: Option<String>,
 }
+
+/// `POST /api/v1/users/me/password`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    /// The current password.
+    pub current_password: String,
+    /// The new password (same rules as at registration).
+    pub new_password: String,
+}
+
+/// `PATCH /api/v1/admin/users/{id}`: each field optional.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUpdateUserRequest {
+    /// Plan id (`free`, `basic`, `premium`, `enterprise`).
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// `user`, `admin` or `super_admin` (only a super admin grants or removes admin roles).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Enable or disable sign-in; disabling refuses the user's tokens and keys at once.
+    #[serde(default)]
+    pub is_active: Option<bool>,
+}
+
+/// A page of users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UserPage {
+    /// Users, oldest first.
+    pub items: Vec<UserResponse>,
+    /// Absent on the last page.
+    pub next_cursor: Option<String>,
+}

@@ -26,43 +26,25 @@ pub enum Access {
     Authenticated(Action),
 }
 
+use Access::{Authenticated as Needs, Public};
+
 /// The authorization policy of every API route: (method, route template, access).
+#[rustfmt::skip]
 pub const POLICIES: &[(&str, &str, Access)] = &[
-    ("POST", "/api/v1/auth/register", Access::Public),
-    ("POST", "/api/v1/auth/login", Access::Public),
-    ("POST", "/api/v1/auth/refresh", Access::Public),
-    ("POST", "/api/v1/auth/logout", Access::Public),
-    ("GET", "/api/v1/plans", Access::Public),
-    (
-        "GET",
-        "/api/v1/users/me",
-        Access::Authenticated(Action::ReadSelf),
-    ),
-    (
-        "GET",
-        "/api/v1/api-keys",
-        Access::Authenticated(Action::ReadKeys),
-    ),
-    (
-        "POST",
-        "/api/v1/api-keys",
-        Access::Authenticated(Action::WriteKeys),
-    ),
-    (
-        "PATCH",
-        "/api/v1/api-keys/{id}",
-        Access::Authenticated(Action::WriteKeys),
-    ),
-    (
-        "DELETE",
-        "/api/v1/api-keys/{id}",
-        Access::Authenticated(Action::WriteKeys),
-    ),
-    (
-        "GET",
-        "/api/v1/admin/audit",
-        Access::Authenticated(Action::Administer),
-    ),
+    ("POST",   "/api/v1/auth/register",     Public),
+    ("POST",   "/api/v1/auth/login",        Public),
+    ("POST",   "/api/v1/auth/refresh",      Public),
+    ("POST",   "/api/v1/auth/logout",       Public),
+    ("GET",    "/api/v1/plans",             Public),
+    ("GET",    "/api/v1/users/me",          Needs(Action::ReadSelf)),
+    ("POST",   "/api/v1/users/me/password", Needs(Action::ManageSelf)),
+    ("GET",    "/api/v1/api-keys",          Needs(Action::ReadKeys)),
+    ("POST",   "/api/v1/api-keys",          Needs(Action::WriteKeys)),
+    ("PATCH",  "/api/v1/api-keys/{id}",     Needs(Action::WriteKeys)),
+    ("DELETE", "/api/v1/api-keys/{id}",     Needs(Action::WriteKeys)),
+    ("GET",    "/api/v1/admin/audit",       Needs(Action::Administer)),
+    ("GET",    "/api/v1/admin/users",       Needs(Action::Administer)),
+    ("PATCH",  "/api/v1/admin/users/{id}",  Needs(Action::Administer)),
 ];
 
 /// The policy of a route, if declared.

@@ -1,18 +1,27 @@
 //! The caller's own account, and the plans.
 
 use axum::extract::{Extension, State};
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use corral_core::auth::Principal;
 use corral_core::clock::rfc3339;
-use corral_types::identity::{PlanResponse, UserResponse};
+use corral_core::validate::check_password;
+use corral_types::identity::{ChangePasswordRequest, PlanResponse, UserResponse};
+use corral_types::{ErrorCode, FieldError};
+
+use crate::auth::ClientInfo;
+use crate::auth::credentials;
+use crate::extract::ApiJson;
+use crate::routes::auth::audit;
 
 use crate::{ApiError, AppState};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/users/me", get(me))
+        .route("/api/v1/users/me/password", post(change_password))
         .route("/api/v1/plans", get(plans))
 }
 
@@ -75,4 +84,77 @@ pub async fn plans(State(state): State<AppState>) -> Result<Json<Vec<PlanRespons
             })
             .collect(),
     ))
+}
+
+/// Changes the caller's password and signs out every other session (their
+/// refresh tokens are revoked). Needs a signed-in session, not an API key.
+#[utoipa::path(
+    post, path = "/api/v1/users/me/password", tag = "account", security(("bearer" = [])),
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 204, description = "Changed"),
+        (status = 403, description = "The current password is wrong, or an API key was used", body = corral_types::Problem),
+        (status = 422, description = "The new password is refused", body = corral_types::Problem),
+    )
+)]
+pub async fn change_password(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(client): Extension<ClientInfo>,
+    ApiJson(body): ApiJson<ChangePasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    let user = state
+        .store
+        .user_by_id(&principal.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    if let Err(message) = check_password(&body.new_password, &user.username, &user.email) {
+        return Err(ApiError::validation(vec![FieldError {
+            field: "new_password".into(),
+            message,
+        }]));
+    }
+    let (current, hash) = (body.current_password, user.password_hash.clone());
+    let matches =
+        tokio::task::spawn_blocking(move || credentials::verify_password(&current, &hash))
+            .await
+            .map_err(ApiError::internal)?;
+    if !matches {
+        audit(
+            &state,
+            &client,
+            Some(&user.id),
+            None,
+            "user.password_change",
+            "user",
+            Some(&user.id),
+            "failure",
+        )
+        .await;
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "the current password is wrong",
+        ));
+    }
+    let new = body.new_password;
+    let new_hash = tokio::task::spawn_blocking(move || credentials::hash_password(&new))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("hashing failed: {e}")))?;
+    state
+        .store
+        .set_password(state.clock.now_ms(), &user.id, &new_hash)
+        .await?;
+    audit(
+        &state,
+        &client,
+        Some(&user.id),
+        None,
+        "user.password_change",
+        "user",
+        Some(&user.id),
+        "success",
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
 }

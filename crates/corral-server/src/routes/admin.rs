@@ -1,19 +1,31 @@
 //! Platform administration.
 
-use axum::extract::{Query, State};
-use axum::routing::get;
+use axum::extract::{Extension, Path, Query, State};
+use axum::routing::{get, patch};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use corral_core::auth::{PlatformRole, Principal};
 use corral_core::clock::{parse_rfc3339, rfc3339};
 use corral_store::AuditFilter;
-use corral_types::FieldError;
-use corral_types::identity::{AuditPage, AuditRecordResponse};
+use corral_store::StoreError;
+use corral_types::identity::{
+    AdminUpdateUserRequest, AuditPage, AuditRecordResponse, UserPage, UserResponse,
+};
+use corral_types::{ErrorCode, FieldError};
+
+use crate::auth::ClientInfo;
+use crate::extract::ApiJson;
+use crate::routes::account::user_response;
+use crate::routes::auth::audit;
 
 use crate::{ApiError, AppState};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/admin/audit", get(audit_log))
+    Router::new()
+        .route("/api/v1/admin/audit", get(audit_log))
+        .route("/api/v1/admin/users", get(list_users))
+        .route("/api/v1/admin/users/{id}", patch(update_user))
 }
 
 /// Filters of `GET /api/v1/admin/audit`.
@@ -107,4 +119,144 @@ pub async fn audit_log(
             .collect(),
         next_cursor,
     }))
+}
+
+/// Paging of `GET /api/v1/admin/users`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UserQuery {
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Page size, 1–200 (default 50).
+    limit: Option<i64>,
+}
+
+fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(50);
+    if (1..=200).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::validation(vec![FieldError {
+            field: "limit".into(),
+            message: "must be between 1 and 200".into(),
+        }]))
+    }
+}
+
+/// Every account, oldest first.
+#[utoipa::path(
+    get, path = "/api/v1/admin/users", tag = "admin", security(("bearer" = [])),
+    params(UserQuery),
+    responses(
+        (status = 200, description = "A page of users", body = UserPage),
+        (status = 403, description = "Not an administrator", body = corral_types::Problem),
+    )
+)]
+pub async fn list_users(
+    State(state): State<AppState>,
+    Query(query): Query<UserQuery>,
+) -> Result<Json<UserPage>, ApiError> {
+    let limit = page_limit(query.limit)?;
+    let mut users = state
+        .store
+        .list_users(query.cursor.as_deref(), limit + 1)
+        .await?;
+    let next_cursor = if users.len() as i64 > limit {
+        users.truncate(limit as usize);
+        users.last().map(|u| u.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(UserPage {
+        items: users.iter().map(user_response).collect(),
+        next_cursor,
+    }))
+}
+
+/// Changes a user's plan, role or active flag. Admin roles are granted and
+/// removed only by a super admin; nobody changes their own role or disables
+/// themselves.
+#[utoipa::path(
+    patch, path = "/api/v1/admin/users/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id")),
+    request_body = AdminUpdateUserRequest,
+    responses(
+        (status = 200, description = "Updated", body = UserResponse),
+        (status = 403, description = "Not allowed for this caller", body = corral_types::Problem),
+        (status = 404, description = "No such user", body = corral_types::Problem),
+        (status = 422, description = "Invalid field", body = corral_types::Problem),
+    )
+)]
+pub async fn update_user(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(client): Extension<ClientInfo>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AdminUpdateUserRequest>,
+) -> Result<Json<UserResponse>, ApiError> {
+    let role = body
+        .role
+        .as_deref()
+        .map(|r| {
+            r.parse::<PlatformRole>().map_err(|e| {
+                ApiError::validation(vec![FieldError {
+                    field: "role".into(),
+                    message: e.to_string(),
+                }])
+            })
+        })
+        .transpose()?;
+    let target = state
+        .store
+        .user_by_id(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    if id == principal.user_id && (role.is_some() || body.is_active == Some(false)) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "you cannot change your own role or disable yourself; ask another administrator",
+        ));
+    }
+    let touches_admins =
+        target.role >= PlatformRole::Admin || role.is_some_and(|r| r >= PlatformRole::Admin);
+    if touches_admins && principal.platform_role < PlatformRole::SuperAdmin {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "only a super admin may change administrators or grant admin roles",
+        ));
+    }
+    state
+        .store
+        .update_user_admin(
+            state.clock.now_ms(),
+            &id,
+            body.plan.as_deref(),
+            role,
+            body.is_active,
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(message) => ApiError::validation(vec![FieldError {
+                field: "plan".into(),
+                message,
+            }]),
+            other => other.into(),
+        })?;
+    audit(
+        &state,
+        &client,
+        Some(&principal.user_id),
+        None,
+        "admin.user_update",
+        "user",
+        Some(&id),
+        "success",
+    )
+    .await;
+    let user = state
+        .store
+        .user_by_id(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    Ok(Json(user_response(&user)))
 }

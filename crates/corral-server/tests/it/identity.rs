@@ -591,3 +591,178 @@ fn every_api_route_declares_its_authorization() {
         );
     }
 }
+
+/// Creates a user with `role` directly in the store and signs it in.
+async fn privileged(app: &TestApp, name: &str, role: PlatformRole) -> String {
+    let hash = hash_password(PASSWORD).unwrap();
+    app.state
+        .store
+        .create_user(
+            1,
+            NewUser {
+                email: format!("{name}@example.com"),
+                username: name.into(),
+                password_hash: hash,
+                role,
+                plan_id: "free".into(),
+            },
+        )
+        .await
+        .unwrap();
+    app.login(name, PASSWORD).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+on_both_backends!(
+    password_change_needs_the_old_one_and_ends_other_sessions,
+    |app| {
+        let (access, refresh) = app.register_and_login("alice").await;
+        let change =
+            |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+        let url = "/api/v1/users/me/password";
+        app.call(
+            "POST",
+            url,
+            &access,
+            Some(change("wrong password!", "another good passphrase")),
+        )
+        .await
+        .assert_problem(403, "forbidden");
+        let weak = app
+            .call("POST", url, &access, Some(change(PASSWORD, "short")))
+            .await;
+        assert_eq!(
+            weak.assert_problem(422, "validation_failed")["errors"][0]["field"],
+            "new_password"
+        );
+        let (key, _) = app.create_key(&access, &["keys:write"]).await;
+        app.call(
+            "POST",
+            url,
+            &key,
+            Some(change(PASSWORD, "another good passphrase")),
+        )
+        .await
+        .assert_problem(403, "forbidden");
+
+        assert_eq!(
+            app.call(
+                "POST",
+                url,
+                &access,
+                Some(change(PASSWORD, "another good passphrase"))
+            )
+            .await
+            .status,
+            204
+        );
+        assert_eq!(app.login("alice", PASSWORD).await.status, 401);
+        assert_eq!(
+            app.login("alice", "another good passphrase").await.status,
+            200
+        );
+        app.call(
+            "POST",
+            "/api/v1/auth/refresh",
+            "",
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await
+        .assert_problem(401, "unauthorized");
+    }
+);
+
+on_both_backends!(admins_list_and_manage_users_within_their_rank, |app| {
+    let (alice, _) = app.register_and_login("alice").await;
+    let alice_id = app
+        .call("GET", "/api/v1/users/me", &alice, None)
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let admin = privileged(&app, "admin1", PlatformRole::Admin).await;
+    let root = privileged(&app, "root", PlatformRole::SuperAdmin).await;
+    let admin_id = app
+        .call("GET", "/api/v1/users/me", &admin, None)
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    app.call("GET", "/api/v1/admin/users", &alice, None)
+        .await
+        .assert_problem(403, "forbidden");
+    let page = app
+        .call("GET", "/api/v1/admin/users?limit=2", &admin, None)
+        .await
+        .json();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let rest = app
+        .call(
+            "GET",
+            &format!("/api/v1/admin/users?cursor={cursor}"),
+            &admin,
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    assert!(rest["next_cursor"].is_null());
+
+    let app = &app;
+    let patch = |token: &str, id: &str, body: serde_json::Value| {
+        let (token, url) = (token.to_owned(), format!("/api/v1/admin/users/{id}"));
+        async move { app.call("PATCH", &url, &token, Some(body)).await }
+    };
+    let upgraded = patch(&admin, &alice_id, json!({"plan": "premium"})).await;
+    assert_eq!(upgraded.json()["plan"], "premium");
+    patch(&admin, &alice_id, json!({"plan": "gold"}))
+        .await
+        .assert_problem(422, "validation_failed");
+    patch(&admin, &alice_id, json!({"role": "owner"}))
+        .await
+        .assert_problem(422, "validation_failed");
+    patch(&admin, &alice_id, json!({"role": "admin"}))
+        .await
+        .assert_problem(403, "forbidden");
+    patch(&admin, &admin_id, json!({"is_active": false}))
+        .await
+        .assert_problem(403, "forbidden");
+    patch(
+        &admin,
+        "00000000-0000-7000-8000-000000000000",
+        json!({"plan": "basic"}),
+    )
+    .await
+    .assert_problem(404, "not_found");
+    patch(&admin, &alice_id, json!({"email": "x@example.com"}))
+        .await
+        .assert_problem(422, "validation_failed");
+    assert_eq!(
+        patch(&root, &alice_id, json!({"role": "admin"}))
+            .await
+            .json()["role"],
+        "admin"
+    );
+
+    // Disabling refuses the user's tokens and keys at once.
+    let (key, _) = app.create_key(&alice, &["sandboxes:read"]).await;
+    assert_eq!(
+        patch(&root, &alice_id, json!({"is_active": false}))
+            .await
+            .status,
+        200
+    );
+    app.call("GET", "/api/v1/users/me", &alice, None)
+        .await
+        .assert_problem(401, "unauthorized");
+    app.call("GET", "/api/v1/users/me", &key, None)
+        .await
+        .assert_problem(401, "unauthorized");
+    assert_eq!(app.login("alice", PASSWORD).await.status, 401);
+});
