@@ -129,6 +129,10 @@ pub enum Action {
     ReadKeys,
     /// Create, change or revoke one's own API keys.
     WriteKeys,
+    /// Create an organization.
+    CreateOrg,
+    /// List the organizations one belongs to.
+    ListOrgs,
     /// Read the current org and its members.
     ReadOrg,
     /// Rename the org.
@@ -202,6 +206,8 @@ impl Action {
             Action::ManageSelf => return KeyRule::Never,
             Action::ReadSelf => return KeyRule::Always,
             Action::ReadKeys | Action::WriteKeys => Scope::KeysWrite,
+            Action::ListOrgs => Scope::OrgsRead,
+            Action::CreateOrg => Scope::OrgsWrite,
             Action::ReadOrg | Action::ReadOrgAudit => Scope::OrgsRead,
             Action::WriteOrg | Action::ManageMembers | Action::DeleteOrg => Scope::OrgsWrite,
             Action::ReadSandboxes => Scope::SandboxesRead,
@@ -219,6 +225,8 @@ impl Action {
         match self {
             Action::ReadSelf
             | Action::ManageSelf
+            | Action::CreateOrg
+            | Action::ListOrgs
             | Action::ReadKeys
             | Action::WriteKeys
             | Action::Administer => None,
@@ -289,6 +297,8 @@ mod tests {
             (ManageSelf, [true, true, true, true]),
             (ReadKeys, [true, true, true, true]),
             (WriteKeys, [true, true, true, true]),
+            (ListOrgs, [true, true, true, true]),
+            (CreateOrg, [true, true, true, true]),
             (ReadOrg, [true, true, true, true]),
             (ReadSandboxes, [true, true, true, true]),
             (WriteSandboxes, [false, true, true, true]),

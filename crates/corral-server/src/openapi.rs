@@ -17,7 +17,12 @@ use corral_types::identity::{
     RegisterRequest, TokenResponse, UpdateApiKeyRequest, UserPage, UserResponse,
 };
 
-use crate::routes::{account, admin, api_keys, auth, meta};
+use corral_types::identity::{
+    CreateInvitationRequest, CreatedInvitationResponse, InvitationResponse, MemberResponse,
+    OrgRequest, OrgResponse, UpdateMemberRequest,
+};
+
+use crate::routes::{account, admin, api_keys, auth, meta, orgs};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,12 +37,17 @@ use crate::routes::{account, admin, api_keys, auth, meta};
         account::me, account::change_password, account::plans,
         api_keys::create, api_keys::list, api_keys::update, api_keys::revoke,
         admin::audit_log, admin::list_users, admin::update_user,
+        orgs::create, orgs::list, orgs::show, orgs::rename, orgs::remove, orgs::members,
+        orgs::update_member, orgs::remove_member, orgs::invite, orgs::invitations,
+        orgs::uninvite, orgs::accept, orgs::org_audit,
     ),
     components(schemas(
         Problem, ErrorCode, FieldError, Health, Ready, Check,
         RegisterRequest, LoginRequest, RefreshRequest, TokenResponse, UserResponse, PlanResponse,
         CreateApiKeyRequest, UpdateApiKeyRequest, ApiKeyResponse, CreatedApiKeyResponse,
         AuditRecordResponse, AuditPage, ChangePasswordRequest, AdminUpdateUserRequest, UserPage,
+        OrgRequest, OrgResponse, MemberResponse, UpdateMemberRequest, CreateInvitationRequest,
+        InvitationResponse, CreatedInvitationResponse,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -45,6 +55,7 @@ use crate::routes::{account, admin, api_keys, auth, meta};
         (name = "auth", description = "Sign-up, sign-in and tokens"),
         (name = "account", description = "The caller's account and the plans"),
         (name = "api-keys", description = "Scoped API keys (`crl_…`)"),
+        (name = "orgs", description = "Organizations, members, invitations and their audit log"),
         (name = "admin", description = "Platform administration"),
     ),
 )]

@@ -11,6 +11,7 @@ mod backend;
 mod error;
 mod identity;
 mod instance;
+mod orgs;
 mod plans;
 
 pub use audit::{AuditEntry, AuditFilter, AuditRecord};
@@ -18,6 +19,7 @@ pub use backend::Backend;
 pub use error::StoreError;
 pub use identity::{ApiKey, NewApiKey, NewUser, RefreshUse, User};
 pub use instance::Instance;
+pub use orgs::{Invitation, Member, MembershipChange, Org};
 pub use plans::Plan;
 
 use std::path::Path;

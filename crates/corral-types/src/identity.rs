@@ -227,3 +227,87 @@ pub struct UserPage {
     /// Absent on the last page.
     pub next_cursor: Option<String>,
 }
+
+/// `POST /api/v1/orgs` and `PATCH /api/v1/orgs/{org}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrgRequest {
+    /// 1–100 characters.
+    pub name: String,
+}
+
+/// An organization, with the caller's role in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrgResponse {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Whether it is the caller's personal org (cannot be deleted).
+    pub is_personal: bool,
+    /// The caller's role: `owner`, `admin`, `member` or `viewer`.
+    pub role: String,
+    /// Created (RFC 3339).
+    pub created_at: String,
+}
+
+/// A member of an organization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MemberResponse {
+    /// User id.
+    pub user_id: String,
+    /// Username.
+    pub username: String,
+    /// Email.
+    pub email: String,
+    /// Role.
+    pub role: String,
+    /// Joined (RFC 3339).
+    pub joined_at: String,
+}
+
+/// `PATCH /api/v1/orgs/{org}/members/{user}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMemberRequest {
+    /// `owner`, `admin`, `member` or `viewer`.
+    pub role: String,
+}
+
+/// `POST /api/v1/orgs/{org}/invitations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvitationRequest {
+    /// Who is invited; only an account with this email can accept.
+    pub email: String,
+    /// Role on acceptance (default `member`).
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+/// An invitation (without its token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InvitationResponse {
+    /// Id.
+    pub id: String,
+    /// The org.
+    pub org_id: String,
+    /// Invited email.
+    pub email: String,
+    /// Role on acceptance.
+    pub role: String,
+    /// Expiry (RFC 3339).
+    pub expires_at: String,
+    /// Created (RFC 3339).
+    pub created_at: String,
+}
+
+/// A new invitation: `token` is shown once (and delivered by email when configured).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedInvitationResponse {
+    /// Accept with `POST /api/v1/invitations/{token}/accept`.
+    pub token: String,
+    /// The invitation.
+    #[serde(flatten)]
+    pub invitation: InvitationResponse,
+}

@@ -7,7 +7,7 @@
 
 pub mod credentials;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, header};
@@ -45,6 +45,21 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("GET",    "/api/v1/admin/audit",       Needs(Action::Administer)),
     ("GET",    "/api/v1/admin/users",       Needs(Action::Administer)),
     ("PATCH",  "/api/v1/admin/users/{id}",  Needs(Action::Administer)),
+    ("GET",    "/api/v1/orgs",              Needs(Action::ListOrgs)),
+    ("POST",   "/api/v1/orgs",              Needs(Action::CreateOrg)),
+    ("GET",    "/api/v1/orgs/{org}",        Needs(Action::ReadOrg)),
+    ("PATCH",  "/api/v1/orgs/{org}",        Needs(Action::WriteOrg)),
+    ("DELETE", "/api/v1/orgs/{org}",        Needs(Action::DeleteOrg)),
+    ("GET",    "/api/v1/orgs/{org}/members", Needs(Action::ReadOrg)),
+    // Removing oneself (leaving) needs only membership; the handler demands
+    // ManageMembers for removing anyone else.
+    ("PATCH",  "/api/v1/orgs/{org}/members/{user}", Needs(Action::ManageMembers)),
+    ("DELETE", "/api/v1/orgs/{org}/members/{user}", Needs(Action::ReadOrg)),
+    ("GET",    "/api/v1/orgs/{org}/invitations", Needs(Action::ManageMembers)),
+    ("POST",   "/api/v1/orgs/{org}/invitations", Needs(Action::ManageMembers)),
+    ("DELETE", "/api/v1/orgs/{org}/invitations/{id}", Needs(Action::ManageMembers)),
+    ("GET",    "/api/v1/orgs/{org}/audit",  Needs(Action::ReadOrgAudit)),
+    ("POST",   "/api/v1/invitations/{token}/accept", Needs(Action::ManageSelf)),
 ];
 
 /// The policy of a route, if declared.
@@ -103,7 +118,20 @@ pub async fn authorize(
         .into_response();
     };
     if let Access::Authenticated(action) = access {
-        let principal = match authenticate(&state, request.headers()).await {
+        // Routes under /orgs/{org} act in the org named by the path.
+        let path_org = if route.contains("{org}") {
+            let (mut parts, body) = request.into_parts();
+            let params = RawPathParams::from_request_parts(&mut parts, &state).await;
+            request = Request::from_parts(parts, body);
+            params.ok().and_then(|p| {
+                p.iter()
+                    .find(|(name, _)| *name == "org")
+                    .map(|(_, value)| value.to_owned())
+            })
+        } else {
+            None
+        };
+        let principal = match authenticate(&state, request.headers(), path_org).await {
             Ok(principal) => principal,
             Err(error) => return error.into_response(),
         };
@@ -143,9 +171,14 @@ fn unauthorized(detail: &str) -> ApiError {
 }
 
 /// Who is calling: an API key (`crl_…`) or a JWT access token, as
-/// `Authorization: Bearer`; and in which org (the key's org, else
-/// `X-Corral-Org`, else the personal org).
-pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+/// `Authorization: Bearer`; and in which org: the org in the route's path
+/// when there is one, else the key's org, else `X-Corral-Org`, else the
+/// personal org. An org the caller does not belong to is "not found".
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    path_org: Option<String>,
+) -> Result<Principal, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -171,6 +204,10 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
             return Err(unauthorized("this API key has expired"));
         }
         let user = active_user(state, &key.user_id).await?;
+        // A key acts only in its own org.
+        if path_org.as_ref().is_some_and(|org| *org != key.org_id) {
+            return Err(ApiError::not_found("organization"));
+        }
         let org_role = state
             .store
             .org_role(&key.org_id, &user.id)
@@ -195,10 +232,12 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
         .verify(token, now / 1000)
         .ok_or_else(|| unauthorized("invalid or expired access token"))?;
     let user = active_user(state, &claims.sub).await?;
-    let requested_org = headers
-        .get("x-corral-org")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let requested_org = path_org.or_else(|| {
+        headers
+            .get("x-corral-org")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
     let (org_id, org_role) = match requested_org {
         Some(org_id) => {
             let role = state

@@ -76,13 +76,6 @@ pub async fn audit_log(
     State(state): State<AppState>,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::validation(vec![FieldError {
-            field: "limit".into(),
-            message: "must be between 1 and 200".into(),
-        }]));
-    }
     let filter = AuditFilter {
         user_id: query.user_id,
         org_id: query.org_id,
@@ -91,8 +84,19 @@ pub async fn audit_log(
         since: time("since", query.since.as_deref())?,
         until: time("until", query.until.as_deref())?,
         before_id: query.cursor,
-        limit: limit + 1,
+        limit: 0,
     };
+    audit_page(&state, filter, query.limit).await.map(Json)
+}
+
+/// One page of audit records matching `filter`, newest first.
+pub async fn audit_page(
+    state: &AppState,
+    mut filter: AuditFilter,
+    limit: Option<i64>,
+) -> Result<AuditPage, ApiError> {
+    let limit = page_limit(limit)?;
+    filter.limit = limit + 1;
     let mut records = state.store.list_audit(&filter).await?;
     let next_cursor = if records.len() as i64 > limit {
         records.truncate(limit as usize);
@@ -100,7 +104,7 @@ pub async fn audit_log(
     } else {
         None
     };
-    Ok(Json(AuditPage {
+    Ok(AuditPage {
         items: records
             .into_iter()
             .map(|r| AuditRecordResponse {
@@ -118,7 +122,7 @@ pub async fn audit_log(
             })
             .collect(),
         next_cursor,
-    }))
+    })
 }
 
 /// Paging of `GET /api/v1/admin/users`.

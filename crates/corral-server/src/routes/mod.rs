@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod docs;
 pub mod meta;
+pub mod orgs;
 
 use axum::Router;
 
@@ -18,4 +19,5 @@ pub fn api() -> Router<AppState> {
         .merge(account::routes())
         .merge(api_keys::routes())
         .merge(admin::routes())
+        .merge(orgs::routes())
 }

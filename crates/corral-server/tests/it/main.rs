@@ -15,3 +15,4 @@ mod errors;
 mod identity;
 mod meta;
 mod middleware;
+mod orgs;
