@@ -47,8 +47,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
-    /// Signs and checks access tokens.
-    pub tokens: auth::credentials::TokenKeys,
+    /// Signs and checks access tokens (shared: the state is cloned per request).
+    pub tokens: Arc<auth::credentials::TokenKeys>,
 }
 
 impl AppState {
@@ -76,7 +76,7 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::new()),
             clock,
-            tokens: auth::credentials::TokenKeys::new(&secret),
+            tokens: Arc::new(auth::credentials::TokenKeys::new(&secret)),
         })
     }
 }
@@ -109,24 +109,24 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
             )
             .into_response()
         })
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            metrics::track,
-        ))
-        .with_state(state);
+        .with_state(state.clone());
 
-    // Layers run outermost-last: the request id wraps everything, so every
-    // log line and problem body of a request carries it.
+    // Layers run outermost-last: the envelope (request id, problem bodies,
+    // metrics) wraps the body limit and CORS so their rejections become
+    // problems too; security headers go on last, onto every response.
     router = router.layer(RequestBodyLimitLayer::new(config.server.body_limit_bytes));
     if let Some(cors) = cors_layer(&config) {
         router = router.layer(cors);
     }
-    router = router.layer(axum::middleware::from_fn(middleware::problems));
+    router = router.layer(axum::middleware::from_fn_with_state(
+        state.metrics.clone(),
+        middleware::envelope,
+    ));
     // `if_not_present`: a route may set a stricter policy (the docs pages do).
     for (name, value) in middleware::security_headers(config.hsts()) {
         router = router.layer(SetResponseHeaderLayer::if_not_present(name, value));
     }
-    router.layer(axum::middleware::from_fn(middleware::request_id))
+    router
 }
 
 /// CORS for the configured origins only; never a wildcard and never a

@@ -3,12 +3,6 @@
 //! The registry belongs to the app state rather than to a process global, so
 //! tests can run many apps in one process and each sees only its own numbers.
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,21 +12,57 @@ use prometheus_client::registry::Registry;
 
 use corral_store::PoolStats;
 
-/// Labels of one request.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Labels of one request. `&'static str` so recording allocates nothing:
+/// methods are a fixed set and route templates are interned once each.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     /// The route template (`/api/v1/sandboxes/{id}`), never the raw path, so
     /// ids cannot blow up the series count.
-    route: String,
+    route: &'static str,
     status: u16,
 }
 
 /// Labels of one route.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
+}
+
+/// The method as a label; uncommon methods share one series.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Interns a route template. Templates come from the router's fixed route
+/// table (or the single "unmatched" label), so the set is small and bounded;
+/// each is leaked once and shared by every later request.
+fn route_label(route: &str) -> &'static str {
+    static ROUTES: std::sync::RwLock<Vec<&'static str>> = std::sync::RwLock::new(Vec::new());
+    if let Ok(routes) = ROUTES.read()
+        && let Some(found) = routes.iter().find(|r| **r == route)
+    {
+        return found;
+    }
+    let Ok(mut routes) = ROUTES.write() else {
+        return "unknown";
+    };
+    if let Some(found) = routes.iter().find(|r| **r == route) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(route.to_owned().into_boxed_str());
+    routes.push(leaked);
+    leaked
 }
 
 /// The server's metrics.
@@ -45,9 +75,6 @@ pub struct Metrics {
     pool_idle: Gauge,
     pool_max: Gauge,
 }
-
-/// Route label for requests that matched no route.
-const UNMATCHED: &str = "unmatched";
 
 impl Metrics {
     /// A fresh registry with Corral's metrics registered.
@@ -98,19 +125,18 @@ impl Metrics {
         }
     }
 
-    fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    /// Records one request.
+    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let (method, route) = (method_label(method), route_label(route));
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_owned(),
-                route: route.to_owned(),
+                method,
+                route,
                 status,
             })
             .inc();
         self.latency
-            .get_or_create(&RouteLabels {
-                method: method.to_owned(),
-                route: route.to_owned(),
-            })
+            .get_or_create(&RouteLabels { method, route })
             .observe(seconds);
     }
 
@@ -131,23 +157,4 @@ impl Default for Metrics {
     fn default() -> Metrics {
         Metrics::new()
     }
-}
-
-/// Middleware recording every request's count and latency.
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, MatchedPath::as_str)
-        .to_owned();
-    let response = next.run(request).await;
-    metrics.observe(
-        &method,
-        &route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
 }

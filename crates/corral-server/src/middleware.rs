@@ -1,7 +1,10 @@
 //! Cross-cutting HTTP behaviour: request ids, problem+json for every error,
 //! security headers.
 
-use axum::extract::Request;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::{HeaderName, HeaderValue, header};
@@ -11,6 +14,7 @@ use corral_types::error::PROBLEM_CONTENT_TYPE;
 use corral_types::{ErrorCode, Problem};
 
 use crate::error::{InternalCause, problem_response};
+use crate::metrics::Metrics;
 
 /// The header carrying the request id, in both directions.
 pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -19,10 +23,24 @@ pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Gives every request an id: the caller's `X-Request-Id` when it is short and
-/// plain (so ids can follow a request across proxies), else a new UUIDv7.
-/// The id is echoed in the response header and in every problem body.
-pub async fn request_id(mut request: Request, next: Next) -> Response {
+/// The one middleware every request passes (one layer rather than three,
+/// because each axum `from_fn` layer costs a boxed service clone per request):
+///
+/// - gives the request an id: the caller's `X-Request-Id` when it is short
+///   and plain (so ids can follow a request across proxies), else a new
+///   UUIDv7, echoed in the response header and in every problem body;
+/// - runs it in a tracing span carrying that id;
+/// - makes every error response problem+json with `instance` and
+///   `request_id`, whoever produced it (a handler, an axum rejection, a tower
+///   layer such as the body limit, or the 404/405 fallbacks), and logs
+///   internal errors with their cause;
+/// - records the request in the metrics, by route template.
+pub async fn envelope(
+    State(metrics): State<Arc<Metrics>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
     let id = request
         .headers()
         .get(&REQUEST_ID_HEADER)
@@ -30,18 +48,28 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
         .filter(|v| is_plain_id(v))
         .map_or_else(corral_core::id::new_id, str::to_owned);
     request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %request.method(),
-        path = %request.uri().path(),
-    );
-    let mut response = next.run(request).instrument(span).await;
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let span =
+        tracing::info_span!("request", request_id = %id, method = %method, path = %uri.path());
+
+    let response = next.run(request).instrument(span).await;
+    let mut response = render_problem(response, &method, uri.path(), &id);
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(&REQUEST_ID_HEADER, value);
     }
+    metrics.observe(
+        method.as_str(),
+        route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
+
+/// Route label for requests that matched no route.
+const UNMATCHED_ROUTE: &str = "unmatched";
 
 fn is_plain_id(id: &str) -> bool {
     !id.is_empty()
@@ -51,15 +79,12 @@ fn is_plain_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// Makes every error response problem+json carrying `instance` and
-/// `request_id`, whoever produced it (a handler, an axum rejection, a tower
-/// layer such as the body limit, or the 404/405 fallbacks), and logs
-/// internal errors with their cause.
-pub async fn problems(request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_owned();
-    let method = request.method().clone();
-    let request_id = request.extensions().get::<RequestId>().cloned();
-    let response = next.run(request).await;
+fn render_problem(
+    response: Response,
+    method: &http::Method,
+    path: &str,
+    request_id: &str,
+) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error())
         || response.extensions().get::<KeepBody>().is_some()
@@ -72,14 +97,14 @@ pub async fn problems(request: Request, next: Next) -> Response {
         None if is_problem(&response) => return response,
         None => {
             let code = ErrorCode::for_status(status.as_u16());
-            let mut problem = Problem::new(code, Some(default_detail(code, &method, &path)));
+            let mut problem = Problem::new(code, Some(default_detail(code, method, path)));
             // Keep the real status even when no code maps to it exactly.
             problem.status = status.as_u16();
             problem
         }
     };
-    problem.instance = Some(path.clone());
-    problem.request_id = request_id.map(|r| r.0);
+    problem.instance = Some(path.to_owned());
+    problem.request_id = Some(request_id.to_owned());
 
     if status.is_server_error() {
         let cause = response
@@ -89,7 +114,7 @@ pub async fn problems(request: Request, next: Next) -> Response {
         tracing::error!(
             status = status.as_u16(),
             code = %problem.code,
-            request_id = problem.request_id.as_deref().unwrap_or(""),
+            request_id,
             cause = cause.as_deref().unwrap_or("(none recorded)"),
             "request failed"
         );
