@@ -49,6 +49,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Signs and checks access tokens (shared: the state is cloned per request).
     pub tokens: Arc<auth::credentials::TokenKeys>,
+    /// API-key usage not yet written to the store.
+    pub key_usage: Arc<auth::usage::UsageBuffer>,
 }
 
 impl AppState {
@@ -77,6 +79,7 @@ impl AppState {
             metrics: Arc::new(metrics::Metrics::new()),
             clock,
             tokens: Arc::new(auth::credentials::TokenKeys::new(&secret)),
+            key_usage: Arc::default(),
         })
     }
 }

@@ -18,6 +18,9 @@ use tower::ServiceExt;
 
 use crate::{AppState, app};
 
+/// How often buffered API-key usage is written.
+const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+
 /// A failure to start or run the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -54,6 +57,19 @@ pub async fn serve(
     let header_timeout = Duration::from_secs(state.config.server.header_read_timeout_secs);
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
     let store = state.store.clone();
+    let key_usage = state.key_usage.clone();
+    let flusher = {
+        let (store, key_usage) = (store.clone(), key_usage.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(USAGE_FLUSH_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Err(error) = key_usage.flush(&store).await {
+                    tracing::warn!(%error, "writing API-key usage failed; will retry");
+                }
+            }
+        })
+    };
     let router = app(state);
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -111,6 +127,10 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("grace period over; closing remaining connections");
+    }
+    flusher.abort();
+    if let Err(error) = key_usage.flush(&store).await {
+        tracing::warn!(%error, "writing API-key usage at shutdown failed");
     }
     store.close().await;
     tracing::info!("stopped");

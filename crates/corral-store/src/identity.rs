@@ -476,23 +476,37 @@ impl Store {
         rows.iter().map(key_from_row).collect()
     }
 
-    /// The key with this hash, counting the use. Inactive and expired keys are
-    /// returned too; the caller decides (and says why).
-    pub async fn use_api_key(
-        &self,
-        key_hash: &str,
-        now: i64,
-    ) -> Result<Option<ApiKey>, StoreError> {
+    /// The key with this hash. Inactive and expired keys are returned too;
+    /// the caller decides (and says why).
+    pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
-            "UPDATE api_keys SET usage_count = usage_count + 1, last_used_at = $2 \
-             WHERE key_hash = $1 RETURNING {KEY_COLUMNS}"
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"
         ));
         let row = sqlx::query(sql)
             .bind(key_hash)
-            .bind(now)
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(key_from_row).transpose()
+    }
+
+    /// Adds `uses` to a key's usage count and moves `last_used_at` forward.
+    pub async fn add_api_key_usage(
+        &self,
+        id: &str,
+        uses: i64,
+        last_used_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE api_keys SET usage_count = usage_count + $2, \
+             last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $3 THEN $3 ELSE last_used_at END \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(uses)
+        .bind(last_used_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
     }
 
     /// Turns one of the user's keys on or off; `false` when there is no such key.

@@ -6,6 +6,7 @@
 //! route without a declared policy fails closed (and a test fails).
 
 pub mod credentials;
+pub mod usage;
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::middleware::Next;
@@ -194,7 +195,7 @@ pub async fn authenticate(
         let hash = credentials::sha256_hex(token);
         let key = state
             .store
-            .use_api_key(&hash, now)
+            .api_key_by_hash(&hash)
             .await?
             .ok_or_else(|| unauthorized("invalid API key"))?;
         if !key.is_active {
@@ -215,6 +216,7 @@ pub async fn authenticate(
             .ok_or_else(|| {
                 unauthorized("the key's owner is no longer a member of its organization")
             })?;
+        state.key_usage.record(&key.id, now);
         return Ok(Principal {
             user_id: user.id,
             platform_role: user.role,

@@ -163,6 +163,8 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<Vec<ApiKeyResponse>>, ApiError> {
+    // Show usage up to this very request.
+    state.key_usage.flush(&state.store).await?;
     let keys = state.store.list_api_keys(&principal.user_id).await?;
     Ok(Json(keys.into_iter().map(response).collect()))
 }

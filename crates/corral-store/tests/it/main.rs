@@ -218,13 +218,20 @@ mod identity {
             )
             .await
             .unwrap();
-        let used = store.use_api_key("hash-new", 40).await.unwrap().unwrap();
-        assert_eq!((used.usage_count, used.last_used_at), (1, Some(40)));
+        let found = store.api_key_by_hash("hash-new").await.unwrap().unwrap();
         assert_eq!(
-            used.scopes,
+            found.scopes,
             vec![Scope::SandboxesRead, Scope::ExecutionsWrite]
         );
-        assert!(store.use_api_key("nope", 40).await.unwrap().is_none());
+        store.add_api_key_usage(&found.id, 3, 40).await.unwrap();
+        store.add_api_key_usage(&found.id, 2, 35).await.unwrap();
+        let used = store.api_key_by_hash("hash-new").await.unwrap().unwrap();
+        assert_eq!(
+            (used.usage_count, used.last_used_at),
+            (5, Some(40)),
+            "last use never moves back"
+        );
+        assert!(store.api_key_by_hash("nope").await.unwrap().is_none());
     });
 
     on_both_backends!(

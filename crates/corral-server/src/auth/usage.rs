@@ -1,0 +1,52 @@
+//! API-key usage (count, last use) gathered in memory and written in batches.
+//!
+//! Writing it on every request would put every API-key call behind the
+//! database's write lock (SQLite has one writer); measured, that held keyed
+//! requests to 0.03× of `/health`. Usage is statistics, so a few seconds of
+//! delay is fine; it is flushed on a timer, before keys are listed, and at
+//! shutdown. The key itself is still read fresh on every request, so a
+//! revoked or disabled key is refused at once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use corral_store::{Store, StoreError};
+
+/// Pending usage per key id: (uses, last use in Unix ms).
+#[derive(Debug, Default)]
+pub struct UsageBuffer {
+    pending: Mutex<HashMap<String, (i64, i64)>>,
+}
+
+impl UsageBuffer {
+    /// Notes one use of `key_id` at `now`.
+    pub fn record(&self, key_id: &str, now: i64) {
+        if let Ok(mut pending) = self.pending.lock() {
+            let entry = pending.entry(key_id.to_owned()).or_insert((0, now));
+            entry.0 += 1;
+            entry.1 = entry.1.max(now);
+        }
+    }
+
+    /// Writes everything pending. On failure the unwritten usage is put back.
+    pub async fn flush(&self, store: &Store) -> Result<(), StoreError> {
+        let batch: Vec<(String, (i64, i64))> = match self.pending.lock() {
+            Ok(mut pending) => pending.drain().collect(),
+            Err(_) => return Ok(()),
+        };
+        let mut batch = batch.into_iter();
+        while let Some((id, (uses, last))) = batch.next() {
+            if let Err(error) = store.add_api_key_usage(&id, uses, last).await {
+                if let Ok(mut pending) = self.pending.lock() {
+                    for (id, (uses, last)) in std::iter::once((id, (uses, last))).chain(batch) {
+                        let entry = pending.entry(id).or_insert((0, last));
+                        entry.0 += uses;
+                        entry.1 = entry.1.max(last);
+                    }
+                }
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+}
