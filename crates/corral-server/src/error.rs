@@ -54,6 +54,14 @@ impl ApiError {
         error
     }
 
+    /// 422 for one bad field.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::validation(vec![FieldError {
+            field: field.to_owned(),
+            message: message.into(),
+        }])
+    }
+
     /// An unexpected fault: the caller sees only an opaque 500 and a request id.
     pub fn internal(cause: impl Into<anyhow::Error>) -> ApiError {
         ApiError {

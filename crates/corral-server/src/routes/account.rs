@@ -8,8 +8,8 @@ use axum::{Json, Router};
 use corral_core::auth::Principal;
 use corral_core::clock::rfc3339;
 use corral_core::validate::check_password;
+use corral_types::ErrorCode;
 use corral_types::identity::{ChangePasswordRequest, PlanResponse, UserResponse};
-use corral_types::{ErrorCode, FieldError};
 
 use crate::auth::ClientInfo;
 use crate::auth::credentials;
@@ -109,10 +109,7 @@ pub async fn change_password(
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     if let Err(message) = check_password(&body.new_password, &user.username, &user.email) {
-        return Err(ApiError::validation(vec![FieldError {
-            field: "new_password".into(),
-            message,
-        }]));
+        return Err(ApiError::invalid_field("new_password", message));
     }
     let (current, hash) = (body.current_password, user.password_hash.clone());
     let matches =

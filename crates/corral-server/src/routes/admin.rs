@@ -9,10 +9,10 @@ use corral_core::auth::{PlatformRole, Principal};
 use corral_core::clock::{parse_rfc3339, rfc3339};
 use corral_store::AuditFilter;
 use corral_store::StoreError;
+use corral_types::ErrorCode;
 use corral_types::identity::{
     AdminUpdateUserRequest, AuditPage, AuditRecordResponse, UserPage, UserResponse,
 };
-use corral_types::{ErrorCode, FieldError};
 
 use crate::auth::ClientInfo;
 use crate::extract::ApiJson;
@@ -53,12 +53,8 @@ pub struct AuditQuery {
 fn time(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
     value
         .map(|v| {
-            parse_rfc3339(v).ok_or_else(|| {
-                ApiError::validation(vec![FieldError {
-                    field: field.to_owned(),
-                    message: "must be an RFC 3339 time".into(),
-                }])
-            })
+            parse_rfc3339(v)
+                .ok_or_else(|| ApiError::invalid_field(field, "must be an RFC 3339 time"))
         })
         .transpose()
 }
@@ -140,10 +136,10 @@ fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     if (1..=200).contains(&limit) {
         Ok(limit)
     } else {
-        Err(ApiError::validation(vec![FieldError {
-            field: "limit".into(),
-            message: "must be between 1 and 200".into(),
-        }]))
+        Err(ApiError::invalid_field(
+            "limit",
+            "must be between 1 and 200",
+        ))
     }
 }
 
@@ -202,12 +198,8 @@ pub async fn update_user(
         .role
         .as_deref()
         .map(|r| {
-            r.parse::<PlatformRole>().map_err(|e| {
-                ApiError::validation(vec![FieldError {
-                    field: "role".into(),
-                    message: e.to_string(),
-                }])
-            })
+            r.parse::<PlatformRole>()
+                .map_err(|e| ApiError::invalid_field("role", e.to_string()))
         })
         .transpose()?;
     let target = state
@@ -240,10 +232,7 @@ pub async fn update_user(
         )
         .await
         .map_err(|e| match e {
-            StoreError::Conflict(message) => ApiError::validation(vec![FieldError {
-                field: "plan".into(),
-                message,
-            }]),
+            StoreError::Conflict(message) => ApiError::invalid_field("plan", message),
             other => other.into(),
         })?;
     audit(

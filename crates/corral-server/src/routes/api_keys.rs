@@ -8,10 +8,10 @@ use axum::{Json, Router};
 use corral_core::auth::{Principal, Scope};
 use corral_core::clock::{parse_rfc3339, rfc3339};
 use corral_store::{NewApiKey, StoreError};
+use corral_types::ErrorCode;
 use corral_types::identity::{
     ApiKeyResponse, CreateApiKeyRequest, CreatedApiKeyResponse, UpdateApiKeyRequest,
 };
-use corral_types::{ErrorCode, FieldError};
 
 use crate::auth::ClientInfo;
 use crate::auth::credentials::{self, API_KEY_VISIBLE};
@@ -40,13 +40,6 @@ fn response(key: corral_store::ApiKey) -> ApiKeyResponse {
     }
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::validation(vec![FieldError {
-        field: field.to_owned(),
-        message: message.into(),
-    }])
-}
-
 /// Creates a key. The response's `key` is the only time the secret is shown.
 #[utoipa::path(
     post, path = "/api/v1/api-keys", tag = "api-keys", security(("bearer" = [])),
@@ -65,15 +58,18 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CreatedApiKeyResponse>), ApiError> {
     let name = body.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(invalid("name", "must be 1 to 100 characters"));
+        return Err(ApiError::invalid_field(
+            "name",
+            "must be 1 to 100 characters",
+        ));
     }
     if body.scopes.is_empty() {
-        return Err(invalid("scopes", "give at least one scope"));
+        return Err(ApiError::invalid_field("scopes", "give at least one scope"));
     }
     let mut scopes = Vec::new();
     for (i, s) in body.scopes.iter().enumerate() {
         let scope: Scope = s.parse().map_err(|e: corral_core::auth::UnknownValue| {
-            invalid(&format!("scopes[{i}]"), e.to_string())
+            ApiError::invalid_field(&format!("scopes[{i}]"), e.to_string())
         })?;
         if !scopes.contains(&scope) {
             scopes.push(scope);
@@ -84,9 +80,12 @@ pub async fn create(
         None => None,
         Some(text) => {
             let at = parse_rfc3339(text)
-                .ok_or_else(|| invalid("expires_at", "must be an RFC 3339 time"))?;
+                .ok_or_else(|| ApiError::invalid_field("expires_at", "must be an RFC 3339 time"))?;
             if at <= now {
-                return Err(invalid("expires_at", "must be in the future"));
+                return Err(ApiError::invalid_field(
+                    "expires_at",
+                    "must be in the future",
+                ));
             }
             Some(at)
         }

@@ -15,11 +15,11 @@ use corral_core::auth::{Action, OrgRole, Principal, can};
 use corral_core::clock::rfc3339;
 use corral_core::validate::normalize_email;
 use corral_store::{AuditFilter, MembershipChange, StoreError};
+use corral_types::ErrorCode;
 use corral_types::identity::{
     AuditPage, CreateInvitationRequest, CreatedInvitationResponse, InvitationResponse,
     MemberResponse, OrgRequest, OrgResponse, UpdateMemberRequest,
 };
-use corral_types::{ErrorCode, FieldError};
 
 use crate::auth::ClientInfo;
 use crate::auth::credentials;
@@ -49,24 +49,20 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/invitations/{token}/accept", post(accept))
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::validation(vec![FieldError {
-        field: field.to_owned(),
-        message: message.into(),
-    }])
-}
-
 fn org_name(name: &str) -> Result<String, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(invalid("name", "must be 1 to 100 characters"));
+        return Err(ApiError::invalid_field(
+            "name",
+            "must be 1 to 100 characters",
+        ));
     }
     Ok(name.to_owned())
 }
 
 fn parse_role(field: &str, text: &str) -> Result<OrgRole, ApiError> {
     text.parse()
-        .map_err(|e: corral_core::auth::UnknownValue| invalid(field, e.to_string()))
+        .map_err(|e: corral_core::auth::UnknownValue| ApiError::invalid_field(field, e.to_string()))
 }
 
 fn org_response(org: corral_store::Org, role: OrgRole) -> OrgResponse {
@@ -87,6 +83,16 @@ fn invitation_response(inv: corral_store::Invitation) -> InvitationResponse {
         role: inv.role.as_str().to_owned(),
         expires_at: rfc3339(inv.expires_at),
         created_at: rfc3339(inv.created_at),
+    }
+}
+
+fn member_response(m: corral_store::Member) -> MemberResponse {
+    MemberResponse {
+        user_id: m.user_id,
+        username: m.username,
+        email: m.email,
+        role: m.role.as_str().to_owned(),
+        joined_at: rfc3339(m.joined_at),
     }
 }
 
@@ -247,18 +253,7 @@ pub async fn members(
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<Vec<MemberResponse>>, ApiError> {
     let members = state.store.members(&principal.org_id).await?;
-    Ok(Json(
-        members
-            .into_iter()
-            .map(|m| MemberResponse {
-                user_id: m.user_id,
-                username: m.username,
-                email: m.email,
-                role: m.role.as_str().to_owned(),
-                joined_at: rfc3339(m.joined_at),
-            })
-            .collect(),
-    ))
+    Ok(Json(members.into_iter().map(member_response).collect()))
 }
 
 async fn member_role(state: &AppState, org: &str, user: &str) -> Result<OrgRole, ApiError> {
@@ -320,13 +315,7 @@ pub async fn update_member(
         .into_iter()
         .find(|m| m.user_id == user)
         .ok_or_else(|| ApiError::not_found("member"))?;
-    Ok(Json(MemberResponse {
-        user_id: member.user_id,
-        username: member.username,
-        email: member.email,
-        role: member.role.as_str().to_owned(),
-        joined_at: rfc3339(member.joined_at),
-    }))
+    Ok(Json(member_response(member)))
 }
 
 /// Removes a member, or leaves the org when `user` is the caller. Removing
@@ -390,7 +379,7 @@ pub async fn invite(
     Extension(client): Extension<ClientInfo>,
     ApiJson(body): ApiJson<CreateInvitationRequest>,
 ) -> Result<(StatusCode, Json<CreatedInvitationResponse>), ApiError> {
-    let email = normalize_email(&body.email).map_err(|m| invalid("email", m))?;
+    let email = normalize_email(&body.email).map_err(|m| ApiError::invalid_field("email", m))?;
     let role = match body.role.as_deref() {
         None => OrgRole::Member,
         Some(text) => parse_role("role", text)?,
