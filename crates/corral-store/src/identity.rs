@@ -349,23 +349,16 @@ impl Store {
         lock_for: impl Fn(i64) -> Option<i64>,
     ) -> Result<i64, StoreError> {
         let mut tx = self.pool().begin().await?;
-        let updated = sqlx::query(
-            "UPDATE login_throttle SET failures = failures + 1, updated_at = $2 WHERE login_hash = $1",
+        // One upsert: concurrent first failures for a new name cannot race.
+        sqlx::query(
+            "INSERT INTO login_throttle (login_hash, failures, locked_until, updated_at) \
+             VALUES ($1, 1, NULL, $2) \
+             ON CONFLICT (login_hash) DO UPDATE SET failures = login_throttle.failures + 1, updated_at = $2",
         )
         .bind(login_hash)
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        if updated.rows_affected() == 0 {
-            sqlx::query(
-                "INSERT INTO login_throttle (login_hash, failures, locked_until, updated_at) VALUES ($1, 1, NULL, $2)",
-            )
-            .bind(login_hash)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| conflict_or(e, "concurrent sign-in failure; retry"))?;
-        }
         let (count,): (i64,) =
             sqlx::query_as("SELECT failures FROM login_throttle WHERE login_hash = $1")
                 .bind(login_hash)

@@ -410,5 +410,23 @@ mod login_throttle {
         assert_eq!(store.login_locked_until("other").await.unwrap(), None);
         store.record_login_success("h").await.unwrap();
         assert_eq!(store.login_locked_until("h").await.unwrap(), None);
+
+        // Concurrent first failures for a new name all count; none errors.
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.record_login_failure("race", 200, |_| None).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            store
+                .record_login_failure("race", 201, |_| None)
+                .await
+                .unwrap(),
+            9
+        );
     });
 }
