@@ -172,7 +172,6 @@ pub fn security_headers(hsts: bool) -> Vec<(HeaderName, HeaderValue)> {
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static("frame-ancestors 'none'"),
         ),
-        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
     ];
     if hsts {
         headers.push((

@@ -70,6 +70,7 @@ pub async fn serve(
             }
         })
     };
+    let liveness = crate::routes::meta::LivenessProbe::new(&state);
     let router = app(state);
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -95,11 +96,15 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
+        let (router, liveness) = (router.clone(), liveness.clone());
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            let fast = liveness.answer(&request);
             request.extensions_mut().insert(ConnectInfo(remote));
             let router = router.clone();
             async move {
+                if let Some(response) = fast {
+                    return Ok(response);
+                }
                 match router.oneshot(request).await {
                     Ok(response) => Ok::<_, Infallible>(response),
                     Err(never) => match never {},

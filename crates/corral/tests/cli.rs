@@ -17,6 +17,15 @@ use corral_store::testing::TestDatabase;
 
 const BIN: &str = env!("CARGO_BIN_EXE_corral");
 
+/// Runs async client code from a synchronous test.
+fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
 /// A running `corral serve`, stopped with SIGTERM on drop.
 struct Server {
     child: Child,
@@ -90,11 +99,7 @@ impl Server {
     }
 
     fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        block_on(async {
             let res = reqwest::get(format!("{}{path}", self.url)).await.unwrap();
             let status = res.status().as_u16();
             let body = res.json().await.unwrap_or(serde_json::Value::Null);
@@ -367,11 +372,7 @@ fn admin_create_user_makes_an_account_that_can_sign_in() {
         &[],
     );
     assert!(!server.stdout_lines.join("\n").contains("no accounts yet"));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let client = reqwest::Client::new();
         let login: serde_json::Value = client
             .post(format!("{}/api/v1/auth/login", server.url))
@@ -402,4 +403,56 @@ fn a_fresh_server_says_how_to_make_the_first_admin() {
     let server = Server::start(dir.path(), &["--listen", "127.0.0.1:0"], &[]);
     let banner = server.stdout_lines.join("\n");
     assert!(banner.contains("corral admin create-user"), "{banner}");
+}
+
+/// `/health` over a real socket is answered before the router (the liveness
+/// fast path): the same body as the routed handler, the security headers,
+/// and still counted in `/metrics`.
+#[test]
+fn health_over_the_socket_matches_the_routed_answer_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--listen", "127.0.0.1:0"], &[]);
+    block_on(async {
+        let client = reqwest::Client::new();
+        for _ in 0..3 {
+            let res = client
+                .get(format!("{}/health", server.url))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            let headers = res.headers().clone();
+            assert_eq!(headers["content-type"], "application/json");
+            assert_eq!(headers["x-content-type-options"], "nosniff");
+            assert_eq!(headers["referrer-policy"], "no-referrer");
+            assert_eq!(headers["content-security-policy"], "frame-ancestors 'none'");
+            let body: serde_json::Value = res.json().await.unwrap();
+            assert_eq!(body["status"], "ok");
+            assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+        }
+        // Only GET takes the fast path; other methods get the router's 405.
+        let res = client
+            .post(format!("{}/health", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405);
+        let metrics = client
+            .get(format!("{}/metrics", server.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("corral_http_requests_total{")
+                    && l.contains("route=\"/health\"")
+                    && l.contains("status=\"200\"")
+            })
+            .unwrap_or_else(|| panic!("no /health series in {metrics}"));
+        assert!(line.ends_with(" 3"), "three probes counted: {line}");
+    });
 }
