@@ -94,6 +94,16 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
+        match &error {
+            StoreError::Conflict(message) => return ApiError::new(ErrorCode::Conflict, message),
+            StoreError::QuotaExceeded(what) => {
+                return ApiError::new(
+                    ErrorCode::QuotaExceeded,
+                    format!("your plan's limit for {what} is reached"),
+                );
+            }
+            _ => {}
+        }
         if error.is_unavailable() {
             let mut api = ApiError::new(
                 ErrorCode::ServiceUnavailable,

@@ -51,6 +51,8 @@ pub struct AppState {
     pub tokens: Arc<auth::credentials::TokenKeys>,
     /// API-key usage not yet written to the store.
     pub key_usage: Arc<auth::usage::UsageBuffer>,
+    /// Recently authenticated callers.
+    pub auth_cache: Arc<auth::cache::AuthCache>,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
             clock,
             tokens: Arc::new(auth::credentials::TokenKeys::new(&secret)),
             key_usage: Arc::default(),
+            auth_cache: Arc::default(),
         })
     }
 }

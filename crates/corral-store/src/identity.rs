@@ -227,6 +227,36 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt("user vanished after insert".into()))
     }
 
+    /// Changes a user's own username and/or email (each when given). A new
+    /// email is unverified until proven again. `Conflict` when taken.
+    pub async fn update_profile(
+        &self,
+        now: i64,
+        id: &str,
+        username: Option<&str>,
+        email: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE users SET username = COALESCE($2, username), \
+             email_verified = CASE WHEN $3 IS NULL OR $3 = email THEN email_verified ELSE 0 END, \
+             email = COALESCE($3, email), updated_at = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(username.map(str::to_owned))
+        .bind(email.map(str::to_owned))
+        .bind(now)
+        .execute(self.pool())
+        .await;
+        if let Err(e) = updated {
+            return Err(conflict_or(
+                e,
+                "that email or username is already registered",
+            ));
+        }
+        self.auth_changed().await;
+        Ok(())
+    }
+
     /// Users ordered by id (creation time), after `after_id`, at most `limit`.
     pub async fn list_users(
         &self,
@@ -270,6 +300,7 @@ impl Store {
         .bind(now)
         .execute(self.pool())
         .await?;
+        self.auth_changed().await;
         Ok(done.rows_affected() == 1)
     }
 
@@ -296,6 +327,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.auth_changed().await;
         Ok(())
     }
 
@@ -515,6 +547,7 @@ impl Store {
             .bind(i64::from(active))
             .execute(self.pool())
             .await?;
+        self.auth_changed().await;
         Ok(done.rows_affected() == 1)
     }
 
@@ -533,6 +566,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        self.auth_changed().await;
         Ok(done.rows_affected() == 1)
     }
 

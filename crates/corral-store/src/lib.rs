@@ -8,6 +8,7 @@
 
 mod audit;
 mod backend;
+mod changes;
 mod error;
 mod identity;
 mod instance;
@@ -76,6 +77,7 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     max_connections: u32,
+    epoch: changes::AuthEpoch,
 }
 
 impl Store {
@@ -109,6 +111,7 @@ impl Store {
             pool,
             backend,
             max_connections: config.max_connections,
+            epoch: changes::AuthEpoch::default(),
         })
     }
 
@@ -116,6 +119,7 @@ impl Store {
     pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
         let store = Store::connect(config).await?;
         store.migrate().await?;
+        store.spawn_auth_listener(&config.url);
         Ok(store)
     }
 

@@ -193,6 +193,7 @@ impl Store {
                 "a personal organization cannot be deleted".into(),
             ));
         }
+        self.auth_changed().await;
         Ok(())
     }
 
@@ -297,6 +298,7 @@ impl Store {
             }
         }
         tx.commit().await?;
+        self.auth_changed().await;
         Ok(MembershipChange::Done)
     }
 

@@ -194,6 +194,19 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
+/// `PATCH /api/v1/users/me`: each field optional. A changed email must be
+/// verified again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMeRequest {
+    /// New username.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// New email.
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
 /// `POST /api/v1/users/me/password`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

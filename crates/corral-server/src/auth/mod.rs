@@ -5,8 +5,11 @@
 //! before any handler runs and refuses a route that has no entry, so a new
 //! route without a declared policy fails closed (and a test fails).
 
+pub mod cache;
 pub mod credentials;
 pub mod usage;
+
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::middleware::Next;
@@ -14,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, header};
 
 use corral_core::auth::{Action, Credential, OrgRole, Principal, can};
+use corral_store::User;
 use corral_types::ErrorCode;
 
 use crate::{ApiError, AppState};
@@ -38,6 +42,7 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("POST",   "/api/v1/auth/logout",       Public),
     ("GET",    "/api/v1/plans",             Public),
     ("GET",    "/api/v1/users/me",          Needs(Action::ReadSelf)),
+    ("PATCH",  "/api/v1/users/me",          Needs(Action::ManageSelf)),
     ("POST",   "/api/v1/users/me/password", Needs(Action::ManageSelf)),
     ("GET",    "/api/v1/api-keys",          Needs(Action::ReadKeys)),
     ("POST",   "/api/v1/api-keys",          Needs(Action::WriteKeys)),
@@ -132,14 +137,15 @@ pub async fn authorize(
         } else {
             None
         };
-        let principal = match authenticate(&state, request.headers(), path_org).await {
-            Ok(principal) => principal,
+        let caller = match authenticate(&state, request.headers(), path_org).await {
+            Ok(caller) => caller,
             Err(error) => return error.into_response(),
         };
-        if !can(&principal, action) {
-            return forbidden(&principal, action).into_response();
+        if !can(&caller.principal, action) {
+            return forbidden(&caller.principal, action).into_response();
         }
-        request.extensions_mut().insert(principal);
+        request.extensions_mut().insert(caller.principal);
+        request.extensions_mut().insert(CurrentUser(caller.user));
     }
     next.run(request).await
 }
@@ -171,61 +177,72 @@ fn unauthorized(detail: &str) -> ApiError {
         .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
 }
 
+/// An authenticated caller: who, in which org, with which account row.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who and in which org.
+    pub principal: Principal,
+    /// The account, as of authentication (handlers such as `GET /users/me`
+    /// answer from it rather than reading the database again).
+    pub user: Arc<User>,
+}
+
+/// The caller's account row, in request extensions of authenticated routes.
+#[derive(Debug, Clone)]
+pub struct CurrentUser(pub Arc<User>);
+
 /// Who is calling: an API key (`crl_…`) or a JWT access token, as
 /// `Authorization: Bearer`; and in which org: the org in the route's path
 /// when there is one, else the key's org, else `X-Corral-Org`, else the
 /// personal org. An org the caller does not belong to is "not found".
+///
+/// Successful lookups are cached (see [`cache`]); expiry and the path's org
+/// are checked on every request, cached or not.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     path_org: Option<String>,
-) -> Result<Principal, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
+) -> Result<Caller, ApiError> {
+    let token = bearer_token(headers)
         .ok_or_else(|| unauthorized("missing `Authorization: Bearer` credentials"))?;
     let now = state.clock.now_ms();
+    // Read before any lookup: a change racing the lookups leaves the entry stale.
+    let epoch = state.store.auth_epoch();
 
     if token.starts_with(credentials::API_KEY_PREFIX) {
-        let hash = credentials::sha256_hex(token);
-        let key = state
-            .store
-            .api_key_by_hash(&hash)
-            .await?
-            .ok_or_else(|| unauthorized("invalid API key"))?;
-        if !key.is_active {
-            return Err(unauthorized("this API key is disabled"));
-        }
-        if key.expires_at.is_some_and(|at| at <= now) {
+        let cache_key = format!("k:{}", credentials::sha256_hex(token));
+        let cached = match state.auth_cache.get(&cache_key, epoch, now) {
+            Some(cached) => cached,
+            None => {
+                let (principal, user, expires_at) = lookup_key(state, &cache_key[2..]).await?;
+                let user = Arc::new(user);
+                state.auth_cache.put(
+                    cache_key,
+                    epoch,
+                    now,
+                    principal.clone(),
+                    user.clone(),
+                    expires_at,
+                );
+                cache::Cached::fresh(principal, user, expires_at)
+            }
+        };
+        if cached.key_expires_at.is_some_and(|at| at <= now) {
             return Err(unauthorized("this API key has expired"));
         }
-        let user = active_user(state, &key.user_id).await?;
         // A key acts only in its own org.
-        if path_org.as_ref().is_some_and(|org| *org != key.org_id) {
+        if path_org
+            .as_ref()
+            .is_some_and(|org| *org != cached.principal.org_id)
+        {
             return Err(ApiError::not_found("organization"));
         }
-        let org_role = state
-            .store
-            .org_role(&key.org_id, &user.id)
-            .await?
-            .ok_or_else(|| {
-                unauthorized("the key's owner is no longer a member of its organization")
-            })?;
-        state.key_usage.record(&key.id, now);
-        return Ok(Principal {
-            user_id: user.id,
-            platform_role: user.role,
-            org_id: key.org_id,
-            org_role,
-            credential: Credential::ApiKey {
-                key_id: key.id,
-                scopes: key.scopes,
-            },
+        if let Credential::ApiKey { key_id, .. } = &cached.principal.credential {
+            state.key_usage.record(key_id, now);
+        }
+        return Ok(Caller {
+            principal: cached.principal,
+            user: cached.user,
         });
     }
 
@@ -233,13 +250,24 @@ pub async fn authenticate(
         .tokens
         .verify(token, now / 1000)
         .ok_or_else(|| unauthorized("invalid or expired access token"))?;
-    let user = active_user(state, &claims.sub).await?;
     let requested_org = path_org.or_else(|| {
         headers
             .get("x-corral-org")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     });
+    let cache_key = format!(
+        "s:{}:{}",
+        claims.sub,
+        requested_org.as_deref().unwrap_or_default()
+    );
+    if let Some(cached) = state.auth_cache.get(&cache_key, epoch, now) {
+        return Ok(Caller {
+            principal: cached.principal,
+            user: cached.user,
+        });
+    }
+    let user = active_user(state, &claims.sub).await?;
     let (org_id, org_role) = match requested_org {
         Some(org_id) => {
             let role = state
@@ -251,13 +279,62 @@ pub async fn authenticate(
         }
         None => (user.personal_org_id.clone(), OrgRole::Owner),
     };
-    Ok(Principal {
-        user_id: user.id,
+    let principal = Principal {
+        user_id: user.id.clone(),
         platform_role: user.role,
         org_id,
         org_role,
         credential: Credential::Session,
-    })
+    };
+    let user = Arc::new(user);
+    state
+        .auth_cache
+        .put(cache_key, epoch, now, principal.clone(), user.clone(), None);
+    Ok(Caller { principal, user })
+}
+
+/// The bearer token of a request, if any.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
+/// The caller behind an API key (by its hash), from the database.
+async fn lookup_key(
+    state: &AppState,
+    hash: &str,
+) -> Result<(Principal, User, Option<i64>), ApiError> {
+    let key = state
+        .store
+        .api_key_by_hash(hash)
+        .await?
+        .ok_or_else(|| unauthorized("invalid API key"))?;
+    if !key.is_active {
+        return Err(unauthorized("this API key is disabled"));
+    }
+    let user = active_user(state, &key.user_id).await?;
+    let org_role = state
+        .store
+        .org_role(&key.org_id, &user.id)
+        .await?
+        .ok_or_else(|| unauthorized("the key's owner is no longer a member of its organization"))?;
+    let principal = Principal {
+        user_id: user.id.clone(),
+        platform_role: user.role,
+        org_id: key.org_id,
+        org_role,
+        credential: Credential::ApiKey {
+            key_id: key.id,
+            scopes: key.scopes,
+        },
+    };
+    Ok((principal, user, key.expires_at))
 }
 
 async fn active_user(state: &AppState, id: &str) -> Result<corral_store::User, ApiError> {

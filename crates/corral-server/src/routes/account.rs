@@ -7,12 +7,12 @@ use axum::{Json, Router};
 
 use corral_core::auth::Principal;
 use corral_core::clock::rfc3339;
-use corral_core::validate::check_password;
+use corral_core::validate::{check_password, check_username, normalize_email};
 use corral_types::ErrorCode;
-use corral_types::identity::{ChangePasswordRequest, PlanResponse, UserResponse};
+use corral_types::identity::{ChangePasswordRequest, PlanResponse, UpdateMeRequest, UserResponse};
 
-use crate::auth::ClientInfo;
 use crate::auth::credentials;
+use crate::auth::{ClientInfo, CurrentUser};
 use crate::extract::ApiJson;
 use crate::routes::auth::audit;
 
@@ -20,7 +20,7 @@ use crate::{ApiError, AppState};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/users/me", get(me))
+        .route("/api/v1/users/me", get(me).patch(update_me))
         .route("/api/v1/users/me/password", post(change_password))
         .route("/api/v1/plans", get(plans))
 }
@@ -47,13 +47,59 @@ pub fn user_response(user: &corral_store::User) -> UserResponse {
         (status = 401, description = "Not signed in", body = corral_types::Problem),
     )
 )]
-pub async fn me(
+pub async fn me(Extension(CurrentUser(user)): Extension<CurrentUser>) -> Json<UserResponse> {
+    Json(user_response(&user))
+}
+
+/// Changes the caller's username or email. A new email is unverified until
+/// proven again. Needs a signed-in session, not an API key.
+#[utoipa::path(
+    patch, path = "/api/v1/users/me", tag = "account", security(("bearer" = [])),
+    request_body = UpdateMeRequest,
+    responses(
+        (status = 200, description = "The updated account", body = UserResponse),
+        (status = 409, description = "Username or email taken", body = corral_types::Problem),
+        (status = 422, description = "A value is refused", body = corral_types::Problem),
+    )
+)]
+pub async fn update_me(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Extension(client): Extension<ClientInfo>,
+    ApiJson(body): ApiJson<UpdateMeRequest>,
 ) -> Result<Json<UserResponse>, ApiError> {
+    if let Some(username) = &body.username {
+        check_username(username).map_err(|m| ApiError::invalid_field("username", m))?;
+    }
+    let email = body
+        .email
+        .as_deref()
+        .map(normalize_email)
+        .transpose()
+        .map_err(|m| ApiError::invalid_field("email", m))?;
+    state
+        .store
+        .update_profile(
+            state.clock.now_ms(),
+            &user.id,
+            body.username.as_deref(),
+            email.as_deref(),
+        )
+        .await?;
+    audit(
+        &state,
+        &client,
+        Some(&user.id),
+        None,
+        "user.update",
+        "user",
+        Some(&user.id),
+        "success",
+    )
+    .await;
     let user = state
         .store
-        .user_by_id(&principal.user_id)
+        .user_by_id(&user.id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     Ok(Json(user_response(&user)))

@@ -766,3 +766,134 @@ on_both_backends!(admins_list_and_manage_users_within_their_rank, |app| {
         .assert_problem(401, "unauthorized");
     assert_eq!(app.login("alice", PASSWORD).await.status, 401);
 });
+
+/// Several replicas on one PostgreSQL: a key that one replica has cached is
+/// refused by it as soon as another replica revokes it (LISTEN/NOTIFY moves
+/// every replica's auth epoch), well before the cache's TTL.
+#[tokio::test]
+async fn a_key_revoked_on_one_replica_is_refused_by_another_at_once() {
+    let a = TestApp::new(corral_store::Backend::Postgres).await;
+    let b = a.replica().await;
+    let (access, _) = a.register_and_login("replicated").await;
+    let (key, id) = a.create_key(&access, &["orgs:read"]).await;
+    // Both replicas authenticate (and cache) the key.
+    for app in [&a, &b] {
+        assert_eq!(
+            app.call("GET", "/api/v1/users/me", &key, None).await.status,
+            200
+        );
+    }
+    let started = std::time::Instant::now();
+    let deleted = a
+        .call("DELETE", &format!("/api/v1/api-keys/{id}"), &access, None)
+        .await;
+    assert_eq!(deleted.status, 204);
+    a.call("GET", "/api/v1/users/me", &key, None)
+        .await
+        .assert_problem(401, "unauthorized");
+    loop {
+        let res = b.call("GET", "/api/v1/users/me", &key, None).await;
+        if res.status == 401 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "replica b still accepts a deleted key after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Disabling the user through b locks out a's cached session too.
+    let me = b
+        .call("GET", "/api/v1/users/me", &access, None)
+        .await
+        .json();
+    let admin_changed = b
+        .state
+        .store
+        .update_user_admin(0, me["id"].as_str().unwrap(), None, None, Some(false))
+        .await
+        .unwrap();
+    assert!(admin_changed);
+    let started = std::time::Instant::now();
+    while a
+        .call("GET", "/api/v1/users/me", &access, None)
+        .await
+        .status
+        != 401
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "a still serves a disabled user"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(b);
+}
+
+on_both_backends!(
+    profile_changes_show_at_once_and_a_new_email_is_unverified,
+    |app| {
+        let (access, _) = app.register_and_login("profiled").await;
+        let me = app
+            .call("GET", "/api/v1/users/me", &access, None)
+            .await
+            .json();
+        assert_eq!(me["username"], "profiled");
+        let changed = app
+            .call(
+                "PATCH",
+                "/api/v1/users/me",
+                &access,
+                Some(json!({"username": "renamed", "email": "New@Example.com"})),
+            )
+            .await;
+        assert_eq!(changed.status, 200, "{}", changed.text());
+        assert_eq!(changed.json()["email"], "new@example.com");
+        // The cached account is not served stale after a change.
+        let me = app
+            .call("GET", "/api/v1/users/me", &access, None)
+            .await
+            .json();
+        assert_eq!(me["username"], "renamed");
+        assert_eq!(me["email_verified"], false);
+        // Bad values and taken names are refused, naming the field.
+        let bad = app
+            .call(
+                "PATCH",
+                "/api/v1/users/me",
+                &access,
+                Some(json!({"email": "nope"})),
+            )
+            .await
+            .assert_problem(422, "validation_failed");
+        assert_eq!(bad["errors"][0]["field"], "email");
+        app.call(
+            "PATCH",
+            "/api/v1/users/me",
+            &access,
+            Some(json!({"role": "admin"})),
+        )
+        .await
+        .assert_problem(422, "validation_failed");
+        app.register_and_login("other").await;
+        app.call(
+            "PATCH",
+            "/api/v1/users/me",
+            &access,
+            Some(json!({"username": "other"})),
+        )
+        .await
+        .assert_problem(409, "conflict");
+        // API keys cannot change the account.
+        let (key, _) = app.create_key(&access, &["orgs:read"]).await;
+        app.call(
+            "PATCH",
+            "/api/v1/users/me",
+            &key,
+            Some(json!({"username": "x"})),
+        )
+        .await
+        .assert_problem(403, "forbidden");
+    }
+);

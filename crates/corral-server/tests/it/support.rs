@@ -38,7 +38,10 @@ pub struct TestApp {
     pub state: AppState,
     pub clock: ManualClock,
     router: Router,
-    _db: TestDatabase,
+    store_config: corral_store::StoreConfig,
+    config: Config,
+    /// The database, dropped with the first app (replicas borrow it).
+    _db: Option<TestDatabase>,
 }
 
 pub struct TestResponse {
@@ -106,6 +109,24 @@ impl TestApp {
             status: parts.status,
             headers: parts.headers,
             body,
+        }
+    }
+
+    /// A second server on the same database (as another replica behind a
+    /// load balancer would be), with its own pool, caches and the same clock.
+    /// It must be dropped before `self`, which owns the database.
+    pub async fn replica(&self) -> TestApp {
+        let store = Store::open(&self.store_config).await.unwrap();
+        let state = AppState::assemble(store, self.config.clone(), Arc::new(self.clock.clone()))
+            .await
+            .unwrap();
+        TestApp {
+            router: app_with_routes(state.clone(), Router::new()),
+            state,
+            clock: self.clock.clone(),
+            store_config: self.store_config.clone(),
+            config: self.config.clone(),
+            _db: None,
         }
     }
 
@@ -218,14 +239,16 @@ impl TestAppBuilder {
         let db = TestDatabase::new(self.backend).await;
         let store = Store::open(&db.config).await.unwrap();
         let clock = ManualClock::at(1_795_510_020_000);
-        let state = AppState::assemble(store, self.config, Arc::new(clock.clone()))
+        let state = AppState::assemble(store, self.config.clone(), Arc::new(clock.clone()))
             .await
             .unwrap();
         TestApp {
             router: app_with_routes(state.clone(), self.routes),
             state,
             clock,
-            _db: db,
+            store_config: db.config.clone(),
+            config: self.config,
+            _db: Some(db),
         }
     }
 }
