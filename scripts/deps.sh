@@ -52,6 +52,14 @@ case "$want" in
       (exec 3<>"/dev/tcp/$pg_host/$pg_port") 2>/dev/null \
         || die "no PostgreSQL at $pg_host:$pg_port; start one or set CORRAL_TEST_POSTGRES_URL"
     fi
+    # The shared rate-limit tests need Redis at 127.0.0.1:6379.
+    if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+      command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+      say "starting Redis"
+      redis-server --daemonize yes --save '' --appendonly no --bind 127.0.0.1 --port 6379 >/dev/null
+      sleep 1
+      (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null || die "no Redis at 127.0.0.1:6379"
+    fi
     ;;
   *)
     die "usage: $0 run|test"

@@ -30,6 +30,54 @@ pub struct Config {
     pub log: LogConfig,
     /// Accounts and sign-in.
     pub auth: AuthConfig,
+    /// Rate limits, and where their counters live.
+    pub limits: LimitsConfig,
+}
+
+/// Request rate limits. Each limit counts requests per minute; 0 turns it off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Where counters live (and sign-in lockout state, with `redis`).
+    pub backend: LimitsBackend,
+    /// `redis://host:port[/db]`, for the `redis` backend.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key, so deployments can share a Redis.
+    pub redis_key_prefix: String,
+    /// API requests per minute from one client IP address.
+    pub per_ip_per_minute: u32,
+    /// API requests per minute by one signed-in user (sessions and tokens).
+    pub per_user_per_minute: u32,
+    /// API requests per minute with one API key.
+    pub per_key_per_minute: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            backend: LimitsBackend::Auto,
+            redis_url: None,
+            redis_key_prefix: "corral".to_owned(),
+            per_ip_per_minute: 600,
+            per_user_per_minute: 1200,
+            per_key_per_minute: 600,
+        }
+    }
+}
+
+/// Where rate-limit counters live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitsBackend {
+    /// `redis` when `redis_url` is set, else `memory` on SQLite (one
+    /// replica by construction) and `database` on PostgreSQL.
+    Auto,
+    /// In this process only: exact for a single replica, cheapest.
+    Memory,
+    /// In the database, shared by every replica.
+    Database,
+    /// In Redis, shared by every replica; sign-in lockout moves there too.
+    Redis,
 }
 
 /// Account settings.
@@ -112,6 +160,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             log: LogConfig::default(),
             auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -190,7 +239,7 @@ pub struct Overrides {
 
 /// Top-level keys the environment may set; other `CORRAL_*` variables
 /// (`CORRAL_CONFIG`, test settings) are not configuration keys.
-const ENV_SECTIONS: &[&str] = &["data_dir", "server", "database", "log", "auth"];
+const ENV_SECTIONS: &[&str] = &["data_dir", "server", "database", "log", "auth", "limits"];
 
 impl Config {
     /// Loads the configuration from every source: defaults, the file named by
@@ -284,6 +333,21 @@ impl Config {
                     ),
                 });
             }
+        }
+        match (&self.limits.redis_url, self.limits.backend) {
+            (Some(url), _) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
+                return Err(invalid(
+                    "limits.redis_url",
+                    "must start with redis:// or rediss://",
+                ));
+            }
+            (None, LimitsBackend::Redis) => {
+                return Err(invalid(
+                    "limits.redis_url",
+                    "is required when limits.backend is `redis`",
+                ));
+            }
+            _ => {}
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", &e.to_string()))?;
@@ -414,6 +478,18 @@ mod tests {
             config_file: Some(path.to_path_buf()),
             ..Overrides::default()
         })
+    }
+
+    #[test]
+    fn a_redis_limits_backend_needs_a_redis_url() {
+        with_env(&[("CORRAL_LIMITS__BACKEND", "redis")], |_| {
+            let error = Config::load(&Overrides::default()).unwrap_err().to_string();
+            assert!(error.contains("limits.redis_url"), "{error}");
+        });
+        with_env(&[("CORRAL_LIMITS__REDIS_URL", "http://nope")], |_| {
+            let error = Config::load(&Overrides::default()).unwrap_err().to_string();
+            assert!(error.contains("redis://"), "{error}");
+        });
     }
 
     #[test]

@@ -80,7 +80,18 @@ impl ApiError {
         self
     }
 
-    /// Sets `Retry-After` (and `retry_after_secs` in the body).
+    /// Says when a used-up quota resets (RFC 3339).
+    pub fn set_resets_at(&mut self, at: String) {
+        self.problem.resets_at = Some(at);
+    }
+
+    /// Keeps `cause` for the log (5xx responses log it with the request id).
+    pub fn with_cause(mut self, cause: impl Into<anyhow::Error>) -> ApiError {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    /// Adds `Retry-After` (and `retry_after_secs` in the body).
     pub fn retry_after(mut self, secs: u64) -> ApiError {
         self.problem.retry_after_secs = Some(secs);
         self

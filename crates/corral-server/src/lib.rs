@@ -8,10 +8,12 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod quota;
 mod routes;
 mod serve;
 
@@ -53,11 +55,26 @@ pub struct AppState {
     pub key_usage: Arc<auth::usage::UsageBuffer>,
     /// Recently authenticated callers.
     pub auth_cache: Arc<auth::cache::AuthCache>,
+    /// Rate limits and sign-in lockout.
+    pub limiter: Arc<limits::Limiter>,
+    /// Every plan, by id (plans change only with migrations).
+    pub plans: Arc<std::collections::HashMap<String, corral_store::Plan>>,
+}
+
+/// Why the server state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] corral_store::StoreError),
+    /// The rate-limit backend.
+    #[error(transparent)]
+    Limits(#[from] limits::LimitsError),
 }
 
 impl AppState {
     /// Opens (and migrates) the store named by `config` and records the installation.
-    pub async fn open(config: Config) -> Result<AppState, corral_store::StoreError> {
+    pub async fn open(config: Config) -> Result<AppState, StartError> {
         let store = Store::open(&config.store()).await?;
         AppState::assemble(store, config, Arc::new(SystemClock)).await
     }
@@ -68,14 +85,23 @@ impl AppState {
         store: Store,
         config: Config,
         clock: Arc<dyn Clock>,
-    ) -> Result<AppState, corral_store::StoreError> {
+    ) -> Result<AppState, StartError> {
         store
             .ensure_instance(clock.as_ref(), env!("CARGO_PKG_VERSION"))
             .await?;
         let secret = store
             .token_signing_key(|| auth::credentials::random_token(64))
             .await?;
+        let limiter = limits::Limiter::connect(&config.limits, &store).await?;
+        let plans = store
+            .plans()
+            .await?
+            .into_iter()
+            .map(|plan| (plan.id.clone(), plan))
+            .collect();
         Ok(AppState {
+            limiter: Arc::new(limiter),
+            plans: Arc::new(plans),
             store,
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::new()),

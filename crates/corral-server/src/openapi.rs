@@ -19,7 +19,7 @@ use corral_types::identity::{
 
 use corral_types::identity::{
     CreateInvitationRequest, CreatedInvitationResponse, InvitationResponse, MemberResponse,
-    OrgRequest, OrgResponse, UpdateMeRequest, UpdateMemberRequest,
+    OrgRequest, OrgResponse, QuotaUsage, UpdateMeRequest, UpdateMemberRequest, UsageResponse,
 };
 
 use crate::routes::{account, admin, api_keys, auth, meta, orgs};
@@ -34,7 +34,7 @@ use crate::routes::{account, admin, api_keys, auth, meta, orgs};
     paths(
         meta::health, meta::ready, meta::metrics,
         auth::register, auth::login, auth::refresh, auth::logout,
-        account::me, account::update_me, account::change_password, account::plans,
+        account::me, account::update_me, account::usage, account::change_password, account::plans,
         api_keys::create, api_keys::list, api_keys::update, api_keys::revoke,
         admin::audit_log, admin::list_users, admin::update_user,
         orgs::create, orgs::list, orgs::show, orgs::rename, orgs::remove, orgs::members,
@@ -46,7 +46,7 @@ use crate::routes::{account, admin, api_keys, auth, meta, orgs};
         RegisterRequest, LoginRequest, RefreshRequest, TokenResponse, UserResponse, PlanResponse,
         CreateApiKeyRequest, UpdateApiKeyRequest, ApiKeyResponse, CreatedApiKeyResponse,
         AuditRecordResponse, AuditPage, ChangePasswordRequest, AdminUpdateUserRequest, UserPage,
-        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, CreateInvitationRequest,
+        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, CreateInvitationRequest,
         InvitationResponse, CreatedInvitationResponse,
     )),
     modifiers(&BearerAuth),

@@ -60,12 +60,19 @@ pub async fn serve(
     let key_usage = state.key_usage.clone();
     let flusher = {
         let (store, key_usage) = (store.clone(), key_usage.clone());
+        let (limiter, clock) = (state.limiter.clone(), state.clock.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(USAGE_FLUSH_INTERVAL);
-            loop {
+            for round in 0u64.. {
                 tick.tick().await;
                 if let Err(error) = key_usage.flush(&store).await {
                     tracing::warn!(%error, "writing API-key usage failed; will retry");
+                }
+                // Finished rate-limit windows, about once a minute.
+                if round % 12 == 0
+                    && let Err(error) = limiter.prune(clock.now_ms()).await
+                {
+                    tracing::warn!(%error, "pruning rate-limit windows failed; will retry");
                 }
             }
         })

@@ -12,6 +12,7 @@ mod changes;
 mod error;
 mod identity;
 mod instance;
+mod limits;
 mod orgs;
 mod plans;
 

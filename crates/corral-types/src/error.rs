@@ -143,6 +143,9 @@ pub struct Problem {
     /// Seconds until a retry may succeed (`rate_limited`, `quota_exceeded`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_secs: Option<u64>,
+    /// When a used-up quota resets (RFC 3339), for `quota_exceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<String>,
 }
 
 impl Problem {
@@ -158,6 +161,7 @@ impl Problem {
             request_id: None,
             errors: Vec::new(),
             retry_after_secs: None,
+            resets_at: None,
         }
     }
 }

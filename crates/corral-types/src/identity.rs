@@ -324,3 +324,32 @@ pub struct CreatedInvitationResponse {
     #[serde(flatten)]
     pub invitation: InvitationResponse,
 }
+
+/// One quota of the caller's plan and how much of it is used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QuotaUsage {
+    /// `executions`, `api_calls` (requests made with API keys) or `api_keys`.
+    pub name: String,
+    /// `day` for daily quotas (reset at 00:00 UTC); absent for totals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    /// Used so far (today, for daily quotas).
+    pub used: i64,
+    /// The plan's limit; `null` is unlimited.
+    pub limit: Option<i64>,
+    /// What is left; `null` is unlimited.
+    pub remaining: Option<i64>,
+}
+
+/// `GET /api/v1/users/me/usage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UsageResponse {
+    /// The caller's plan id.
+    pub plan: String,
+    /// The UTC day the daily counts are for (`2026-11-24`).
+    pub day: String,
+    /// When the daily quotas reset (RFC 3339).
+    pub resets_at: String,
+    /// Every quota of the plan.
+    pub quotas: Vec<QuotaUsage>,
+}

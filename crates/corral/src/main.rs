@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use corral_server::config::{Config, Overrides};
-use corral_server::{AppState, logging};
+use corral_server::{AppState, StartError, logging};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -142,9 +142,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let backend = corral_store::Backend::from_url(&config.store().url)?;
     let data_dir = config.data_dir.clone();
     let display_url = config.display_url();
-    let state = AppState::open(config)
-        .await
-        .with_context(|| format!("cannot open the {backend} database"))?;
+    let state = AppState::open(config).await.map_err(|error| match error {
+        StartError::Store(error) => {
+            anyhow::Error::new(error).context(format!("cannot open the {backend} database"))
+        }
+        other => other.into(),
+    })?;
     let no_users = state.store.count_users().await? == 0;
     corral_server::serve(state, corral_server::shutdown_signal(), |addr| {
         let url = if display_url.ends_with(":0") {

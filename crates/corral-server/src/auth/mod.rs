@@ -44,6 +44,7 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("GET",    "/api/v1/users/me",          Needs(Action::ReadSelf)),
     ("PATCH",  "/api/v1/users/me",          Needs(Action::ManageSelf)),
     ("POST",   "/api/v1/users/me/password", Needs(Action::ManageSelf)),
+    ("GET",    "/api/v1/users/me/usage",    Needs(Action::ReadSelf)),
     ("GET",    "/api/v1/api-keys",          Needs(Action::ReadKeys)),
     ("POST",   "/api/v1/api-keys",          Needs(Action::WriteKeys)),
     ("PATCH",  "/api/v1/api-keys/{id}",     Needs(Action::WriteKeys)),
@@ -110,6 +111,20 @@ pub async fn authorize(
     next: Next,
 ) -> Response {
     let client = ClientInfo::from_request(&request);
+    let now = state.clock.now_ms();
+    // Per-IP first, so guessing credentials is limited too.
+    if let Some(ip) = &client.ip
+        && let Err(error) = state
+            .limiter
+            .check(
+                &format!("ip:{ip}"),
+                state.config.limits.per_ip_per_minute,
+                now,
+            )
+            .await
+    {
+        return error.into_response();
+    }
     request.extensions_mut().insert(client);
     let route = request
         .extensions()
@@ -144,10 +159,39 @@ pub async fn authorize(
         if !can(&caller.principal, action) {
             return forbidden(&caller.principal, action).into_response();
         }
+        if let Err(error) = enforce_caller_limits(&state, &caller, now).await {
+            return error.into_response();
+        }
         request.extensions_mut().insert(caller.principal);
         request.extensions_mut().insert(CurrentUser(caller.user));
     }
     next.run(request).await
+}
+
+/// Per-user and per-key rate limits, and the plan's daily quota of requests
+/// made with API keys (sessions are not counted against it).
+async fn enforce_caller_limits(
+    state: &AppState,
+    caller: &Caller,
+    now: i64,
+) -> Result<(), ApiError> {
+    let limits = &state.config.limits;
+    state
+        .limiter
+        .check(
+            &format!("user:{}", caller.principal.user_id),
+            limits.per_user_per_minute,
+            now,
+        )
+        .await?;
+    if let Credential::ApiKey { key_id, .. } = &caller.principal.credential {
+        state
+            .limiter
+            .check(&format!("key:{key_id}"), limits.per_key_per_minute, now)
+            .await?;
+        crate::quota::take(state, &caller.user, crate::quota::Daily::ApiCalls, now).await?;
+    }
+    Ok(())
 }
 
 fn forbidden(principal: &Principal, action: Action) -> ApiError {

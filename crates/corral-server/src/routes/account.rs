@@ -9,11 +9,14 @@ use corral_core::auth::Principal;
 use corral_core::clock::rfc3339;
 use corral_core::validate::{check_password, check_username, normalize_email};
 use corral_types::ErrorCode;
-use corral_types::identity::{ChangePasswordRequest, PlanResponse, UpdateMeRequest, UserResponse};
+use corral_types::identity::{
+    ChangePasswordRequest, PlanResponse, QuotaUsage, UpdateMeRequest, UsageResponse, UserResponse,
+};
 
 use crate::auth::credentials;
 use crate::auth::{ClientInfo, CurrentUser};
 use crate::extract::ApiJson;
+use crate::quota;
 use crate::routes::auth::audit;
 
 use crate::{ApiError, AppState};
@@ -22,6 +25,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/users/me", get(me).patch(update_me))
         .route("/api/v1/users/me/password", post(change_password))
+        .route("/api/v1/users/me/usage", get(usage))
         .route("/api/v1/plans", get(plans))
 }
 
@@ -103,6 +107,54 @@ pub async fn update_me(
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     Ok(Json(user_response(&user)))
+}
+
+/// The caller's plan quotas and how much of each is used today.
+#[utoipa::path(
+    get, path = "/api/v1/users/me/usage", tag = "account", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Quotas and usage", body = UsageResponse),
+        (status = 401, description = "Not signed in", body = corral_types::Problem),
+    )
+)]
+pub async fn usage(
+    State(state): State<AppState>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+) -> Result<Json<UsageResponse>, ApiError> {
+    let now = state.clock.now_ms();
+    let day = quota::day_of(now);
+    let counts = state.store.daily_usage(&user.id, day).await?;
+    let quota_of = |name: &str, period: Option<&str>, used: i64, limit: Option<i64>| QuotaUsage {
+        name: name.to_owned(),
+        period: period.map(str::to_owned),
+        used,
+        limit,
+        remaining: limit.map(|l| (l - used).max(0)),
+    };
+    let mut quotas: Vec<QuotaUsage> = quota::Daily::ALL
+        .iter()
+        .map(|daily| {
+            let used = counts
+                .iter()
+                .find(|(metric, _)| metric == daily.name())
+                .map_or(0, |(_, count)| *count);
+            quota_of(daily.name(), Some("day"), used, daily.limit(&state, &user))
+        })
+        .collect();
+    let keys = state.store.list_api_keys(&user.id).await?.len();
+    let max_keys = state.plans.get(&user.plan_id).and_then(|p| p.max_api_keys);
+    quotas.push(quota_of(
+        "api_keys",
+        None,
+        i64::try_from(keys).unwrap_or(i64::MAX),
+        max_keys,
+    ));
+    Ok(Json(UsageResponse {
+        plan: user.plan_id.clone(),
+        day: rfc3339(day * quota::DAY_MS)[..10].to_owned(),
+        resets_at: rfc3339((day + 1) * quota::DAY_MS),
+        quotas,
+    }))
 }
 
 /// Every plan and its limits; `null` is unlimited.

@@ -159,7 +159,10 @@ pub async fn login(
 ) -> Result<Json<TokenResponse>, ApiError> {
     let now = state.clock.now_ms();
     let login_hash = credentials::sha256_hex(&body.login.trim().to_lowercase());
-    if let Some(until) = state.store.login_locked_until(&login_hash).await?
+    if let Some(until) = state
+        .limiter
+        .login_locked_until(&state.store, &login_hash)
+        .await?
         && until > now
     {
         let secs = ((until - now) as u64).div_ceil(1000);
@@ -183,8 +186,8 @@ pub async fn login(
         Some(user) if matches && user.is_active => user,
         other => {
             state
-                .store
-                .record_login_failure(&login_hash, now, lock_ms)
+                .limiter
+                .record_login_failure(&state.store, &login_hash, now, lock_ms)
                 .await?;
             let actor = other.as_ref().map(|u| u.id.as_str());
             audit(
@@ -204,7 +207,10 @@ pub async fn login(
             ));
         }
     };
-    state.store.record_login_success(&login_hash).await?;
+    state
+        .limiter
+        .record_login_success(&state.store, &login_hash)
+        .await?;
     audit(
         &state,
         &client,

@@ -13,6 +13,7 @@ mod support;
 mod docs;
 mod errors;
 mod identity;
+mod limits;
 mod meta;
 mod middleware;
 mod orgs;

@@ -101,7 +101,19 @@ impl TestApp {
         }
     }
 
+    /// Sends `request` as if from 127.0.0.1 (the peer address a real
+    /// connection would give; per-IP rate limits key on it).
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        self.send_from([127, 0, 0, 1], request).await
+    }
+
+    /// Sends `request` as if from `ip`.
+    pub async fn send_from(&self, ip: [u8; 4], mut request: Request<Body>) -> TestResponse {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                ip, 40_000,
+            ))));
         let response = self.router.clone().oneshot(request).await.unwrap();
         let (parts, body) = response.into_parts();
         let body = body.collect().await.unwrap().to_bytes().to_vec();

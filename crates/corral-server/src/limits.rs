@@ -1,0 +1,274 @@
+//! Rate limits (requests per minute per client IP, user and API key) and the
+//! sign-in lockout state, on one of three counter backends chosen by
+//! `[limits]` config:
+//!
+//! - `memory`: this process only. Exact for one replica, and what SQLite
+//!   deployments get by default (SQLite means one replica).
+//! - `database`: an atomic upsert per hit in the store, shared by every
+//!   replica; the default on PostgreSQL.
+//! - `redis`: `INCR` in a `MULTI` per hit; sign-in lockout state moves to
+//!   Redis too.
+//!
+//! Windows are fixed minutes. A counter backend that fails lets the request
+//! through (logged): an outage of the limiter must not take the API down.
+//! Lockout failures are not ignored: sign-in answers 503 instead.
+//!
+//! Daily plan quotas are not here: they are billing data, always kept in the
+//! database (`Store::take_daily`), whatever this backend is.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+use corral_store::{Backend, Store, StoreError};
+use corral_types::ErrorCode;
+
+use crate::ApiError;
+use crate::config::{LimitsBackend, LimitsConfig};
+
+/// Length of a rate-limit window.
+const WINDOW_MS: i64 = 60_000;
+/// How long lockout state outlives the last failure in Redis.
+const LOCKOUT_TTL_MS: i64 = 24 * 3_600_000;
+/// Memory-backend entries kept before old windows are swept.
+const MEMORY_SWEEP_AT: usize = 50_000;
+
+/// Counts requests and sign-in failures; see the module docs.
+pub struct Limiter {
+    counters: Counters,
+    prefix: String,
+}
+
+enum Counters {
+    Memory(Mutex<HashMap<String, (i64, i64)>>),
+    Database(Store),
+    Redis(ConnectionManager),
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("backend", &self.backend_name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The limiter could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to Redis at {url} for rate limits")]
+pub struct LimitsError {
+    url: String,
+    #[source]
+    source: redis::RedisError,
+}
+
+impl Limiter {
+    /// The limiter `config` asks for, over `store` when it uses the database.
+    pub async fn connect(config: &LimitsConfig, store: &Store) -> Result<Limiter, LimitsError> {
+        let backend = match (config.backend, &config.redis_url) {
+            (LimitsBackend::Auto, Some(_)) => LimitsBackend::Redis,
+            (LimitsBackend::Auto, None) if store.backend() == Backend::Postgres => {
+                LimitsBackend::Database
+            }
+            (LimitsBackend::Auto, None) => LimitsBackend::Memory,
+            (chosen, _) => chosen,
+        };
+        let counters = match backend {
+            LimitsBackend::Redis => {
+                let url = config.redis_url.clone().unwrap_or_default();
+                let connect = async {
+                    let client = redis::Client::open(url.as_str())?;
+                    ConnectionManager::new(client).await
+                };
+                Counters::Redis(
+                    connect
+                        .await
+                        .map_err(|source| LimitsError { url, source })?,
+                )
+            }
+            LimitsBackend::Database => Counters::Database(store.clone()),
+            LimitsBackend::Memory | LimitsBackend::Auto => Counters::Memory(Mutex::default()),
+        };
+        Ok(Limiter {
+            counters,
+            prefix: config.redis_key_prefix.clone(),
+        })
+    }
+
+    /// `memory`, `database` or `redis`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.counters {
+            Counters::Memory(_) => "memory",
+            Counters::Database(_) => "database",
+            Counters::Redis(_) => "redis",
+        }
+    }
+
+    /// Counts one request by `subject` (`ip:…`, `user:…`, `key:…`) against
+    /// `per_minute` (0: unlimited). Over the limit: 429 `rate_limited` with
+    /// `Retry-After` until the window ends.
+    pub async fn check(&self, subject: &str, per_minute: u32, now: i64) -> Result<(), ApiError> {
+        if per_minute == 0 {
+            return Ok(());
+        }
+        let window = now - now.rem_euclid(WINDOW_MS);
+        let count = match self.hit(subject, window, now).await {
+            Ok(count) => count,
+            Err(error) => {
+                tracing::warn!(%error, subject, "rate-limit counter failed; letting the request through");
+                return Ok(());
+            }
+        };
+        if count <= i64::from(per_minute) {
+            return Ok(());
+        }
+        let secs = u64::try_from(window + WINDOW_MS - now)
+            .unwrap_or(0)
+            .div_ceil(1000)
+            .max(1);
+        let what = subject.split(':').next().unwrap_or("client");
+        Err(ApiError::new(
+            ErrorCode::RateLimited,
+            format!("too many requests for this {what}: at most {per_minute} a minute"),
+        )
+        .retry_after(secs))
+    }
+
+    async fn hit(&self, subject: &str, window: i64, now: i64) -> Result<i64, anyhow::Error> {
+        match &self.counters {
+            Counters::Memory(map) => {
+                let mut map = map
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("rate-limit map poisoned"))?;
+                if map.len() >= MEMORY_SWEEP_AT {
+                    map.retain(|_, (start, _)| *start >= window);
+                }
+                let entry = map.entry(subject.to_owned()).or_insert((window, 0));
+                if entry.0 != window {
+                    *entry = (window, 0);
+                }
+                entry.1 += 1;
+                Ok(entry.1)
+            }
+            Counters::Database(store) => {
+                Ok(store.rate_hit(subject, window, window + WINDOW_MS).await?)
+            }
+            Counters::Redis(conn) => {
+                let key = format!("{}:rate:{subject}:{window}", self.prefix);
+                let mut conn = conn.clone();
+                let (count,): (i64,) = redis::pipe()
+                    .atomic()
+                    .incr(&key, 1)
+                    // Relative, so a replica's clock skew against Redis's
+                    // cannot expire the key early.
+                    .cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(window + WINDOW_MS + 1000 - now)
+                    .ignore()
+                    .query_async(&mut conn)
+                    .await?;
+                Ok(count)
+            }
+        }
+    }
+
+    /// Deletes finished database windows (the other backends expire their own).
+    pub async fn prune(&self, now: i64) -> Result<(), StoreError> {
+        if let Counters::Database(store) = &self.counters {
+            store.prune_rate_windows(now - WINDOW_MS).await?;
+        }
+        Ok(())
+    }
+
+    /// Until when (Unix ms) sign-in for this login name is refused, if locked.
+    pub async fn login_locked_until(
+        &self,
+        store: &Store,
+        login_hash: &str,
+    ) -> Result<Option<i64>, ApiError> {
+        match &self.counters {
+            Counters::Redis(conn) => {
+                let until: Option<i64> = conn
+                    .clone()
+                    .hget(self.lockout_key(login_hash), "locked_until")
+                    .await
+                    .map_err(lockout_unavailable)?;
+                Ok(until)
+            }
+            _ => Ok(store.login_locked_until(login_hash).await?),
+        }
+    }
+
+    /// Records a failed sign-in; `lock_for(failures)` gives the lock length (ms).
+    pub async fn record_login_failure(
+        &self,
+        store: &Store,
+        login_hash: &str,
+        now: i64,
+        lock_for: impl Fn(i64) -> Option<i64>,
+    ) -> Result<(), ApiError> {
+        match &self.counters {
+            Counters::Redis(conn) => {
+                let key = self.lockout_key(login_hash);
+                let mut conn = conn.clone();
+                let (failures,): (i64,) = redis::pipe()
+                    .atomic()
+                    .hincr(&key, "failures", 1)
+                    .cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(LOCKOUT_TTL_MS)
+                    .ignore()
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(lockout_unavailable)?;
+                if let Some(ms) = lock_for(failures) {
+                    let () = conn
+                        .hset(&key, "locked_until", now + ms)
+                        .await
+                        .map_err(lockout_unavailable)?;
+                }
+                Ok(())
+            }
+            _ => {
+                store
+                    .record_login_failure(login_hash, now, lock_for)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Forgets the failures of a login name after a successful sign-in.
+    pub async fn record_login_success(
+        &self,
+        store: &Store,
+        login_hash: &str,
+    ) -> Result<(), ApiError> {
+        match &self.counters {
+            Counters::Redis(conn) => {
+                let () = conn
+                    .clone()
+                    .del(self.lockout_key(login_hash))
+                    .await
+                    .map_err(lockout_unavailable)?;
+                Ok(())
+            }
+            _ => Ok(store.record_login_success(login_hash).await?),
+        }
+    }
+
+    fn lockout_key(&self, login_hash: &str) -> String {
+        format!("{}:login:{login_hash}", self.prefix)
+    }
+}
+
+fn lockout_unavailable(error: redis::RedisError) -> ApiError {
+    ApiError::new(
+        ErrorCode::ServiceUnavailable,
+        "sign-in is unavailable right now; retry shortly",
+    )
+    .retry_after(5)
+    .with_cause(error)
+}

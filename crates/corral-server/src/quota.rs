@@ -1,0 +1,81 @@
+//! Daily plan quotas: taken atomically in the database before the work they
+//! pay for, refused with 429 `quota_exceeded` saying when they reset.
+
+use corral_core::clock::rfc3339;
+use corral_store::User;
+use corral_types::ErrorCode;
+
+use crate::{ApiError, AppState};
+
+/// A day in milliseconds; quotas reset at 00:00 UTC.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// A quota counted per day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daily {
+    /// Code executions.
+    Executions,
+    /// API requests authenticated with an API key.
+    ApiCalls,
+}
+
+impl Daily {
+    /// Every daily quota.
+    pub const ALL: [Daily; 2] = [Daily::Executions, Daily::ApiCalls];
+
+    /// The metric's name in the store and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Daily::Executions => "executions",
+            Daily::ApiCalls => "api_calls",
+        }
+    }
+
+    /// The limit of `user`'s plan (`None`: unlimited, or no such plan).
+    pub fn limit(self, state: &AppState, user: &User) -> Option<i64> {
+        let plan = state.plans.get(&user.plan_id)?;
+        match self {
+            Daily::Executions => plan.executions_per_day,
+            Daily::ApiCalls => plan.api_calls_per_day,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Daily::Executions => "executions",
+            Daily::ApiCalls => "API requests with keys",
+        }
+    }
+}
+
+/// The UTC day (days since the Unix epoch) of `now_ms`.
+pub fn day_of(now_ms: i64) -> i64 {
+    now_ms.div_euclid(DAY_MS)
+}
+
+/// Takes one unit of `quota` for `user`, or refuses with 429.
+pub async fn take(state: &AppState, user: &User, quota: Daily, now: i64) -> Result<(), ApiError> {
+    let limit = quota.limit(state, user);
+    let day = day_of(now);
+    if state
+        .store
+        .take_daily(&user.id, quota.name(), day, limit)
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let resets = (day + 1) * DAY_MS;
+    let mut error = ApiError::new(
+        ErrorCode::QuotaExceeded,
+        format!(
+            "your plan allows {} {} a day; the quota resets at {}",
+            limit.unwrap_or(0),
+            quota.describe(),
+            rfc3339(resets)
+        ),
+    )
+    .retry_after(u64::try_from(resets - now).unwrap_or(0).div_ceil(1000));
+    error.set_resets_at(rfc3339(resets));
+    Err(error)
+}
