@@ -19,10 +19,11 @@ use corral_types::identity::{
 
 use corral_types::identity::{
     CreateInvitationRequest, CreatedInvitationResponse, InvitationResponse, MemberResponse,
-    OrgRequest, OrgResponse, QuotaUsage, UpdateMeRequest, UpdateMemberRequest, UsageResponse,
+    OrgRequest, OrgResponse, QuotaUsage, SessionResponse, UpdateMeRequest, UpdateMemberRequest,
+    UsageResponse,
 };
 
-use crate::routes::{account, admin, api_keys, auth, meta, orgs};
+use crate::routes::{account, admin, api_keys, auth, meta, orgs, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,6 +35,7 @@ use crate::routes::{account, admin, api_keys, auth, meta, orgs};
     paths(
         meta::health, meta::ready, meta::metrics,
         auth::register, auth::login, auth::refresh, auth::logout,
+        sessions::sign_in, sessions::current, sessions::sign_out,
         account::me, account::update_me, account::usage, account::change_password, account::plans,
         api_keys::create, api_keys::list, api_keys::update, api_keys::revoke,
         admin::audit_log, admin::list_users, admin::update_user,
@@ -46,7 +48,7 @@ use crate::routes::{account, admin, api_keys, auth, meta, orgs};
         RegisterRequest, LoginRequest, RefreshRequest, TokenResponse, UserResponse, PlanResponse,
         CreateApiKeyRequest, UpdateApiKeyRequest, ApiKeyResponse, CreatedApiKeyResponse,
         AuditRecordResponse, AuditPage, ChangePasswordRequest, AdminUpdateUserRequest, UserPage,
-        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, CreateInvitationRequest,
+        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateInvitationRequest,
         InvitationResponse, CreatedInvitationResponse,
     )),
     modifiers(&BearerAuth),

@@ -304,8 +304,9 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Replaces a user's password hash and revokes every refresh token, so
-    /// other sessions end when their access token expires.
+    /// Replaces a user's password hash, revokes every refresh token (other
+    /// API clients stop when their access token expires) and ends every
+    /// browser session at once.
     pub async fn set_password(
         &self,
         now: i64,
@@ -326,6 +327,10 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         self.auth_changed().await;
         Ok(())

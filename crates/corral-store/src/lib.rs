@@ -15,6 +15,7 @@ mod instance;
 mod limits;
 mod orgs;
 mod plans;
+mod sessions;
 
 pub use audit::{AuditEntry, AuditFilter, AuditRecord};
 pub use backend::Backend;

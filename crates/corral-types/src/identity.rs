@@ -353,3 +353,16 @@ pub struct UsageResponse {
     /// Every quota of the plan.
     pub quotas: Vec<QuotaUsage>,
 }
+
+/// A browser session: `POST` and `GET /api/v1/auth/session`. The session
+/// itself travels in an HttpOnly cookie; `csrf_token` goes in the
+/// `X-CSRF-Token` header of every state-changing request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SessionResponse {
+    /// The signed-in user.
+    pub user: UserResponse,
+    /// Send as `X-CSRF-Token` on POST, PUT, PATCH and DELETE.
+    pub csrf_token: String,
+    /// When the session ends (RFC 3339).
+    pub expires_at: String,
+}

@@ -27,23 +27,11 @@ pub struct Cached {
     pub principal: Principal,
     /// The caller's account.
     pub user: Arc<User>,
-    /// When the API key expires (Unix ms), for key entries.
-    pub key_expires_at: Option<i64>,
+    /// When the credential expires (Unix ms): an API key's expiry, a
+    /// browser session's end.
+    pub expires_at: Option<i64>,
     epoch: u64,
     stored_at: i64,
-}
-
-impl Cached {
-    /// An entry for a lookup just made (not from the cache).
-    pub fn fresh(principal: Principal, user: Arc<User>, key_expires_at: Option<i64>) -> Cached {
-        Cached {
-            principal,
-            user,
-            key_expires_at,
-            epoch: 0,
-            stored_at: 0,
-        }
-    }
 }
 
 /// See the module docs.
@@ -64,31 +52,29 @@ impl AuthCache {
 
     /// Remembers a successful authentication made at `epoch` (read before
     /// the lookups that produced it, so a change racing the lookups leaves
-    /// the entry already stale).
+    /// the entry already stale), and returns the entry.
     pub fn put(
         &self,
         key: String,
         epoch: u64,
         now: i64,
         principal: Principal,
-        user: Arc<User>,
-        key_expires_at: Option<i64>,
-    ) {
-        let Ok(mut entries) = self.entries.lock() else {
-            return;
+        user: User,
+        expires_at: Option<i64>,
+    ) -> Cached {
+        let entry = Cached {
+            principal,
+            user: Arc::new(user),
+            expires_at,
+            epoch,
+            stored_at: now,
         };
-        if entries.len() >= CAPACITY {
-            entries.clear();
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= CAPACITY {
+                entries.clear();
+            }
+            entries.insert(key, entry.clone());
         }
-        entries.insert(
-            key,
-            Cached {
-                principal,
-                user,
-                key_expires_at,
-                epoch,
-                stored_at: now,
-            },
-        );
+        entry
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod credentials;
+pub mod session;
 pub mod usage;
 
 use std::sync::Arc;
@@ -40,6 +41,9 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("POST",   "/api/v1/auth/login",        Public),
     ("POST",   "/api/v1/auth/refresh",      Public),
     ("POST",   "/api/v1/auth/logout",       Public),
+    ("POST",   "/api/v1/auth/session",      Public),
+    ("GET",    "/api/v1/auth/session",      Needs(Action::ReadSelf)),
+    ("DELETE", "/api/v1/auth/session",      Needs(Action::ReadSelf)),
     ("GET",    "/api/v1/plans",             Public),
     ("GET",    "/api/v1/users/me",          Needs(Action::ReadSelf)),
     ("PATCH",  "/api/v1/users/me",          Needs(Action::ManageSelf)),
@@ -156,6 +160,12 @@ pub async fn authorize(
             Ok(caller) => caller,
             Err(error) => return error.into_response(),
         };
+        if let Some(session) = &caller.session
+            && let Err(error) =
+                session::check_csrf(&state.config, request.method(), request.headers(), session)
+        {
+            return error.into_response();
+        }
         if !can(&caller.principal, action) {
             return forbidden(&caller.principal, action).into_response();
         }
@@ -229,6 +239,8 @@ pub struct Caller {
     /// The account, as of authentication (handlers such as `GET /users/me`
     /// answer from it rather than reading the database again).
     pub user: Arc<User>,
+    /// The browser session's token, when a session cookie authenticated.
+    pub session: Option<String>,
 }
 
 /// The caller's account row, in request extensions of authenticated routes.
@@ -247,11 +259,52 @@ pub async fn authenticate(
     headers: &HeaderMap,
     path_org: Option<String>,
 ) -> Result<Caller, ApiError> {
-    let token = bearer_token(headers)
-        .ok_or_else(|| unauthorized("missing `Authorization: Bearer` credentials"))?;
     let now = state.clock.now_ms();
     // Read before any lookup: a change racing the lookups leaves the entry stale.
     let epoch = state.store.auth_epoch();
+    let requested_org = |path_org: Option<String>| {
+        path_org.or_else(|| {
+            headers
+                .get("x-corral-org")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+    };
+    let Some(token) = bearer_token(headers) else {
+        // No bearer credentials: a browser session cookie, if any.
+        let session = session::session_token(&state.config, headers).ok_or_else(|| {
+            unauthorized("missing credentials: `Authorization: Bearer` or a session cookie")
+        })?;
+        let hash = credentials::sha256_hex(&session);
+        let org = requested_org(path_org);
+        let cache_key = format!("c:{hash}:{}", org.as_deref().unwrap_or_default());
+        let mut caller = match state.auth_cache.get(&cache_key, epoch, now) {
+            Some(cached) if cached.expires_at.is_some_and(|at| at > now) => Caller {
+                principal: cached.principal,
+                user: cached.user,
+                session: None,
+            },
+            _ => {
+                let (user_id, expires_at) = state
+                    .store
+                    .session_by_hash(&hash, now)
+                    .await?
+                    .ok_or_else(|| unauthorized("the session has ended; sign in again"))?;
+                signed_in_caller(
+                    state,
+                    &user_id,
+                    org,
+                    cache_key,
+                    epoch,
+                    now,
+                    Some(expires_at),
+                )
+                .await?
+            }
+        };
+        caller.session = Some(session);
+        return Ok(caller);
+    };
 
     if token.starts_with(credentials::API_KEY_PREFIX) {
         let cache_key = format!("k:{}", credentials::sha256_hex(token));
@@ -259,19 +312,12 @@ pub async fn authenticate(
             Some(cached) => cached,
             None => {
                 let (principal, user, expires_at) = lookup_key(state, &cache_key[2..]).await?;
-                let user = Arc::new(user);
-                state.auth_cache.put(
-                    cache_key,
-                    epoch,
-                    now,
-                    principal.clone(),
-                    user.clone(),
-                    expires_at,
-                );
-                cache::Cached::fresh(principal, user, expires_at)
+                state
+                    .auth_cache
+                    .put(cache_key, epoch, now, principal, user, expires_at)
             }
         };
-        if cached.key_expires_at.is_some_and(|at| at <= now) {
+        if cached.expires_at.is_some_and(|at| at <= now) {
             return Err(unauthorized("this API key has expired"));
         }
         // A key acts only in its own org.
@@ -287,6 +333,7 @@ pub async fn authenticate(
         return Ok(Caller {
             principal: cached.principal,
             user: cached.user,
+            session: None,
         });
     }
 
@@ -294,24 +341,30 @@ pub async fn authenticate(
         .tokens
         .verify(token, now / 1000)
         .ok_or_else(|| unauthorized("invalid or expired access token"))?;
-    let requested_org = path_org.or_else(|| {
-        headers
-            .get("x-corral-org")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    });
-    let cache_key = format!(
-        "s:{}:{}",
-        claims.sub,
-        requested_org.as_deref().unwrap_or_default()
-    );
+    let org = requested_org(path_org);
+    let cache_key = format!("s:{}:{}", claims.sub, org.as_deref().unwrap_or_default());
     if let Some(cached) = state.auth_cache.get(&cache_key, epoch, now) {
         return Ok(Caller {
             principal: cached.principal,
             user: cached.user,
+            session: None,
         });
     }
-    let user = active_user(state, &claims.sub).await?;
+    signed_in_caller(state, &claims.sub, org, cache_key, epoch, now, None).await
+}
+
+/// A signed-in user (access token or browser session) acting in
+/// `requested_org` (else the personal org), from the database; cached.
+async fn signed_in_caller(
+    state: &AppState,
+    user_id: &str,
+    requested_org: Option<String>,
+    cache_key: String,
+    epoch: u64,
+    now: i64,
+    expires_at: Option<i64>,
+) -> Result<Caller, ApiError> {
+    let user = active_user(state, user_id).await?;
     let (org_id, org_role) = match requested_org {
         Some(org_id) => {
             let role = state
@@ -330,11 +383,14 @@ pub async fn authenticate(
         org_role,
         credential: Credential::Session,
     };
-    let user = Arc::new(user);
-    state
+    let cached = state
         .auth_cache
-        .put(cache_key, epoch, now, principal.clone(), user.clone(), None);
-    Ok(Caller { principal, user })
+        .put(cache_key, epoch, now, principal, user, expires_at);
+    Ok(Caller {
+        principal: cached.principal,
+        user: cached.user,
+        session: None,
+    })
 }
 
 /// The bearer token of a request, if any.

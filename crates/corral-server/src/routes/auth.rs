@@ -157,6 +157,17 @@ pub async fn login(
     Extension(client): Extension<ClientInfo>,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    let user = check_sign_in(&state, &client, body).await?;
+    let family = corral_core::id::new_id();
+    issue_tokens(&state, &user.id, &family).await.map(Json)
+}
+
+/// Checks a sign-in (password, lockout, audit) for every way of signing in.
+pub(crate) async fn check_sign_in(
+    state: &AppState,
+    client: &ClientInfo,
+    body: LoginRequest,
+) -> Result<corral_store::User, ApiError> {
     let now = state.clock.now_ms();
     let login_hash = credentials::sha256_hex(&body.login.trim().to_lowercase());
     if let Some(until) = state
@@ -191,8 +202,8 @@ pub async fn login(
                 .await?;
             let actor = other.as_ref().map(|u| u.id.as_str());
             audit(
-                &state,
-                &client,
+                state,
+                client,
                 actor,
                 None,
                 "auth.login",
@@ -212,8 +223,8 @@ pub async fn login(
         .record_login_success(&state.store, &login_hash)
         .await?;
     audit(
-        &state,
-        &client,
+        state,
+        client,
         Some(&user.id),
         Some(&user.personal_org_id),
         "auth.login",
@@ -222,8 +233,7 @@ pub async fn login(
         "success",
     )
     .await;
-    let family = corral_core::id::new_id();
-    issue_tokens(&state, &user.id, &family).await.map(Json)
+    Ok(user)
 }
 
 async fn issue_tokens(

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod docs;
 pub mod meta;
 pub mod orgs;
+pub mod sessions;
 
 use axum::Router;
 
@@ -20,4 +21,5 @@ pub fn api() -> Router<AppState> {
         .merge(api_keys::routes())
         .merge(admin::routes())
         .merge(orgs::routes())
+        .merge(sessions::routes())
 }

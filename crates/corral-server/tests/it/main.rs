@@ -17,3 +17,4 @@ mod limits;
 mod meta;
 mod middleware;
 mod orgs;
+mod sessions;
