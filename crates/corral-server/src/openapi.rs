@@ -12,9 +12,9 @@ use utoipa::Modify;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use corral_types::identity::{
-    AdminUpdateUserRequest, ApiKeyResponse, AuditPage, AuditRecordResponse, ChangePasswordRequest,
-    CreateApiKeyRequest, CreatedApiKeyResponse, LoginRequest, PlanResponse, RefreshRequest,
-    RegisterRequest, TokenResponse, UpdateApiKeyRequest, UserPage, UserResponse,
+    AdminUpdateUserRequest, ApiKeyResponse, AuditCount, AuditPage, AuditRecordResponse, AuditStats,
+    ChangePasswordRequest, CreateApiKeyRequest, CreatedApiKeyResponse, LoginRequest, PlanResponse,
+    RefreshRequest, RegisterRequest, TokenResponse, UpdateApiKeyRequest, UserPage, UserResponse,
 };
 
 use corral_types::identity::{
@@ -38,7 +38,8 @@ use crate::routes::{account, admin, api_keys, auth, meta, orgs, sessions};
         sessions::sign_in, sessions::current, sessions::sign_out,
         account::me, account::update_me, account::usage, account::change_password, account::plans,
         api_keys::create, api_keys::list, api_keys::update, api_keys::revoke,
-        admin::audit_log, admin::list_users, admin::update_user,
+        admin::audit_log, admin::audit_stats, admin::audit_actions, admin::audit_resource_types,
+        admin::list_users, admin::update_user,
         orgs::create, orgs::list, orgs::show, orgs::rename, orgs::remove, orgs::members,
         orgs::update_member, orgs::remove_member, orgs::invite, orgs::invitations,
         orgs::uninvite, orgs::accept, orgs::org_audit,
@@ -47,7 +48,7 @@ use crate::routes::{account, admin, api_keys, auth, meta, orgs, sessions};
         Problem, ErrorCode, FieldError, Health, Ready, Check,
         RegisterRequest, LoginRequest, RefreshRequest, TokenResponse, UserResponse, PlanResponse,
         CreateApiKeyRequest, UpdateApiKeyRequest, ApiKeyResponse, CreatedApiKeyResponse,
-        AuditRecordResponse, AuditPage, ChangePasswordRequest, AdminUpdateUserRequest, UserPage,
+        AuditRecordResponse, AuditPage, AuditCount, AuditStats, ChangePasswordRequest, AdminUpdateUserRequest, UserPage,
         OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateInvitationRequest,
         InvitationResponse, CreatedInvitationResponse,
     )),

@@ -17,7 +17,7 @@ mod orgs;
 mod plans;
 mod sessions;
 
-pub use audit::{AuditEntry, AuditFilter, AuditRecord};
+pub use audit::{AuditDimension, AuditEntry, AuditFilter, AuditRecord};
 pub use backend::Backend;
 pub use error::StoreError;
 pub use identity::{ApiKey, NewApiKey, NewUser, RefreshUse, User};

@@ -366,3 +366,27 @@ pub struct SessionResponse {
     /// When the session ends (RFC 3339).
     pub expires_at: String,
 }
+
+/// How many audit records share one value (an action, a resource type, an outcome).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditCount {
+    /// The value.
+    pub name: String,
+    /// Records with it.
+    pub count: i64,
+}
+
+/// `GET /api/v1/admin/audit/stats`: the audit log summarized over a time range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditStats {
+    /// Records in the range.
+    pub total: i64,
+    /// Records with outcome `failure` or `denied`.
+    pub failed: i64,
+    /// By outcome, most frequent first.
+    pub by_outcome: Vec<AuditCount>,
+    /// By action, most frequent first.
+    pub by_action: Vec<AuditCount>,
+    /// By resource type, most frequent first.
+    pub by_resource_type: Vec<AuditCount>,
+}

@@ -7,11 +7,12 @@ use serde::Deserialize;
 
 use corral_core::auth::{PlatformRole, Principal};
 use corral_core::clock::{parse_rfc3339, rfc3339};
-use corral_store::AuditFilter;
 use corral_store::StoreError;
+use corral_store::{AuditDimension, AuditFilter};
 use corral_types::ErrorCode;
 use corral_types::identity::{
-    AdminUpdateUserRequest, AuditPage, AuditRecordResponse, UserPage, UserResponse,
+    AdminUpdateUserRequest, AuditCount, AuditPage, AuditRecordResponse, AuditStats, UserPage,
+    UserResponse,
 };
 
 use crate::auth::ClientInfo;
@@ -24,6 +25,12 @@ use crate::{ApiError, AppState};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/admin/audit", get(audit_log))
+        .route("/api/v1/admin/audit/stats", get(audit_stats))
+        .route("/api/v1/admin/audit/actions", get(audit_actions))
+        .route(
+            "/api/v1/admin/audit/resource-types",
+            get(audit_resource_types),
+        )
         .route("/api/v1/admin/users", get(list_users))
         .route("/api/v1/admin/users/{id}", patch(update_user))
 }
@@ -83,6 +90,105 @@ pub async fn audit_log(
         limit: 0,
     };
     audit_page(&state, filter, query.limit).await.map(Json)
+}
+
+/// Time range of the audit summaries.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRangeQuery {
+    /// From this time (RFC 3339, inclusive).
+    since: Option<String>,
+    /// Before this time (RFC 3339, exclusive).
+    until: Option<String>,
+}
+
+impl AuditRangeQuery {
+    fn range(&self) -> Result<(Option<i64>, Option<i64>), ApiError> {
+        Ok((
+            time("since", self.since.as_deref())?,
+            time("until", self.until.as_deref())?,
+        ))
+    }
+}
+
+async fn audit_counts(
+    state: &AppState,
+    by: AuditDimension,
+    (since, until): (Option<i64>, Option<i64>),
+) -> Result<Vec<AuditCount>, ApiError> {
+    Ok(state
+        .store
+        .audit_counts(by, since, until)
+        .await?
+        .into_iter()
+        .map(|(name, count)| AuditCount { name, count })
+        .collect())
+}
+
+/// The audit log summarized: totals by outcome, action and resource type.
+#[utoipa::path(
+    get, path = "/api/v1/admin/audit/stats", tag = "admin", security(("bearer" = [])),
+    params(AuditRangeQuery),
+    responses(
+        (status = 200, description = "Counts", body = AuditStats),
+        (status = 403, description = "Not an administrator", body = corral_types::Problem),
+    )
+)]
+pub async fn audit_stats(
+    State(state): State<AppState>,
+    Query(query): Query<AuditRangeQuery>,
+) -> Result<Json<AuditStats>, ApiError> {
+    let range = query.range()?;
+    let by_outcome = audit_counts(&state, AuditDimension::Outcome, range).await?;
+    let total = by_outcome.iter().map(|c| c.count).sum();
+    let failed = by_outcome
+        .iter()
+        .filter(|c| c.name == "failure" || c.name == "denied")
+        .map(|c| c.count)
+        .sum();
+    Ok(Json(AuditStats {
+        total,
+        failed,
+        by_outcome,
+        by_action: audit_counts(&state, AuditDimension::Action, range).await?,
+        by_resource_type: audit_counts(&state, AuditDimension::ResourceType, range).await?,
+    }))
+}
+
+/// Every action in the audit log, with how often it occurs (for filter menus).
+#[utoipa::path(
+    get, path = "/api/v1/admin/audit/actions", tag = "admin", security(("bearer" = [])),
+    params(AuditRangeQuery),
+    responses(
+        (status = 200, description = "Actions, most frequent first", body = [AuditCount]),
+        (status = 403, description = "Not an administrator", body = corral_types::Problem),
+    )
+)]
+pub async fn audit_actions(
+    State(state): State<AppState>,
+    Query(query): Query<AuditRangeQuery>,
+) -> Result<Json<Vec<AuditCount>>, ApiError> {
+    audit_counts(&state, AuditDimension::Action, query.range()?)
+        .await
+        .map(Json)
+}
+
+/// Every resource type in the audit log, with how often it occurs.
+#[utoipa::path(
+    get, path = "/api/v1/admin/audit/resource-types", tag = "admin", security(("bearer" = [])),
+    params(AuditRangeQuery),
+    responses(
+        (status = 200, description = "Resource types, most frequent first", body = [AuditCount]),
+        (status = 403, description = "Not an administrator", body = corral_types::Problem),
+    )
+)]
+pub async fn audit_resource_types(
+    State(state): State<AppState>,
+    Query(query): Query<AuditRangeQuery>,
+) -> Result<Json<Vec<AuditCount>>, ApiError> {
+    audit_counts(&state, AuditDimension::ResourceType, query.range()?)
+        .await
+        .map(Json)
 }
 
 /// One page of audit records matching `filter`, newest first.

@@ -558,6 +558,71 @@ on_both_backends!(
         app.call("GET", "/api/v1/admin/audit?since=yesterday", &admin, None)
             .await
             .assert_problem(422, "validation_failed");
+
+        // Summaries: counts by outcome, action and resource type; admins only.
+        let stats = app
+            .call("GET", "/api/v1/admin/audit/stats", &admin, None)
+            .await;
+        assert_eq!(stats.status, 200, "{}", stats.text());
+        let stats = stats.json();
+        let count = |list: &str, name: &str| {
+            stats[list]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name)
+                .map_or(0, |c| c["count"].as_i64().unwrap())
+        };
+        assert_eq!(count("by_outcome", "failure"), 1, "{stats}");
+        assert_eq!(stats["failed"], 1);
+        assert_eq!(count("by_action", "api_key.create"), 1);
+        assert_eq!(
+            stats["total"].as_i64().unwrap(),
+            i64::try_from(actions.len()).unwrap(),
+            "every record counted once: {stats}"
+        );
+        assert!(count("by_resource_type", "user") >= 3);
+        let actions_list = app
+            .call("GET", "/api/v1/admin/audit/actions", &admin, None)
+            .await
+            .json();
+        assert!(
+            actions_list
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["name"] == "auth.login")
+        );
+        let types = app
+            .call("GET", "/api/v1/admin/audit/resource-types", &admin, None)
+            .await
+            .json();
+        assert!(
+            types
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["name"] == "api_key")
+        );
+        // A range after everything counts nothing; a bad time is refused.
+        let later = app
+            .call(
+                "GET",
+                "/api/v1/admin/audit/stats?since=2100-01-01T00:00:00Z",
+                &admin,
+                None,
+            )
+            .await
+            .json();
+        assert_eq!(later["total"], 0);
+        app.call("GET", "/api/v1/admin/audit/stats?until=soon", &admin, None)
+            .await
+            .assert_problem(422, "validation_failed");
+        for path in ["stats", "actions", "resource-types"] {
+            app.call("GET", &format!("/api/v1/admin/audit/{path}"), &alice, None)
+                .await
+                .assert_problem(403, "forbidden");
+        }
         app.call("GET", "/api/v1/admin/audit?bogus=1", &admin, None)
             .await
             .assert_problem(400, "bad_request");
