@@ -52,6 +52,10 @@ case "$want" in
       (exec 3<>"/dev/tcp/$pg_host/$pg_port") 2>/dev/null \
         || die "no PostgreSQL at $pg_host:$pg_port; start one or set CORRAL_TEST_POSTGRES_URL"
     fi
+    # The email tests receive mail with a real SMTP server: Python's aiosmtpd.
+    python3 -c 'import aiosmtpd' 2>/dev/null \
+      || python3 -m pip install --quiet --disable-pip-version-check 'aiosmtpd>=1.4,<2' \
+      || die "cannot install aiosmtpd (pip install aiosmtpd)"
     # The shared rate-limit tests need Redis at 127.0.0.1:6379.
     if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
       command -v redis-server >/dev/null 2>&1 || apt_install redis-server

@@ -32,6 +32,89 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Rate limits, and where their counters live.
     pub limits: LimitsConfig,
+    /// Outgoing email (verification, password reset, invitations).
+    pub email: EmailConfig,
+}
+
+/// Outgoing email.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// `console` (log each mail; the zero-config default), `file` (write
+    /// `.eml` files) or `smtp`.
+    pub backend: EmailBackend,
+    /// The sender, `Corral <corral@example.com>` or a bare address.
+    pub from: String,
+    /// For the `file` backend: where mails go (default `<data_dir>/mail`).
+    pub dir: Option<PathBuf>,
+    /// For the `smtp` backend.
+    pub smtp: SmtpConfig,
+}
+
+impl Default for EmailConfig {
+    fn default() -> EmailConfig {
+        EmailConfig {
+            backend: EmailBackend::Console,
+            from: "Corral <corral@localhost>".to_owned(),
+            dir: None,
+            smtp: SmtpConfig::default(),
+        }
+    }
+}
+
+/// Email delivery backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailBackend {
+    /// Log every mail (recipient, subject, text) at info level.
+    Console,
+    /// Write every mail as an `.eml` file.
+    File,
+    /// Send through an SMTP server.
+    Smtp,
+}
+
+/// An SMTP relay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Host name.
+    pub host: String,
+    /// Port (587 for STARTTLS, 465 for TLS, 25 without).
+    pub port: u16,
+    /// `none`, `starttls` or `tls`.
+    pub tls: SmtpTls,
+    /// User name, when the relay needs authentication.
+    pub username: Option<String>,
+    /// Password, when the relay needs authentication.
+    pub password: Option<String>,
+    /// Give up on one delivery after this long.
+    pub timeout_secs: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> SmtpConfig {
+        SmtpConfig {
+            host: String::new(),
+            port: 587,
+            tls: SmtpTls::Starttls,
+            username: None,
+            password: None,
+            timeout_secs: 15,
+        }
+    }
+}
+
+/// Transport security towards the SMTP relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain text (only for a relay on the same host or network).
+    None,
+    /// Upgrade with STARTTLS; refuse a relay that cannot.
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
 }
 
 /// Request rate limits. Each limit counts requests per minute; 0 turns it off.
@@ -95,6 +178,9 @@ pub enum Registration {
     /// Anyone may register.
     #[default]
     Open,
+    /// Only people holding an invitation to an organization, for the
+    /// invited email address (`invitation_token` at registration).
+    InviteOnly,
     /// Only administrators create accounts (`corral admin create-user`).
     Closed,
 }
@@ -161,6 +247,7 @@ impl Default for Config {
             log: LogConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            email: EmailConfig::default(),
         }
     }
 }
@@ -239,7 +326,9 @@ pub struct Overrides {
 
 /// Top-level keys the environment may set; other `CORRAL_*` variables
 /// (`CORRAL_CONFIG`, test settings) are not configuration keys.
-const ENV_SECTIONS: &[&str] = &["data_dir", "server", "database", "log", "auth", "limits"];
+const ENV_SECTIONS: &[&str] = &[
+    "data_dir", "server", "database", "log", "auth", "limits", "email",
+];
 
 impl Config {
     /// Loads the configuration from every source: defaults, the file named by
@@ -349,6 +438,24 @@ impl Config {
             }
             _ => {}
         }
+        if self.email.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(invalid(
+                "email.from",
+                "must be an address such as `Corral <corral@example.com>`",
+            ));
+        }
+        if self.email.backend == EmailBackend::Smtp && self.email.smtp.host.is_empty() {
+            return Err(invalid(
+                "email.smtp.host",
+                "is required when email.backend is `smtp`",
+            ));
+        }
+        if self.email.smtp.username.is_some() != self.email.smtp.password.is_some() {
+            return Err(invalid(
+                "email.smtp.password",
+                "username and password go together",
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", &e.to_string()))?;
         Ok(())
@@ -373,6 +480,14 @@ impl Config {
                 .as_deref()
                 .is_some_and(|u| u.starts_with("https://"))
         })
+    }
+
+    /// Where mail of the `file` backend goes.
+    pub fn mail_dir(&self) -> PathBuf {
+        self.email
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("mail"))
     }
 
     /// The URL to print for people: the public URL, else the listen address.
@@ -478,6 +593,22 @@ mod tests {
             config_file: Some(path.to_path_buf()),
             ..Overrides::default()
         })
+    }
+
+    #[test]
+    fn smtp_needs_a_host_and_a_valid_sender() {
+        with_env(&[("CORRAL_EMAIL__BACKEND", "smtp")], |_| {
+            let error = Config::load(&Overrides::default()).unwrap_err().to_string();
+            assert!(error.contains("email.smtp.host"), "{error}");
+        });
+        with_env(&[("CORRAL_EMAIL__FROM", "not an address")], |_| {
+            let error = Config::load(&Overrides::default()).unwrap_err().to_string();
+            assert!(error.contains("email.from"), "{error}");
+        });
+        with_env(&[("CORRAL_EMAIL__BACKEND", "carrier_pigeon")], |_| {
+            let error = Config::load(&Overrides::default()).unwrap_err().to_string();
+            assert!(error.contains("carrier_pigeon"), "{error}");
+        });
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 pub mod logging;
+pub mod mail;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub auth_cache: Arc<auth::cache::AuthCache>,
     /// Rate limits and sign-in lockout.
     pub limiter: Arc<limits::Limiter>,
+    /// Outgoing email.
+    pub mailer: Arc<mail::Mailer>,
     /// Every plan, by id (plans change only with migrations).
     pub plans: Arc<std::collections::HashMap<String, corral_store::Plan>>,
 }
@@ -70,6 +73,9 @@ pub enum StartError {
     /// The rate-limit backend.
     #[error(transparent)]
     Limits(#[from] limits::LimitsError),
+    /// The email backend.
+    #[error("cannot set up email")]
+    Mail(#[from] mail::MailError),
 }
 
 impl AppState {
@@ -99,7 +105,9 @@ impl AppState {
             .into_iter()
             .map(|plan| (plan.id.clone(), plan))
             .collect();
+        let mailer = mail::Mailer::new(&config)?;
         Ok(AppState {
+            mailer: Arc::new(mailer),
             limiter: Arc::new(limiter),
             plans: Arc::new(plans),
             store,

@@ -18,12 +18,13 @@ use corral_types::identity::{
 };
 
 use corral_types::identity::{
-    CreateInvitationRequest, CreatedInvitationResponse, InvitationResponse, MemberResponse,
-    OrgRequest, OrgResponse, QuotaUsage, SessionResponse, UpdateMeRequest, UpdateMemberRequest,
-    UsageResponse,
+    Accepted, AdminPasswordReset, CreateInvitationRequest, CreatedInvitationResponse,
+    InvitationResponse, MemberResponse, OrgRequest, OrgResponse, PasswordResetConfirm,
+    PasswordResetRequest, QuotaUsage, SessionResponse, UpdateMeRequest, UpdateMemberRequest,
+    UsageResponse, VerifyEmailRequest,
 };
 
-use crate::routes::{account, admin, api_keys, auth, meta, orgs, sessions};
+use crate::routes::{account, admin, api_keys, auth, email, meta, orgs, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,6 +37,7 @@ use crate::routes::{account, admin, api_keys, auth, meta, orgs, sessions};
         meta::health, meta::ready, meta::metrics,
         auth::register, auth::login, auth::refresh, auth::logout,
         sessions::sign_in, sessions::current, sessions::sign_out,
+        email::verify_email, email::resend_verification, email::request_reset, email::confirm_reset, email::admin_reset,
         account::me, account::update_me, account::usage, account::change_password, account::plans,
         api_keys::create, api_keys::list, api_keys::update, api_keys::revoke,
         admin::audit_log, admin::audit_stats, admin::audit_actions, admin::audit_resource_types,
@@ -49,7 +51,7 @@ use crate::routes::{account, admin, api_keys, auth, meta, orgs, sessions};
         RegisterRequest, LoginRequest, RefreshRequest, TokenResponse, UserResponse, PlanResponse,
         CreateApiKeyRequest, UpdateApiKeyRequest, ApiKeyResponse, CreatedApiKeyResponse,
         AuditRecordResponse, AuditPage, AuditCount, AuditStats, ChangePasswordRequest, AdminUpdateUserRequest, UserPage,
-        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateInvitationRequest,
+        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, VerifyEmailRequest, PasswordResetRequest, PasswordResetConfirm, AdminPasswordReset, Accepted, CreateInvitationRequest,
         InvitationResponse, CreatedInvitationResponse,
     )),
     modifiers(&BearerAuth),

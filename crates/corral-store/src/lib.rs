@@ -9,6 +9,7 @@
 mod audit;
 mod backend;
 mod changes;
+mod email_tokens;
 mod error;
 mod identity;
 mod instance;
@@ -19,6 +20,7 @@ mod sessions;
 
 pub use audit::{AuditDimension, AuditEntry, AuditFilter, AuditRecord};
 pub use backend::Backend;
+pub use email_tokens::TokenPurpose;
 pub use error::StoreError;
 pub use identity::{ApiKey, NewApiKey, NewUser, RefreshUse, User};
 pub use instance::Instance;

@@ -364,6 +364,26 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The open (unaccepted, unexpired) invitation with this token hash for `email`.
+    pub async fn open_invitation(
+        &self,
+        now: i64,
+        token_hash: &str,
+        email: &str,
+    ) -> Result<Option<Invitation>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {INVITATION_COLUMNS} FROM invitations \
+             WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2 AND email = $3"
+        ));
+        let row: Option<InvitationRow> = sqlx::query_as(sql)
+            .bind(token_hash)
+            .bind(now)
+            .bind(email)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(invitation).transpose()
+    }
+
     /// Accepts an invitation for a user whose email is `email`: single use,
     /// before expiry, for the invited address only. Returns the invitation,
     /// or `None` when no such usable invitation exists for this user.

@@ -16,6 +16,11 @@ pub struct RegisterRequest {
     pub username: String,
     /// At least 10 characters, 4 distinct, not the username or email.
     pub password: String,
+    /// An invitation to an organization, sent to this email: required when
+    /// registration is invite-only; the new account joins that org and its
+    /// address counts as verified.
+    #[serde(default)]
+    pub invitation_token: Option<String>,
 }
 
 /// `POST /api/v1/auth/login`.
@@ -389,4 +394,48 @@ pub struct AuditStats {
     pub by_action: Vec<AuditCount>,
     /// By resource type, most frequent first.
     pub by_resource_type: Vec<AuditCount>,
+}
+
+/// `POST /api/v1/auth/verify-email`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyEmailRequest {
+    /// The token from the verification mail.
+    pub token: String,
+}
+
+/// `POST /api/v1/auth/password-reset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordResetRequest {
+    /// The account's email address.
+    pub email: String,
+}
+
+/// `POST /api/v1/auth/password-reset/confirm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordResetConfirm {
+    /// The token from the reset mail.
+    pub token: String,
+    /// The new password (same rules as at registration).
+    pub new_password: String,
+}
+
+/// `POST /api/v1/admin/users/{id}/password-reset`: without `new_password`
+/// the user is mailed a reset link; with it, the password is set now. Either
+/// way every sign-in of the user ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminPasswordReset {
+    /// A new password to set directly (same rules as at registration).
+    #[serde(default)]
+    pub new_password: Option<String>,
+}
+
+/// The answer to requests whose outcome is deliberately not revealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    /// What happens next.
+    pub message: String,
 }

@@ -53,12 +53,36 @@ pub async fn register(
     Extension(client): Extension<ClientInfo>,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
-    if state.config.auth.registration == Registration::Closed {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "registration is closed on this server; ask an administrator for an account",
-        ));
-    }
+    let now = state.clock.now_ms();
+    let invitation = match (&body.invitation_token, state.config.auth.registration) {
+        (_, Registration::Closed) => {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "registration is closed on this server; ask an administrator for an account",
+            ));
+        }
+        (None, Registration::InviteOnly) => {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "registration on this server is by invitation only; \
+                 register with the `invitation_token` from your invitation mail",
+            ));
+        }
+        (None, Registration::Open) => None,
+        (Some(token), _) => {
+            let email = normalize_email(&body.email).unwrap_or_default();
+            let hash = credentials::sha256_hex(token);
+            match state.store.open_invitation(now, &hash, &email).await? {
+                Some(_) => Some(hash),
+                None => {
+                    return Err(ApiError::invalid_field(
+                        "invitation_token",
+                        "no open invitation with this token for this email address",
+                    ));
+                }
+            }
+        }
+    };
     let user = create_checked(
         &state,
         &body.email,
@@ -67,6 +91,25 @@ pub async fn register(
         PlatformRole::User,
     )
     .await?;
+    let user = match invitation {
+        // The invitation mail reached this address: it is verified, and the
+        // new account joins the inviting org.
+        Some(hash) => {
+            state
+                .store
+                .accept_invitation(now, &hash, &user.id, &user.email)
+                .await?;
+            state
+                .store
+                .mark_email_verified(now, &user.id, &user.email)
+                .await?;
+            state.store.user_by_id(&user.id).await?.unwrap_or(user)
+        }
+        None => {
+            crate::routes::email::send_verification(&state, &user).await?;
+            user
+        }
+    };
     audit(
         &state,
         &client,

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api_keys;
 pub mod auth;
 pub mod docs;
+pub mod email;
 pub mod meta;
 pub mod orgs;
 pub mod sessions;
@@ -22,4 +23,5 @@ pub fn api() -> Router<AppState> {
         .merge(admin::routes())
         .merge(orgs::routes())
         .merge(sessions::routes())
+        .merge(email::routes())
 }

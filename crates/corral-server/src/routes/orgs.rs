@@ -24,6 +24,7 @@ use corral_types::identity::{
 use crate::auth::ClientInfo;
 use crate::auth::credentials;
 use crate::extract::ApiJson;
+use crate::mail::Mail;
 use crate::routes::admin::audit_page;
 use crate::routes::auth::audit;
 use crate::{ApiError, AppState};
@@ -401,13 +402,24 @@ pub async fn invite(
             now + INVITATION_TTL_MS,
         )
         .await?;
-    // Console email backend: the message a mailer would send.
-    tracing::info!(
-        to = %email,
-        org = %principal.org_id,
-        accept = %format!("POST /api/v1/invitations/{token}/accept"),
-        "email: you are invited to an organization"
-    );
+    let org = state
+        .store
+        .org_for_member(&principal.org_id, &principal.user_id)
+        .await?;
+    let inviter = state.store.user_by_id(&principal.user_id).await?;
+    state.mailer.send(Mail {
+        to: email.clone(),
+        subject: "You are invited to an organization on Corral".into(),
+        template: "invite",
+        context: serde_json::json!({
+            "inviter": inviter.map_or_else(|| "Someone".to_owned(), |u| u.username),
+            "org": org.map_or_else(String::new, |(o, _)| o.name),
+            "role": role.as_str(),
+            "token": token,
+            "link": state.mailer.link(&format!("/invitations/{token}")),
+            "expires_at": rfc3339(inv.expires_at),
+        }),
+    });
     audit(
         &state,
         &client,

@@ -14,6 +14,7 @@ mod docs;
 mod errors;
 mod identity;
 mod limits;
+mod mail;
 mod meta;
 mod middleware;
 mod orgs;
