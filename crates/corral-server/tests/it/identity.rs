@@ -445,6 +445,20 @@ on_both_backends!(another_tenants_objects_are_not_found, |app| {
 on_both_backends!(no_secret_is_stored_in_plaintext, |app| {
     let (access, refresh) = app.register_and_login("alice").await;
     let (key, _) = app.create_key(&access, &["admin"]).await;
+    // A browser session: its cookie token must not be stored either.
+    let session = app
+        .post_json(
+            "/api/v1/auth/session",
+            &json!({"login": "alice", "password": PASSWORD}).to_string(),
+        )
+        .await;
+    let cookie = session
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
+    let cookie = cookie.split_once('=').unwrap().1.to_owned();
     for table in [
         "users",
         "api_keys",
@@ -452,9 +466,17 @@ on_both_backends!(no_secret_is_stored_in_plaintext, |app| {
         "audit_log",
         "login_throttle",
         "instance",
+        "sessions",
+        "email_tokens",
     ] {
         for value in corral_store::testing::all_text(&app.state.store, table).await {
-            for secret in [PASSWORD, key.as_str(), refresh.as_str(), access.as_str()] {
+            for secret in [
+                PASSWORD,
+                key.as_str(),
+                refresh.as_str(),
+                access.as_str(),
+                cookie.as_str(),
+            ] {
                 assert!(!value.contains(secret), "{table} stores a secret: {value}");
             }
         }

@@ -150,6 +150,12 @@ on_both_backends!(
             "a plain and an HTML part: {mail}"
         );
         let verify = token(&mail, "crv_");
+        for value in corral_store::testing::all_text(&app.state.store, "email_tokens").await {
+            assert!(
+                !value.contains(&verify),
+                "email_tokens stores the token: {value}"
+            );
+        }
         let me = app
             .call("GET", "/api/v1/users/me", &access, None)
             .await
