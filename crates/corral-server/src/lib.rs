@@ -54,6 +54,8 @@ pub struct AppState {
     pub tokens: Arc<auth::credentials::TokenKeys>,
     /// API-key usage not yet written to the store.
     pub key_usage: Arc<auth::usage::UsageBuffer>,
+    /// Daily counts of unlimited quotas not yet written to the store.
+    pub daily_usage: Arc<auth::usage::DailyBuffer>,
     /// Recently authenticated callers.
     pub auth_cache: Arc<auth::cache::AuthCache>,
     /// Rate limits and sign-in lockout.
@@ -117,6 +119,7 @@ impl AppState {
             tokens: Arc::new(auth::credentials::TokenKeys::new(&secret)),
             key_usage: Arc::default(),
             auth_cache: Arc::default(),
+            daily_usage: Arc::default(),
         })
     }
 }

@@ -57,6 +57,11 @@ pub fn day_of(now_ms: i64) -> i64 {
 pub async fn take(state: &AppState, user: &User, quota: Daily, now: i64) -> Result<(), ApiError> {
     let limit = quota.limit(state, user);
     let day = day_of(now);
+    let Some(_) = limit else {
+        // Unlimited: count for the usage report, batched; nothing to enforce.
+        state.daily_usage.record(&user.id, quota.name(), day);
+        return Ok(());
+    };
     if state
         .store
         .take_daily(&user.id, quota.name(), day, limit)

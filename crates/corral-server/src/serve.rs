@@ -58,15 +58,20 @@ pub async fn serve(
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
     let store = state.store.clone();
     let key_usage = state.key_usage.clone();
+    let daily_usage = state.daily_usage.clone();
     let flusher = {
         let (store, key_usage) = (store.clone(), key_usage.clone());
         let (limiter, clock) = (state.limiter.clone(), state.clock.clone());
+        let daily_usage = daily_usage.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(USAGE_FLUSH_INTERVAL);
             for round in 0u64.. {
                 tick.tick().await;
                 if let Err(error) = key_usage.flush(&store).await {
                     tracing::warn!(%error, "writing API-key usage failed; will retry");
+                }
+                if let Err(error) = daily_usage.flush(&store).await {
+                    tracing::warn!(%error, "writing daily usage failed; will retry");
                 }
                 // Finished rate-limit windows, about once a minute.
                 if round % 12 == 0
@@ -143,6 +148,9 @@ pub async fn serve(
     flusher.abort();
     if let Err(error) = key_usage.flush(&store).await {
         tracing::warn!(%error, "writing API-key usage at shutdown failed");
+    }
+    if let Err(error) = daily_usage.flush(&store).await {
+        tracing::warn!(%error, "writing daily usage at shutdown failed");
     }
     store.close().await;
     tracing::info!("stopped");

@@ -67,6 +67,28 @@ impl Store {
         Ok(count)
     }
 
+    /// Adds `count` to `subject`'s daily `metric` with no limit (batched
+    /// counts of unlimited quotas).
+    pub async fn add_daily(
+        &self,
+        subject: &str,
+        metric: &str,
+        day: i64,
+        count: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO usage_daily (subject, metric, day, count) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (subject, metric, day) DO UPDATE SET count = usage_daily.count + $4",
+        )
+        .bind(subject)
+        .bind(metric)
+        .bind(day)
+        .bind(count)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// `subject`'s counts for `day`, by metric.
     pub async fn daily_usage(
         &self,

@@ -4,8 +4,13 @@
 //! database's write lock (SQLite has one writer); measured, that held keyed
 //! requests to 0.03× of `/health`. Usage is statistics, so a few seconds of
 //! delay is fine; it is flushed on a timer, before keys are listed, and at
-//! shutdown. The key itself is still read fresh on every request, so a
-//! revoked or disabled key is refused at once.
+//! shutdown. Whether a key is valid never waits for this: see the auth
+//! cache, which drops a revoked or disabled key at once.
+//!
+//! [`DailyBuffer`] does the same for daily counts that have no limit to
+//! enforce (plans with unlimited API calls): counted for usage reports,
+//! without a write per request. Limited quotas never go through it; they
+//! are taken atomically in the database.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -42,6 +47,44 @@ impl UsageBuffer {
                         let entry = pending.entry(id).or_insert((0, last));
                         entry.0 += uses;
                         entry.1 = entry.1.max(last);
+                    }
+                }
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Pending daily counts per (subject, metric, day).
+#[derive(Debug, Default)]
+pub struct DailyBuffer {
+    pending: Mutex<HashMap<(String, &'static str, i64), i64>>,
+}
+
+impl DailyBuffer {
+    /// Notes one unit of `metric` for `subject` on `day`.
+    pub fn record(&self, subject: &str, metric: &'static str, day: i64) {
+        if let Ok(mut pending) = self.pending.lock() {
+            *pending
+                .entry((subject.to_owned(), metric, day))
+                .or_insert(0) += 1;
+        }
+    }
+
+    /// Writes everything pending. On failure the unwritten counts are put back.
+    pub async fn flush(&self, store: &Store) -> Result<(), StoreError> {
+        let batch: Vec<((String, &'static str, i64), i64)> = match self.pending.lock() {
+            Ok(mut pending) => pending.drain().collect(),
+            Err(_) => return Ok(()),
+        };
+        let mut batch = batch.into_iter();
+        while let Some(((subject, metric, day), count)) = batch.next() {
+            if let Err(error) = store.add_daily(&subject, metric, day, count).await {
+                if let Ok(mut pending) = self.pending.lock() {
+                    let first = ((subject, metric, day), count);
+                    for (key, count) in std::iter::once(first).chain(batch) {
+                        *pending.entry(key).or_insert(0) += count;
                     }
                 }
                 return Err(error);

@@ -123,6 +123,7 @@ pub async fn usage(
 ) -> Result<Json<UsageResponse>, ApiError> {
     let now = state.clock.now_ms();
     let day = quota::day_of(now);
+    state.daily_usage.flush(&state.store).await?;
     let counts = state.store.daily_usage(&user.id, day).await?;
     let quota_of = |name: &str, period: Option<&str>, used: i64, limit: Option<i64>| QuotaUsage {
         name: name.to_owned(),

@@ -279,3 +279,42 @@ on_both_backends!(the_daily_api_call_quota_is_exact_under_concurrency, |app| {
         200
     );
 });
+
+// Unlimited plans are not refused, and their calls are still counted.
+on_both_backends!(unlimited_plans_are_counted_but_never_refused, |app| {
+    let (access, _) = app.register_and_login("big").await;
+    let id = app
+        .call("GET", "/api/v1/users/me", &access, None)
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.state
+        .store
+        .update_user_admin(0, &id, Some("enterprise"), None, None)
+        .await
+        .unwrap();
+    let (key, _) = app.create_key(&access, &["orgs:read"]).await;
+    for _ in 0..25 {
+        assert_eq!(
+            app.call("GET", "/api/v1/users/me", &key, None).await.status,
+            200
+        );
+    }
+    let usage = app
+        .call("GET", "/api/v1/users/me/usage", &access, None)
+        .await
+        .json();
+    let calls = usage["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "api_calls")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        calls,
+        json!({"name": "api_calls", "period": "day", "used": 25, "limit": null, "remaining": null})
+    );
+});
