@@ -39,9 +39,22 @@ pub mod accounts {
 pub use error::ApiError;
 pub use serve::{ServeError, serve, shutdown_signal};
 
-/// Everything a handler may reach; cheap to clone.
+/// Everything a handler may reach. One `Arc`, so the clones axum makes for
+/// every extractor and middleware cost one reference count, not one per field.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+#[derive(Debug)]
+pub struct Services {
     /// The database.
     pub store: Store,
     /// The configuration the server started with.
@@ -108,7 +121,7 @@ impl AppState {
             .map(|plan| (plan.id.clone(), plan))
             .collect();
         let mailer = mail::Mailer::new(&config)?;
-        Ok(AppState {
+        Ok(AppState(Arc::new(Services {
             mailer: Arc::new(mailer),
             limiter: Arc::new(limiter),
             plans: Arc::new(plans),
@@ -120,7 +133,7 @@ impl AppState {
             key_usage: Arc::default(),
             auth_cache: Arc::default(),
             daily_usage: Arc::default(),
-        })
+        })))
     }
 }
 

@@ -430,6 +430,17 @@ fn health_over_the_socket_matches_the_routed_answer_and_is_counted() {
             assert_eq!(body["status"], "ok");
             assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
         }
+        // With a query string the router answers, with the same body plus a request id.
+        let routed = client
+            .get(format!("{}/health?check=1", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(routed.headers().contains_key("x-request-id"));
+        assert_eq!(
+            routed.json::<serde_json::Value>().await.unwrap()["status"],
+            "ok"
+        );
         // Only GET takes the fast path; other methods get the router's 405.
         let res = client
             .post(format!("{}/health", server.url))
@@ -453,6 +464,6 @@ fn health_over_the_socket_matches_the_routed_answer_and_is_counted() {
                     && l.contains("status=\"200\"")
             })
             .unwrap_or_else(|| panic!("no /health series in {metrics}"));
-        assert!(line.ends_with(" 3"), "three probes counted: {line}");
+        assert!(line.ends_with(" 4"), "four probes counted: {line}");
     });
 }

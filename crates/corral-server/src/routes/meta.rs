@@ -78,7 +78,11 @@ impl LivenessProbe {
 
     /// The response when `request` is `GET /health`, else `None`.
     pub(crate) fn answer<B>(&self, request: &http::Request<B>) -> Option<Response> {
-        if request.method() != http::Method::GET || request.uri().path() != "/health" {
+        // Exactly `GET /health`: anything else (another method, a query
+        // string) is the router's business.
+        let uri = request.uri();
+        if request.method() != http::Method::GET || uri.path() != "/health" || uri.query().is_some()
+        {
             return None;
         }
         self.served.inc();

@@ -170,7 +170,16 @@ on_both_backends!(forged_expired_and_missing_tokens_are_401, |app| {
     app.call("GET", "/api/v1/users/me", "", None)
         .await
         .assert_problem(401, "unauthorized");
-    app.clock.advance(ACCESS_TOKEN_SECS * 1000);
+    // Used (and so cached) 5 s before it expires, refused 1 s after, well
+    // within the cache's lifetime: expiry is checked on every hit.
+    app.clock.advance(ACCESS_TOKEN_SECS * 1000 - 5_000);
+    assert_eq!(
+        app.call("GET", "/api/v1/users/me", &access, None)
+            .await
+            .status,
+        200
+    );
+    app.clock.advance(6_000);
     app.call("GET", "/api/v1/users/me", &access, None)
         .await
         .assert_problem(401, "unauthorized");
