@@ -156,6 +156,7 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
         .merge(api)
         .merge(routes::meta::routes())
         .merge(routes::docs::routes())
+        .merge(routes::pages::routes())
         .merge(extra)
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {

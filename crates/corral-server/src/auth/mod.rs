@@ -100,17 +100,31 @@ pub struct ClientInfo {
 
 impl ClientInfo {
     fn from_request(request: &Request) -> ClientInfo {
+        ClientInfo::from_parts(request.extensions(), request.headers())
+    }
+
+    fn from_parts(extensions: &http::Extensions, headers: &HeaderMap) -> ClientInfo {
         ClientInfo {
-            ip: request
-                .extensions()
+            ip: extensions
                 .get::<ConnectInfo<std::net::SocketAddr>>()
                 .map(|c| c.0.ip().to_string()),
-            user_agent: request
-                .headers()
+            user_agent: headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.chars().take(256).collect()),
         }
+    }
+}
+
+/// For handlers outside `/api/v1` (which the authorizer does not wrap).
+impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<ClientInfo, Self::Rejection> {
+        Ok(ClientInfo::from_parts(&parts.extensions, &parts.headers))
     }
 }
 

@@ -120,10 +120,20 @@ pub async fn verify_email(
     Extension(client): Extension<ClientInfo>,
     ApiJson(body): ApiJson<VerifyEmailRequest>,
 ) -> Result<StatusCode, ApiError> {
+    verify_with_token(&state, &client, &body.token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Verifies the address a verification token was mailed to.
+pub async fn verify_with_token(
+    state: &AppState,
+    client: &ClientInfo,
+    token: &str,
+) -> Result<(), ApiError> {
     let now = state.clock.now_ms();
     let (user_id, email) = state
         .store
-        .consume_email_token(now, TokenPurpose::VerifyEmail, &sha256_hex(&body.token))
+        .consume_email_token(now, TokenPurpose::VerifyEmail, &sha256_hex(token))
         .await?
         .ok_or_else(bad_token)?;
     if !state
@@ -135,8 +145,8 @@ pub async fn verify_email(
         return Err(bad_token());
     }
     audit(
-        &state,
-        &client,
+        state,
+        client,
         Some(&user_id),
         None,
         "user.verify_email",
@@ -145,7 +155,7 @@ pub async fn verify_email(
         "success",
     )
     .await;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// Sends the verification mail again (the previous link stops working).
@@ -232,10 +242,20 @@ pub async fn confirm_reset(
     Extension(client): Extension<ClientInfo>,
     ApiJson(body): ApiJson<PasswordResetConfirm>,
 ) -> Result<StatusCode, ApiError> {
+    reset_with_token(&state, &client, &body.token, body.new_password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sets a new password with a reset token; the token is spent only when
+/// the password is accepted.
+pub async fn reset_with_token(
+    state: &AppState,
+    client: &ClientInfo,
+    token: &str,
+    new_password: String,
+) -> Result<(), ApiError> {
     let now = state.clock.now_ms();
-    let hash = sha256_hex(&body.token);
-    // Check the password before spending the token, so a refused password
-    // does not cost the user their link.
+    let hash = sha256_hex(token);
     let (user_id, _) = state
         .store
         .email_token_owner(now, TokenPurpose::PasswordReset, &hash)
@@ -246,17 +266,17 @@ pub async fn confirm_reset(
         .user_by_id(&user_id)
         .await?
         .ok_or_else(bad_token)?;
-    check_password(&body.new_password, &user.username, &user.email)
+    check_password(&new_password, &user.username, &user.email)
         .map_err(|m| ApiError::invalid_field("new_password", m))?;
     state
         .store
         .consume_email_token(now, TokenPurpose::PasswordReset, &hash)
         .await?
         .ok_or_else(bad_token)?;
-    set_password(&state, &user.id, body.new_password).await?;
+    set_password(state, &user.id, new_password).await?;
     audit(
-        &state,
-        &client,
+        state,
+        client,
         Some(&user.id),
         None,
         "auth.password_reset",
@@ -265,7 +285,7 @@ pub async fn confirm_reset(
         "success",
     )
     .await;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// Hashes (off the async threads) and stores a new password; ends every sign-in.

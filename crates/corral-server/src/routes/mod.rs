@@ -8,6 +8,7 @@ pub mod docs;
 pub mod email;
 pub mod meta;
 pub mod orgs;
+pub mod pages;
 pub mod sessions;
 
 use axum::Router;

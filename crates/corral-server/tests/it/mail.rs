@@ -519,3 +519,99 @@ async fn the_file_backend_writes_each_mail_as_an_eml_file() {
     assert!(mail.contains("To: filed@example.com"), "{mail}");
     token(&mail, "crv_");
 }
+
+/// `application/x-www-form-urlencoded` POST, as a browser's form sends it.
+async fn post_form(app: &TestApp, path: &str, body: String) -> crate::support::TestResponse {
+    app.send(
+        http::Request::post(path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(axum::body::Body::from(body))
+            .unwrap(),
+    )
+    .await
+}
+
+// The links in the mails open pages that work without the dashboard or
+// JavaScript: GET shows a form (a mail scanner's prefetch spends nothing),
+// POST does the work.
+on_both_backends!(the_links_in_mails_open_pages_that_do_the_work, |app| {
+    let smtp = SmtpCapture::start();
+    let app = smtp.app(app.state.store.backend(), |_| {}).await;
+    app.register_and_login("clicker").await;
+    let mail = smtp.mail_to("clicker@example.com", 1).await;
+    let verify = token(&mail, "crv_");
+    assert!(
+        mail.replace("=\r\n", "")
+            .replace("=\n", "")
+            .contains(&format!("/verify-email?token=3D{verify}"))
+            || mail.contains(&format!("/verify-email?token={verify}")),
+        "the mail links to the page: {mail}"
+    );
+
+    let form = app.get(&format!("/verify-email?token={verify}")).await;
+    assert_eq!(form.status, 200);
+    assert!(
+        form.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = form.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("form-action 'self'"),
+        "{csp}"
+    );
+    assert!(
+        form.text().contains(&format!("value=\"{verify}\"")),
+        "{}",
+        form.text()
+    );
+    // Looking at the page did not verify anything.
+    let unverified = corral_store::testing::scalar_i64(
+        &app.state.store,
+        "SELECT email_verified FROM users WHERE username = 'clicker'",
+    )
+    .await;
+    assert_eq!(unverified, 0);
+
+    let done = post_form(&app, "/verify-email", format!("token={verify}")).await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert!(done.text().contains("confirmed"));
+    let again = post_form(&app, "/verify-email", format!("token={verify}")).await;
+    assert_eq!(again.status, 422);
+    assert!(again.text().contains("does not work"), "{}", again.text());
+
+    // Reset: a refused password keeps the form and the token; a good one works.
+    app.post_json(
+        "/api/v1/auth/password-reset",
+        &json!({"email": "clicker@example.com"}).to_string(),
+    )
+    .await;
+    let reset = token(&smtp.mail_to("clicker@example.com", 2).await, "crp_");
+    let page = app.get(&format!("/reset-password?token={reset}")).await;
+    assert!(page.text().contains("type=\"password\""));
+    let weak = post_form(
+        &app,
+        "/reset-password",
+        format!("token={reset}&new_password=short"),
+    )
+    .await;
+    assert_eq!(weak.status, 422);
+    assert!(
+        weak.text().contains(&format!("value=\"{reset}\"")),
+        "the form stays"
+    );
+    let good = post_form(
+        &app,
+        "/reset-password",
+        format!("token={reset}&new_password=clicked+a+good+one"),
+    )
+    .await;
+    assert_eq!(good.status, 200, "{}", good.text());
+    assert_eq!(app.login("clicker", "clicked a good one").await.status, 200);
+
+    // Values are escaped, never markup.
+    let hostile = app
+        .get("/verify-email?token=%22%3E%3Cscript%3Ealert(1)%3C/script%3E")
+        .await;
+    assert!(!hostile.text().contains("<script>"), "{}", hostile.text());
+});
