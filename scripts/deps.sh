@@ -35,8 +35,12 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolcha
 
 case "$want" in
   run)
+    # Sandboxes run under an OCI runtime; runc from Debian by default.
+    command -v runc >/dev/null 2>&1 || apt_install runc
     ;;
   test)
+    # The isolation tests run real sandboxes under runc, as root.
+    command -v runc >/dev/null 2>&1 || apt_install runc
     command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
     # Browser tests drive Debian's Chromium; no browser is ever downloaded.
     [ -x /usr/bin/chromium ] || apt_install chromium

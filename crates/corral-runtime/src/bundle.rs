@@ -1,0 +1,386 @@
+//! OCI bundles: `config.json` plus a root directory, for the `host` image
+//! (read-only binds of the host's programs and libraries; nothing to
+//! download).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxIdMappingBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+
+use crate::oci::RuntimeError;
+
+/// The seccomp allowlist every sandbox runs under (see `seccomp/generate.py`).
+pub const SECCOMP_PROFILE: &str = include_str!("../seccomp/profile.json");
+
+/// Host directories bound read-only into the `host` image.
+const HOST_DIRS: &[&str] = &[
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/etc/alternatives",
+];
+/// Host files of `/etc` that programs need and that hold no secrets.
+const HOST_ETC_FILES: &[&str] = &[
+    "ld.so.cache",
+    "ld.so.conf",
+    "nsswitch.conf",
+    "localtime",
+    "mime.types",
+    "protocols",
+    "services",
+];
+/// `/proc` paths hidden from the sandbox (bound over with /dev/null or made read-only).
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/sysrq-trigger",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys"];
+
+/// Resource limits of one sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory, MiB (swap is never allowed).
+    pub memory_mb: u64,
+    /// Processes and threads.
+    pub pids: i64,
+    /// CPU, thousandths of a core.
+    pub cpu_millicores: u64,
+    /// Size of the writable `/tmp`, MiB.
+    pub tmp_mb: u64,
+    /// Files and directories in `/tmp`.
+    pub tmp_inodes: u64,
+    /// Open files per process.
+    pub open_files: u64,
+    /// Largest file a process may write, MiB.
+    pub file_size_mb: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            memory_mb: 256,
+            pids: 128,
+            cpu_millicores: 1000,
+            tmp_mb: 64,
+            tmp_inodes: 4096,
+            open_files: 256,
+            file_size_mb: 64,
+        }
+    }
+}
+
+/// What to run, and under which limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSpec {
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// The whole environment (nothing of the host's crosses in).
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the sandbox.
+    pub cwd: String,
+    /// First host uid (and gid) of the sandbox's range; sandbox root maps here.
+    pub host_id_base: u32,
+    /// Resource limits.
+    pub limits: Limits,
+}
+
+/// A bundle on disk: `dir/config.json` and `dir/rootfs`.
+#[derive(Debug)]
+pub struct Bundle {
+    /// The bundle directory, as the OCI runtime's `--bundle` wants it.
+    pub dir: PathBuf,
+}
+
+/// How many ids the sandbox's user namespace maps.
+const ID_RANGE: u32 = 65_536;
+
+impl Bundle {
+    /// Writes a bundle for `spec` with the host image into `dir` (created;
+    /// must not exist yet, so nothing of an older sandbox is reused).
+    pub fn create(dir: &Path, spec: &SandboxSpec) -> Result<Bundle, RuntimeError> {
+        let io = |what: &str| {
+            let what = what.to_owned();
+            move |source| RuntimeError::Bundle { what, source }
+        };
+        fs::create_dir(dir).map_err(io("create the bundle directory"))?;
+        let rootfs = dir.join("rootfs");
+        for sub in ["", "proc", "dev", "sys", "tmp", "etc"] {
+            fs::create_dir_all(rootfs.join(sub)).map_err(io("create the root directory"))?;
+        }
+        let mut mounts = default_mounts(&spec.limits);
+        for host in HOST_DIRS {
+            let path = Path::new(host);
+            let Ok(meta) = fs::symlink_metadata(path) else {
+                continue;
+            };
+            let inside = rootfs.join(host.trim_start_matches('/'));
+            if meta.file_type().is_symlink() {
+                // Merged-/usr hosts: /bin -> usr/bin; keep the link, it resolves inside.
+                let target = fs::read_link(path).map_err(io("read a host symlink"))?;
+                std::os::unix::fs::symlink(target, &inside).map_err(io("link a host directory"))?;
+            } else {
+                fs::create_dir_all(&inside).map_err(io("create a mount point"))?;
+                mounts.push(read_only_bind(host, host));
+            }
+        }
+        // A minimal /etc: our own users (no host accounts), plus harmless host files.
+        fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+            .map_err(io("write /etc/passwd"))?;
+        fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")
+            .map_err(io("write /etc/group"))?;
+        fs::write(
+            rootfs.join("etc/hosts"),
+            "127.0.0.1 localhost\n::1 localhost\n",
+        )
+        .map_err(io("write /etc/hosts"))?;
+        fs::write(rootfs.join("etc/hostname"), "sandbox\n").map_err(io("write /etc/hostname"))?;
+        for file in HOST_ETC_FILES {
+            let host = Path::new("/etc").join(file);
+            if host.is_file() {
+                fs::write(rootfs.join("etc").join(file), b"")
+                    .map_err(io("create a mount point"))?;
+                let path = host.to_string_lossy().into_owned();
+                mounts.push(read_only_bind(&path, &path));
+            }
+        }
+        let config = build_spec(spec, mounts)?;
+        let json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| RuntimeError::Spec(format!("serializing config.json: {e}")))?;
+        fs::write(dir.join("config.json"), json).map_err(io("write config.json"))?;
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+fn read_only_bind(source: &str, destination: &str) -> Mount {
+    mount(
+        destination,
+        "bind",
+        source,
+        &["rbind", "ro", "nosuid", "nodev"],
+    )
+}
+
+fn mount(destination: &str, kind: &str, source: &str, options: &[&str]) -> Mount {
+    MountBuilder::default()
+        .destination(destination)
+        .typ(kind)
+        .source(source)
+        .options(options.iter().map(|o| (*o).to_owned()).collect::<Vec<_>>())
+        .build()
+        .unwrap_or_default()
+}
+
+fn default_mounts(limits: &Limits) -> Vec<Mount> {
+    let tmp_size = format!("size={}m", limits.tmp_mb);
+    let tmp_inodes = format!("nr_inodes={}", limits.tmp_inodes);
+    vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=16m"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        // The sandbox's own sysfs (its network namespace shows only `lo`), read-only.
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
+        mount(
+            "/tmp",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "nodev", "mode=1777", &tmp_size, &tmp_inodes],
+        ),
+    ]
+}
+
+fn build_spec(spec: &SandboxSpec, mounts: Vec<Mount>) -> Result<Spec, RuntimeError> {
+    let err = |e: oci_spec::OciSpecError| RuntimeError::Spec(e.to_string());
+    let caps: Vec<Capability> = vec![
+        Capability::Chown,
+        Capability::DacOverride,
+        Capability::Fowner,
+        Capability::Fsetid,
+        Capability::Kill,
+        Capability::Setgid,
+        Capability::Setuid,
+        Capability::NetBindService,
+    ];
+    let caps: std::collections::HashSet<Capability> = caps.into_iter().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .inheritable(std::collections::HashSet::new())
+        .ambient(std::collections::HashSet::new())
+        .build()
+        .map_err(err)?;
+    let rlimit = |typ, value: u64| {
+        PosixRlimitBuilder::default()
+            .typ(typ)
+            .hard(value)
+            .soft(value)
+            .build()
+    };
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(
+            UserBuilder::default()
+                .uid(0u32)
+                .gid(0u32)
+                .build()
+                .map_err(err)?,
+        )
+        .args(spec.argv.clone())
+        .env(
+            spec.env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+        )
+        .cwd(spec.cwd.clone())
+        .capabilities(capabilities)
+        .no_new_privileges(true)
+        .rlimits(vec![
+            rlimit(PosixRlimitType::RlimitNofile, spec.limits.open_files).map_err(err)?,
+            rlimit(
+                PosixRlimitType::RlimitFsize,
+                spec.limits.file_size_mb * 1024 * 1024,
+            )
+            .map_err(err)?,
+            rlimit(PosixRlimitType::RlimitCore, 0).map_err(err)?,
+        ])
+        .build()
+        .map_err(err)?;
+    let namespaces = [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Network,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Cgroup,
+        LinuxNamespaceType::User,
+    ]
+    .into_iter()
+    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(err)?;
+    let id_map = LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(spec.host_id_base)
+        .size(ID_RANGE)
+        .build()
+        .map_err(err)?;
+    let memory = i64::try_from(spec.limits.memory_mb * 1024 * 1024).unwrap_or(i64::MAX);
+    let period: u64 = 100_000;
+    let resources = LinuxResourcesBuilder::default()
+        // Swap limit equal to the memory limit: no swap at all.
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(memory)
+                .swap(memory)
+                .build()
+                .map_err(err)?,
+        )
+        .pids(
+            LinuxPidsBuilder::default()
+                .limit(spec.limits.pids)
+                .build()
+                .map_err(err)?,
+        )
+        .cpu(
+            LinuxCpuBuilder::default()
+                .period(period)
+                .quota(
+                    i64::try_from(spec.limits.cpu_millicores * period / 1000).unwrap_or(i64::MAX),
+                )
+                .build()
+                .map_err(err)?,
+        )
+        .build()
+        .map_err(err)?;
+    let seccomp: LinuxSeccomp = serde_json::from_str(SECCOMP_PROFILE)
+        .map_err(|e| RuntimeError::Spec(format!("seccomp/profile.json: {e}")))?;
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .uid_mappings(vec![id_map])
+        .gid_mappings(vec![id_map])
+        .resources(resources)
+        .seccomp(seccomp)
+        .masked_paths(
+            MASKED_PATHS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .readonly_paths(
+            READONLY_PATHS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .map_err(err)?;
+    SpecBuilder::default()
+        .version("1.0.2")
+        .hostname("sandbox")
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(true)
+                .build()
+                .map_err(err)?,
+        )
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .build()
+        .map_err(err)
+}

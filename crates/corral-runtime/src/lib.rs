@@ -1,0 +1,23 @@
+//! Linux isolation for Corral sandboxes.
+//!
+//! [`bundle`] turns a [`SandboxSpec`] into an OCI bundle (the `config.json`
+//! of the OCI runtime spec, built with the `oci-spec` crate, and a root
+//! directory) carrying Corral's isolation baseline; [`oci`] drives an OCI
+//! runtime (`runc` by default; any runtime with the same CLI) through it.
+//! No async code and no database here: the server calls this from blocking
+//! tasks.
+//!
+//! The baseline, for every sandbox, with no opt-out: a user namespace
+//! mapping sandbox root to an unprivileged host uid range; pid, mount,
+//! network (loopback only), ipc, uts and cgroup namespaces; memory without
+//! swap, CPU, pids, a size- and inode-capped tmpfs `/tmp`, open files, file
+//! size and core dumps capped; the seccomp allowlist in
+//! `seccomp/profile.json`; a minimal capability set; `no_new_privs`; masked
+//! `/proc` paths, read-only `/sys`, a read-only root; only the environment
+//! the spec names.
+
+pub mod bundle;
+pub mod oci;
+
+pub use bundle::{Bundle, Limits, SandboxSpec};
+pub use oci::{OciRuntime, RunOutput, RuntimeError};
