@@ -25,6 +25,8 @@ lint:
 
 test-rust:
 	@scripts/deps.sh test
+	# The sandbox tests bind-mount the agent binary into their sandboxes.
+	$(CARGO) build -p corral-agent
 	$(CARGO) test --workspace
 
 test-browser:

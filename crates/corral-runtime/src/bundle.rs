@@ -100,7 +100,13 @@ pub struct SandboxSpec {
     pub host_id_base: u32,
     /// Resource limits.
     pub limits: Limits,
+    /// The agent binary to bind read-only at [`AGENT_PATH`] (for sandboxes
+    /// whose PID 1 is the agent).
+    pub agent: Option<PathBuf>,
 }
+
+/// Where the agent binary appears inside a sandbox.
+pub const AGENT_PATH: &str = "/.corral/agent";
 
 /// A bundle on disk: `dir/config.json` and `dir/rootfs`.
 #[derive(Debug)]
@@ -160,6 +166,12 @@ impl Bundle {
                 let path = host.to_string_lossy().into_owned();
                 mounts.push(read_only_bind(&path, &path));
             }
+        }
+        if let Some(agent) = &spec.agent {
+            fs::create_dir_all(rootfs.join(".corral")).map_err(io("create /.corral"))?;
+            fs::write(rootfs.join(".corral/agent"), b"")
+                .map_err(io("create the agent mount point"))?;
+            mounts.push(read_only_bind(&agent.to_string_lossy(), AGENT_PATH));
         }
         let config = build_spec(spec, mounts)?;
         let json = serde_json::to_vec_pretty(&config)

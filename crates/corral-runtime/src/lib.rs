@@ -18,6 +18,8 @@
 
 pub mod bundle;
 pub mod oci;
+pub mod sandbox;
 
-pub use bundle::{Bundle, Limits, SandboxSpec};
+pub use bundle::{AGENT_PATH, Bundle, Limits, SandboxSpec};
 pub use oci::{OciRuntime, RunOutput, RuntimeError};
+pub use sandbox::Sandbox;

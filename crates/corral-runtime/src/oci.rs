@@ -31,6 +31,9 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// The agent inside the sandbox failed or could not be reached.
+    #[error("agent: {0}")]
+    Agent(String),
     /// The runtime refused the sandbox (its message is in `stderr`).
     #[error("the OCI runtime failed: {stderr}")]
     Runtime {

@@ -31,6 +31,7 @@ fn sh_with(script: &str, limits: Limits, wall: Duration) -> RunOutput {
         cwd: "/tmp".into(),
         host_id_base: 200_000,
         limits,
+        agent: None,
     };
     let bundle = Bundle::create(&dir.path().join("bundle"), &spec).unwrap();
     let id = format!("corral-test-{}-{}", std::process::id(), rand_suffix());
@@ -197,6 +198,7 @@ fn output_is_capped() {
         cwd: "/tmp".into(),
         host_id_base: 200_000,
         limits: Limits::default(),
+        agent: None,
     };
     let bundle = Bundle::create(&dir.path().join("bundle"), &spec).unwrap();
     let out = runtime(&dir.path().join("state"))

@@ -3,6 +3,7 @@
 //! Only this crate defines wire shapes, so the server, the Rust client and the
 //! generated OpenAPI document cannot drift apart. It does no IO.
 
+pub mod agent;
 pub mod error;
 pub mod identity;
 pub mod meta;

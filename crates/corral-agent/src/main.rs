@@ -1,0 +1,236 @@
+//! `corral-agent`: PID 1 inside every sandbox.
+//!
+//! - Reaps every process that exits, including orphans re-parented to it (as
+//!   PID 1 it must, or they stay zombies and fill the pids limit).
+//! - Serves the host on the listening socket it finds at file descriptor 3
+//!   (created by the host outside the sandbox and passed in by the OCI
+//!   runtime, so no path inside the sandbox leads to it): one JSON request
+//!   per connection, see `corral_types::agent`.
+//! - Runs programs *inside* the sandbox, each in its own process group so a
+//!   timeout kills everything it started.
+//!
+//! Synchronous and thread-based on purpose: a small static binary with no
+//! runtime to start.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use corral_types::agent::{AgentRequest, AgentResponse, ExecRequest, ExecResult};
+
+/// The descriptor the host passes the listening socket on.
+const LISTEN_FD: i32 = 3;
+/// Largest request line accepted (a request carries stdin).
+const MAX_REQUEST: u64 = 16 * 1024 * 1024;
+
+/// How a child ended: exit code or signal.
+type Ended = (Option<i32>, Option<i32>);
+
+/// Children the host is waiting for: pid → where to send how it ended.
+/// The reaper reaps everything; only these are reported.
+#[derive(Default)]
+struct Waiters(Mutex<HashMap<i32, Sender<Ended>>>);
+
+impl Waiters {
+    fn lock(&self) -> MutexGuard<'_, HashMap<i32, Sender<Ended>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn main() {
+    let waiters = Arc::new(Waiters::default());
+    {
+        let waiters = waiters.clone();
+        std::thread::spawn(move || reap(&waiters));
+    }
+    let listener = match adopt_listener() {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("corral-agent: no listening socket on fd {LISTEN_FD}: {error}");
+            std::process::exit(2);
+        }
+    };
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let waiters = waiters.clone();
+        std::thread::spawn(move || serve(stream, &waiters));
+    }
+}
+
+/// The listening socket at fd 3.
+fn adopt_listener() -> std::io::Result<UnixListener> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: fd 3 is open in this process (the OCI runtime passed it with
+    // `--preserve-fds 1`; `fcntl` below proves it is open before anything
+    // else happens) and nothing else in the agent owns or closes it, so this
+    // is its only owner.
+    nix::fcntl::fcntl(
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(LISTEN_FD) },
+        nix::fcntl::FcntlArg::F_GETFD,
+    )
+    .map_err(std::io::Error::from)?;
+    // SAFETY: as above; ownership moves here exactly once.
+    let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
+    let listener = UnixListener::from(fd);
+    // Not a listening socket: refuse rather than serve garbage.
+    listener.local_addr()?;
+    listener.set_nonblocking(false)?;
+    Ok(listener)
+}
+
+/// Reaps every exiting child, forever; reports the ones someone waits for.
+fn reap(waiters: &Waiters) {
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, code)) => report(waiters, pid, (Some(code), None)),
+            Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                report(waiters, pid, (None, Some(signal as i32)));
+            }
+            Ok(_) => {}
+            // No children right now.
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+fn report(waiters: &Waiters, pid: Pid, ended: Ended) {
+    if let Some(tx) = waiters.lock().remove(&pid.as_raw()) {
+        let _ = tx.send(ended);
+    }
+}
+
+fn serve(stream: UnixStream, waiters: &Waiters) {
+    let mut line = String::new();
+    let mut reader = BufReader::new((&stream).take(MAX_REQUEST));
+    let response = match reader.read_line(&mut line) {
+        Ok(0) => return,
+        Ok(_) => match serde_json::from_str::<AgentRequest>(&line) {
+            Ok(AgentRequest::Ping) => AgentResponse::Pong {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+            Ok(AgentRequest::Exec(request)) => exec(request, waiters),
+            Err(error) => AgentResponse::Error {
+                message: format!("bad request: {error}"),
+            },
+        },
+        Err(error) => AgentResponse::Error {
+            message: format!("reading the request: {error}"),
+        },
+    };
+    let mut out = serde_json::to_vec(&response).unwrap_or_default();
+    out.push(b'\n');
+    let _ = (&stream).write_all(&out);
+}
+
+fn exec(request: ExecRequest, waiters: &Waiters) -> AgentResponse {
+    let Some((program, args)) = request.argv.split_first() else {
+        return AgentResponse::Error {
+            message: "argv is empty".into(),
+        };
+    };
+    let started = Instant::now();
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(request.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&request.cwd)
+        .stdin(if request.stdin.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: a timeout kills everything it started.
+        .process_group(0);
+    let (tx, rx) = channel();
+    let mut child = {
+        // Held across spawn and registration, so the reaper cannot see the
+        // child exit before someone waits for it.
+        let mut waiting = waiters.lock();
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                return AgentResponse::Error {
+                    message: format!("cannot run {program}: {error}"),
+                };
+            }
+        };
+        waiting.insert(child.id() as i32, tx);
+        child
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let input = request.stdin.into_bytes();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
+    let stdout = child.stdout.take().map(|s| capped(s, request.output_limit));
+    let stderr = child.stderr.take().map(|s| capped(s, request.output_limit));
+    let pgid = Pid::from_raw(child.id() as i32);
+    let (ended, timed_out) = wait(&rx, pgid, Duration::from_millis(request.timeout_ms));
+    let (stdout, out_cut) = stdout.and_then(|h| h.join().ok()).unwrap_or_default();
+    let (stderr, err_cut) = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    AgentResponse::Exited(ExecResult {
+        exit_code: ended.0,
+        signal: ended.1,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        truncated: out_cut || err_cut,
+        timed_out,
+        wall_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+/// Waits for the end of the process `pgid` leads; past `timeout`, kills its
+/// whole group.
+fn wait(rx: &Receiver<Ended>, pgid: Pid, timeout: Duration) -> (Ended, bool) {
+    match rx.recv_timeout(timeout) {
+        Ok(ended) => {
+            // The leader is gone; stragglers in its group go too.
+            let _ = killpg(pgid, Signal::SIGKILL);
+            (ended, false)
+        }
+        Err(RecvTimeoutError::Timeout) => {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            (rx.recv().unwrap_or((None, Some(9))), true)
+        }
+        Err(RecvTimeoutError::Disconnected) => ((None, None), false),
+    }
+}
+
+/// Reads a stream to its end on a thread, keeping the first `limit` bytes
+/// and draining the rest so the writer never blocks.
+fn capped(
+    mut stream: impl Read + Send + 'static,
+    limit: usize,
+) -> std::thread::JoinHandle<(Vec<u8>, bool)> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut cut = false;
+        let mut buf = [0u8; 8192];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let room = limit.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                    cut |= n > room;
+                }
+            }
+        }
+        (kept, cut)
+    })
+}

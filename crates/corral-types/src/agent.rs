@@ -1,0 +1,78 @@
+//! The protocol between the host and `corral-agent`, the PID 1 of every
+//! sandbox: one JSON object per line over a stream socket the host created
+//! and handed to the agent as file descriptor 3 (the sandbox never sees a
+//! path to it). Each connection carries one request and its response.
+
+use serde::{Deserialize, Serialize};
+
+/// A request to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AgentRequest {
+    /// Liveness: answered with [`AgentResponse::Pong`].
+    Ping,
+    /// Runs a program to completion inside the sandbox.
+    Exec(ExecRequest),
+}
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// Program and arguments (`["/bin/sh", "-c", "…"]` for a shell string).
+    pub argv: Vec<String>,
+    /// The whole environment of the program.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    #[serde(default = "default_cwd")]
+    pub cwd: String,
+    /// Bytes for standard input (UTF-8 text; empty: none).
+    #[serde(default)]
+    pub stdin: String,
+    /// Kill the program (and everything it started) after this long.
+    pub timeout_ms: u64,
+    /// Keep at most this many bytes of each of stdout and stderr.
+    pub output_limit: usize,
+}
+
+fn default_cwd() -> String {
+    "/tmp".to_owned()
+}
+
+/// The agent's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentResponse {
+    /// To [`AgentRequest::Ping`].
+    Pong {
+        /// The agent's version.
+        version: String,
+    },
+    /// A finished program.
+    Exited(ExecResult),
+    /// The request could not be carried out (bad request, program not found…).
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// How a program ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResult {
+    /// Exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that killed it, when one did.
+    pub signal: Option<i32>,
+    /// Standard output (lossy UTF-8), at most the limit.
+    pub stdout: String,
+    /// Standard error (lossy UTF-8), at most the limit.
+    pub stderr: String,
+    /// Whether output beyond the limit was dropped.
+    pub truncated: bool,
+    /// Whether the timeout killed it.
+    pub timed_out: bool,
+    /// Wall time in milliseconds.
+    pub wall_ms: u64,
+}
