@@ -9,11 +9,11 @@ ARGS ?=
 ## Build and start Corral on SQLite in ./corral-data (installs what is missing).
 run:
 	@scripts/deps.sh run
-	$(CARGO) build --release -p corral
+	$(CARGO) build --release -p corral -p corral-agent
 	./target/release/corral serve $(ARGS)
 
 build:
-	$(CARGO) build --release -p corral
+	$(CARGO) build --release -p corral -p corral-agent
 
 ## Every check CI runs: formatting, lints, Rust tests on SQLite and PostgreSQL, browser tests.
 test: lint test-rust test-browser

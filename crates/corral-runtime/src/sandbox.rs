@@ -122,6 +122,15 @@ impl Sandbox {
         }
     }
 
+    /// The sandbox `id` that [`Sandbox::start`] started in `dir`.
+    pub fn attach(runtime: &OciRuntime, id: &str, dir: &Path) -> Sandbox {
+        Sandbox {
+            id: id.to_owned(),
+            dir: dir.to_path_buf(),
+            runtime: runtime.clone(),
+        }
+    }
+
     /// Runs a program inside the sandbox to completion.
     pub fn exec(&self, request: ExecRequest) -> Result<ExecResult, RuntimeError> {
         let wait = Duration::from_millis(request.timeout_ms) + Duration::from_secs(10);

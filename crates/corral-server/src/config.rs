@@ -34,6 +34,37 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Outgoing email (verification, password reset, invitations).
     pub email: EmailConfig,
+    /// Sandboxes: the OCI runtime and where sandboxes live.
+    pub sandbox: SandboxConfig,
+}
+
+/// Sandboxes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// The OCI runtime binary (`runc`, `crun`, `youki`, `runsc`…), by path
+    /// or looked up in `PATH`.
+    pub runtime: PathBuf,
+    /// The runtime's state directory (default `<data_dir>/runtime`).
+    pub runtime_root: Option<PathBuf>,
+    /// Where sandbox directories go (default `<data_dir>/sandboxes`).
+    pub dir: Option<PathBuf>,
+    /// The `corral-agent` binary (default: next to the `corral` binary).
+    pub agent: Option<PathBuf>,
+    /// Memory of a sandbox when the request names none, MiB.
+    pub default_memory_mb: i64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> SandboxConfig {
+        SandboxConfig {
+            runtime: PathBuf::from("runc"),
+            runtime_root: None,
+            dir: None,
+            agent: None,
+            default_memory_mb: 128,
+        }
+    }
 }
 
 /// Outgoing email.
@@ -248,6 +279,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             email: EmailConfig::default(),
+            sandbox: SandboxConfig::default(),
         }
     }
 }
@@ -327,7 +359,7 @@ pub struct Overrides {
 /// Top-level keys the environment may set; other `CORRAL_*` variables
 /// (`CORRAL_CONFIG`, test settings) are not configuration keys.
 const ENV_SECTIONS: &[&str] = &[
-    "data_dir", "server", "database", "log", "auth", "limits", "email",
+    "data_dir", "server", "database", "log", "auth", "limits", "email", "sandbox",
 ];
 
 impl Config {
@@ -437,6 +469,9 @@ impl Config {
                 ));
             }
             _ => {}
+        }
+        if self.sandbox.default_memory_mb < 16 {
+            return Err(invalid("sandbox.default_memory_mb", "must be at least 16"));
         }
         if self.email.from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(invalid(

@@ -16,6 +16,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod quota;
 mod routes;
+pub mod sandboxes;
 mod serve;
 
 use std::sync::Arc;
@@ -75,6 +76,8 @@ pub struct Services {
     pub limiter: Arc<limits::Limiter>,
     /// Outgoing email.
     pub mailer: Arc<mail::Mailer>,
+    /// Sandboxes on this host.
+    pub sandboxes: sandboxes::Sandboxes,
     /// Every plan, by id (plans change only with migrations).
     pub plans: Arc<std::collections::HashMap<String, corral_store::Plan>>,
 }
@@ -123,6 +126,7 @@ impl AppState {
         let mailer = mail::Mailer::new(&config)?;
         Ok(AppState(Arc::new(Services {
             mailer: Arc::new(mailer),
+            sandboxes: sandboxes::Sandboxes::new(&config),
             limiter: Arc::new(limiter),
             plans: Arc::new(plans),
             store,

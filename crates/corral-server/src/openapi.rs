@@ -24,7 +24,9 @@ use corral_types::identity::{
     UsageResponse, VerifyEmailRequest,
 };
 
-use crate::routes::{account, admin, api_keys, auth, email, meta, orgs, sessions};
+use crate::routes::{account, admin, api_keys, auth, email, meta, orgs, sandboxes, sessions};
+use corral_types::agent::ExecResult;
+use corral_types::sandbox::{CreateSandboxRequest, ExecRequestBody, SandboxPage, SandboxResponse};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -37,6 +39,7 @@ use crate::routes::{account, admin, api_keys, auth, email, meta, orgs, sessions}
         meta::health, meta::ready, meta::metrics,
         auth::register, auth::login, auth::refresh, auth::logout,
         sessions::sign_in, sessions::current, sessions::sign_out,
+        sandboxes::create, sandboxes::list, sandboxes::show, sandboxes::remove, sandboxes::exec,
         email::verify_email, email::resend_verification, email::request_reset, email::confirm_reset, email::admin_reset,
         account::me, account::update_me, account::usage, account::change_password, account::plans,
         api_keys::create, api_keys::list, api_keys::update, api_keys::revoke,
@@ -51,7 +54,7 @@ use crate::routes::{account, admin, api_keys, auth, email, meta, orgs, sessions}
         RegisterRequest, LoginRequest, RefreshRequest, TokenResponse, UserResponse, PlanResponse,
         CreateApiKeyRequest, UpdateApiKeyRequest, ApiKeyResponse, CreatedApiKeyResponse,
         AuditRecordResponse, AuditPage, AuditCount, AuditStats, ChangePasswordRequest, AdminUpdateUserRequest, UserPage,
-        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, VerifyEmailRequest, PasswordResetRequest, PasswordResetConfirm, AdminPasswordReset, Accepted, CreateInvitationRequest,
+        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateSandboxRequest, SandboxResponse, SandboxPage, ExecRequestBody, ExecResult, VerifyEmailRequest, PasswordResetRequest, PasswordResetConfirm, AdminPasswordReset, Accepted, CreateInvitationRequest,
         InvitationResponse, CreatedInvitationResponse,
     )),
     modifiers(&BearerAuth),

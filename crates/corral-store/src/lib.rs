@@ -16,6 +16,7 @@ mod instance;
 mod limits;
 mod orgs;
 mod plans;
+mod sandboxes;
 mod sessions;
 
 pub use audit::{AuditDimension, AuditEntry, AuditFilter, AuditRecord};
@@ -26,6 +27,7 @@ pub use identity::{ApiKey, NewApiKey, NewUser, RefreshUse, User};
 pub use instance::Instance;
 pub use orgs::{Invitation, Member, MembershipChange, Org};
 pub use plans::Plan;
+pub use sandboxes::{ID_SLOTS, NewSandbox, SandboxRecord};
 
 use std::path::Path;
 use std::str::FromStr;

@@ -58,8 +58,8 @@ pub enum AgentResponse {
     },
 }
 
-/// How a program ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// How a program ended (also the answer of `POST /api/v1/sandboxes/{id}/exec`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecResult {
     /// Exit code, when it exited.
     pub exit_code: Option<i32>,

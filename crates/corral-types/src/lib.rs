@@ -7,5 +7,6 @@ pub mod agent;
 pub mod error;
 pub mod identity;
 pub mod meta;
+pub mod sandbox;
 
 pub use error::{ErrorCode, FieldError, Problem};

@@ -79,6 +79,11 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("DELETE", "/api/v1/orgs/{org}/invitations/{id}", Needs(Action::ManageMembers)),
     ("GET",    "/api/v1/orgs/{org}/audit",  Needs(Action::ReadOrgAudit)),
     ("POST",   "/api/v1/invitations/{token}/accept", Needs(Action::ManageSelf)),
+    ("POST",   "/api/v1/sandboxes",         Needs(Action::WriteSandboxes)),
+    ("GET",    "/api/v1/sandboxes",         Needs(Action::ReadSandboxes)),
+    ("GET",    "/api/v1/sandboxes/{id}",    Needs(Action::ReadSandboxes)),
+    ("DELETE", "/api/v1/sandboxes/{id}",    Needs(Action::WriteSandboxes)),
+    ("POST",   "/api/v1/sandboxes/{id}/exec", Needs(Action::WriteSandboxes)),
 ];
 
 /// The policy of a route, if declared.

@@ -200,12 +200,7 @@ pub async fn audit_page(
     let limit = page_limit(limit)?;
     filter.limit = limit + 1;
     let mut records = state.store.list_audit(&filter).await?;
-    let next_cursor = if records.len() as i64 > limit {
-        records.truncate(limit as usize);
-        records.last().map(|r| r.id.clone())
-    } else {
-        None
-    };
+    let next_cursor = page_cut(&mut records, limit, |r| r.id.clone());
     Ok(AuditPage {
         items: records
             .into_iter()
@@ -237,7 +232,23 @@ pub struct UserQuery {
     limit: Option<i64>,
 }
 
-fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+/// Given `limit + 1` rows, keeps `limit` and returns the cursor of the next
+/// page (the last kept row's), or `None` when this page is the last.
+pub(crate) fn page_cut<T>(
+    rows: &mut Vec<T>,
+    limit: i64,
+    cursor: impl Fn(&T) -> String,
+) -> Option<String> {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(cursor)
+    } else {
+        None
+    }
+}
+
+pub(crate) fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     let limit = limit.unwrap_or(50);
     if (1..=200).contains(&limit) {
         Ok(limit)
@@ -267,12 +278,7 @@ pub async fn list_users(
         .store
         .list_users(query.cursor.as_deref(), limit + 1)
         .await?;
-    let next_cursor = if users.len() as i64 > limit {
-        users.truncate(limit as usize);
-        users.last().map(|u| u.id.clone())
-    } else {
-        None
-    };
+    let next_cursor = page_cut(&mut users, limit, |u| u.id.clone());
     Ok(Json(UserPage {
         items: users.iter().map(user_response).collect(),
         next_cursor,

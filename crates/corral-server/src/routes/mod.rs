@@ -9,6 +9,7 @@ pub mod email;
 pub mod meta;
 pub mod orgs;
 pub mod pages;
+pub mod sandboxes;
 pub mod sessions;
 
 use axum::Router;
@@ -25,4 +26,5 @@ pub fn api() -> Router<AppState> {
         .merge(orgs::routes())
         .merge(sessions::routes())
         .merge(email::routes())
+        .merge(sandboxes::routes())
 }

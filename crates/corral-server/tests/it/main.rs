@@ -18,4 +18,5 @@ mod mail;
 mod meta;
 mod middleware;
 mod orgs;
+mod sandboxes;
 mod sessions;

@@ -1,0 +1,238 @@
+//! The sandbox API against real sandboxes (runc as root, the agent as PID 1).
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::support::{TestApp, on_both_backends};
+
+/// The agent binary built by `cargo build -p corral-agent` (make test does).
+fn agent() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
+        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        PathBuf::from,
+    );
+    let path = target.join("debug/corral-agent");
+    assert!(
+        path.is_file(),
+        "{} missing: run `cargo build -p corral-agent`",
+        path.display()
+    );
+    path
+}
+
+/// An app whose sandboxes live in `dir`.
+async fn app_in(backend: corral_store::Backend, dir: &std::path::Path) -> TestApp {
+    let dir = dir.to_path_buf();
+    TestApp::builder(backend)
+        .config(move |c| {
+            c.sandbox.agent = Some(agent());
+            c.sandbox.dir = Some(dir.join("sandboxes"));
+            c.sandbox.runtime_root = Some(dir.join("runtime"));
+        })
+        .build()
+        .await
+}
+
+on_both_backends!(
+    a_sandbox_is_created_used_and_deleted_through_the_api,
+    |app| {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_in(app.state.store.backend(), dir.path()).await;
+        let (access, _) = app.register_and_login("builder").await;
+        let (key, _) = app
+            .create_key(&access, &["sandboxes:read", "sandboxes:write"])
+            .await;
+
+        let created = app
+            .call(
+                "POST",
+                "/api/v1/sandboxes",
+                &key,
+                Some(json!({"name": "first", "memory_mb": 64})),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text());
+        let sandbox = created.json();
+        assert_eq!(sandbox["state"], "running");
+        assert_eq!(sandbox["memory_mb"], 64);
+        let id = sandbox["id"].as_str().unwrap().to_owned();
+
+        let exec = |body: serde_json::Value| {
+            let (app, key, path) = (&app, key.clone(), format!("/api/v1/sandboxes/{id}/exec"));
+            async move { app.call("POST", &path, &key, Some(body)).await }
+        };
+        let out = exec(json!({"command": "echo hi > note; cat note; whoami; echo $GREETING", "env": {"GREETING": "hello"}})).await;
+        assert_eq!(out.status, 200, "{}", out.text());
+        let out = out.json();
+        assert_eq!(out["stdout"], "hi\nroot\nhello\n");
+        assert_eq!(out["exit_code"], 0);
+        // State persists between commands; argv runs without a shell.
+        let out = exec(json!({"argv": ["cat", "/tmp/note"]})).await.json();
+        assert_eq!(out["stdout"], "hi\n");
+        let out = exec(json!({"command": "sleep 5", "timeout_ms": 200}))
+            .await
+            .json();
+        assert_eq!(out["timed_out"], true);
+        // Bad input is named.
+        exec(json!({}))
+            .await
+            .assert_problem(422, "validation_failed");
+        exec(json!({"command": "true", "argv": ["true"]}))
+            .await
+            .assert_problem(422, "validation_failed");
+        let missing = exec(json!({"argv": ["/no/such/program"]}))
+            .await
+            .assert_problem(422, "validation_failed");
+        assert_eq!(missing["errors"][0]["field"], "argv");
+
+        let list = app
+            .call("GET", "/api/v1/sandboxes", &key, None)
+            .await
+            .json();
+        assert_eq!(list["items"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            app.call("GET", &format!("/api/v1/sandboxes/{id}"), &key, None)
+                .await
+                .json()["name"],
+            "first"
+        );
+
+        let deleted = app
+            .call("DELETE", &format!("/api/v1/sandboxes/{id}"), &key, None)
+            .await;
+        assert_eq!(deleted.status, 204);
+        app.call("GET", &format!("/api/v1/sandboxes/{id}"), &key, None)
+            .await
+            .assert_problem(404, "not_found");
+        exec(json!({"command": "true"}))
+            .await
+            .assert_problem(404, "not_found");
+        assert!(
+            !dir.path().join("sandboxes").join(&id).exists(),
+            "the sandbox directory is gone"
+        );
+    }
+);
+
+on_both_backends!(
+    sandboxes_are_tenant_scoped_scoped_by_key_and_limited_by_plan,
+    |app| {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_in(app.state.store.backend(), dir.path()).await;
+        let (alice, _) = app.register_and_login("alice").await;
+        let (eve, _) = app.register_and_login("eve").await;
+        let created = app
+            .call("POST", "/api/v1/sandboxes", &alice, Some(json!({})))
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text());
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+
+        // Another tenant sees nothing and can touch nothing.
+        for (method, path, body) in [
+            ("GET", format!("/api/v1/sandboxes/{id}"), None),
+            ("DELETE", format!("/api/v1/sandboxes/{id}"), None),
+            (
+                "POST",
+                format!("/api/v1/sandboxes/{id}/exec"),
+                Some(json!({"command": "id"})),
+            ),
+        ] {
+            app.call(method, &path, &eve, body)
+                .await
+                .assert_problem(404, "not_found");
+        }
+        assert_eq!(
+            app.call("GET", "/api/v1/sandboxes", &eve, None)
+                .await
+                .json()["items"],
+            json!([])
+        );
+
+        // A read-only key cannot create or exec.
+        let (reader, _) = app.create_key(&alice, &["sandboxes:read"]).await;
+        app.call("POST", "/api/v1/sandboxes", &reader, Some(json!({})))
+            .await
+            .assert_problem(403, "forbidden");
+        app.call(
+            "POST",
+            &format!("/api/v1/sandboxes/{id}/exec"),
+            &reader,
+            Some(json!({"command": "id"})),
+        )
+        .await
+        .assert_problem(403, "forbidden");
+
+        // The Free plan: one sandbox at a time, 128 MB, 512 MB of disk.
+        app.call("POST", "/api/v1/sandboxes", &alice, Some(json!({})))
+            .await
+            .assert_problem(429, "quota_exceeded");
+        let too_big = app
+            .call(
+                "POST",
+                "/api/v1/sandboxes",
+                &eve,
+                Some(json!({"memory_mb": 4096})),
+            )
+            .await
+            .assert_problem(422, "validation_failed");
+        assert_eq!(too_big["errors"][0]["field"], "memory_mb");
+        app.call(
+            "POST",
+            "/api/v1/sandboxes",
+            &eve,
+            Some(json!({"image": "docker.io/evil"})),
+        )
+        .await
+        .assert_problem(422, "validation_failed");
+        // Deleting frees the place.
+        assert_eq!(
+            app.call("DELETE", &format!("/api/v1/sandboxes/{id}"), &alice, None)
+                .await
+                .status,
+            204
+        );
+        let again = app
+            .call("POST", "/api/v1/sandboxes", &alice, Some(json!({})))
+            .await;
+        assert_eq!(again.status, 201, "{}", again.text());
+        let again_id = again.json()["id"].as_str().unwrap().to_owned();
+        app.call(
+            "DELETE",
+            &format!("/api/v1/sandboxes/{again_id}"),
+            &alice,
+            None,
+        )
+        .await;
+    }
+);
+
+#[tokio::test]
+async fn without_an_agent_binary_creation_fails_cleanly_and_frees_the_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().to_path_buf();
+    let app = TestApp::builder(corral_store::Backend::Sqlite)
+        .config(move |c| {
+            c.sandbox.agent = Some(dir_path.join("no-such-agent"));
+            c.sandbox.dir = Some(dir_path.join("sandboxes"));
+            c.sandbox.runtime_root = Some(dir_path.join("runtime"));
+        })
+        .build()
+        .await;
+    let (alice, _) = app.register_and_login("alice").await;
+    let failed = app
+        .call("POST", "/api/v1/sandboxes", &alice, Some(json!({})))
+        .await;
+    failed.assert_problem(503, "service_unavailable");
+    let list = app
+        .call("GET", "/api/v1/sandboxes", &alice, None)
+        .await
+        .json();
+    assert_eq!(list["items"][0]["state"], "error", "{list}");
+    assert!(list["items"][0]["error"].as_str().is_some());
+    // The failed sandbox does not count against the plan's one live sandbox.
+    let again = app
+        .call("POST", "/api/v1/sandboxes", &alice, Some(json!({})))
+        .await;
+    again.assert_problem(503, "service_unavailable");
+}
