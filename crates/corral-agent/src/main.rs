@@ -190,7 +190,7 @@ fn exec(request: ExecRequest, waiters: &Waiters) -> AgentResponse {
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
         truncated: out_cut || err_cut,
         timed_out,
-        wall_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
 }
 

@@ -26,7 +26,9 @@ use corral_types::identity::{
 
 use crate::routes::{account, admin, api_keys, auth, email, meta, orgs, sandboxes, sessions};
 use corral_types::agent::ExecResult;
-use corral_types::sandbox::{CreateSandboxRequest, ExecRequestBody, SandboxPage, SandboxResponse};
+use corral_types::sandbox::{
+    CreateSandboxRequest, ExecRequestBody, Resources, SandboxPage, SandboxResponse,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -54,7 +56,7 @@ use corral_types::sandbox::{CreateSandboxRequest, ExecRequestBody, SandboxPage, 
         RegisterRequest, LoginRequest, RefreshRequest, TokenResponse, UserResponse, PlanResponse,
         CreateApiKeyRequest, UpdateApiKeyRequest, ApiKeyResponse, CreatedApiKeyResponse,
         AuditRecordResponse, AuditPage, AuditCount, AuditStats, ChangePasswordRequest, AdminUpdateUserRequest, UserPage,
-        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateSandboxRequest, SandboxResponse, SandboxPage, ExecRequestBody, ExecResult, VerifyEmailRequest, PasswordResetRequest, PasswordResetConfirm, AdminPasswordReset, Accepted, CreateInvitationRequest,
+        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateSandboxRequest, Resources, SandboxResponse, SandboxPage, ExecRequestBody, ExecResult, VerifyEmailRequest, PasswordResetRequest, PasswordResetConfirm, AdminPasswordReset, Accepted, CreateInvitationRequest,
         InvitationResponse, CreatedInvitationResponse,
     )),
     modifiers(&BearerAuth),

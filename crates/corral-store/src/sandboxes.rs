@@ -38,6 +38,10 @@ pub struct SandboxRecord {
     pub error: Option<String>,
     /// Created (Unix ms).
     pub created_at: i64,
+    /// Base environment, a JSON object.
+    pub env: String,
+    /// Labels, a JSON object.
+    pub labels: String,
 }
 
 /// A sandbox to record.
@@ -61,6 +65,10 @@ pub struct NewSandbox {
     pub pids: i64,
     /// Writable space, MiB.
     pub disk_mb: i64,
+    /// Base environment, a JSON object.
+    pub env: String,
+    /// Labels, a JSON object.
+    pub labels: String,
 }
 
 type SandboxRow = (
@@ -77,10 +85,12 @@ type SandboxRow = (
     i64,
     Option<String>,
     i64,
+    String,
+    String,
 );
 
 const COLUMNS: &str = "id, org_id, created_by, name, image, state, id_slot, memory_mb, \
-     cpu_millicores, pids, disk_mb, error, created_at";
+     cpu_millicores, pids, disk_mb, error, created_at, env, labels";
 
 fn record(r: SandboxRow) -> SandboxRecord {
     SandboxRecord {
@@ -97,6 +107,8 @@ fn record(r: SandboxRow) -> SandboxRecord {
         disk_mb: r.10,
         error: r.11,
         created_at: r.12,
+        env: r.13,
+        labels: r.14,
     }
 }
 
@@ -126,8 +138,8 @@ impl Store {
             }
             let inserted = sqlx::query(
                 "INSERT INTO sandboxes (id, org_id, created_by, name, image, state, id_slot, \
-                 memory_mb, cpu_millicores, pids, disk_mb, error, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'creating', $6, $7, $8, $9, $10, NULL, $11, $11)",
+                 memory_mb, cpu_millicores, pids, disk_mb, error, created_at, updated_at, env, labels) \
+                 VALUES ($1, $2, $3, $4, $5, 'creating', $6, $7, $8, $9, $10, NULL, $11, $11, $12, $13)",
             )
             .bind(&id)
             .bind(&new.org_id)
@@ -140,6 +152,8 @@ impl Store {
             .bind(new.pids)
             .bind(new.disk_mb)
             .bind(now)
+            .bind(&new.env)
+            .bind(&new.labels)
             .execute(&mut *tx)
             .await;
             match inserted {

@@ -74,5 +74,5 @@ pub struct ExecResult {
     /// Whether the timeout killed it.
     pub timed_out: bool,
     /// Wall time in milliseconds.
-    pub wall_ms: u64,
+    pub duration_ms: u64,
 }

@@ -3,25 +3,44 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// `POST /api/v1/sandboxes`. Every limit is optional and capped by the plan.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// `POST /api/v1/sandboxes`. Every field is optional; resources are capped
+/// by the plan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSandboxRequest {
-    /// Display name (1–64 characters); defaults to the id.
+    /// Display name (1–64 characters).
     #[serde(default)]
     pub name: Option<String>,
     /// Image: `host` (the default; the host's programs, read-only).
     #[serde(default)]
     pub image: Option<String>,
+    /// CPU, memory, disk and processes.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Environment every command in the sandbox starts with.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Free-form labels (at most 16; keys and values up to 64 characters).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Resources of a sandbox; each optional, capped by the plan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// CPU cores (0.1 up to the plan's CPUs; default 1).
+    #[serde(default)]
+    pub cpu: Option<f64>,
     /// Memory, MiB (16 up to the plan's limit).
     #[serde(default)]
     pub memory_mb: Option<i64>,
-    /// CPU, thousandths of a core (100 up to the plan's CPUs × 1000).
-    #[serde(default)]
-    pub cpu_millicores: Option<i64>,
     /// Writable space (`/tmp`), MiB (1 up to the plan's disk limit).
     #[serde(default)]
     pub disk_mb: Option<i64>,
+    /// Processes and threads (16 to 1024; default 256).
+    #[serde(default)]
+    pub pids: Option<i64>,
 }
 
 /// A sandbox.
@@ -48,6 +67,8 @@ pub struct SandboxResponse {
     pub disk_mb: i64,
     /// Who created it.
     pub created_by: String,
+    /// Labels.
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Created (RFC 3339).
     pub created_at: String,
 }

@@ -44,6 +44,7 @@ fn response(r: SandboxRecord) -> SandboxResponse {
         pids: r.pids,
         disk_mb: r.disk_mb,
         created_by: r.created_by,
+        labels: serde_json::from_str(&r.labels).unwrap_or_default(),
         created_at: rfc3339(r.created_at),
     }
 }
@@ -100,19 +101,38 @@ pub async fn create(
             "must be 1 to 64 characters",
         ));
     }
+    check_labels(&body.labels)?;
+    for key in body.env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(ApiError::invalid_field(
+                "env",
+                format!("`{key}` is not a variable name"),
+            ));
+        }
+    }
     let plan = state.plans.get(&user.plan_id);
     let max_memory = plan.map_or(128, |p| p.max_memory_mb);
     let max_cpu = plan.and_then(|p| p.max_cpus).map_or(64_000, |c| c * 1000);
     let max_disk = plan.and_then(|p| p.max_disk_mb).map_or(1 << 20, |d| d);
+    let resources = &body.resources;
     let memory_mb = within(
-        "memory_mb",
-        body.memory_mb,
+        "resources.memory_mb",
+        resources.memory_mb,
         state.config.sandbox.default_memory_mb,
         16,
         max_memory,
     )?;
-    let cpu_millicores = within("cpu_millicores", body.cpu_millicores, 1000, 100, max_cpu)?;
-    let disk_mb = within("disk_mb", body.disk_mb, 256, 1, max_disk)?;
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "validated to a small range below"
+    )]
+    let cpu = resources.cpu.map(|c| (c * 1000.0).round() as i64);
+    let cpu_millicores = within("resources.cpu", cpu, 1000, 100, max_cpu)?;
+    let disk_mb = within("resources.disk_mb", resources.disk_mb, 256, 1, max_disk)?;
+    let pids = within("resources.pids", resources.pids, SANDBOX_PIDS, 16, 1024)?;
+    let json = |value: &std::collections::BTreeMap<String, String>| {
+        serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
+    };
     let now = state.clock.now_ms();
     let record = state
         .store
@@ -126,15 +146,17 @@ pub async fn create(
                 image,
                 memory_mb,
                 cpu_millicores,
-                pids: SANDBOX_PIDS,
+                pids,
                 disk_mb,
+                env: json(&body.env),
+                labels: json(&body.labels),
             },
             |_| rand_slot(),
         )
         .await?;
     let limits = Limits {
         memory_mb: u64::try_from(memory_mb).unwrap_or(16),
-        pids: SANDBOX_PIDS,
+        pids,
         cpu_millicores: u64::try_from(cpu_millicores).unwrap_or(1000),
         tmp_mb: u64::try_from(disk_mb).unwrap_or(1),
         tmp_inodes: u64::try_from(disk_mb * 64).unwrap_or(4096).max(1024),
@@ -189,6 +211,22 @@ pub async fn create(
         .await?
         .ok_or_else(|| ApiError::not_found("sandbox"))?;
     Ok((StatusCode::CREATED, Json(response(record))))
+}
+
+/// At most 16 labels, keys and values 1–64 and 0–64 characters.
+fn check_labels(labels: &std::collections::BTreeMap<String, String>) -> Result<(), ApiError> {
+    if labels.len() > 16 {
+        return Err(ApiError::invalid_field("labels", "at most 16 labels"));
+    }
+    for (key, value) in labels {
+        if !(1..=64).contains(&key.chars().count()) || value.chars().count() > 64 {
+            return Err(ApiError::invalid_field(
+                "labels",
+                "keys are 1 to 64 characters, values at most 64",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn rand_slot() -> i64 {
@@ -347,6 +385,9 @@ pub async fn exec(
         ("HOME".to_owned(), "/tmp".to_owned()),
         ("LANG".to_owned(), "C.UTF-8".to_owned()),
     ];
+    let base: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&record.env).unwrap_or_default();
+    env.extend(base);
     env.extend(body.env);
     let request = ExecRequest {
         argv,

@@ -49,23 +49,25 @@ on_both_backends!(
                 "POST",
                 "/api/v1/sandboxes",
                 &key,
-                Some(json!({"name": "first", "memory_mb": 64})),
+                Some(json!({"name": "first", "resources": {"memory_mb": 64, "cpu": 0.5}, "env": {"BASE": "from-create"}, "labels": {"team": "a"}})),
             )
             .await;
         assert_eq!(created.status, 201, "{}", created.text());
         let sandbox = created.json();
         assert_eq!(sandbox["state"], "running");
         assert_eq!(sandbox["memory_mb"], 64);
+        assert_eq!(sandbox["cpu_millicores"], 500);
+        assert_eq!(sandbox["labels"], json!({"team": "a"}));
         let id = sandbox["id"].as_str().unwrap().to_owned();
 
         let exec = |body: serde_json::Value| {
             let (app, key, path) = (&app, key.clone(), format!("/api/v1/sandboxes/{id}/exec"));
             async move { app.call("POST", &path, &key, Some(body)).await }
         };
-        let out = exec(json!({"command": "echo hi > note; cat note; whoami; echo $GREETING", "env": {"GREETING": "hello"}})).await;
+        let out = exec(json!({"command": "echo hi > note; cat note; whoami; echo $GREETING $BASE", "env": {"GREETING": "hello"}})).await;
         assert_eq!(out.status, 200, "{}", out.text());
         let out = out.json();
-        assert_eq!(out["stdout"], "hi\nroot\nhello\n");
+        assert_eq!(out["stdout"], "hi\nroot\nhello from-create\n");
         assert_eq!(out["exit_code"], 0);
         // State persists between commands; argv runs without a shell.
         let out = exec(json!({"argv": ["cat", "/tmp/note"]})).await.json();
@@ -172,11 +174,27 @@ on_both_backends!(
                 "POST",
                 "/api/v1/sandboxes",
                 &eve,
-                Some(json!({"memory_mb": 4096})),
+                Some(json!({"resources": {"memory_mb": 4096}})),
             )
             .await
             .assert_problem(422, "validation_failed");
-        assert_eq!(too_big["errors"][0]["field"], "memory_mb");
+        assert_eq!(too_big["errors"][0]["field"], "resources.memory_mb");
+        app.call(
+            "POST",
+            "/api/v1/sandboxes",
+            &eve,
+            Some(json!({"resources": {"cpu": 8}})),
+        )
+        .await
+        .assert_problem(422, "validation_failed");
+        app.call(
+            "POST",
+            "/api/v1/sandboxes",
+            &eve,
+            Some(json!({"resources": {"gpus": 1}})),
+        )
+        .await
+        .assert_problem(422, "validation_failed");
         app.call(
             "POST",
             "/api/v1/sandboxes",
