@@ -125,6 +125,36 @@ impl OciRuntime {
         })
     }
 
+    /// The containers in this runtime's state directory: (id, status).
+    pub fn list(&self) -> Result<Vec<(String, String)>, RuntimeError> {
+        let out = self
+            .command()
+            .args(["list", "--format", "json"])
+            .output()
+            .map_err(|source| RuntimeError::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(RuntimeError::Runtime {
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        // `null` when there are none.
+        let listed: Option<Vec<serde_json::Value>> = serde_json::from_slice(&out.stdout)
+            .map_err(|e| RuntimeError::Spec(format!("unreadable `list` output: {e}")))?;
+        Ok(listed
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| {
+                Some((
+                    c.get("id")?.as_str()?.to_owned(),
+                    c.get("status")?.as_str()?.to_owned(),
+                ))
+            })
+            .collect())
+    }
+
     /// Waits for `child` until `deadline`, then kills the container.
     fn wait(
         &self,

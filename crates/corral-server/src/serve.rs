@@ -82,6 +82,21 @@ pub async fn serve(
             }
         })
     };
+    match state
+        .sandboxes
+        .reconcile(&state.store, state.clock.now_ms())
+        .await
+    {
+        Ok((kept, failed, orphans)) => tracing::info!(
+            kept,
+            failed,
+            orphans,
+            "sandboxes reconciled with the runtime"
+        ),
+        // No runtime installed (or it fails): the API still serves; sandbox
+        // requests will say what is wrong.
+        Err(error) => tracing::warn!(%error, "cannot reconcile sandboxes with the runtime"),
+    }
     let liveness = crate::routes::meta::LivenessProbe::new(&state);
     let router = app(state);
 

@@ -210,6 +210,16 @@ impl Store {
         Ok(rows.into_iter().map(record).collect())
     }
 
+    /// Every sandbox that should have a container (`creating` or `running`),
+    /// in every org: what the reconciler checks against the runtime.
+    pub async fn live_sandboxes(&self) -> Result<Vec<SandboxRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM sandboxes WHERE state IN ('creating', 'running') ORDER BY id"
+        ));
+        let rows: Vec<SandboxRow> = sqlx::query_as(sql).fetch_all(self.pool()).await?;
+        Ok(rows.into_iter().map(record).collect())
+    }
+
     /// Moves a sandbox to `running`.
     pub async fn sandbox_running(&self, now: i64, id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE sandboxes SET state = 'running', updated_at = $2 WHERE id = $1")

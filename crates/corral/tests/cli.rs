@@ -467,3 +467,111 @@ fn health_over_the_socket_matches_the_routed_answer_and_is_counted() {
         assert!(line.ends_with(" 4"), "four probes counted: {line}");
     });
 }
+
+/// Sends `request` and reads its JSON answer.
+async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// Signs up `name` on `url` and returns an access token.
+async fn sign_up(client: &reqwest::Client, url: &str, name: &str) -> String {
+    let body = serde_json::json!({"email": format!("{name}@example.com"), "username": name, "password": "correct horse battery"});
+    let res = client
+        .post(format!("{url}/api/v1/auth/register"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let tokens = json_of(
+        client
+            .post(format!("{url}/api/v1/auth/login"))
+            .json(&serde_json::json!({"login": name, "password": "correct horse battery"})),
+    )
+    .await;
+    tokens["access_token"].as_str().unwrap().to_owned()
+}
+
+/// `kill -9` of `corral serve`, then a restart: a sandbox whose container
+/// still runs is re-adopted and works; one whose container died meanwhile
+/// becomes `error` and frees its place; a stray directory is removed.
+#[test]
+fn after_a_crash_sandboxes_are_re_adopted_or_cleaned_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--listen", "127.0.0.1:0", "--data-dir", "data"];
+    let mut server = Server::start(dir.path(), &args, &[]);
+    let (alice, bob, kept, lost) = block_on(async {
+        let client = reqwest::Client::new();
+        let alice = sign_up(&client, &server.url, "alice").await;
+        let bob = sign_up(&client, &server.url, "bob").await;
+        let mut ids = Vec::new();
+        for token in [&alice, &bob] {
+            let res = client
+                .post(format!("{}/api/v1/sandboxes", server.url))
+                .bearer_auth(token)
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+            let body: serde_json::Value = res.json().await.unwrap();
+            ids.push(body["id"].as_str().unwrap().to_owned());
+        }
+        (alice, bob, ids[0].clone(), ids[1].clone())
+    });
+    // Crash.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let runtime_root = dir.path().join("data/runtime");
+    // Bob's sandbox dies while Corral is down.
+    let deleted = Command::new("runc")
+        .arg("--root")
+        .arg(&runtime_root)
+        .args(["delete", "--force", &format!("corral-{lost}")])
+        .status()
+        .unwrap();
+    assert!(deleted.success());
+    std::fs::create_dir_all(dir.path().join("data/sandboxes/left-behind")).unwrap();
+
+    let server = Server::start(dir.path(), &args, &[]);
+    block_on(async {
+        let client = reqwest::Client::new();
+        let out = json_of(
+            client
+                .post(format!("{}/api/v1/sandboxes/{kept}/exec", server.url))
+                .bearer_auth(&alice)
+                .json(&serde_json::json!({"command": "echo still here"})),
+        )
+        .await;
+        assert_eq!(out["stdout"], "still here\n", "{out}");
+        let gone = json_of(
+            client
+                .get(format!("{}/api/v1/sandboxes/{lost}", server.url))
+                .bearer_auth(&bob),
+        )
+        .await;
+        assert_eq!(gone["state"], "error", "{gone}");
+        // Its place on the plan is free again.
+        let again = client
+            .post(format!("{}/api/v1/sandboxes", server.url))
+            .bearer_auth(&bob)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 201, "{}", again.text().await.unwrap());
+        let again: serde_json::Value = again.json().await.unwrap();
+        for (token, id) in [
+            (&alice, kept.as_str()),
+            (&bob, again["id"].as_str().unwrap()),
+        ] {
+            client
+                .delete(format!("{}/api/v1/sandboxes/{id}", server.url))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    assert!(!dir.path().join("data/sandboxes/left-behind").exists());
+}
