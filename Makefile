@@ -4,16 +4,25 @@ CARGO ?= cargo
 # Extra arguments for `corral serve`, e.g. `make run ARGS="--listen 0.0.0.0:8080"`.
 ARGS ?=
 
-.PHONY: run build test lint test-rust test-browser openapi bench clean
+.PHONY: run build agent test lint test-rust test-browser openapi bench clean
 
 ## Build and start Corral on SQLite in ./corral-data (installs what is missing).
 run:
 	@scripts/deps.sh run
-	$(CARGO) build --release -p corral -p corral-agent
+	$(CARGO) build --release -p corral
+	@$(MAKE) --no-print-directory agent
 	./target/release/corral serve $(ARGS)
 
 build:
-	$(CARGO) build --release -p corral -p corral-agent
+	$(CARGO) build --release -p corral
+	@$(MAKE) --no-print-directory agent
+
+## The in-sandbox agent, statically linked (it runs inside any image), next to corral.
+AGENT_STATIC = target/static/x86_64-unknown-linux-gnu/release/corral-agent
+agent:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p corral-agent \
+	  --target x86_64-unknown-linux-gnu --target-dir target/static
+	mkdir -p target/release && install -m 755 $(AGENT_STATIC) target/release/corral-agent
 
 ## Every check CI runs: formatting, lints, Rust tests on SQLite and PostgreSQL, browser tests.
 test: lint test-rust test-browser
@@ -25,9 +34,12 @@ lint:
 
 test-rust:
 	@scripts/deps.sh test
-	# The sandbox tests bind-mount the agent binary into their sandboxes.
+	# The sandbox tests bind-mount the agent into their sandboxes: the static
+	# build that ships (the debug build, target/debug/corral-agent, is the
+	# fallback when CORRAL_AGENT_BIN is unset, as under a bare `cargo test`).
+	@$(MAKE) --no-print-directory agent
 	$(CARGO) build -p corral-agent
-	$(CARGO) test --workspace
+	CORRAL_AGENT_BIN=$(CURDIR)/$(AGENT_STATIC) $(CARGO) test --workspace
 
 test-browser:
 	@scripts/deps.sh test

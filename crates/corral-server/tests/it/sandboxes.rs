@@ -6,8 +6,12 @@ use serde_json::json;
 
 use crate::support::{TestApp, on_both_backends};
 
-/// The agent binary built by `cargo build -p corral-agent` (make test does).
+/// The agent binary: `CORRAL_AGENT_BIN` (make test: the static build that
+/// ships), else the one `cargo build -p corral-agent` makes.
 fn agent() -> PathBuf {
+    if let Ok(path) = std::env::var("CORRAL_AGENT_BIN") {
+        return PathBuf::from(path);
+    }
     let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
         |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
         PathBuf::from,
