@@ -27,6 +27,8 @@ use nix::unistd::Pid;
 
 use corral_types::agent::{AgentRequest, AgentResponse, ExecRequest, ExecResult};
 
+mod fs;
+
 /// The descriptor the host passes the listening socket on.
 const LISTEN_FD: i32 = 3;
 /// Largest request line accepted (a request carries stdin).
@@ -112,32 +114,45 @@ fn report(waiters: &Waiters, pid: Pid, ended: Ended) {
 
 fn serve(stream: UnixStream, waiters: &Waiters) {
     let mut line = String::new();
-    let mut reader = BufReader::new((&stream).take(MAX_REQUEST));
-    let response = match reader.read_line(&mut line) {
+    let mut reader = BufReader::new(&stream);
+    let mut out = &stream;
+    let response = match (&mut reader).take(MAX_REQUEST).read_line(&mut line) {
         Ok(0) => return,
         Ok(_) => match serde_json::from_str::<AgentRequest>(&line) {
             Ok(AgentRequest::Ping) => AgentResponse::Pong {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             },
             Ok(AgentRequest::Exec(request)) => exec(request, waiters),
-            Err(error) => AgentResponse::Error {
-                message: format!("bad request: {error}"),
-            },
+            Ok(AgentRequest::List { path }) => fs::list(&path),
+            Ok(AgentRequest::Stat { path }) => fs::stat(&path),
+            Ok(AgentRequest::Read { path, max_bytes }) => {
+                let _ = fs::read(&path, max_bytes, &mut out);
+                return;
+            }
+            Ok(AgentRequest::Write { path, size, mode }) => {
+                fs::write(&path, size, mode, &mut reader)
+            }
+            Ok(AgentRequest::Mkdir { path, parents }) => fs::mkdir(&path, parents),
+            Ok(AgentRequest::Move { from, to }) => fs::rename(&from, &to),
+            Ok(AgentRequest::Delete { path, recursive }) => fs::delete(&path, recursive),
+            Ok(AgentRequest::Chmod { path, mode }) => fs::chmod(&path, mode),
+            Err(error) => fs::error("invalid", format!("bad request: {error}")),
         },
-        Err(error) => AgentResponse::Error {
-            message: format!("reading the request: {error}"),
-        },
+        Err(error) => fs::error("invalid", format!("reading the request: {error}")),
     };
-    let mut out = serde_json::to_vec(&response).unwrap_or_default();
-    out.push(b'\n');
-    let _ = (&stream).write_all(&out);
+    let _ = send(&mut out, &response);
+}
+
+/// Writes one answer line.
+fn send(out: &mut impl Write, response: &AgentResponse) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(response).unwrap_or_default();
+    line.push(b'\n');
+    out.write_all(&line)
 }
 
 fn exec(request: ExecRequest, waiters: &Waiters) -> AgentResponse {
     let Some((program, args)) = request.argv.split_first() else {
-        return AgentResponse::Error {
-            message: "argv is empty".into(),
-        };
+        return fs::error("invalid", "argv is empty");
     };
     let started = Instant::now();
     let mut command = Command::new(program);
@@ -163,9 +178,7 @@ fn exec(request: ExecRequest, waiters: &Waiters) -> AgentResponse {
         let child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
-                return AgentResponse::Error {
-                    message: format!("cannot run {program}: {error}"),
-                };
+                return fs::error("not_found", format!("cannot run {program}: {error}"));
             }
         };
         waiting.insert(child.id() as i32, tx);

@@ -31,6 +31,15 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// The agent refused a request (`kind`: `not_found`, `exists`,
+    /// `not_a_directory`, `too_large`, `invalid`, `failed`).
+    #[error("{message}")]
+    Refused {
+        /// Machine-readable reason.
+        kind: String,
+        /// What the agent said.
+        message: String,
+    },
     /// The agent inside the sandbox failed or could not be reached.
     #[error("agent: {0}")]
     Agent(String),

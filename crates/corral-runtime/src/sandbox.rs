@@ -16,7 +16,7 @@
 //! the host never opens a path inside a sandbox by name.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -29,6 +29,18 @@ use corral_types::agent::{AgentRequest, AgentResponse, ExecRequest, ExecResult};
 
 use crate::bundle::{AGENT_PATH, Bundle, SandboxSpec};
 use crate::oci::{OciRuntime, RuntimeError};
+
+/// How long a file operation may take.
+const FILE_WAIT: Duration = Duration::from_secs(60);
+
+/// An agent answer the caller did not expect: its refusals become
+/// [`RuntimeError::Refused`], anything else a protocol error.
+fn unexpected(answer: AgentResponse) -> RuntimeError {
+    match answer {
+        AgentResponse::Error { message, kind } => RuntimeError::Refused { kind, message },
+        other => RuntimeError::Agent(format!("unexpected answer {other:?}")),
+    }
+}
 
 /// A running sandbox.
 #[derive(Debug)]
@@ -136,8 +148,57 @@ impl Sandbox {
         let wait = Duration::from_millis(request.timeout_ms) + Duration::from_secs(10);
         match self.request(&AgentRequest::Exec(request), wait)? {
             AgentResponse::Exited(result) => Ok(result),
-            AgentResponse::Error { message } => Err(RuntimeError::Agent(message)),
-            other => Err(RuntimeError::Agent(format!("unexpected answer {other:?}"))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A file operation with a plain answer (list, stat, mkdir, move,
+    /// delete, chmod), performed by the agent inside the sandbox.
+    pub fn file_op(&self, request: &AgentRequest) -> Result<AgentResponse, RuntimeError> {
+        match self.request(request, FILE_WAIT)? {
+            AgentResponse::Error { message, kind } => Err(RuntimeError::Refused { kind, message }),
+            answer => Ok(answer),
+        }
+    }
+
+    /// A file's bytes, refused past `max_bytes`.
+    pub fn read_file(&self, path: &str, max_bytes: u64) -> Result<Vec<u8>, RuntimeError> {
+        let request = AgentRequest::Read {
+            path: path.to_owned(),
+            max_bytes,
+        };
+        let (mut reader, answer) = self.exchange(&request, &[], FILE_WAIT)?;
+        match answer {
+            AgentResponse::Content { size } => {
+                let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+                (&mut reader)
+                    .take(size)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| RuntimeError::Agent(format!("reading a file: {e}")))?;
+                if bytes.len() as u64 != size {
+                    return Err(RuntimeError::Agent("the file ended early".into()));
+                }
+                Ok(bytes)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Replaces a file with `bytes` (new files get `mode`, default 0644).
+    pub fn write_file(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        mode: Option<u32>,
+    ) -> Result<(), RuntimeError> {
+        let request = AgentRequest::Write {
+            path: path.to_owned(),
+            size: bytes.len() as u64,
+            mode,
+        };
+        match self.exchange(&request, bytes, FILE_WAIT)?.1 {
+            AgentResponse::Done => Ok(()),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -147,6 +208,17 @@ impl Sandbox {
         request: &AgentRequest,
         wait: Duration,
     ) -> Result<AgentResponse, RuntimeError> {
+        self.exchange(request, &[], wait).map(|(_, answer)| answer)
+    }
+
+    /// Sends a request line and `payload`, reads the answer line; the reader
+    /// is returned for answers followed by bytes.
+    fn exchange(
+        &self,
+        request: &AgentRequest,
+        payload: &[u8],
+        wait: Duration,
+    ) -> Result<(BufReader<UnixStream>, AgentResponse), RuntimeError> {
         let agent_io =
             |e: std::io::Error| RuntimeError::Agent(format!("talking to the agent: {e}"));
         let stream = UnixStream::connect(self.dir.join("control/agent.sock")).map_err(agent_io)?;
@@ -155,13 +227,14 @@ impl Sandbox {
             .map_err(|e| RuntimeError::Agent(format!("encoding the request: {e}")))?;
         line.push(b'\n');
         (&stream).write_all(&line).map_err(agent_io)?;
+        (&stream).write_all(payload).map_err(agent_io)?;
+        let mut reader = BufReader::new(stream);
         let mut answer = String::new();
-        BufReader::new(&stream)
-            .read_line(&mut answer)
-            .map_err(agent_io)?;
-        serde_json::from_str(&answer).map_err(|e| {
+        reader.read_line(&mut answer).map_err(agent_io)?;
+        let answer = serde_json::from_str(&answer).map_err(|e| {
             RuntimeError::Agent(format!("the agent's answer is not valid ({e}): {answer}"))
-        })
+        })?;
+        Ok((reader, answer))
     }
 
     /// Whether the OCI runtime still reports the sandbox as running.

@@ -24,10 +24,13 @@ use corral_types::identity::{
     UsageResponse, VerifyEmailRequest,
 };
 
-use crate::routes::{account, admin, api_keys, auth, email, meta, orgs, sandboxes, sessions};
-use corral_types::agent::ExecResult;
+use crate::routes::{
+    account, admin, api_keys, auth, email, files, meta, orgs, sandboxes, sessions,
+};
+use corral_types::agent::{ExecResult, FileInfo};
 use corral_types::sandbox::{
-    CreateSandboxRequest, ExecRequestBody, Resources, SandboxPage, SandboxResponse,
+    ChmodRequest, CreateSandboxRequest, DeleteRequest, ExecRequestBody, MkdirRequest, MoveRequest,
+    Resources, SandboxPage, SandboxResponse,
 };
 
 #[derive(OpenApi)]
@@ -42,6 +45,7 @@ use corral_types::sandbox::{
         auth::register, auth::login, auth::refresh, auth::logout,
         sessions::sign_in, sessions::current, sessions::sign_out,
         sandboxes::create, sandboxes::list, sandboxes::show, sandboxes::remove, sandboxes::exec,
+        files::list, files::download, files::upload, files::mkdir, files::rename, files::delete, files::chmod,
         email::verify_email, email::resend_verification, email::request_reset, email::confirm_reset, email::admin_reset,
         account::me, account::update_me, account::usage, account::change_password, account::plans,
         api_keys::create, api_keys::list, api_keys::update, api_keys::revoke,
@@ -56,7 +60,7 @@ use corral_types::sandbox::{
         RegisterRequest, LoginRequest, RefreshRequest, TokenResponse, UserResponse, PlanResponse,
         CreateApiKeyRequest, UpdateApiKeyRequest, ApiKeyResponse, CreatedApiKeyResponse,
         AuditRecordResponse, AuditPage, AuditCount, AuditStats, ChangePasswordRequest, AdminUpdateUserRequest, UserPage,
-        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateSandboxRequest, Resources, SandboxResponse, SandboxPage, ExecRequestBody, ExecResult, VerifyEmailRequest, PasswordResetRequest, PasswordResetConfirm, AdminPasswordReset, Accepted, CreateInvitationRequest,
+        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateSandboxRequest, Resources, SandboxResponse, SandboxPage, ExecRequestBody, ExecResult, FileInfo, MkdirRequest, MoveRequest, DeleteRequest, ChmodRequest, VerifyEmailRequest, PasswordResetRequest, PasswordResetConfirm, AdminPasswordReset, Accepted, CreateInvitationRequest,
         InvitationResponse, CreatedInvitationResponse,
     )),
     modifiers(&BearerAuth),

@@ -13,6 +13,79 @@ pub enum AgentRequest {
     Ping,
     /// Runs a program to completion inside the sandbox.
     Exec(ExecRequest),
+    /// Lists a directory.
+    List {
+        /// Absolute path inside the sandbox.
+        path: String,
+    },
+    /// Describes one path (without following a final symlink).
+    Stat {
+        /// Absolute path.
+        path: String,
+    },
+    /// Sends a file's bytes: answered by [`AgentResponse::Content`] followed
+    /// by exactly that many raw bytes.
+    Read {
+        /// Absolute path.
+        path: String,
+        /// Refuse files larger than this.
+        max_bytes: u64,
+    },
+    /// Replaces a file with the `size` raw bytes that follow the request line.
+    Write {
+        /// Absolute path.
+        path: String,
+        /// How many bytes follow.
+        size: u64,
+        /// Permission bits for a new file (default 0644).
+        #[serde(default)]
+        mode: Option<u32>,
+    },
+    /// Creates a directory.
+    Mkdir {
+        /// Absolute path.
+        path: String,
+        /// Create missing parents too.
+        #[serde(default)]
+        parents: bool,
+    },
+    /// Renames a path.
+    Move {
+        /// From.
+        from: String,
+        /// To.
+        to: String,
+    },
+    /// Removes a path (a directory only with `recursive`).
+    Delete {
+        /// Absolute path.
+        path: String,
+        /// Remove a directory and everything in it.
+        #[serde(default)]
+        recursive: bool,
+    },
+    /// Changes permission bits.
+    Chmod {
+        /// Absolute path.
+        path: String,
+        /// Permission bits (such as 0o755 = 493).
+        mode: u32,
+    },
+}
+
+/// One directory entry or stat result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FileInfo {
+    /// File name (the last path component).
+    pub name: String,
+    /// `file`, `dir`, `symlink` or `other`.
+    pub kind: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Last modification (Unix seconds).
+    pub modified: i64,
 }
 
 /// What to run.
@@ -51,10 +124,27 @@ pub enum AgentResponse {
     },
     /// A finished program.
     Exited(ExecResult),
+    /// A directory's entries.
+    Entries {
+        /// Sorted by name.
+        entries: Vec<FileInfo>,
+    },
+    /// One path.
+    Info(FileInfo),
+    /// A file's bytes follow this line.
+    Content {
+        /// How many.
+        size: u64,
+    },
+    /// Done.
+    Done,
     /// The request could not be carried out (bad request, program not found…).
     Error {
         /// Why.
         message: String,
+        /// `not_found`, `exists`, `not_a_directory`, `too_large`, `invalid` or `failed`.
+        #[serde(default)]
+        kind: String,
     },
 }
 

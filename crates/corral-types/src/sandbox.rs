@@ -106,3 +106,45 @@ pub struct ExecRequestBody {
     #[serde(default)]
     pub timeout_ms: Option<u64>,
 }
+
+/// `POST /api/v1/sandboxes/{id}/files/mkdir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MkdirRequest {
+    /// Absolute path.
+    pub path: String,
+    /// Create missing parents too.
+    #[serde(default)]
+    pub parents: bool,
+}
+
+/// `POST /api/v1/sandboxes/{id}/files/move`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveRequest {
+    /// Absolute source path.
+    pub from: String,
+    /// Absolute destination path.
+    pub to: String,
+}
+
+/// `POST /api/v1/sandboxes/{id}/files/delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRequest {
+    /// Absolute path.
+    pub path: String,
+    /// Delete a directory and everything in it.
+    #[serde(default)]
+    pub recursive: bool,
+}
+
+/// `POST /api/v1/sandboxes/{id}/files/chmod`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChmodRequest {
+    /// Absolute path.
+    pub path: String,
+    /// Octal permission bits, such as `"755"`.
+    pub mode: String,
+}

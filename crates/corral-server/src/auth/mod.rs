@@ -84,6 +84,13 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("GET",    "/api/v1/sandboxes/{id}",    Needs(Action::ReadSandboxes)),
     ("DELETE", "/api/v1/sandboxes/{id}",    Needs(Action::WriteSandboxes)),
     ("POST",   "/api/v1/sandboxes/{id}/exec", Needs(Action::WriteSandboxes)),
+    ("GET",    "/api/v1/sandboxes/{id}/files", Needs(Action::ReadSandboxes)),
+    ("GET",    "/api/v1/sandboxes/{id}/files/content", Needs(Action::ReadSandboxes)),
+    ("PUT",    "/api/v1/sandboxes/{id}/files/content", Needs(Action::WriteSandboxes)),
+    ("POST",   "/api/v1/sandboxes/{id}/files/mkdir", Needs(Action::WriteSandboxes)),
+    ("POST",   "/api/v1/sandboxes/{id}/files/move", Needs(Action::WriteSandboxes)),
+    ("POST",   "/api/v1/sandboxes/{id}/files/delete", Needs(Action::WriteSandboxes)),
+    ("POST",   "/api/v1/sandboxes/{id}/files/chmod", Needs(Action::WriteSandboxes)),
 ];
 
 /// The policy of a route, if declared.

@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod docs;
 pub mod email;
+pub mod files;
 pub mod meta;
 pub mod orgs;
 pub mod pages;
@@ -27,4 +28,5 @@ pub fn api() -> Router<AppState> {
         .merge(sessions::routes())
         .merge(email::routes())
         .merge(sandboxes::routes())
+        .merge(files::routes())
 }

@@ -267,6 +267,30 @@ pub async fn list(
     }))
 }
 
+/// The sandbox's agent could not be reached or broke the protocol.
+pub(crate) fn unreachable_sandbox(error: &corral_runtime::RuntimeError) -> ApiError {
+    ApiError::new(
+        ErrorCode::ServiceUnavailable,
+        format!("the sandbox did not answer: {error}"),
+    )
+}
+
+/// A running sandbox of the caller's org, or 404 / 409.
+pub(crate) async fn running(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<SandboxRecord, ApiError> {
+    let record = find(state, principal, id).await?;
+    if record.state != "running" {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("the sandbox is {}, not running", record.state),
+        ));
+    }
+    Ok(record)
+}
+
 async fn find(
     state: &AppState,
     principal: &Principal,
@@ -373,13 +397,7 @@ pub async fn exec(
             "must be greater than 0",
         ));
     }
-    let record = find(&state, &principal, &id).await?;
-    if record.state != "running" {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("the sandbox is {}, not running", record.state),
-        ));
-    }
+    let record = running(&state, &principal, &id).await?;
     let mut env = vec![
         ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
         ("HOME".to_owned(), "/tmp".to_owned()),
@@ -402,13 +420,10 @@ pub async fn exec(
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| match e {
-            corral_runtime::RuntimeError::Agent(message) if message.starts_with("cannot run") => {
+            corral_runtime::RuntimeError::Refused { message, .. } => {
                 ApiError::invalid_field("argv", message)
             }
-            other => ApiError::new(
-                ErrorCode::ServiceUnavailable,
-                format!("the sandbox did not answer: {other}"),
-            ),
+            other => unreachable_sandbox(&other),
         })?;
     Ok(Json(result))
 }

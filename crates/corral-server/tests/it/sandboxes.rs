@@ -258,3 +258,170 @@ async fn without_an_agent_binary_creation_fails_cleanly_and_frees_the_place() {
         .await;
     again.assert_problem(503, "service_unavailable");
 }
+
+on_both_backends!(
+    files_are_listed_read_written_and_managed_inside_the_sandbox,
+    |app| {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_in(app.state.store.backend(), dir.path()).await;
+        let (access, _) = app.register_and_login("filer").await;
+        let (eve, _) = app.register_and_login("eve").await;
+        let created = app
+            .call("POST", "/api/v1/sandboxes", &access, Some(json!({})))
+            .await;
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+        let base = format!("/api/v1/sandboxes/{id}/files");
+
+        let upload = |path: &str, bytes: Vec<u8>, token: &str| {
+            let request = http::Request::put(format!("{base}/content?path={path}"))
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/octet-stream")
+                .body(axum::body::Body::from(bytes))
+                .unwrap();
+            let app = &app;
+            async move { app.send(request).await }
+        };
+        let payload: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+        assert_eq!(
+            upload("/tmp/data.bin", payload.clone(), &access)
+                .await
+                .status,
+            204
+        );
+        let back = app
+            .call(
+                "GET",
+                &format!("{base}/content?path=/tmp/data.bin"),
+                &access,
+                None,
+            )
+            .await;
+        assert_eq!(back.status, 200);
+        assert_eq!(back.body, payload, "binary content round-trips");
+
+        let made = app
+            .call(
+                "POST",
+                &format!("{base}/mkdir"),
+                &access,
+                Some(json!({"path": "/tmp/a/b", "parents": true})),
+            )
+            .await;
+        assert_eq!(made.status, 204, "{}", made.text());
+        app.call(
+            "POST",
+            &format!("{base}/mkdir"),
+            &access,
+            Some(json!({"path": "/tmp/a/b"})),
+        )
+        .await
+        .assert_problem(409, "conflict");
+        let moved = app
+            .call(
+                "POST",
+                &format!("{base}/move"),
+                &access,
+                Some(json!({"from": "/tmp/data.bin", "to": "/tmp/a/b/data.bin"})),
+            )
+            .await;
+        assert_eq!(moved.status, 204, "{}", moved.text());
+        let chmod = app
+            .call(
+                "POST",
+                &format!("{base}/chmod"),
+                &access,
+                Some(json!({"path": "/tmp/a/b/data.bin", "mode": "750"})),
+            )
+            .await;
+        assert_eq!(chmod.status, 204);
+        let listing = app
+            .call("GET", &format!("{base}?path=/tmp/a/b"), &access, None)
+            .await
+            .json();
+        assert_eq!(listing[0]["name"], "data.bin");
+        assert_eq!(listing[0]["kind"], "file");
+        assert_eq!(listing[0]["size"], 300_000);
+        assert_eq!(listing[0]["mode"], 0o750);
+        // The sandbox's programs see the same files.
+        let seen = app
+            .call(
+                "POST",
+                &format!("/api/v1/sandboxes/{id}/exec"),
+                &access,
+                Some(json!({"command": "stat -c '%s %a' /tmp/a/b/data.bin"})),
+            )
+            .await
+            .json();
+        assert_eq!(seen["stdout"], "300000 750\n");
+
+        // Errors name what is wrong.
+        app.call(
+            "GET",
+            &format!("{base}/content?path=/tmp/nope"),
+            &access,
+            None,
+        )
+        .await
+        .assert_problem(404, "not_found");
+        app.call("GET", &format!("{base}?path=relative/path"), &access, None)
+            .await
+            .assert_problem(422, "validation_failed");
+        app.call(
+            "POST",
+            &format!("{base}/delete"),
+            &access,
+            Some(json!({"path": "/tmp/a"})),
+        )
+        .await
+        .assert_problem(422, "validation_failed");
+        app.call(
+            "POST",
+            &format!("{base}/chmod"),
+            &access,
+            Some(json!({"path": "/tmp/a", "mode": "999"})),
+        )
+        .await
+        .assert_problem(422, "validation_failed");
+        // The read-only root stays read-only for uploads too.
+        upload("/usr/bin/evil", b"x".to_vec(), &access)
+            .await
+            .assert_problem(422, "validation_failed");
+        // Paths are the sandbox's: `..` cannot climb out of its root.
+        let climbed = app
+            .call(
+                "GET",
+                &format!("{base}/content?path=/../../../../etc/hostname"),
+                &access,
+                None,
+            )
+            .await;
+        assert_eq!(
+            climbed.text(),
+            "sandbox\n",
+            "the sandbox's own /etc/hostname"
+        );
+        // Another tenant reaches nothing.
+        app.call("GET", &format!("{base}?path=/tmp"), &eve, None)
+            .await
+            .assert_problem(404, "not_found");
+        assert_eq!(upload("/tmp/x", b"x".to_vec(), &eve).await.status, 404);
+
+        let removed = app
+            .call(
+                "POST",
+                &format!("{base}/delete"),
+                &access,
+                Some(json!({"path": "/tmp/a", "recursive": true})),
+            )
+            .await;
+        assert_eq!(removed.status, 204);
+        assert_eq!(
+            app.call("GET", &format!("{base}?path=/tmp"), &access, None)
+                .await
+                .json(),
+            json!([])
+        );
+        app.call("DELETE", &format!("/api/v1/sandboxes/{id}"), &access, None)
+            .await;
+    }
+);

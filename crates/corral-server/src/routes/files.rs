@@ -1,0 +1,236 @@
+//! `/api/v1/sandboxes/{id}/files…`: file operations, carried out by the
+//! agent inside the sandbox. The server never resolves a sandbox path.
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::header;
+use serde::Deserialize;
+
+use corral_core::auth::Principal;
+use corral_runtime::RuntimeError;
+use corral_types::ErrorCode;
+use corral_types::agent::{AgentRequest, AgentResponse, FileInfo};
+use corral_types::sandbox::{ChmodRequest, DeleteRequest, MkdirRequest, MoveRequest};
+
+use crate::extract::ApiJson;
+use crate::routes::sandboxes::{running, unreachable_sandbox};
+use crate::{ApiError, AppState};
+
+/// Largest file served by a download.
+const MAX_DOWNLOAD: u64 = 64 * 1024 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/sandboxes/{id}/files", get(list))
+        .route(
+            "/api/v1/sandboxes/{id}/files/content",
+            get(download).put(upload),
+        )
+        .route("/api/v1/sandboxes/{id}/files/mkdir", post(mkdir))
+        .route("/api/v1/sandboxes/{id}/files/move", post(rename))
+        .route("/api/v1/sandboxes/{id}/files/delete", post(delete))
+        .route("/api/v1/sandboxes/{id}/files/chmod", post(chmod))
+}
+
+/// `?path=` of file routes.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PathQuery {
+    /// Absolute path inside the sandbox.
+    path: String,
+}
+
+/// The agent's refusal as an API error.
+fn refused(error: RuntimeError) -> ApiError {
+    match error {
+        RuntimeError::Refused { kind, message } => match kind.as_str() {
+            "not_found" => ApiError::new(ErrorCode::NotFound, message),
+            "exists" => ApiError::new(ErrorCode::Conflict, message),
+            "too_large" => ApiError::new(ErrorCode::PayloadTooLarge, message),
+            _ => ApiError::invalid_field("path", message),
+        },
+        other => unreachable_sandbox(&other),
+    }
+}
+
+/// Runs a file operation on the sandbox `id` off the async threads.
+async fn on_sandbox<T: Send + 'static>(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    op: impl FnOnce(corral_runtime::Sandbox) -> Result<T, RuntimeError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let record = running(state, principal, id).await?;
+    let sandbox = state.sandboxes.attach(&record.id);
+    tokio::task::spawn_blocking(move || op(sandbox))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(refused)
+}
+
+/// A directory's entries.
+#[utoipa::path(
+    get, path = "/api/v1/sandboxes/{id}/files", tag = "sandboxes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id"), PathQuery),
+    responses(
+        (status = 200, description = "Entries by name", body = [FileInfo]),
+        (status = 404, description = "No such sandbox or path", body = corral_types::Problem),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(query): Query<PathQuery>,
+) -> Result<Json<Vec<FileInfo>>, ApiError> {
+    let request = AgentRequest::List { path: query.path };
+    match on_sandbox(&state, &principal, &id, move |s| s.file_op(&request)).await? {
+        AgentResponse::Entries { entries } => Ok(Json(entries)),
+        other => Err(ApiError::internal(anyhow::anyhow!(
+            "unexpected agent answer {other:?}"
+        ))),
+    }
+}
+
+/// Downloads a file (raw bytes, at most 64 MiB).
+#[utoipa::path(
+    get, path = "/api/v1/sandboxes/{id}/files/content", tag = "sandboxes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id"), PathQuery),
+    responses(
+        (status = 200, description = "The file's bytes", content_type = "application/octet-stream"),
+        (status = 404, description = "No such sandbox or file", body = corral_types::Problem),
+        (status = 413, description = "Larger than 64 MiB", body = corral_types::Problem),
+    )
+)]
+pub async fn download(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(query): Query<PathQuery>,
+) -> Result<Response, ApiError> {
+    let bytes = on_sandbox(&state, &principal, &id, move |s| {
+        s.read_file(&query.path, MAX_DOWNLOAD)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// Uploads a file: the request body's raw bytes replace it (the server's
+/// body limit applies).
+#[utoipa::path(
+    put, path = "/api/v1/sandboxes/{id}/files/content", tag = "sandboxes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id"), PathQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 204, description = "Written"),
+        (status = 404, description = "No such sandbox or directory", body = corral_types::Problem),
+        (status = 413, description = "Larger than the body limit", body = corral_types::Problem),
+    )
+)]
+pub async fn upload(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(query): Query<PathQuery>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    on_sandbox(&state, &principal, &id, move |s| {
+        s.write_file(&query.path, &body, None)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn plain_op(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    request: AgentRequest,
+) -> Result<StatusCode, ApiError> {
+    on_sandbox(state, principal, id, move |s| s.file_op(&request)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Creates a directory.
+#[utoipa::path(
+    post, path = "/api/v1/sandboxes/{id}/files/mkdir", tag = "sandboxes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id")), request_body = MkdirRequest,
+    responses((status = 204, description = "Created"), (status = 409, description = "Exists", body = corral_types::Problem))
+)]
+pub async fn mkdir(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<MkdirRequest>,
+) -> Result<StatusCode, ApiError> {
+    let request = AgentRequest::Mkdir {
+        path: body.path,
+        parents: body.parents,
+    };
+    plain_op(&state, &principal, &id, request).await
+}
+
+/// Moves or renames a path.
+#[utoipa::path(
+    post, path = "/api/v1/sandboxes/{id}/files/move", tag = "sandboxes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id")), request_body = MoveRequest,
+    responses((status = 204, description = "Moved"), (status = 404, description = "No such path", body = corral_types::Problem))
+)]
+pub async fn rename(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<MoveRequest>,
+) -> Result<StatusCode, ApiError> {
+    let request = AgentRequest::Move {
+        from: body.from,
+        to: body.to,
+    };
+    plain_op(&state, &principal, &id, request).await
+}
+
+/// Deletes a path (a directory only with `recursive`).
+#[utoipa::path(
+    post, path = "/api/v1/sandboxes/{id}/files/delete", tag = "sandboxes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id")), request_body = DeleteRequest,
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such path", body = corral_types::Problem))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<DeleteRequest>,
+) -> Result<StatusCode, ApiError> {
+    let request = AgentRequest::Delete {
+        path: body.path,
+        recursive: body.recursive,
+    };
+    plain_op(&state, &principal, &id, request).await
+}
+
+/// Changes a path's permission bits.
+#[utoipa::path(
+    post, path = "/api/v1/sandboxes/{id}/files/chmod", tag = "sandboxes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id")), request_body = ChmodRequest,
+    responses((status = 204, description = "Changed"), (status = 404, description = "No such path", body = corral_types::Problem))
+)]
+pub async fn chmod(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ChmodRequest>,
+) -> Result<StatusCode, ApiError> {
+    let mode = u32::from_str_radix(&body.mode, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| ApiError::invalid_field("mode", "must be an octal mode such as `755`"))?;
+    let request = AgentRequest::Chmod {
+        path: body.path,
+        mode,
+    };
+    plain_op(&state, &principal, &id, request).await
+}
