@@ -62,6 +62,8 @@ rm -f "$OUT"/wrk-*.txt "$OUT/summary.md" "$OUT/runs.tsv" "$OUT/noise.tsv" "$OUT/
 
 echo "==> building release binaries"
 cargo build --release -q -p corral -p hello-axum
+# The statically linked agent, next to corral (as `make build` installs it).
+make -s -C "$ROOT" agent >/dev/null
 CORRAL_BIN="$TARGET_DIR/release/corral"
 HELLO_BIN="$TARGET_DIR/release/hello-axum"
 [ -x "$CORRAL_BIN" ] && [ -x "$HELLO_BIN" ] || die "release binaries not found under $TARGET_DIR/release"
@@ -335,4 +337,9 @@ text = "\n".join(lines) + "\n"
 open(f"{out}/summary.md", "w").write(text)
 print(text)
 PY
+if [ "${BENCH_SANDBOX:-1}" = 1 ] && [ "$AUTH" = 1 ]; then
+  echo "==> sandboxes (cold create, exec, one-shot, agent memory; baselines: bare, runc run, bwrap)"
+  command -v bwrap >/dev/null 2>&1 || { [ "$(id -u)" = 0 ] && apt-get install -y -qq bubblewrap >/dev/null 2>&1; } || true
+  python3 "$ROOT/bench/sandbox.py" "$CORRAL" "$JWT" "${BENCH_SANDBOX_ROUNDS:-20}" | tee "$OUT/sandbox.md"
+fi
 echo "raw wrk output, runs.tsv and this table: bench/results/"

@@ -18,7 +18,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
@@ -40,13 +40,28 @@ type Ended = (Option<i32>, Option<i32>);
 /// Children the host is waiting for: pid → where to send how it ended.
 /// The reaper reaps everything; only these are reported.
 #[derive(Default)]
-struct Waiters(Mutex<HashMap<i32, Sender<Ended>>>);
+struct Waiters {
+    waiting: Mutex<HashMap<i32, Sender<Ended>>>,
+    /// Wakes the reaper when a child is spawned while it has none to wait for.
+    spawned: Condvar,
+}
 
 impl Waiters {
     fn lock(&self) -> MutexGuard<'_, HashMap<i32, Sender<Ended>>> {
-        self.0
+        self.waiting
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Blocks the reaper until a spawn (or a second, for orphans it could
+    /// not have been told about).
+    fn wait_for_spawn(&self) {
+        let guard = self.lock();
+        // A child spawned between `waitpid` saying "none" and this lock is
+        // already registered: go back to waiting for it at once.
+        if guard.is_empty() {
+            let _ = self.spawned.wait_timeout(guard, Duration::from_secs(1));
+        }
     }
 }
 
@@ -100,8 +115,8 @@ fn reap(waiters: &Waiters) {
                 report(waiters, pid, (None, Some(signal as i32)));
             }
             Ok(_) => {}
-            // No children right now.
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            // No children right now: sleep until one is spawned.
+            Err(_) => waiters.wait_for_spawn(),
         }
     }
 }
@@ -182,6 +197,7 @@ fn exec(request: ExecRequest, waiters: &Waiters) -> AgentResponse {
             }
         };
         waiting.insert(child.id() as i32, tx);
+        waiters.spawned.notify_all();
         child
     };
     if let Some(mut stdin) = child.stdin.take() {
