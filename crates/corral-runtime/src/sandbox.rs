@@ -214,7 +214,14 @@ impl Sandbox {
             .map_err(|e| RuntimeError::Agent(format!("encoding the request: {e}")))?;
         line.push(b'\n');
         (&stream).write_all(&line).map_err(agent_io)?;
-        (&stream).write_all(payload).map_err(agent_io)?;
+        // The agent may refuse before reading the payload (a path it cannot
+        // write) and close its end: its answer is what matters then.
+        if let Err(error) = (&stream).write_all(payload)
+            && error.kind() != std::io::ErrorKind::BrokenPipe
+            && error.kind() != std::io::ErrorKind::ConnectionReset
+        {
+            return Err(agent_io(error));
+        }
         let mut reader = BufReader::new(stream);
         let mut answer = String::new();
         reader.read_line(&mut answer).map_err(agent_io)?;

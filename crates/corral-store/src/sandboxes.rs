@@ -190,21 +190,23 @@ impl Store {
         Ok(row.map(record))
     }
 
-    /// Sandboxes of `org_id`, oldest first, after `after_id`.
+    /// Sandboxes of `org_id` (in `state`, when given), oldest first, after `after_id`.
     pub async fn sandboxes(
         &self,
         org_id: &str,
+        state: Option<&str>,
         after_id: Option<&str>,
         limit: i64,
     ) -> Result<Vec<SandboxRecord>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM sandboxes WHERE org_id = $1 AND ($2 IS NULL OR id > $2) \
-             ORDER BY id LIMIT $3"
+             AND ($4 IS NULL OR state = $4) ORDER BY id LIMIT $3"
         ));
         let rows: Vec<SandboxRow> = sqlx::query_as(sql)
             .bind(org_id)
             .bind(after_id.map(str::to_owned))
             .bind(limit)
+            .bind(state.map(str::to_owned))
             .fetch_all(self.pool())
             .await?;
         Ok(rows.into_iter().map(record).collect())

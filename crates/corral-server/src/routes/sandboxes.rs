@@ -242,6 +242,8 @@ pub struct SandboxQuery {
     cursor: Option<String>,
     /// Page size, 1–200 (default 50).
     limit: Option<i64>,
+    /// Only sandboxes in this state (`creating`, `running`, `error`).
+    state: Option<String>,
 }
 
 /// The org's sandboxes, oldest first.
@@ -256,9 +258,22 @@ pub async fn list(
     Query(query): Query<SandboxQuery>,
 ) -> Result<Json<SandboxPage>, ApiError> {
     let limit = page_limit(query.limit)?;
+    if let Some(wanted) = &query.state
+        && !["creating", "running", "error"].contains(&wanted.as_str())
+    {
+        return Err(ApiError::invalid_field(
+            "state",
+            "must be `creating`, `running` or `error`",
+        ));
+    }
     let mut items = state
         .store
-        .sandboxes(&principal.org_id, query.cursor.as_deref(), limit + 1)
+        .sandboxes(
+            &principal.org_id,
+            query.state.as_deref(),
+            query.cursor.as_deref(),
+            limit + 1,
+        )
         .await?;
     let next_cursor = page_cut(&mut items, limit, |s| s.id.clone());
     Ok(Json(SandboxPage {
@@ -374,6 +389,7 @@ pub async fn exec(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Extension(client): Extension<ClientInfo>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ExecRequestBody>,
 ) -> Result<Json<ExecResult>, ApiError> {
@@ -425,5 +441,20 @@ pub async fn exec(
             }
             other => unreachable_sandbox(&other),
         })?;
+    audit(
+        &state,
+        &client,
+        Some(&principal.user_id),
+        Some(&principal.org_id),
+        "sandbox.exec",
+        "sandbox",
+        Some(&record.id),
+        if result.timed_out {
+            "timeout"
+        } else {
+            "success"
+        },
+    )
+    .await;
     Ok(Json(result))
 }

@@ -97,6 +97,23 @@ on_both_backends!(
             .await
             .json();
         assert_eq!(list["items"].as_array().unwrap().len(), 1);
+        // Every exec is in the audit log, with how it ended.
+        let execs = app
+            .state
+            .store
+            .list_audit(&corral_store::AuditFilter {
+                action: Some("sandbox.exec".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(execs.iter().any(|r| r.outcome == "timeout"), "{execs:?}");
+        assert!(
+            execs
+                .iter()
+                .all(|r| r.resource_id.as_deref() == Some(id.as_str()))
+        );
         assert_eq!(
             app.call("GET", &format!("/api/v1/sandboxes/{id}"), &key, None)
                 .await
@@ -251,6 +268,19 @@ async fn without_an_agent_binary_creation_fails_cleanly_and_frees_the_place() {
         .await
         .json();
     assert_eq!(list["items"][0]["state"], "error", "{list}");
+    let errors = app
+        .call("GET", "/api/v1/sandboxes?state=error", &alice, None)
+        .await
+        .json();
+    assert_eq!(errors["items"].as_array().unwrap().len(), 1);
+    let running = app
+        .call("GET", "/api/v1/sandboxes?state=running", &alice, None)
+        .await
+        .json();
+    assert_eq!(running["items"], json!([]));
+    app.call("GET", "/api/v1/sandboxes?state=sleeping", &alice, None)
+        .await
+        .assert_problem(422, "validation_failed");
     assert!(list["items"][0]["error"].as_str().is_some());
     // The failed sandbox does not count against the plan's one live sandbox.
     let again = app
