@@ -99,6 +99,14 @@ fn adopt_listener() -> std::io::Result<UnixListener> {
     .map_err(std::io::Error::from)?;
     // SAFETY: as above; ownership moves here exactly once.
     let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
+    // The runtime hands it over inheritable; without close-on-exec every
+    // program the agent runs would inherit the listening socket and could
+    // accept the host's next request in the agent's place.
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(std::io::Error::from)?;
     let listener = UnixListener::from(fd);
     // Not a listening socket: refuse rather than serve garbage.
     listener.local_addr()?;

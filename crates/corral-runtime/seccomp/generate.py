@@ -51,6 +51,16 @@ NAMESPACE_FLAGS = (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 
 
+def ioctl_rules():
+    """ALLOW rules for ioctl covering every request but TIOCSTI and TIOCLINUX."""
+    def rule(op, value):
+        return {"names": ["ioctl"], "action": "SCMP_ACT_ALLOW",
+                "args": [{"index": 1, "value": value, "op": op}]}
+    rules = [rule("SCMP_CMP_LT", TIOCSTI), rule("SCMP_CMP_GT", TIOCLINUX)]
+    rules += [rule("SCMP_CMP_EQ", v) for v in range(TIOCSTI + 1, TIOCLINUX)]
+    return rules
+
+
 def main():
     names = sorted({m.group(1) for m in re.finditer(r"#define __NR_(\w+)\s+\d+", open(HEADER).read())})
     allowed = [n for n in names if n not in DENIED]
@@ -69,10 +79,10 @@ def main():
             # with ENOSYS so libc falls back to clone, which is checked.
             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
             # ioctl, except pushing input into a terminal (TIOCSTI) and the
-            # Linux console's TIOCLINUX.
-            {"names": ["ioctl"], "action": "SCMP_ACT_ALLOW",
-             "args": [{"index": 1, "value": TIOCSTI, "op": "SCMP_CMP_NE"},
-                      {"index": 1, "value": TIOCLINUX, "op": "SCMP_CMP_NE"}]},
+            # Linux console's TIOCLINUX. libseccomp honours one comparison
+            # per argument in a rule, so "neither value" is spelled as
+            # rules that together cover every other request number.
+            *ioctl_rules(),
             # personality: only querying and the plain Linux personality.
             *({"names": ["personality"], "action": "SCMP_ACT_ALLOW",
                "args": [{"index": 0, "value": v, "op": "SCMP_CMP_EQ"}]}

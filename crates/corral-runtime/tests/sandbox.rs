@@ -55,6 +55,11 @@ impl Drop for Running {
 }
 
 fn start(name: &str) -> Running {
+    start_at(name, 300_000)
+}
+
+/// A sandbox whose root maps to host uid `base`.
+fn start_at(name: &str, base: u32) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let runtime = OciRuntime {
         binary: PathBuf::from(
@@ -62,7 +67,8 @@ fn start(name: &str) -> Running {
         ),
         root: dir.path().join("state"),
     };
-    let spec = spec();
+    let mut spec = spec();
+    spec.host_id_base = base;
     let id = format!("corral-sbx-{name}-{}", std::process::id());
     let sandbox =
         Sandbox::start(&runtime, &id, &dir.path().join("sandbox"), spec, &agent()).unwrap();
@@ -168,4 +174,224 @@ fn destroy_removes_the_container_and_its_directory() {
     assert!(!sandbox.is_running());
     assert!(!home.exists());
     sandbox.destroy(); // idempotent
+}
+
+/// Hostile programs 10 (leaked fds) and 12 (environment): a program in the
+/// sandbox holds only its stdio, and nothing of the host's environment or
+/// the agent's socket reaches it.
+#[test]
+fn programs_get_only_their_stdio_and_no_secrets() {
+    let running = start("fds");
+    let out = running
+        .sandbox
+        .exec(sh(
+            "for f in /proc/self/fd/*; do [ -e \"$f\" ] && echo ${f##*/} $(readlink $f); done; \
+             tr '\\0' '\\n' < /proc/1/environ",
+            10_000,
+        ))
+        .unwrap();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let fds: Vec<&str> = lines
+        .iter()
+        .take_while(|l| {
+            l.split(' ')
+                .next()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .copied()
+        .collect();
+    // 0-2 and the directory the shell's glob is reading (it shows as gone).
+    assert!(
+        fds.iter()
+            .all(|l| l.starts_with("0 ") || l.starts_with("1 ") || l.starts_with("2 ")),
+        "only stdio is open: {fds:?}"
+    );
+    assert!(
+        !out.stdout.contains("socket:"),
+        "the agent's socket leaked: {}",
+        out.stdout
+    );
+    for secret in ["DATABASE_URL", "CORRAL_", "TOKEN", "PASSWORD", "SECRET"] {
+        assert!(
+            !out.stdout.contains(secret),
+            "{secret} visible in the agent's environment: {}",
+            out.stdout
+        );
+    }
+}
+
+/// Runs a Python probe in a fresh sandbox and returns its stdout.
+fn probe(running: &Running, python: &str) -> String {
+    let mut request = sh("", 20_000);
+    request.argv = vec!["/usr/bin/python3".into(), "-c".into(), python.into()];
+    let out = running.sandbox.exec(request).unwrap();
+    assert!(out.stderr.is_empty(), "probe failed: {}", out.stderr);
+    out.stdout
+}
+
+/// Hostile program 9: the agent binary cannot be replaced from inside, and
+/// the host's copy is unchanged afterwards.
+#[test]
+fn the_agent_binary_cannot_be_overwritten() {
+    let before = std::fs::read(agent()).unwrap();
+    let running = start("proc-exe");
+    let out = running
+        .sandbox
+        .exec(sh(
+            "cp /bin/true /.corral/agent 2>&1; echo x > /proc/1/exe 2>&1; true",
+            10_000,
+        ))
+        .unwrap();
+    assert!(
+        out.stdout
+            .contains("'/.corral/agent': Read-only file system"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("/proc/1/exe"),
+        "writing /proc/1/exe is refused: {}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read(agent()).unwrap(),
+        before,
+        "the host's agent is unchanged"
+    );
+}
+
+/// Hostile program 15: /tmp is nosuid and no_new_privs is set.
+#[test]
+fn tmp_is_nosuid_and_no_new_privs_is_set() {
+    let running = start("nosuid");
+    let out = running
+        .sandbox
+        .exec(sh(
+            "grep ' /tmp ' /proc/mounts; grep NoNewPrivs /proc/self/status",
+            10_000,
+        ))
+        .unwrap();
+    assert!(out.stdout.contains("nosuid"), "{}", out.stdout);
+    assert!(out.stdout.contains("NoNewPrivs:\t1"), "{}", out.stdout);
+}
+
+/// Hostile programs 23, 26, 27, 30: x32 system calls, terminal injection,
+/// the network and devices.
+#[test]
+fn abi_tty_network_and_device_tricks_fail() {
+    let running = start("tricks");
+    let out = probe(
+        &running,
+        r#"
+import ctypes, os, socket, errno
+libc = ctypes.CDLL(None, use_errno=True)
+def call(nr, *args):
+    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+    return "ALLOWED" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+print("tiocsti", call(16, 0, 0x5412, 0))
+print("tioclinux", call(16, 0, 0x541C, 0))
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("1.1.1.1", 53)); print("udp ALLOWED")
+except OSError as e: print("udp", errno.errorcode[e.errno])
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); print("raw ALLOWED")
+except OSError as e: print("raw", errno.errorcode[e.errno])
+try:
+    socket.create_connection(("::1", 8080), timeout=1); print("v6 ALLOWED")
+except OSError as e: print("v6", errno.errorcode.get(e.errno, e.errno))
+try:
+    os.mknod("/tmp/mem", 0o600 | 0o020000, os.makedev(1, 1)); print("mknod ALLOWED")
+except OSError as e: print("mknod", errno.errorcode[e.errno])
+print("devmem", os.path.exists("/dev/mem"), "kmsg", os.path.exists("/dev/kmsg"))
+"#,
+    );
+    for line in out.lines() {
+        assert!(!line.contains("ALLOWED"), "{line}\n{out}");
+    }
+    // The x32 ABI: the filter kills the caller (SIGSYS) before it runs.
+    let mut x32 = sh("", 10_000);
+    x32.argv = vec![
+        "/usr/bin/python3".into(),
+        "-c".into(),
+        "import ctypes; print('x32', ctypes.CDLL(None).syscall(39 | 0x40000000), flush=True)"
+            .into(),
+    ];
+    let x32 = running.sandbox.exec(x32).unwrap();
+    assert!(
+        x32.signal == Some(31) || x32.stdout.trim() == "x32 -1",
+        "an x32 system call ran: {x32:?}"
+    );
+    // Refused by the seccomp filter (ENOSYS), not merely by the kernel
+    // finding no terminal (ENOTTY).
+    assert!(out.contains("tiocsti ENOSYS"), "{out}");
+    assert!(out.contains("tioclinux ENOSYS"), "{out}");
+    assert!(out.contains("udp ENETUNREACH"), "{out}");
+    assert!(out.contains("raw EPERM"), "{out}");
+    assert!(out.contains("mknod EPERM"), "{out}");
+    assert!(out.contains("devmem False kmsg False"), "{out}");
+}
+
+/// Hostile program 28: one sandbox cannot see or signal another's processes,
+/// shared memory or temporary files.
+#[test]
+fn sandboxes_cannot_reach_each_other() {
+    let a = start("lateral-a");
+    let b = start("lateral-b");
+    b.sandbox
+        .exec(sh("echo secret > /dev/shm/b; echo secret > /tmp/b", 10_000))
+        .unwrap();
+    let seen = a
+        .sandbox
+        .exec(sh("ls /dev/shm /tmp; kill -9 -1; echo killed", 10_000))
+        .unwrap();
+    assert!(!seen.stdout.contains('b'), "{}", seen.stdout);
+    // B is untouched by A's kill(-1).
+    let alive = b.sandbox.exec(sh("cat /tmp/b", 10_000)).unwrap();
+    assert_eq!(alive.stdout, "secret\n");
+}
+
+/// Hostile program 14: after destroy, nothing of the sandbox runs on the
+/// host (no process in its uid range), even a double-forked, setsid'd
+/// survivor.
+#[test]
+fn nothing_survives_destroy() {
+    // Its own uid range, so other tests' sandboxes do not count.
+    let running = start_at("survivor", 500_000);
+    running
+        .sandbox
+        .exec(sh(
+            "setsid sh -c 'trap \"\" HUP; sleep 600' >/dev/null 2>&1 < /dev/null & sleep 0.3; exit 0",
+            10_000,
+        ))
+        .unwrap();
+    let in_range = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+            // A zombie holds nothing but its exit status.
+            .filter(|status| !status.contains("State:\tZ"))
+            .filter_map(|status| {
+                let uid: u32 = status
+                    .lines()
+                    .find(|l| l.starts_with("Uid:"))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                (500_000..565_536).contains(&uid).then_some(uid)
+            })
+            .count()
+    };
+    assert!(
+        in_range() >= 2,
+        "the agent and the survivor run before destroy"
+    );
+    running.sandbox.destroy();
+    // Killed processes may linger a moment as zombies before they are reaped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while in_range() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(in_range(), 0, "processes of the sandbox survived destroy");
 }
