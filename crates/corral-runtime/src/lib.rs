@@ -17,6 +17,7 @@
 //! the spec names.
 
 pub mod bundle;
+pub mod image;
 pub mod oci;
 pub mod sandbox;
 
