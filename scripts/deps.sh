@@ -41,6 +41,8 @@ case "$want" in
   test)
     # The isolation tests run real sandboxes under runc, as root.
     command -v runc >/dev/null 2>&1 || apt_install runc
+    # Image-root tests build their own tiny image from Debian's static busybox.
+    apt_install busybox-static
     command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
     # Browser tests drive Debian's Chromium; no browser is ever downloaded.
     [ -x /usr/bin/chromium ] || apt_install chromium

@@ -145,7 +145,14 @@ fn serve(stream: UnixStream, waiters: &Waiters) {
             Ok(AgentRequest::Ping) => AgentResponse::Pong {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             },
-            Ok(AgentRequest::Exec(request)) => exec(request, waiters),
+            Ok(AgentRequest::Exec(request)) if request.stream => {
+                let Ok(writer) = stream.try_clone() else {
+                    return;
+                };
+                let sink = Arc::new(Mutex::new(writer));
+                exec(request, waiters, Some(&sink))
+            }
+            Ok(AgentRequest::Exec(request)) => exec(request, waiters, None),
             Ok(AgentRequest::List { path }) => fs::list(&path),
             Ok(AgentRequest::Stat { path }) => fs::stat(&path),
             Ok(AgentRequest::Read { path, max_bytes }) => {
@@ -173,7 +180,11 @@ fn send(out: &mut impl Write, response: &AgentResponse) -> std::io::Result<()> {
     out.write_all(&line)
 }
 
-fn exec(request: ExecRequest, waiters: &Waiters) -> AgentResponse {
+/// Where a streaming exec's output lines go (shared by the stdout and
+/// stderr readers, so each line is written whole).
+type Sink = Arc<Mutex<UnixStream>>;
+
+fn exec(request: ExecRequest, waiters: &Waiters, sink: Option<&Sink>) -> AgentResponse {
     let Some((program, args)) = request.argv.split_first() else {
         return fs::error("invalid", "argv is empty");
     };
@@ -214,9 +225,41 @@ fn exec(request: ExecRequest, waiters: &Waiters) -> AgentResponse {
             let _ = stdin.write_all(&input);
         });
     }
-    let stdout = child.stdout.take().map(|s| capped(s, request.output_limit));
-    let stderr = child.stderr.take().map(|s| capped(s, request.output_limit));
     let pgid = Pid::from_raw(child.id() as i32);
+    let forward = |name: &'static str| {
+        sink.map(|sink| {
+            let sink = sink.clone();
+            let mut pending = Vec::new();
+            Box::new(move |chunk: &[u8]| {
+                pending.extend_from_slice(chunk);
+                let data = utf8_prefix(&mut pending, chunk.is_empty());
+                if data.is_empty() {
+                    return true;
+                }
+                let line = AgentResponse::Output {
+                    stream: name.to_owned(),
+                    data,
+                };
+                let mut out = sink
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if send(&mut *out, &line).is_err() {
+                    // The host went away: nobody wants the rest.
+                    let _ = killpg(pgid, Signal::SIGKILL);
+                    return false;
+                }
+                true
+            }) as Forward
+        })
+    };
+    let stdout = child
+        .stdout
+        .take()
+        .map(|s| capped(s, request.output_limit, forward("stdout")));
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| capped(s, request.output_limit, forward("stderr")));
     let (ended, timed_out) = wait(&rx, pgid, Duration::from_millis(request.timeout_ms));
     let (stdout, out_cut) = stdout.and_then(|h| h.join().ok()).unwrap_or_default();
     let (stderr, err_cut) = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
@@ -248,26 +291,62 @@ fn wait(rx: &Receiver<Ended>, pgid: Pid, timeout: Duration) -> (Ended, bool) {
     }
 }
 
-/// Reads a stream to its end on a thread, keeping the first `limit` bytes
-/// and draining the rest so the writer never blocks.
+/// Receives a streaming exec's output chunks (an empty chunk: the end);
+/// `false` stops forwarding.
+type Forward = Box<dyn FnMut(&[u8]) -> bool + Send>;
+
+/// Reads a stream to its end on a thread, keeping (or, with `forward`,
+/// passing on) the first `limit` bytes and draining the rest so the writer
+/// never blocks.
 fn capped(
     mut stream: impl Read + Send + 'static,
     limit: usize,
+    mut forward: Option<Forward>,
 ) -> std::thread::JoinHandle<(Vec<u8>, bool)> {
     std::thread::spawn(move || {
         let mut kept = Vec::new();
+        let mut seen = 0usize;
         let mut cut = false;
         let mut buf = [0u8; 8192];
         loop {
             match stream.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    let room = limit.saturating_sub(kept.len());
-                    kept.extend_from_slice(&buf[..n.min(room)]);
+                    let room = limit.saturating_sub(seen);
+                    let take = &buf[..n.min(room)];
+                    seen += take.len();
                     cut |= n > room;
+                    match &mut forward {
+                        Some(f) if !take.is_empty() => {
+                            if !f(take) {
+                                forward = None;
+                            }
+                        }
+                        Some(_) => {}
+                        None => kept.extend_from_slice(take),
+                    }
                 }
             }
         }
+        if let Some(f) = &mut forward {
+            f(&[]);
+        }
         (kept, cut)
     })
+}
+
+/// Takes the longest prefix of `pending` that is whole UTF-8 (invalid
+/// sequences replaced), leaving a character cut at the end for the next
+/// chunk; at the `end`, everything.
+fn utf8_prefix(pending: &mut Vec<u8>, end: bool) -> String {
+    let whole = match std::str::from_utf8(pending) {
+        Ok(_) => pending.len(),
+        // Cut inside the last character (no error length): keep its bytes.
+        Err(e) if e.error_len().is_none() && !end => e.valid_up_to(),
+        Err(_) => pending.len(),
+    };
+    let rest = pending.split_off(whole);
+    let text = String::from_utf8_lossy(pending).into_owned();
+    *pending = rest;
+    text
 }

@@ -1,6 +1,7 @@
 //! OCI bundles: `config.json` plus a root directory, for the `host` image
 //! (read-only binds of the host's programs and libraries; nothing to
-//! download).
+//! download) or an OCI image (an overlay of its layers, see
+//! [`crate::rootfs`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use oci_spec::runtime::{
 };
 
 use crate::oci::RuntimeError;
+use crate::rootfs::{ImageLayers, RootSource};
 
 /// The seccomp allowlist every sandbox runs under (see `seccomp/generate.py`).
 pub const SECCOMP_PROFILE: &str = include_str!("../seccomp/profile.json");
@@ -116,12 +118,69 @@ pub struct Bundle {
 }
 
 /// How many ids the sandbox's user namespace maps.
-const ID_RANGE: u32 = 65_536;
+const ID_RANGE: u32 = crate::rootfs::ID_RANGE;
 
 impl Bundle {
     /// Writes a bundle for `spec` with the host image into `dir` (created;
     /// must not exist yet, so nothing of an older sandbox is reused).
     pub fn create(dir: &Path, spec: &SandboxSpec) -> Result<Bundle, RuntimeError> {
+        Bundle::create_with_root(dir, spec, &RootSource::Host)
+    }
+
+    /// Writes a bundle for `spec` whose root is `root` into `dir` (created;
+    /// must not exist yet). For an image, `dir/rootfs` is left an empty
+    /// directory: the overlay is mounted there ([`crate::rootfs::mount`])
+    /// before the runtime starts the sandbox, and the runtime itself creates
+    /// the mount points it needs inside it. The host writes nothing into
+    /// the image root.
+    pub fn create_with_root(
+        dir: &Path,
+        spec: &SandboxSpec,
+        root: &RootSource,
+    ) -> Result<Bundle, RuntimeError> {
+        match root {
+            RootSource::Host => Bundle::create_host(dir, spec),
+            RootSource::Image { image, .. } => Bundle::create_image(dir, spec, image),
+        }
+    }
+
+    fn create_image(
+        dir: &Path,
+        spec: &SandboxSpec,
+        image: &ImageLayers,
+    ) -> Result<Bundle, RuntimeError> {
+        let io = |what: &str| {
+            let what = what.to_owned();
+            move |source| RuntimeError::Bundle { what, source }
+        };
+        fs::create_dir(dir).map_err(io("create the bundle directory"))?;
+        fs::create_dir(dir.join("rootfs")).map_err(io("create the root mount point"))?;
+        let mut mounts = default_mounts(&spec.limits);
+        // Our own names only where the image has none; bound from the
+        // bundle directory, so nothing is written into the image's layers.
+        for (name, content) in [
+            ("hosts", "127.0.0.1 localhost\n::1 localhost\n"),
+            ("hostname", "sandbox\n"),
+        ] {
+            let inside = format!("/etc/{name}");
+            if !image.has(&inside) {
+                let source = dir.join(format!("etc-{name}"));
+                fs::write(&source, content).map_err(io("write an /etc file"))?;
+                mounts.push(read_only_bind(&source.to_string_lossy(), &inside));
+            }
+        }
+        if let Some(agent) = &spec.agent {
+            mounts.push(read_only_bind(&agent.to_string_lossy(), AGENT_PATH));
+        }
+        // The image's environment, with the spec's own entries over it.
+        let mut env = image.env_pairs();
+        env.retain(|(key, _)| !spec.env.iter().any(|(k, _)| k == key));
+        env.extend(spec.env.iter().cloned());
+        let config = build_spec(spec, mounts, &env, false)?;
+        write_config(dir, &config)
+    }
+
+    fn create_host(dir: &Path, spec: &SandboxSpec) -> Result<Bundle, RuntimeError> {
         let io = |what: &str| {
             let what = what.to_owned();
             move |source| RuntimeError::Bundle { what, source }
@@ -173,14 +232,21 @@ impl Bundle {
                 .map_err(io("create the agent mount point"))?;
             mounts.push(read_only_bind(&agent.to_string_lossy(), AGENT_PATH));
         }
-        let config = build_spec(spec, mounts)?;
-        let json = serde_json::to_vec_pretty(&config)
-            .map_err(|e| RuntimeError::Spec(format!("serializing config.json: {e}")))?;
-        fs::write(dir.join("config.json"), json).map_err(io("write config.json"))?;
-        Ok(Bundle {
-            dir: dir.to_path_buf(),
-        })
+        let config = build_spec(spec, mounts, &spec.env, true)?;
+        write_config(dir, &config)
     }
+}
+
+fn write_config(dir: &Path, config: &Spec) -> Result<Bundle, RuntimeError> {
+    let json = serde_json::to_vec_pretty(config)
+        .map_err(|e| RuntimeError::Spec(format!("serializing config.json: {e}")))?;
+    fs::write(dir.join("config.json"), json).map_err(|source| RuntimeError::Bundle {
+        what: "write config.json".into(),
+        source,
+    })?;
+    Ok(Bundle {
+        dir: dir.to_path_buf(),
+    })
 }
 
 fn read_only_bind(source: &str, destination: &str) -> Mount {
@@ -253,7 +319,15 @@ fn default_mounts(limits: &Limits) -> Vec<Mount> {
     ]
 }
 
-fn build_spec(spec: &SandboxSpec, mounts: Vec<Mount>) -> Result<Spec, RuntimeError> {
+/// The runtime spec: `env` is the process's whole environment; the root is
+/// read-only when `readonly_root` (the `host` image; an image root is
+/// writable, its writable layer capped).
+fn build_spec(
+    spec: &SandboxSpec,
+    mounts: Vec<Mount>,
+    env: &[(String, String)],
+    readonly_root: bool,
+) -> Result<Spec, RuntimeError> {
     let err = |e: oci_spec::OciSpecError| RuntimeError::Spec(e.to_string());
     let caps: Vec<Capability> = vec![
         Capability::Chown,
@@ -292,8 +366,7 @@ fn build_spec(spec: &SandboxSpec, mounts: Vec<Mount>) -> Result<Spec, RuntimeErr
         )
         .args(spec.argv.clone())
         .env(
-            spec.env
-                .iter()
+            env.iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>(),
         )
@@ -386,7 +459,7 @@ fn build_spec(spec: &SandboxSpec, mounts: Vec<Mount>) -> Result<Spec, RuntimeErr
         .root(
             RootBuilder::default()
                 .path("rootfs")
-                .readonly(true)
+                .readonly(readonly_root)
                 .build()
                 .map_err(err)?,
         )

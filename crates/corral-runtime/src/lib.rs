@@ -19,8 +19,10 @@
 pub mod bundle;
 pub mod image;
 pub mod oci;
+pub mod rootfs;
 pub mod sandbox;
 
 pub use bundle::{AGENT_PATH, Bundle, Limits, SandboxSpec};
 pub use oci::{OciRuntime, RunOutput, RuntimeError};
+pub use rootfs::{ImageLayers, RootSource, WritableLayer};
 pub use sandbox::Sandbox;

@@ -29,6 +29,7 @@ use corral_types::agent::{AgentRequest, AgentResponse, ExecRequest, ExecResult};
 
 use crate::bundle::{AGENT_PATH, Bundle, SandboxSpec};
 use crate::oci::{OciRuntime, RuntimeError};
+use crate::rootfs::{self, RootSource};
 
 /// How long a file operation may take.
 const FILE_WAIT: Duration = Duration::from_secs(60);
@@ -53,13 +54,30 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Creates and starts sandbox `id` in `dir` (created; must not exist)
-    /// with `agent` as its PID 1, and waits until the agent answers.
+    /// with `agent` as its PID 1 and the `host` image as its root, and waits
+    /// until the agent answers.
     pub fn start(
+        runtime: &OciRuntime,
+        id: &str,
+        dir: &Path,
+        spec: SandboxSpec,
+        agent: &Path,
+    ) -> Result<Sandbox, RuntimeError> {
+        Sandbox::start_with_root(runtime, id, dir, spec, agent, &RootSource::Host)
+    }
+
+    /// [`Sandbox::start`] with `root` as the sandbox's `/`: for an image,
+    /// its layers are mounted (idmapped lowers, the capped writable tmpfs,
+    /// the overlay; see [`crate::rootfs`]) before the runtime starts it.
+    /// Whatever fails, a half-made sandbox is destroyed (unmounted and
+    /// removed) before the error returns.
+    pub fn start_with_root(
         runtime: &OciRuntime,
         id: &str,
         dir: &Path,
         mut spec: SandboxSpec,
         agent: &Path,
+        root: &RootSource,
     ) -> Result<Sandbox, RuntimeError> {
         let io = |what: &'static str| {
             move |source| RuntimeError::Bundle {
@@ -68,13 +86,73 @@ impl Sandbox {
             }
         };
         std::fs::create_dir(dir).map_err(io("create the sandbox directory"))?;
-        let control = dir.join("control");
-        std::fs::create_dir(&control).map_err(io("create the control directory"))?;
+        // Absolute and canonical, as mount tables name mount points.
+        let sandbox = Sandbox {
+            id: id.to_owned(),
+            dir: dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
+            runtime: runtime.clone(),
+        };
         spec.argv = vec![AGENT_PATH.to_owned()];
         spec.agent = Some(agent.to_path_buf());
-        let bundle = Bundle::create(&dir.join("bundle"), &spec)?;
-        let listener =
-            UnixListener::bind(control.join("agent.sock")).map_err(io("bind the agent socket"))?;
+        let prepared = (|| {
+            std::fs::create_dir(sandbox.dir.join("control"))
+                .map_err(io("create the control directory"))?;
+            let bundle = Bundle::create_with_root(&sandbox.dir.join("bundle"), &spec, root)?;
+            if let RootSource::Image { image, writable } = root {
+                rootfs::mount(
+                    &sandbox.dir,
+                    &bundle.dir.join("rootfs"),
+                    image,
+                    writable,
+                    spec.host_id_base,
+                )?;
+            }
+            sandbox.launch()
+        })();
+        match prepared {
+            Ok(()) => Ok(sandbox),
+            Err(error) => {
+                sandbox.destroy();
+                Err(error)
+            }
+        }
+    }
+
+    /// Starts a [stopped](Sandbox::stop) sandbox again from its directory:
+    /// the same bundle and root (for an image, the writable layer with
+    /// everything written before), a fresh agent.
+    pub fn restart(&self) -> Result<(), RuntimeError> {
+        let dir = self.canonical_dir();
+        // An image root must still be mounted; after a host restart it is
+        // not (its writable layer was a tmpfs), and the runtime must not
+        // start on the bare mount point.
+        if dir.join(rootfs::LOWER_DIR).exists()
+            && !rootfs::is_mount_point(&dir.join("bundle/rootfs"))
+        {
+            return Err(RuntimeError::Runtime {
+                stderr: "the sandbox's image root is no longer mounted (was the host restarted?)"
+                    .into(),
+            });
+        }
+        self.launch().inspect_err(|_| self.stop())
+    }
+
+    /// Binds the agent's socket, runs the bundle with `run --detach` and
+    /// waits for the agent's answer. On failure the container may remain:
+    /// the caller stops or destroys the sandbox.
+    fn launch(&self) -> Result<(), RuntimeError> {
+        let io = |what: &'static str| {
+            move |source| RuntimeError::Bundle {
+                what: what.to_owned(),
+                source,
+            }
+        };
+        let dir = &self.dir;
+        let runtime = &self.runtime;
+        let socket = dir.join("control/agent.sock");
+        // A socket of an earlier run (host-only directory).
+        let _ = std::fs::remove_file(&socket);
+        let listener = UnixListener::bind(&socket).map_err(io("bind the agent socket"))?;
         let log = File::create(dir.join("agent.log")).map_err(io("create the agent log"))?;
         let log_err = log.try_clone().map_err(io("open the agent log"))?;
         let mut create = Command::new(&runtime.binary);
@@ -84,8 +162,8 @@ impl Sandbox {
             // One `run --detach` rather than `create` + `start`: a runtime
             // process fewer on the path to a ready sandbox.
             .args(["run", "--detach", "--preserve-fds", "1", "--bundle"])
-            .arg(&bundle.dir)
-            .arg(id)
+            .arg(dir.join("bundle"))
+            .arg(&self.id)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
@@ -95,30 +173,28 @@ impl Sandbox {
                 child_fd: 3,
             }])
             .map_err(|e| RuntimeError::Spec(format!("mapping the agent socket: {e}")))?;
-        let sandbox = Sandbox {
-            id: id.to_owned(),
-            dir: dir.to_path_buf(),
-            runtime: runtime.clone(),
-        };
         let status = create.status().map_err(|source| RuntimeError::Spawn {
             binary: runtime.binary.clone(),
             source,
         })?;
         if !status.success() {
             let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
-            sandbox.destroy();
             return Err(RuntimeError::Runtime { stderr: log });
         }
-        match sandbox.request(&AgentRequest::Ping, Duration::from_secs(10)) {
-            Ok(AgentResponse::Pong { .. }) => Ok(sandbox),
+        match self.request(&AgentRequest::Ping, Duration::from_secs(10)) {
+            Ok(AgentResponse::Pong { .. }) => Ok(()),
             other => {
                 let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
-                sandbox.destroy();
                 Err(RuntimeError::Runtime {
                     stderr: format!("the agent did not answer ({other:?}): {log}"),
                 })
             }
         }
+    }
+
+    /// The sandbox directory, absolute and canonical when it exists.
+    fn canonical_dir(&self) -> PathBuf {
+        self.dir.canonicalize().unwrap_or_else(|_| self.dir.clone())
     }
 
     /// The sandbox `id` that [`Sandbox::start`] started in `dir`.
@@ -136,6 +212,39 @@ impl Sandbox {
         match self.request(&AgentRequest::Exec(request), wait)? {
             AgentResponse::Exited(result) => Ok(result),
             other => Err(unexpected(other)),
+        }
+    }
+
+    /// Runs a program inside the sandbox, handing each piece of output to
+    /// `on_output(stream, text)` as it is written; `false` from it ends the
+    /// program (the agent kills it when the connection closes).
+    pub fn exec_stream(
+        &self,
+        mut request: ExecRequest,
+        mut on_output: impl FnMut(&str, String) -> bool,
+    ) -> Result<ExecResult, RuntimeError> {
+        request.stream = true;
+        let wait = Duration::from_millis(request.timeout_ms) + Duration::from_secs(10);
+        let (mut reader, mut answer) = self.exchange(&AgentRequest::Exec(request), &[], wait)?;
+        loop {
+            match answer {
+                AgentResponse::Output { stream, data } => {
+                    if !on_output(&stream, data) {
+                        return Err(RuntimeError::Agent("the caller went away".into()));
+                    }
+                }
+                AgentResponse::Exited(result) => return Ok(result),
+                other => return Err(unexpected(other)),
+            }
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) => return Err(RuntimeError::Agent("the agent closed the stream".into())),
+                Ok(_) => {}
+                Err(e) => return Err(RuntimeError::Agent(format!("talking to the agent: {e}"))),
+            }
+            answer = serde_json::from_str(&line).map_err(|e| {
+                RuntimeError::Agent(format!("the agent's answer is not valid ({e}): {line}"))
+            })?;
         }
     }
 
@@ -231,6 +340,38 @@ impl Sandbox {
         Ok((reader, answer))
     }
 
+    /// Freezes every process of the sandbox (the runtime's `pause`: the
+    /// cgroup freezer); memory and files stay as they are.
+    pub fn pause(&self) -> Result<(), RuntimeError> {
+        self.lifecycle("pause")
+    }
+
+    /// Thaws a paused sandbox.
+    pub fn resume(&self) -> Result<(), RuntimeError> {
+        self.lifecycle("resume")
+    }
+
+    /// Runs `runc <verb> <id>`, its stderr as the error.
+    fn lifecycle(&self, verb: &str) -> Result<(), RuntimeError> {
+        let out = Command::new(&self.runtime.binary)
+            .arg("--root")
+            .arg(&self.runtime.root)
+            .args([verb, &self.id])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| RuntimeError::Spawn {
+                binary: self.runtime.binary.clone(),
+                source,
+            })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Runtime {
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            })
+        }
+    }
+
     /// Whether the OCI runtime still reports the sandbox as running.
     pub fn is_running(&self) -> bool {
         Command::new(&self.runtime.binary)
@@ -243,10 +384,11 @@ impl Sandbox {
             })
     }
 
-    /// Kills every process of the sandbox, deletes the container and the
-    /// sandbox directory. Idempotent; errors are logged, not returned, so a
-    /// half-created sandbox is always cleaned up.
-    pub fn destroy(&self) {
+    /// Kills every process of the sandbox and deletes the container, but
+    /// keeps the sandbox directory and its mounts: for an image root, the
+    /// files written survive, and [`Sandbox::restart`] runs it again.
+    /// Idempotent; errors are logged, not returned.
+    pub fn stop(&self) {
         let runc = |args: &[&str]| {
             Command::new(&self.runtime.binary)
                 .arg("--root")
@@ -261,7 +403,26 @@ impl Sandbox {
         {
             tracing::warn!(id = %self.id, stderr = %String::from_utf8_lossy(&out.stderr), "deleting a sandbox failed");
         }
-        if let Err(error) = std::fs::remove_dir_all(&self.dir)
+    }
+
+    /// Kills every process of the sandbox, deletes the container, unmounts
+    /// its root (overlay, layers, writable tmpfs; addressed by the mount
+    /// points the host made, never by a path inside the sandbox) and
+    /// removes the sandbox directory. Idempotent; errors are logged, not
+    /// returned, so a half-created sandbox is always cleaned up. If a mount
+    /// cannot be removed the directory is kept: deleting through a mounted
+    /// layer could reach files that are not the sandbox's.
+    pub fn destroy(&self) {
+        self.stop();
+        let dir = self.canonical_dir();
+        if !dir.exists() {
+            return;
+        }
+        if let Err(error) = rootfs::unmount(&dir, &dir.join("bundle/rootfs")) {
+            tracing::warn!(id = %self.id, %error, "unmounting a sandbox's root failed; its directory is kept");
+            return;
+        }
+        if let Err(error) = std::fs::remove_dir_all(&dir)
             && error.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(id = %self.id, %error, "removing a sandbox directory failed");

@@ -83,6 +83,7 @@ fn sh(script: &str, timeout_ms: u64) -> ExecRequest {
         stdin: String::new(),
         timeout_ms,
         output_limit: 1 << 20,
+        stream: false,
     }
 }
 

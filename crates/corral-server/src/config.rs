@@ -53,6 +53,8 @@ pub struct SandboxConfig {
     pub agent: Option<PathBuf>,
     /// Memory of a sandbox when the request names none, MiB.
     pub default_memory_mb: i64,
+    /// How often auto-stop, auto-delete and the reconciler run, seconds.
+    pub sweep_interval_secs: u64,
 }
 
 impl Default for SandboxConfig {
@@ -63,6 +65,7 @@ impl Default for SandboxConfig {
             dir: None,
             agent: None,
             default_memory_mb: 128,
+            sweep_interval_secs: 30,
         }
     }
 }
@@ -472,6 +475,9 @@ impl Config {
         }
         if self.sandbox.default_memory_mb < 16 {
             return Err(invalid("sandbox.default_memory_mb", "must be at least 16"));
+        }
+        if self.sandbox.sweep_interval_secs == 0 {
+            return Err(invalid("sandbox.sweep_interval_secs", "must be at least 1"));
         }
         if self.email.from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(invalid(

@@ -38,6 +38,8 @@ pub mod accounts {
     pub use crate::routes::auth::create_checked;
 }
 pub use error::ApiError;
+/// The automatic sandbox steps (auto-stop, auto-delete) the server runs on a timer.
+pub use routes::sandboxes::sweep as sweep_sandboxes;
 pub use serve::{ServeError, serve, shutdown_signal};
 
 /// Everything a handler may reach. One `Arc`, so the clones axum makes for

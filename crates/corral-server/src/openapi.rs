@@ -30,7 +30,7 @@ use crate::routes::{
 use corral_types::agent::{ExecResult, FileInfo};
 use corral_types::sandbox::{
     ChmodRequest, CreateSandboxRequest, DeleteRequest, ExecRequestBody, MkdirRequest, MoveRequest,
-    Resources, SandboxPage, SandboxResponse,
+    Resources, SandboxPage, SandboxResponse, UpdateSandboxRequest,
 };
 
 #[derive(OpenApi)]
@@ -44,7 +44,8 @@ use corral_types::sandbox::{
         meta::health, meta::ready, meta::metrics,
         auth::register, auth::login, auth::refresh, auth::logout,
         sessions::sign_in, sessions::current, sessions::sign_out,
-        sandboxes::create, sandboxes::list, sandboxes::show, sandboxes::remove, sandboxes::exec,
+        sandboxes::create, sandboxes::list, sandboxes::show, sandboxes::update, sandboxes::remove,
+        sandboxes::start, sandboxes::stop, sandboxes::pause, sandboxes::resume, sandboxes::exec,
         files::list, files::download, files::upload, files::mkdir, files::rename, files::delete, files::chmod,
         email::verify_email, email::resend_verification, email::request_reset, email::confirm_reset, email::admin_reset,
         account::me, account::update_me, account::usage, account::change_password, account::plans,
@@ -60,7 +61,7 @@ use corral_types::sandbox::{
         RegisterRequest, LoginRequest, RefreshRequest, TokenResponse, UserResponse, PlanResponse,
         CreateApiKeyRequest, UpdateApiKeyRequest, ApiKeyResponse, CreatedApiKeyResponse,
         AuditRecordResponse, AuditPage, AuditCount, AuditStats, ChangePasswordRequest, AdminUpdateUserRequest, UserPage,
-        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateSandboxRequest, Resources, SandboxResponse, SandboxPage, ExecRequestBody, ExecResult, FileInfo, MkdirRequest, MoveRequest, DeleteRequest, ChmodRequest, VerifyEmailRequest, PasswordResetRequest, PasswordResetConfirm, AdminPasswordReset, Accepted, CreateInvitationRequest,
+        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateSandboxRequest, Resources, SandboxResponse, SandboxPage, UpdateSandboxRequest, ExecRequestBody, ExecResult, FileInfo, MkdirRequest, MoveRequest, DeleteRequest, ChmodRequest, VerifyEmailRequest, PasswordResetRequest, PasswordResetConfirm, AdminPasswordReset, Accepted, CreateInvitationRequest,
         InvitationResponse, CreatedInvitationResponse,
     )),
     modifiers(&BearerAuth),

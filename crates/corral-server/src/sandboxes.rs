@@ -13,6 +13,17 @@ use crate::config::Config;
 const ID_BASE: i64 = 1_000_000;
 const ID_RANGE: i64 = 65_536;
 
+/// What one reconciliation did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Sandboxes whose container runs (re-adopted at start-up).
+    pub kept: usize,
+    /// Sandboxes whose container was gone: now `error`.
+    pub failed: usize,
+    /// Containers and directories no record claimed, destroyed.
+    pub orphans: usize,
+}
+
 /// Where and how this host runs sandboxes.
 #[derive(Debug, Clone)]
 pub struct Sandboxes {
@@ -86,24 +97,49 @@ impl Sandboxes {
         .map_err(|e| format!("{e:#}"))
     }
 
+    /// Ends sandbox `id`'s container (blocking). A paused one is thawed
+    /// first so its processes can die. The `host` image keeps nothing
+    /// writable outside the container, so the directory goes too and a
+    /// start builds it afresh.
+    pub fn stop(&self, id: &str, paused: bool) {
+        let sandbox = self.attach(id);
+        if paused && let Err(error) = sandbox.resume() {
+            tracing::debug!(id, %error, "resuming before a stop failed");
+        }
+        sandbox.destroy();
+    }
+
+    /// Starts a stopped sandbox `id` again in its uid range (blocking).
+    pub fn restart(&self, id: &str, slot: i64, limits: Limits) -> Result<(), String> {
+        // Whatever a crash may have left of the old container.
+        self.attach(id).destroy();
+        self.start(id, slot, limits)
+    }
+
     /// The running sandbox `id`.
     pub fn attach(&self, id: &str) -> Sandbox {
         Sandbox::attach(&self.runtime, &Self::container_id(id), &self.dir.join(id))
     }
 
-    /// Brings the runtime and the store into agreement, after a crash or a
-    /// restart: sandboxes whose container still runs are kept (re-adopted:
-    /// nothing else holds them); those whose container is gone become
-    /// `error` (which frees their place) and lose their directory;
-    /// containers and directories no record claims are destroyed. Returns
-    /// (kept, failed, orphans removed).
+    /// Brings the runtime and the store into agreement. At start-up
+    /// (`startup`), after a crash or a restart: sandboxes whose container
+    /// still runs are re-adopted (nothing else holds them); those whose
+    /// container is gone become `error` (which frees their place); a start
+    /// or stop cut short is finished (`starting` with a container → running,
+    /// without → stopped; `stopping` → stopped); containers and directories
+    /// no record claims are destroyed. On the timer (`!startup`), requests
+    /// may be under way: sandboxes in a transitional state are left alone
+    /// and unclaimed directories younger than a minute too (a create may
+    /// have written its record after the records were read).
     pub async fn reconcile(
         &self,
         store: &corral_store::Store,
         now: i64,
-    ) -> Result<(usize, usize, usize), String> {
-        let live = store.live_sandboxes().await.map_err(|e| e.to_string())?;
+        startup: bool,
+    ) -> Result<Reconciled, String> {
         let runtime = self.runtime.clone();
+        // The runtime first, then the store: a container that appears in
+        // between belongs to a record read afterwards.
         // No state directory yet: no container was ever made (and asking the
         // runtime would create the directory).
         let containers = if runtime.root.exists() {
@@ -114,30 +150,62 @@ impl Sandboxes {
         } else {
             Vec::new()
         };
-        let running: std::collections::HashSet<String> = containers
+        let all = store
+            .sandboxes_in(&[
+                "creating", "starting", "running", "paused", "stopping", "stopped",
+            ])
+            .await
+            .map_err(|e| e.to_string())?;
+        // A paused container is alive too: it keeps its processes.
+        let alive: std::collections::HashSet<String> = containers
             .iter()
-            .filter(|(_, status)| status == "running")
+            .filter(|(_, status)| status == "running" || status == "paused")
             .map(|(id, _)| id.clone())
             .collect();
         let claimed: std::collections::HashSet<String> =
-            live.iter().map(|s| Self::container_id(&s.id)).collect();
-        let (mut kept, mut failed, mut orphans) = (0, 0, 0);
-        for record in &live {
-            if running.contains(&Self::container_id(&record.id)) {
-                kept += 1;
-                continue;
+            all.iter().map(|s| Self::container_id(&s.id)).collect();
+        let mut done = Reconciled::default();
+        for record in &all {
+            let has_container = alive.contains(&Self::container_id(&record.id));
+            let e = |e: corral_store::StoreError| e.to_string();
+            match (record.state.as_str(), has_container) {
+                ("running" | "paused", true) => done.kept += 1,
+                ("stopped", false) => {}
+                ("running" | "paused", false) => {
+                    self.destroy_blocking(&record.id).await;
+                    store
+                        .sandbox_failed(
+                            now,
+                            &record.id,
+                            "the sandbox's container ended unexpectedly",
+                        )
+                        .await
+                        .map_err(e)?;
+                    done.failed += 1;
+                }
+                _ if !startup => {}
+                ("creating", _) => {
+                    self.destroy_blocking(&record.id).await;
+                    store
+                        .sandbox_failed(
+                            now,
+                            &record.id,
+                            "Corral stopped while the sandbox was being created",
+                        )
+                        .await
+                        .map_err(e)?;
+                    done.failed += 1;
+                }
+                ("starting", true) => {
+                    store.sandbox_running(now, &record.id).await.map_err(e)?;
+                    done.kept += 1;
+                }
+                ("starting" | "stopping" | "stopped", _) => {
+                    self.stop_blocking(&record.id).await;
+                    store.sandbox_stopped(now, &record.id).await.map_err(e)?;
+                }
+                _ => {}
             }
-            let sandbox = self.attach(&record.id);
-            let _ = tokio::task::spawn_blocking(move || sandbox.destroy()).await;
-            store
-                .sandbox_failed(
-                    now,
-                    &record.id,
-                    "the sandbox stopped while Corral was not running",
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            failed += 1;
         }
         let mut stray: Vec<String> = containers
             .into_iter()
@@ -148,18 +216,33 @@ impl Sandboxes {
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
                 let id = Self::container_id(&entry.file_name().to_string_lossy());
-                if !claimed.contains(&id) && !stray.contains(&id) {
+                let young = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|age| age < Duration::from_secs(60));
+                if !claimed.contains(&id) && !stray.contains(&id) && (startup || !young) {
                     stray.push(id);
                 }
             }
         }
         for container in stray {
             let id = container.trim_start_matches("corral-").to_owned();
-            let sandbox = self.attach(&id);
-            let _ = tokio::task::spawn_blocking(move || sandbox.destroy()).await;
-            orphans += 1;
+            self.destroy_blocking(&id).await;
+            done.orphans += 1;
         }
-        Ok((kept, failed, orphans))
+        Ok(done)
+    }
+
+    async fn destroy_blocking(&self, id: &str) {
+        let sandbox = self.attach(id);
+        let _ = tokio::task::spawn_blocking(move || sandbox.destroy()).await;
+    }
+
+    async fn stop_blocking(&self, id: &str) {
+        let (manager, id) = (self.clone(), id.to_owned());
+        let _ = tokio::task::spawn_blocking(move || manager.stop(&id, true)).await;
     }
 
     /// Default wall time of one exec.

@@ -84,19 +84,57 @@ pub async fn serve(
     };
     match state
         .sandboxes
-        .reconcile(&state.store, state.clock.now_ms())
+        .reconcile(&state.store, state.clock.now_ms(), true)
         .await
     {
-        Ok((kept, failed, orphans)) => tracing::info!(
-            kept,
-            failed,
-            orphans,
+        Ok(done) => tracing::info!(
+            kept = done.kept,
+            failed = done.failed,
+            orphans = done.orphans,
             "sandboxes reconciled with the runtime"
         ),
         // No runtime installed (or it fails): the API still serves; sandbox
         // requests will say what is wrong.
         Err(error) => tracing::warn!(%error, "cannot reconcile sandboxes with the runtime"),
     }
+    let sweeper = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_secs(state.config.sandbox.sweep_interval_secs);
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match crate::routes::sandboxes::sweep(&state).await {
+                    Ok((0, 0)) => {}
+                    Ok((stopped, deleted)) => {
+                        tracing::info!(
+                            stopped,
+                            deleted,
+                            "sandboxes stopped and deleted automatically"
+                        );
+                    }
+                    Err(error) => tracing::warn!(?error, "the sandbox sweep failed; will retry"),
+                }
+                match state
+                    .sandboxes
+                    .reconcile(&state.store, state.clock.now_ms(), false)
+                    .await
+                {
+                    Ok(done) if done.failed + done.orphans > 0 => tracing::info!(
+                        failed = done.failed,
+                        orphans = done.orphans,
+                        "sandboxes reconciled with the runtime"
+                    ),
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::debug!(%error, "cannot reconcile sandboxes with the runtime")
+                    }
+                }
+            }
+        })
+    };
     let liveness = crate::routes::meta::LivenessProbe::new(&state);
     let router = app(state);
 
@@ -161,6 +199,7 @@ pub async fn serve(
         tracing::warn!("grace period over; closing remaining connections");
     }
     flusher.abort();
+    sweeper.abort();
     if let Err(error) = key_usage.flush(&store).await {
         tracing::warn!(%error, "writing API-key usage at shutdown failed");
     }

@@ -27,7 +27,7 @@ pub use identity::{ApiKey, NewApiKey, NewUser, RefreshUse, User};
 pub use instance::Instance;
 pub use orgs::{Invitation, Member, MembershipChange, Org};
 pub use plans::Plan;
-pub use sandboxes::{ID_SLOTS, NewSandbox, SandboxRecord};
+pub use sandboxes::{ID_SLOTS, NewSandbox, SandboxChanges, SandboxRecord};
 
 use std::path::Path;
 use std::str::FromStr;

@@ -9,8 +9,8 @@ use crate::{Store, StoreError};
 /// starting at 1 000 000 on the host).
 pub const ID_SLOTS: i64 = 60_000;
 
-/// A sandbox record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A sandbox record (its fields are the columns of `COLUMNS`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SandboxRecord {
     /// Id.
     pub id: String,
@@ -42,6 +42,28 @@ pub struct SandboxRecord {
     pub env: String,
     /// Labels, a JSON object.
     pub labels: String,
+    /// Stop after this many idle minutes.
+    pub auto_stop_minutes: Option<i64>,
+    /// Delete after this many minutes stopped.
+    pub auto_delete_minutes: Option<i64>,
+    /// Last exec, file operation or terminal input (Unix ms).
+    pub last_active_at: i64,
+    /// When it was last stopped (Unix ms).
+    pub stopped_at: Option<i64>,
+}
+
+/// The editable parts of a sandbox (`None`: unchanged; for the minutes,
+/// `Some(None)` clears the setting).
+#[derive(Debug, Clone, Default)]
+pub struct SandboxChanges {
+    /// Display name.
+    pub name: Option<String>,
+    /// Labels, a JSON object (replaces them all).
+    pub labels: Option<String>,
+    /// Idle minutes before an automatic stop.
+    pub auto_stop_minutes: Option<Option<i64>>,
+    /// Stopped minutes before an automatic delete.
+    pub auto_delete_minutes: Option<Option<i64>>,
 }
 
 /// A sandbox to record.
@@ -69,48 +91,15 @@ pub struct NewSandbox {
     pub env: String,
     /// Labels, a JSON object.
     pub labels: String,
+    /// Idle minutes before an automatic stop.
+    pub auto_stop_minutes: Option<i64>,
+    /// Stopped minutes before an automatic delete.
+    pub auto_delete_minutes: Option<i64>,
 }
-
-type SandboxRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<i64>,
-    i64,
-    i64,
-    i64,
-    i64,
-    Option<String>,
-    i64,
-    String,
-    String,
-);
 
 const COLUMNS: &str = "id, org_id, created_by, name, image, state, id_slot, memory_mb, \
-     cpu_millicores, pids, disk_mb, error, created_at, env, labels";
-
-fn record(r: SandboxRow) -> SandboxRecord {
-    SandboxRecord {
-        id: r.0,
-        org_id: r.1,
-        created_by: r.2,
-        name: r.3,
-        image: r.4,
-        state: r.5,
-        id_slot: r.6,
-        memory_mb: r.7,
-        cpu_millicores: r.8,
-        pids: r.9,
-        disk_mb: r.10,
-        error: r.11,
-        created_at: r.12,
-        env: r.13,
-        labels: r.14,
-    }
-}
+     cpu_millicores, pids, disk_mb, error, created_at, env, labels, auto_stop_minutes, \
+     auto_delete_minutes, last_active_at, stopped_at";
 
 impl Store {
     /// Records a new sandbox in `creating` with a free id slot, within the
@@ -138,8 +127,10 @@ impl Store {
             }
             let inserted = sqlx::query(
                 "INSERT INTO sandboxes (id, org_id, created_by, name, image, state, id_slot, \
-                 memory_mb, cpu_millicores, pids, disk_mb, error, created_at, updated_at, env, labels) \
-                 VALUES ($1, $2, $3, $4, $5, 'creating', $6, $7, $8, $9, $10, NULL, $11, $11, $12, $13)",
+                 memory_mb, cpu_millicores, pids, disk_mb, error, created_at, updated_at, env, labels, \
+                 auto_stop_minutes, auto_delete_minutes, last_active_at, counted) \
+                 VALUES ($1, $2, $3, $4, $5, 'creating', $6, $7, $8, $9, $10, NULL, $11, $11, $12, $13, \
+                 $14, $15, $11, 1)",
             )
             .bind(&id)
             .bind(&new.org_id)
@@ -154,6 +145,8 @@ impl Store {
             .bind(now)
             .bind(&new.env)
             .bind(&new.labels)
+            .bind(new.auto_stop_minutes)
+            .bind(new.auto_delete_minutes)
             .execute(&mut *tx)
             .await;
             match inserted {
@@ -182,54 +175,214 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM sandboxes WHERE org_id = $1 AND id = $2"
         ));
-        let row: Option<SandboxRow> = sqlx::query_as(sql)
+        let row: Option<SandboxRecord> = sqlx::query_as(sql)
             .bind(org_id)
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
-        Ok(row.map(record))
+        Ok(row)
     }
 
-    /// Sandboxes of `org_id` (in `state`, when given), oldest first, after `after_id`.
+    /// Sandboxes of `org_id` (in `state`, with the label `key: value`, when
+    /// given), oldest first, after `after_id`.
     pub async fn sandboxes(
         &self,
         org_id: &str,
         state: Option<&str>,
+        label: Option<(&str, &str)>,
         after_id: Option<&str>,
         limit: i64,
     ) -> Result<Vec<SandboxRecord>, StoreError> {
+        // Labels are a JSON object in text: look for the exact `"key":"value"`
+        // pair as serde_json writes it (LIKE wildcards escaped). SQLite's LIKE
+        // ignores ASCII case, so matches are checked again exactly below.
+        let pattern = label.map(|(key, value)| {
+            let pair = format!(
+                "{}:{}",
+                serde_json::Value::from(key),
+                serde_json::Value::from(value)
+            );
+            let escaped = pair
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM sandboxes WHERE org_id = $1 AND ($2 IS NULL OR id > $2) \
-             AND ($4 IS NULL OR state = $4) ORDER BY id LIMIT $3"
+             AND ($4 IS NULL OR state = $4) AND ($5 IS NULL OR labels LIKE $5 ESCAPE '\\') \
+             ORDER BY id LIMIT $3"
         ));
-        let rows: Vec<SandboxRow> = sqlx::query_as(sql)
+        let rows: Vec<SandboxRecord> = sqlx::query_as(sql)
             .bind(org_id)
             .bind(after_id.map(str::to_owned))
             .bind(limit)
             .bind(state.map(str::to_owned))
+            .bind(pattern)
             .fetch_all(self.pool())
             .await?;
-        Ok(rows.into_iter().map(record).collect())
+        Ok(rows
+            .into_iter()
+            .filter(|r| {
+                label.is_none_or(|(key, value)| {
+                    serde_json::from_str::<std::collections::BTreeMap<String, String>>(&r.labels)
+                        .is_ok_and(|labels| labels.get(key).is_some_and(|v| v == value))
+                })
+            })
+            .collect())
     }
 
-    /// Every sandbox that should have a container (`creating` or `running`),
-    /// in every org: what the reconciler checks against the runtime.
-    pub async fn live_sandboxes(&self) -> Result<Vec<SandboxRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM sandboxes WHERE state IN ('creating', 'running') ORDER BY id"
-        ));
-        let rows: Vec<SandboxRow> = sqlx::query_as(sql).fetch_all(self.pool()).await?;
-        Ok(rows.into_iter().map(record).collect())
+    /// Every sandbox in one of `states`, in every org (the reconciler and
+    /// the lifecycle sweeps).
+    pub async fn sandboxes_in(&self, states: &[&str]) -> Result<Vec<SandboxRecord>, StoreError> {
+        let mut rows = Vec::new();
+        for state in states {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM sandboxes WHERE state = $1 ORDER BY id"
+            ));
+            let found: Vec<SandboxRecord> = sqlx::query_as(sql)
+                .bind(*state)
+                .fetch_all(self.pool())
+                .await?;
+            rows.extend(found);
+        }
+        Ok(rows)
     }
 
     /// Moves a sandbox to `running`.
     pub async fn sandbox_running(&self, now: i64, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sandboxes SET state = 'running', updated_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(now)
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "UPDATE sandboxes SET state = 'running', error = NULL, updated_at = $2, \
+             last_active_at = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
         Ok(())
+    }
+
+    /// Moves a sandbox from `from` to `to` if it is still in `from`; `false`
+    /// when another request changed it first.
+    pub async fn sandbox_transition(
+        &self,
+        now: i64,
+        id: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET state = $3, updated_at = $4 WHERE id = $1 AND state = $2",
+        )
+        .bind(id)
+        .bind(from)
+        .bind(to)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records activity (exec, files, terminal input): what auto-stop measures.
+    pub async fn sandbox_touch(&self, now: i64, id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sandboxes SET last_active_at = $2 WHERE id = $1 AND last_active_at < $2",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Moves a `running`, `paused`, `starting` or `stopping` sandbox to `stopped`, giving back its
+    /// place in the creator's count (it keeps its uid range: its files are
+    /// still owned by it). `false` when it was in neither state.
+    pub async fn sandbox_stopped(&self, now: i64, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        // Every state it may leave holds a place (`counted = 1`).
+        let row: Option<(String,)> = sqlx::query_as(
+            "UPDATE sandboxes SET state = 'stopped', stopped_at = $2, updated_at = $2, counted = 0 \
+             WHERE id = $1 AND state IN ('running', 'paused', 'starting', 'stopping') RETURNING created_by",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((user,)) = row else {
+            return Ok(false);
+        };
+        release_live(&mut tx, &user).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Moves a `stopped` sandbox to `starting`, taking a place in the
+    /// creator's count within `max_live` (`QuotaExceeded` past it; `false`
+    /// when it is not stopped).
+    pub async fn sandbox_starting(
+        &self,
+        now: i64,
+        id: &str,
+        created_by: &str,
+        max_live: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let counted = sqlx::query(
+            "UPDATE users SET live_sandboxes = live_sandboxes + 1 \
+             WHERE id = $1 AND ($2 < 0 OR live_sandboxes < $2)",
+        )
+        .bind(created_by)
+        .bind(max_live.unwrap_or(-1))
+        .execute(&mut *tx)
+        .await?;
+        if counted.rows_affected() == 0 {
+            return Err(StoreError::QuotaExceeded("concurrent sandboxes".into()));
+        }
+        let moved = sqlx::query(
+            "UPDATE sandboxes SET state = 'starting', counted = 1, updated_at = $2 \
+             WHERE id = $1 AND state = 'stopped'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() == 0 {
+            // Rolled back: the place is not taken.
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Applies `changes` to a sandbox of `org_id`; `false` when there is none.
+    pub async fn update_sandbox(
+        &self,
+        now: i64,
+        org_id: &str,
+        id: &str,
+        changes: &SandboxChanges,
+    ) -> Result<bool, StoreError> {
+        let (stop_set, stop) = changes.auto_stop_minutes.map_or((0, None), |v| (1, v));
+        let (delete_set, delete) = changes.auto_delete_minutes.map_or((0, None), |v| (1, v));
+        let done = sqlx::query(
+            "UPDATE sandboxes SET name = COALESCE($3, name), labels = COALESCE($4, labels), \
+             auto_stop_minutes = CASE WHEN $5 = 1 THEN $6 ELSE auto_stop_minutes END, \
+             auto_delete_minutes = CASE WHEN $7 = 1 THEN $8 ELSE auto_delete_minutes END, \
+             updated_at = $9 WHERE org_id = $1 AND id = $2",
+        )
+        .bind(org_id)
+        .bind(id)
+        .bind(changes.name.clone())
+        .bind(changes.labels.clone())
+        .bind(stop_set)
+        .bind(stop)
+        .bind(delete_set)
+        .bind(delete)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Moves a sandbox to `error` with `message`, releasing its id range and
@@ -241,20 +394,21 @@ impl Store {
         message: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
-        let row: Option<(String, Option<i64>)> =
-            sqlx::query_as("SELECT created_by, id_slot FROM sandboxes WHERE id = $1")
+        let row: Option<(String, i64)> =
+            sqlx::query_as("SELECT created_by, counted FROM sandboxes WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
         sqlx::query(
-            "UPDATE sandboxes SET state = 'error', error = $2, id_slot = NULL, updated_at = $3 WHERE id = $1",
+            "UPDATE sandboxes SET state = 'error', error = $2, id_slot = NULL, counted = 0, \
+             updated_at = $3 WHERE id = $1",
         )
         .bind(id)
         .bind(message)
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        if let Some((user, Some(_))) = row {
+        if let Some((user, 1)) = row {
             release_live(&mut tx, &user).await?;
         }
         tx.commit().await?;
@@ -264,15 +418,15 @@ impl Store {
     /// Deletes a sandbox record of `org_id`; `false` when there is none.
     pub async fn delete_sandbox(&self, org_id: &str, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin().await?;
-        let row: Option<(String, Option<i64>)> = sqlx::query_as(
-            "DELETE FROM sandboxes WHERE org_id = $1 AND id = $2 RETURNING created_by, id_slot",
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "DELETE FROM sandboxes WHERE org_id = $1 AND id = $2 RETURNING created_by, counted",
         )
         .bind(org_id)
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
         let found = row.is_some();
-        if let Some((user, Some(_))) = row {
+        if let Some((user, 1)) = row {
             release_live(&mut tx, &user).await?;
         }
         tx.commit().await?;

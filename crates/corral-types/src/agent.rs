@@ -107,6 +107,10 @@ pub struct ExecRequest {
     pub timeout_ms: u64,
     /// Keep at most this many bytes of each of stdout and stderr.
     pub output_limit: usize,
+    /// Send output as it comes ([`AgentResponse::Output`] lines) before the
+    /// final [`AgentResponse::Exited`], whose stdout and stderr are then empty.
+    #[serde(default)]
+    pub stream: bool,
 }
 
 fn default_cwd() -> String {
@@ -124,6 +128,13 @@ pub enum AgentResponse {
     },
     /// A finished program.
     Exited(ExecResult),
+    /// Output of a streaming exec, as it was written.
+    Output {
+        /// `stdout` or `stderr`.
+        stream: String,
+        /// The bytes, as UTF-8 (invalid sequences replaced).
+        data: String,
+    },
     /// A directory's entries.
     Entries {
         /// Sorted by name.

@@ -23,6 +23,44 @@ pub struct CreateSandboxRequest {
     /// Free-form labels (at most 16; keys and values up to 64 characters).
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Stop the sandbox after this many minutes without an exec, file
+    /// operation or terminal input (1–10 080; default: never).
+    #[serde(default)]
+    pub auto_stop_minutes: Option<i64>,
+    /// Delete the sandbox after it has been stopped this long (1–525 600;
+    /// default: never).
+    #[serde(default)]
+    pub auto_delete_minutes: Option<i64>,
+}
+
+/// `PATCH /api/v1/sandboxes/{id}`: each field optional; `null` for a
+/// minutes field turns that automatic step off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSandboxRequest {
+    /// Display name (1–64 characters).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Replaces all labels.
+    #[serde(default)]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Idle minutes before an automatic stop (`null`: never).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub auto_stop_minutes: Option<Option<i64>>,
+    /// Stopped minutes before an automatic delete (`null`: never).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub auto_delete_minutes: Option<Option<i64>>,
+}
+
+/// A field that is present, even as `null` (absent stays `None`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// Resources of a sandbox; each optional, capped by the plan.
@@ -52,7 +90,7 @@ pub struct SandboxResponse {
     pub name: String,
     /// Image.
     pub image: String,
-    /// `creating`, `running` or `error`.
+    /// `creating`, `running`, `paused`, `stopped`, `starting` or `error`.
     pub state: String,
     /// Why it is in `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,6 +109,17 @@ pub struct SandboxResponse {
     pub labels: std::collections::BTreeMap<String, String>,
     /// Created (RFC 3339).
     pub created_at: String,
+    /// Idle minutes before an automatic stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_stop_minutes: Option<i64>,
+    /// Stopped minutes before an automatic delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_delete_minutes: Option<i64>,
+    /// Last exec, file operation or terminal input (RFC 3339).
+    pub last_active_at: String,
+    /// When it was last stopped (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
 }
 
 /// A page of sandboxes.

@@ -1,7 +1,9 @@
-//! `/api/v1/sandboxes`: create, list, show, delete, exec.
+//! `/api/v1/sandboxes`: create, list, show, change, delete; start, stop,
+//! pause, resume; exec.
 
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -9,10 +11,12 @@ use serde::Deserialize;
 use corral_core::auth::Principal;
 use corral_core::clock::rfc3339;
 use corral_runtime::Limits;
-use corral_store::{ID_SLOTS, NewSandbox, SandboxRecord};
+use corral_store::{ID_SLOTS, NewSandbox, SandboxChanges, SandboxRecord};
 use corral_types::ErrorCode;
 use corral_types::agent::{ExecRequest, ExecResult};
-use corral_types::sandbox::{CreateSandboxRequest, ExecRequestBody, SandboxPage, SandboxResponse};
+use corral_types::sandbox::{
+    CreateSandboxRequest, ExecRequestBody, SandboxPage, SandboxResponse, UpdateSandboxRequest,
+};
 
 use crate::auth::{ClientInfo, CurrentUser};
 use crate::extract::ApiJson;
@@ -28,7 +32,14 @@ const SANDBOX_PIDS: i64 = 256;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/sandboxes", post(create).get(list))
-        .route("/api/v1/sandboxes/{id}", get(show).delete(remove))
+        .route(
+            "/api/v1/sandboxes/{id}",
+            get(show).patch(update).delete(remove),
+        )
+        .route("/api/v1/sandboxes/{id}/start", post(start))
+        .route("/api/v1/sandboxes/{id}/stop", post(stop))
+        .route("/api/v1/sandboxes/{id}/pause", post(pause))
+        .route("/api/v1/sandboxes/{id}/resume", post(resume))
         .route("/api/v1/sandboxes/{id}/exec", post(exec))
 }
 
@@ -46,6 +57,49 @@ fn response(r: SandboxRecord) -> SandboxResponse {
         created_by: r.created_by,
         labels: serde_json::from_str(&r.labels).unwrap_or_default(),
         created_at: rfc3339(r.created_at),
+        auto_stop_minutes: r.auto_stop_minutes,
+        auto_delete_minutes: r.auto_delete_minutes,
+        last_active_at: rfc3339(r.last_active_at),
+        stopped_at: r.stopped_at.map(rfc3339),
+    }
+}
+
+/// Idle minutes before auto-stop: up to a week.
+const MAX_AUTO_STOP_MINUTES: i64 = 7 * 24 * 60;
+/// Stopped minutes before auto-delete: up to a year.
+const MAX_AUTO_DELETE_MINUTES: i64 = 365 * 24 * 60;
+
+/// An optional minutes setting within `1..=max`, else 422 naming `field`.
+fn minutes(field: &str, value: Option<i64>, max: i64) -> Result<Option<i64>, ApiError> {
+    match value {
+        Some(m) if !(1..=max).contains(&m) => Err(ApiError::invalid_field(
+            field,
+            format!("must be between 1 and {max} minutes"),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn check_name(name: Option<&String>) -> Result<(), ApiError> {
+    match name {
+        Some(name) if !(1..=64).contains(&name.chars().count()) => Err(ApiError::invalid_field(
+            "name",
+            "must be 1 to 64 characters",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The runtime limits of a recorded sandbox.
+fn limits_of(r: &SandboxRecord) -> Limits {
+    Limits {
+        memory_mb: u64::try_from(r.memory_mb).unwrap_or(16),
+        pids: r.pids,
+        cpu_millicores: u64::try_from(r.cpu_millicores).unwrap_or(1000),
+        tmp_mb: u64::try_from(r.disk_mb).unwrap_or(1),
+        tmp_inodes: u64::try_from(r.disk_mb * 64).unwrap_or(4096).max(1024),
+        open_files: 1024,
+        file_size_mb: u64::try_from(r.disk_mb).unwrap_or(1),
     }
 }
 
@@ -93,15 +147,18 @@ pub async fn create(
             "only the `host` image is available so far",
         ));
     }
-    if let Some(name) = &body.name
-        && !(1..=64).contains(&name.chars().count())
-    {
-        return Err(ApiError::invalid_field(
-            "name",
-            "must be 1 to 64 characters",
-        ));
-    }
+    check_name(body.name.as_ref())?;
     check_labels(&body.labels)?;
+    let auto_stop_minutes = minutes(
+        "auto_stop_minutes",
+        body.auto_stop_minutes,
+        MAX_AUTO_STOP_MINUTES,
+    )?;
+    let auto_delete_minutes = minutes(
+        "auto_delete_minutes",
+        body.auto_delete_minutes,
+        MAX_AUTO_DELETE_MINUTES,
+    )?;
     for key in body.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
             return Err(ApiError::invalid_field(
@@ -150,19 +207,13 @@ pub async fn create(
                 disk_mb,
                 env: json(&body.env),
                 labels: json(&body.labels),
+                auto_stop_minutes,
+                auto_delete_minutes,
             },
             |_| rand_slot(),
         )
         .await?;
-    let limits = Limits {
-        memory_mb: u64::try_from(memory_mb).unwrap_or(16),
-        pids,
-        cpu_millicores: u64::try_from(cpu_millicores).unwrap_or(1000),
-        tmp_mb: u64::try_from(disk_mb).unwrap_or(1),
-        tmp_inodes: u64::try_from(disk_mb * 64).unwrap_or(4096).max(1024),
-        open_files: 1024,
-        file_size_mb: u64::try_from(disk_mb).unwrap_or(1),
-    };
+    let limits = limits_of(&record);
     let (manager, id, slot) = (
         state.sandboxes.clone(),
         record.id.clone(),
@@ -242,9 +293,16 @@ pub struct SandboxQuery {
     cursor: Option<String>,
     /// Page size, 1–200 (default 50).
     limit: Option<i64>,
-    /// Only sandboxes in this state (`creating`, `running`, `error`).
+    /// Only sandboxes in this state.
     state: Option<String>,
+    /// Only sandboxes with this label, as `key=value`.
+    label: Option<String>,
 }
+
+/// Every state a sandbox can be in.
+const STATES: &[&str] = &[
+    "creating", "starting", "running", "paused", "stopped", "error",
+];
 
 /// The org's sandboxes, oldest first.
 #[utoipa::path(
@@ -259,18 +317,27 @@ pub async fn list(
 ) -> Result<Json<SandboxPage>, ApiError> {
     let limit = page_limit(query.limit)?;
     if let Some(wanted) = &query.state
-        && !["creating", "running", "error"].contains(&wanted.as_str())
+        && !STATES.contains(&wanted.as_str())
     {
         return Err(ApiError::invalid_field(
             "state",
-            "must be `creating`, `running` or `error`",
+            format!("must be one of {}", STATES.join(", ")),
         ));
     }
+    let label = match &query.label {
+        Some(pair) => Some(
+            pair.split_once('=')
+                .filter(|(key, _)| !key.is_empty())
+                .ok_or_else(|| ApiError::invalid_field("label", "must be `key=value`"))?,
+        ),
+        None => None,
+    };
     let mut items = state
         .store
         .sandboxes(
             &principal.org_id,
             query.state.as_deref(),
+            label,
             query.cursor.as_deref(),
             limit + 1,
         )
@@ -303,6 +370,11 @@ pub(crate) async fn running(
             format!("the sandbox is {}, not running", record.state),
         ));
     }
+    // Activity, for auto-stop.
+    state
+        .store
+        .sandbox_touch(state.clock.now_ms(), &record.id)
+        .await?;
     Ok(record)
 }
 
@@ -373,13 +445,17 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Runs a command in a sandbox and returns how it ended.
+/// Runs a command in a sandbox and returns how it ended. With
+/// `Accept: text/event-stream` the answer is a stream of server-sent events
+/// instead: `stdout` and `stderr` (`{"data": "…"}`, as the program writes),
+/// then one `exit` (the result, with empty stdout and stderr) or `error`
+/// (`{"code", "detail"}`).
 #[utoipa::path(
     post, path = "/api/v1/sandboxes/{id}/exec", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox id")),
     request_body = ExecRequestBody,
     responses(
-        (status = 200, description = "Finished (any exit code)", body = ExecResult),
+        (status = 200, description = "Finished (any exit code), or the event stream", content((ExecResult = "application/json"), (String = "text/event-stream"))),
         (status = 404, description = "No such sandbox in this org", body = corral_types::Problem),
         (status = 409, description = "The sandbox is not running", body = corral_types::Problem),
         (status = 422, description = "Neither or both of command and argv", body = corral_types::Problem),
@@ -391,8 +467,14 @@ pub async fn exec(
     Extension(CurrentUser(user)): Extension<CurrentUser>,
     Extension(client): Extension<ClientInfo>,
     Path(id): Path<String>,
+    headers: http::HeaderMap,
     ApiJson(body): ApiJson<ExecRequestBody>,
-) -> Result<Json<ExecResult>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    let streaming = headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"));
     let argv = match (body.command, body.argv) {
         (Some(command), None) => vec!["/bin/sh".to_owned(), "-c".to_owned(), command],
         (None, Some(argv)) if !argv.is_empty() => argv,
@@ -430,31 +512,484 @@ pub async fn exec(
         stdin: body.stdin.unwrap_or_default(),
         timeout_ms,
         output_limit: EXEC_OUTPUT_LIMIT,
+        stream: false,
     };
     let sandbox = state.sandboxes.attach(&record.id);
+    if streaming {
+        return Ok(exec_events(state, client, principal, sandbox, request));
+    }
     let result = tokio::task::spawn_blocking(move || sandbox.exec(request))
         .await
         .map_err(ApiError::internal)?
-        .map_err(|e| match e {
-            corral_runtime::RuntimeError::Refused { message, .. } => {
-                ApiError::invalid_field("argv", message)
+        .map_err(exec_refused)?;
+    audit_exec(&state, &client, &principal, &record.id, &result).await;
+    Ok(Json(result).into_response())
+}
+
+fn exec_refused(error: corral_runtime::RuntimeError) -> ApiError {
+    match error {
+        corral_runtime::RuntimeError::Refused { message, .. } => {
+            ApiError::invalid_field("argv", message)
+        }
+        other => unreachable_sandbox(&other),
+    }
+}
+
+async fn audit_exec(
+    state: &AppState,
+    client: &ClientInfo,
+    principal: &Principal,
+    id: &str,
+    result: &ExecResult,
+) {
+    let outcome = if result.timed_out {
+        "timeout"
+    } else {
+        "success"
+    };
+    audit_step(state, client, principal, "sandbox.exec", id, outcome).await;
+}
+
+/// The event stream of an exec. The program's output is read as fast as
+/// the client takes it (a slow client slows the program down, it never
+/// loses output); a client that goes away ends the program.
+fn exec_events(
+    state: AppState,
+    client: ClientInfo,
+    principal: Principal,
+    sandbox: corral_runtime::Sandbox,
+    request: ExecRequest,
+) -> axum::response::Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    let id = sandbox.id.trim_start_matches("corral-").to_owned();
+    tokio::spawn(async move {
+        let output = tx.clone();
+        let ran = tokio::task::spawn_blocking(move || {
+            sandbox.exec_stream(request, |stream, data| {
+                let event = Event::default()
+                    .event(stream)
+                    .json_data(serde_json::json!({ "data": data }));
+                event.is_ok_and(|event| output.blocking_send(event).is_ok())
+            })
+        })
+        .await;
+        let last = match ran {
+            Ok(Ok(result)) => {
+                audit_exec(&state, &client, &principal, &id, &result).await;
+                Event::default().event("exit").json_data(&result)
             }
-            other => unreachable_sandbox(&other),
-        })?;
+            Ok(Err(error)) => {
+                let problem = exec_refused(error);
+                let problem = problem.problem();
+                Event::default()
+                    .event("error")
+                    .json_data(serde_json::json!({
+                        "code": problem.code.as_str(),
+                        "detail": problem.detail,
+                    }))
+            }
+            Err(join) => {
+                tracing::error!(%join, "a streaming exec panicked");
+                Event::default()
+                    .event("error")
+                    .json_data(serde_json::json!({
+                        "code": "internal_error",
+                        "detail": "the exec failed",
+                    }))
+            }
+        };
+        if let Ok(last) = last {
+            let _ = tx.send(last).await;
+        }
+    });
+    let events = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+        Ok::<_, std::convert::Infallible>,
+    );
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn conflict(detail: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::Conflict, detail)
+}
+
+/// Audits a lifecycle step on sandbox `id`.
+async fn audit_step(
+    state: &AppState,
+    client: &ClientInfo,
+    principal: &Principal,
+    action: &str,
+    id: &str,
+    outcome: &str,
+) {
     audit(
-        &state,
-        &client,
+        state,
+        client,
         Some(&principal.user_id),
         Some(&principal.org_id),
-        "sandbox.exec",
+        action,
         "sandbox",
-        Some(&record.id),
-        if result.timed_out {
-            "timeout"
-        } else {
-            "success"
-        },
+        Some(id),
+        outcome,
     )
     .await;
-    Ok(Json(result))
+}
+
+/// The sandbox as it is now in the store.
+async fn current(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<Json<SandboxResponse>, ApiError> {
+    find(state, principal, id).await.map(response).map(Json)
+}
+
+/// Changes a sandbox's name, labels or automatic stop and delete.
+#[utoipa::path(
+    patch, path = "/api/v1/sandboxes/{id}", tag = "sandboxes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id")),
+    request_body = UpdateSandboxRequest,
+    responses(
+        (status = 200, description = "Changed", body = SandboxResponse),
+        (status = 404, description = "No such sandbox in this org", body = corral_types::Problem),
+        (status = 422, description = "A value is refused", body = corral_types::Problem),
+    )
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(client): Extension<ClientInfo>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateSandboxRequest>,
+) -> Result<Json<SandboxResponse>, ApiError> {
+    check_name(body.name.as_ref())?;
+    if let Some(labels) = &body.labels {
+        check_labels(labels)?;
+    }
+    let auto_stop_minutes = match body.auto_stop_minutes {
+        Some(value) => Some(minutes("auto_stop_minutes", value, MAX_AUTO_STOP_MINUTES)?),
+        None => None,
+    };
+    let auto_delete_minutes = match body.auto_delete_minutes {
+        Some(value) => Some(minutes(
+            "auto_delete_minutes",
+            value,
+            MAX_AUTO_DELETE_MINUTES,
+        )?),
+        None => None,
+    };
+    let changes = SandboxChanges {
+        name: body.name,
+        labels: body
+            .labels
+            .map(|l| serde_json::to_string(&l).unwrap_or_else(|_| "{}".to_owned())),
+        auto_stop_minutes,
+        auto_delete_minutes,
+    };
+    if !state
+        .store
+        .update_sandbox(state.clock.now_ms(), &principal.org_id, &id, &changes)
+        .await?
+    {
+        return Err(ApiError::not_found("sandbox"));
+    }
+    audit_step(
+        &state,
+        &client,
+        &principal,
+        "sandbox.update",
+        &id,
+        "success",
+    )
+    .await;
+    current(&state, &principal, &id).await
+}
+
+/// Starts a stopped sandbox again (a running one is left as it is).
+#[utoipa::path(
+    post, path = "/api/v1/sandboxes/{id}/start", tag = "sandboxes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses(
+        (status = 200, description = "Running", body = SandboxResponse),
+        (status = 404, description = "No such sandbox in this org", body = corral_types::Problem),
+        (status = 409, description = "Not stopped (paused, starting or in error)", body = corral_types::Problem),
+        (status = 429, description = "The plan's concurrent sandboxes are all in use", body = corral_types::Problem),
+        (status = 503, description = "It could not start; it stays stopped", body = corral_types::Problem),
+    )
+)]
+pub async fn start(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(client): Extension<ClientInfo>,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxResponse>, ApiError> {
+    let record = find(&state, &principal, &id).await?;
+    match record.state.as_str() {
+        "running" => return Ok(Json(response(record))),
+        "stopped" => {}
+        other => {
+            return Err(conflict(format!(
+                "the sandbox is {other}; only a stopped sandbox can be started"
+            )));
+        }
+    }
+    // The place counts against whoever created the sandbox, under their plan.
+    let creator = state.store.user_by_id(&record.created_by).await?;
+    let max_live = creator
+        .and_then(|u| state.plans.get(&u.plan_id))
+        .and_then(|p| p.max_sandboxes);
+    let now = state.clock.now_ms();
+    if !state
+        .store
+        .sandbox_starting(now, &record.id, &record.created_by, max_live)
+        .await?
+    {
+        return Err(conflict("the sandbox changed state; try again"));
+    }
+    let (manager, sandbox_id, slot, limits) = (
+        state.sandboxes.clone(),
+        record.id.clone(),
+        record.id_slot.unwrap_or(0),
+        limits_of(&record),
+    );
+    let started = tokio::task::spawn_blocking(move || manager.restart(&sandbox_id, slot, limits))
+        .await
+        .map_err(ApiError::internal)?;
+    let now = state.clock.now_ms();
+    match started {
+        Ok(()) => {
+            state.store.sandbox_running(now, &record.id).await?;
+            audit_step(&state, &client, &principal, "sandbox.start", &id, "success").await;
+            current(&state, &principal, &id).await
+        }
+        Err(message) => {
+            // Back to stopped, its place given back: nothing of it is lost.
+            state.store.sandbox_stopped(now, &record.id).await?;
+            audit_step(&state, &client, &principal, "sandbox.start", &id, "failure").await;
+            Err(ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                format!("the sandbox could not start: {message}"),
+            ))
+        }
+    }
+}
+
+/// Stops a sandbox: its programs end and it holds no place in the plan's
+/// concurrent sandboxes until started again. A stopped one is left as it is.
+#[utoipa::path(
+    post, path = "/api/v1/sandboxes/{id}/stop", tag = "sandboxes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses(
+        (status = 200, description = "Stopped", body = SandboxResponse),
+        (status = 404, description = "No such sandbox in this org", body = corral_types::Problem),
+        (status = 409, description = "Creating, starting or in error", body = corral_types::Problem),
+    )
+)]
+pub async fn stop(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(client): Extension<ClientInfo>,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxResponse>, ApiError> {
+    let record = find(&state, &principal, &id).await?;
+    match record.state.as_str() {
+        "stopped" => return Ok(Json(response(record))),
+        "running" | "paused" => {}
+        other => {
+            return Err(conflict(format!(
+                "the sandbox is {other}; only a running or paused sandbox can be stopped"
+            )));
+        }
+    }
+    if !stop_sandbox(&state, &record).await? {
+        return Err(conflict("the sandbox changed state; try again"));
+    }
+    audit_step(&state, &client, &principal, "sandbox.stop", &id, "success").await;
+    current(&state, &principal, &id).await
+}
+
+/// Stops the container of a running or paused sandbox and records it
+/// stopped (also the auto-stop sweep's way). The state moves to `stopping`
+/// first, so no other request (or the reconciler) acts on it meanwhile;
+/// `false` when it was no longer running or paused.
+pub(crate) async fn stop_sandbox(
+    state: &AppState,
+    record: &SandboxRecord,
+) -> Result<bool, ApiError> {
+    let now = state.clock.now_ms();
+    if !state
+        .store
+        .sandbox_transition(now, &record.id, &record.state, "stopping")
+        .await?
+    {
+        return Ok(false);
+    }
+    let (manager, sandbox_id, paused) = (
+        state.sandboxes.clone(),
+        record.id.clone(),
+        record.state == "paused",
+    );
+    tokio::task::spawn_blocking(move || manager.stop(&sandbox_id, paused))
+        .await
+        .map_err(ApiError::internal)?;
+    state
+        .store
+        .sandbox_stopped(state.clock.now_ms(), &record.id)
+        .await?;
+    Ok(true)
+}
+
+/// The automatic steps, run on a timer: stops sandboxes idle past their
+/// `auto_stop_minutes`, deletes those stopped past `auto_delete_minutes`.
+/// Each is audited with no actor. Returns (stopped, deleted).
+pub async fn sweep(state: &AppState) -> Result<(usize, usize), ApiError> {
+    let now = state.clock.now_ms();
+    let system = ClientInfo {
+        ip: None,
+        user_agent: Some("corral (automatic)".to_owned()),
+    };
+    let (mut stopped, mut deleted) = (0, 0);
+    for record in state.store.sandboxes_in(&["running", "paused"]).await? {
+        let Some(idle) = record.auto_stop_minutes else {
+            continue;
+        };
+        if record.last_active_at + idle * 60_000 <= now && stop_sandbox(state, &record).await? {
+            audit(
+                state,
+                &system,
+                None,
+                Some(&record.org_id),
+                "sandbox.auto_stop",
+                "sandbox",
+                Some(&record.id),
+                "success",
+            )
+            .await;
+            stopped += 1;
+        }
+    }
+    for record in state.store.sandboxes_in(&["stopped"]).await? {
+        let (Some(after), Some(since)) = (record.auto_delete_minutes, record.stopped_at) else {
+            continue;
+        };
+        if since + after * 60_000 <= now {
+            let sandbox = state.sandboxes.attach(&record.id);
+            tokio::task::spawn_blocking(move || sandbox.destroy())
+                .await
+                .map_err(ApiError::internal)?;
+            if state
+                .store
+                .delete_sandbox(&record.org_id, &record.id)
+                .await?
+            {
+                audit(
+                    state,
+                    &system,
+                    None,
+                    Some(&record.org_id),
+                    "sandbox.auto_delete",
+                    "sandbox",
+                    Some(&record.id),
+                    "success",
+                )
+                .await;
+                deleted += 1;
+            }
+        }
+    }
+    Ok((stopped, deleted))
+}
+
+/// Freezes every program of a running sandbox; memory and files are kept.
+#[utoipa::path(
+    post, path = "/api/v1/sandboxes/{id}/pause", tag = "sandboxes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses(
+        (status = 200, description = "Paused", body = SandboxResponse),
+        (status = 404, description = "No such sandbox in this org", body = corral_types::Problem),
+        (status = 409, description = "Not running", body = corral_types::Problem),
+    )
+)]
+pub async fn pause(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(client): Extension<ClientInfo>,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxResponse>, ApiError> {
+    freeze_step(&state, &client, &principal, &id, true).await
+}
+
+/// Thaws a paused sandbox.
+#[utoipa::path(
+    post, path = "/api/v1/sandboxes/{id}/resume", tag = "sandboxes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses(
+        (status = 200, description = "Running", body = SandboxResponse),
+        (status = 404, description = "No such sandbox in this org", body = corral_types::Problem),
+        (status = 409, description = "Not paused", body = corral_types::Problem),
+    )
+)]
+pub async fn resume(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(client): Extension<ClientInfo>,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxResponse>, ApiError> {
+    freeze_step(&state, &client, &principal, &id, false).await
+}
+
+/// Pause (`freeze`) or resume: the state moves first (so two requests
+/// cannot both act), then the runtime; a runtime failure moves it back.
+async fn freeze_step(
+    state: &AppState,
+    client: &ClientInfo,
+    principal: &Principal,
+    id: &str,
+    freeze: bool,
+) -> Result<Json<SandboxResponse>, ApiError> {
+    let (from, to, action) = if freeze {
+        ("running", "paused", "sandbox.pause")
+    } else {
+        ("paused", "running", "sandbox.resume")
+    };
+    let record = find(state, principal, id).await?;
+    if record.state == to {
+        return Ok(Json(response(record)));
+    }
+    if !state
+        .store
+        .sandbox_transition(state.clock.now_ms(), &record.id, from, to)
+        .await?
+    {
+        return Err(conflict(format!(
+            "the sandbox is {}, not {from}",
+            record.state
+        )));
+    }
+    let sandbox = state.sandboxes.attach(&record.id);
+    let done = tokio::task::spawn_blocking(move || {
+        if freeze {
+            sandbox.pause()
+        } else {
+            sandbox.resume()
+        }
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    if let Err(error) = done {
+        state
+            .store
+            .sandbox_transition(state.clock.now_ms(), &record.id, to, from)
+            .await?;
+        audit_step(state, client, principal, action, id, "failure").await;
+        return Err(ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            format!("the runtime refused: {error}"),
+        ));
+    }
+    audit_step(state, client, principal, action, id, "success").await;
+    current(state, principal, id).await
 }

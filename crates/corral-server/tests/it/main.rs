@@ -13,6 +13,7 @@ mod support;
 mod docs;
 mod errors;
 mod identity;
+mod lifecycle;
 mod limits;
 mod mail;
 mod meta;

@@ -26,7 +26,7 @@ fn agent() -> PathBuf {
 }
 
 /// An app whose sandboxes live in `dir`.
-async fn app_in(backend: corral_store::Backend, dir: &std::path::Path) -> TestApp {
+pub(crate) async fn app_in(backend: corral_store::Backend, dir: &std::path::Path) -> TestApp {
     let dir = dir.to_path_buf();
     TestApp::builder(backend)
         .config(move |c| {

@@ -1,0 +1,403 @@
+//! Sandbox lifecycle through the API, on real sandboxes: change, stop and
+//! start, pause and resume, automatic stop and delete, streamed exec.
+
+use axum::body::Body;
+use http::Request;
+use serde_json::json;
+
+use crate::sandboxes::app_in;
+use crate::support::{TestApp, on_both_backends};
+
+async fn state_of(app: &TestApp, key: &str, id: &str) -> String {
+    app.call("GET", &format!("/api/v1/sandboxes/{id}"), key, None)
+        .await
+        .json()["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn sh(app: &TestApp, key: &str, id: &str, command: &str) -> crate::support::TestResponse {
+    app.call(
+        "POST",
+        &format!("/api/v1/sandboxes/{id}/exec"),
+        key,
+        Some(json!({ "command": command })),
+    )
+    .await
+}
+
+on_both_backends!(
+    a_sandbox_is_changed_paused_stopped_and_started_again,
+    |app| {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_in(app.state.store.backend(), dir.path()).await;
+        let (alice, _) = app.register_and_login("alice").await;
+        let created = app
+            .call(
+                "POST",
+                "/api/v1/sandboxes",
+                &alice,
+                Some(json!({"name": "one", "labels": {"team": "a"}, "auto_stop_minutes": 30})),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text());
+        let sandbox = created.json();
+        assert_eq!(sandbox["auto_stop_minutes"], 30);
+        let id = sandbox["id"].as_str().unwrap().to_owned();
+        let path = format!("/api/v1/sandboxes/{id}");
+
+        // PATCH: name, labels, minutes (null clears one).
+        let changed = app
+            .call(
+                "PATCH",
+                &path,
+                &alice,
+                Some(json!({"name": "renamed", "labels": {"team": "b", "tier": "x_1%"}, "auto_stop_minutes": null, "auto_delete_minutes": 60})),
+            )
+            .await;
+        assert_eq!(changed.status, 200, "{}", changed.text());
+        let changed = changed.json();
+        assert_eq!(changed["name"], "renamed");
+        assert_eq!(changed["labels"], json!({"team": "b", "tier": "x_1%"}));
+        assert!(changed.get("auto_stop_minutes").is_none(), "{changed}");
+        assert_eq!(changed["auto_delete_minutes"], 60);
+        for bad in [
+            json!({"auto_stop_minutes": 0}),
+            json!({"auto_delete_minutes": 10_000_000}),
+            json!({"name": ""}),
+            json!({"labels": {"": "x"}}),
+        ] {
+            app.call("PATCH", &path, &alice, Some(bad))
+                .await
+                .assert_problem(422, "validation_failed");
+        }
+        app.call("PATCH", &path, &alice, Some(json!({"state": "running"})))
+            .await
+            .assert_problem(422, "validation_failed");
+
+        // Label and state filters.
+        let listed = |query: &'static str| {
+            let (app, alice) = (&app, alice.clone());
+            async move {
+                app.call("GET", &format!("/api/v1/sandboxes?{query}"), &alice, None)
+                    .await
+            }
+        };
+        let items = |r: crate::support::TestResponse| r.json()["items"].as_array().unwrap().len();
+        assert_eq!(items(listed("label=team=b").await), 1);
+        assert_eq!(items(listed("label=tier=x_1%25").await), 1);
+        assert_eq!(
+            items(listed("label=team=B").await),
+            0,
+            "labels match exactly"
+        );
+        assert_eq!(
+            items(listed("label=tier=x_1").await),
+            0,
+            "no partial values"
+        );
+        assert_eq!(items(listed("label=team=a").await), 0);
+        assert_eq!(items(listed("state=running").await), 1);
+        assert_eq!(items(listed("state=stopped").await), 0);
+        listed("label=team")
+            .await
+            .assert_problem(422, "validation_failed");
+        listed("state=sleeping")
+            .await
+            .assert_problem(422, "validation_failed");
+
+        // Pause freezes it: exec is refused, state kept; resume thaws it.
+        assert_eq!(
+            sh(&app, &alice, &id, "echo kept > /tmp/f").await.status,
+            200
+        );
+        let paused = app
+            .call("POST", &format!("{path}/pause"), &alice, None)
+            .await;
+        assert_eq!(paused.status, 200, "{}", paused.text());
+        assert_eq!(paused.json()["state"], "paused");
+        sh(&app, &alice, &id, "true")
+            .await
+            .assert_problem(409, "conflict");
+        app.call("POST", &format!("{path}/start"), &alice, None)
+            .await
+            .assert_problem(409, "conflict");
+        let resumed = app
+            .call("POST", &format!("{path}/resume"), &alice, None)
+            .await;
+        assert_eq!(resumed.json()["state"], "running");
+        assert_eq!(
+            sh(&app, &alice, &id, "cat /tmp/f").await.json()["stdout"],
+            "kept\n"
+        );
+        assert_eq!(
+            app.call("POST", &format!("{path}/resume"), &alice, None)
+                .await
+                .json()["state"],
+            "running",
+            "resuming a running sandbox changes nothing"
+        );
+
+        // Stop (from paused, too) gives its place back: the Free plan's one
+        // concurrent sandbox can be used by another.
+        app.call("POST", &format!("{path}/pause"), &alice, None)
+            .await;
+        let stopped = app
+            .call("POST", &format!("{path}/stop"), &alice, None)
+            .await;
+        assert_eq!(stopped.status, 200, "{}", stopped.text());
+        let stopped = stopped.json();
+        assert_eq!(stopped["state"], "stopped");
+        assert!(stopped["stopped_at"].is_string());
+        assert_eq!(
+            app.call("POST", &format!("{path}/stop"), &alice, None)
+                .await
+                .json()["state"],
+            "stopped",
+            "stopping a stopped sandbox changes nothing"
+        );
+        sh(&app, &alice, &id, "true")
+            .await
+            .assert_problem(409, "conflict");
+        app.call("POST", &format!("{path}/pause"), &alice, None)
+            .await
+            .assert_problem(409, "conflict");
+        let other = app
+            .call("POST", "/api/v1/sandboxes", &alice, Some(json!({})))
+            .await;
+        assert_eq!(other.status, 201, "{}", other.text());
+        let other = other.json()["id"].as_str().unwrap().to_owned();
+        app.call("POST", &format!("{path}/start"), &alice, None)
+            .await
+            .assert_problem(429, "quota_exceeded");
+        assert_eq!(
+            state_of(&app, &alice, &id).await,
+            "stopped",
+            "a refused start changes nothing"
+        );
+        app.call(
+            "DELETE",
+            &format!("/api/v1/sandboxes/{other}"),
+            &alice,
+            None,
+        )
+        .await;
+
+        let started = app
+            .call("POST", &format!("{path}/start"), &alice, None)
+            .await;
+        assert_eq!(started.status, 200, "{}", started.text());
+        assert_eq!(started.json()["state"], "running");
+        let out = sh(&app, &alice, &id, "echo again; id -u").await.json();
+        assert_eq!(out["stdout"], "again\n0\n");
+        assert_eq!(
+            app.call("POST", &format!("{path}/start"), &alice, None)
+                .await
+                .json()["state"],
+            "running"
+        );
+
+        // Another tenant reaches none of it.
+        let (eve, _) = app.register_and_login("eve").await;
+        for step in ["start", "stop", "pause", "resume"] {
+            app.call("POST", &format!("{path}/{step}"), &eve, None)
+                .await
+                .assert_problem(404, "not_found");
+        }
+        app.call("PATCH", &path, &eve, Some(json!({"name": "mine"})))
+            .await
+            .assert_problem(404, "not_found");
+
+        // Every step is audited.
+        let actions: Vec<String> = app
+            .state
+            .store
+            .list_audit(&corral_store::AuditFilter {
+                limit: 200,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.resource_id.as_deref() == Some(id.as_str()))
+            .map(|r| format!("{}:{}", r.action, r.outcome))
+            .collect();
+        for wanted in [
+            "sandbox.update:success",
+            "sandbox.pause:success",
+            "sandbox.resume:success",
+            "sandbox.stop:success",
+            "sandbox.start:success",
+        ] {
+            assert!(
+                actions.iter().any(|a| a == wanted),
+                "{wanted} in {actions:?}"
+            );
+        }
+        app.call("DELETE", &path, &alice, None).await;
+        assert!(!dir.path().join("sandboxes").join(&id).exists());
+    }
+);
+
+on_both_backends!(
+    idle_sandboxes_stop_and_stopped_ones_are_deleted_on_time,
+    |app| {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_in(app.state.store.backend(), dir.path()).await;
+        let (access, _) = app.register_and_login("sleepy").await;
+    // A key, not the access token: the clock moves past a token's life.
+    let (key, _) = app
+        .create_key(&access, &["sandboxes:read", "sandboxes:write"])
+        .await;
+        let created = app
+            .call(
+                "POST",
+                "/api/v1/sandboxes",
+                &key,
+                Some(json!({"auto_stop_minutes": 10, "auto_delete_minutes": 60})),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text());
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+
+        // Activity pushes the stop back.
+        app.clock.advance(9 * 60_000);
+        assert_eq!(
+            corral_server::sweep_sandboxes(&app.state).await.unwrap(),
+            (0, 0)
+        );
+        assert_eq!(sh(&app, &key, &id, "true").await.status, 200);
+        app.clock.advance(9 * 60_000);
+        assert_eq!(
+            corral_server::sweep_sandboxes(&app.state).await.unwrap(),
+            (0, 0)
+        );
+        assert_eq!(state_of(&app, &key, &id).await, "running");
+        app.clock.advance(2 * 60_000);
+        assert_eq!(
+            corral_server::sweep_sandboxes(&app.state).await.unwrap(),
+            (1, 0)
+        );
+        assert_eq!(state_of(&app, &key, &id).await, "stopped");
+
+        app.clock.advance(59 * 60_000);
+        assert_eq!(
+            corral_server::sweep_sandboxes(&app.state).await.unwrap(),
+            (0, 0)
+        );
+        app.clock.advance(2 * 60_000);
+        assert_eq!(
+            corral_server::sweep_sandboxes(&app.state).await.unwrap(),
+            (0, 1)
+        );
+        app.call("GET", &format!("/api/v1/sandboxes/{id}"), &key, None)
+            .await
+            .assert_problem(404, "not_found");
+        let automatic = app
+            .state
+            .store
+            .list_audit(&corral_store::AuditFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.action.starts_with("sandbox.auto_"))
+            .map(|r| (r.action, r.actor_user_id))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            automatic.len(),
+            2,
+            "auto-stop and auto-delete are audited with no actor: {automatic:?}"
+        );
+        assert!(automatic.iter().all(|(_, actor)| actor.is_none()));
+    }
+);
+
+/// The events of a `text/event-stream` body: (event, data).
+fn events(body: &str) -> Vec<(String, serde_json::Value)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut event = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event: ") {
+                    event = Some(e.to_owned());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(d).ok();
+                }
+            }
+            Some((event?, data?))
+        })
+        .collect()
+}
+
+on_both_backends!(exec_streams_output_as_server_sent_events, |app| {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(app.state.store.backend(), dir.path()).await;
+    let (key, _) = app.register_and_login("streamer").await;
+    let created = app
+        .call("POST", "/api/v1/sandboxes", &key, Some(json!({})))
+        .await;
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let stream = |body: serde_json::Value| {
+        let (app, key, id) = (&app, key.clone(), id.clone());
+        async move {
+            let request = Request::post(format!("/api/v1/sandboxes/{id}/exec"))
+                .header("authorization", format!("Bearer {key}"))
+                .header("content-type", "application/json")
+                .header("accept", "text/event-stream")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            app.send(request).await
+        }
+    };
+    let response = stream(
+        json!({"command": "echo one; echo oops >&2; sleep 0.2; printf 'tw\\303\\251'; exit 3"}),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let got = events(&response.text());
+    let text_of = |name: &str| -> String {
+        got.iter()
+            .filter(|(e, _)| e == name)
+            .map(|(_, d)| d["data"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(text_of("stdout"), "one\ntwé");
+    assert_eq!(text_of("stderr"), "oops\n");
+    let (last, result) = got.last().unwrap();
+    assert_eq!(last, "exit", "{got:?}");
+    assert_eq!(result["exit_code"], 3);
+    assert_eq!(
+        result["stdout"], "",
+        "output came as events, not again at the end"
+    );
+    // The first line arrived as its own event, before the program ended
+    // (stdout and stderr are two pipes: their order between them is free).
+    let first = got.iter().find(|(e, _)| e == "stdout").unwrap();
+    assert_eq!(first.1["data"], "one\n", "{got:?}");
+
+    // A timeout ends the stream with the result; a bad program with an error event.
+    let got = events(
+        &stream(json!({"command": "sleep 5", "timeout_ms": 200}))
+            .await
+            .text(),
+    );
+    assert_eq!(got.last().unwrap().1["timed_out"], true);
+    let got = events(&stream(json!({"argv": ["/no/such"]})).await.text());
+    assert_eq!(got.last().unwrap().0, "error");
+    assert_eq!(got.last().unwrap().1["code"], "validation_failed");
+    // Bad input is still a problem, not a stream.
+    stream(json!({}))
+        .await
+        .assert_problem(422, "validation_failed");
+});
