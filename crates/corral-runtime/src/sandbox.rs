@@ -10,6 +10,11 @@
 //! <dir>/agent.log        the agent's own stdout and stderr
 //! ```
 //!
+//! An image root adds `<dir>/lower/<i>` (the idmapped layers) and `<dir>/rw`
+//! (the writable layer's tmpfs), and mounts the overlay at
+//! `<dir>/bundle/rootfs` (see [`crate::rootfs`]). [`Sandbox::stop`] keeps
+//! them; [`Sandbox::destroy`] unmounts them before removing the directory.
+//!
 //! The host binds the socket and hands the listening descriptor to the
 //! agent (`--preserve-fds 1`, as fd 3). The sandbox never sees a path to
 //! it, so a hostile sandbox cannot swap it for a symlink to somewhere else:

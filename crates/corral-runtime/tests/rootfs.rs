@@ -59,6 +59,7 @@ fn library_layer(binary: &Path, layer: &Path) -> Option<PathBuf> {
 }
 
 const APPLETS: &[&str] = &[
+    "ln",
     "sh",
     "ls",
     "id",
@@ -159,24 +160,26 @@ fn snapshot(root: &Path) -> Tree {
             for entry in std::fs::read_dir(&path).unwrap() {
                 todo.push(entry.unwrap().path());
             }
-            let mut xattr = Vec::new();
-            // The opaque mark is part of the layer.
-            if let Ok(out) = Command::new("python3")
-                .args([
-                    "-c",
-                    "import os,sys\ntry: print(os.getxattr(sys.argv[1],'trusted.overlay.opaque'))\nexcept OSError: pass",
-                ])
-                .arg(&path)
-                .output()
-            {
-                xattr = out.stdout;
-            }
-            xattr
+            Vec::new()
         } else {
             meta.rdev().to_le_bytes().to_vec()
         };
         all.insert(path, (meta.mode(), meta.uid(), meta.gid(), content));
     }
+    // The opaque marks are part of the layers too (one Python for the tree).
+    let marks = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys\n\
+             for d, _, _ in os.walk(sys.argv[1]):\n\
+             \ttry: print(d, os.getxattr(d, 'trusted.overlay.opaque'))\n\
+             \texcept OSError: pass",
+        ])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(marks.status.success(), "{marks:?}");
+    all.insert(root.join("(opaque marks)"), (0, 0, 0, marks.stdout));
     all
 }
 
@@ -496,9 +499,21 @@ fn stop_keeps_the_files_and_destroy_leaves_no_mount_and_no_directory() {
     let after = sh(sandbox, "cat /etc/kept /root/note");
     assert_eq!(after.stdout, "kept\nhome\n", "{after:?}");
 
+    // Links the sandbox plants towards host paths are not followed by the
+    // host's clean-up.
+    let canary = running._tmp.path().join("canary");
+    std::fs::write(&canary, "alive").unwrap();
+    let plant = format!(
+        "ln -s / /etc/to-root; ln -s {c} /root/to-canary; ln -s {c} /to-canary; \
+         mkdir -p /rw /lower /bundle; ln -s {c} /rw/upper; ln -s / /lower/0",
+        c = canary.display()
+    );
+    assert_eq!(sh(sandbox, &plant).exit_code, Some(0));
+
     sandbox.destroy();
     assert!(mounts_under(&dir).unwrap().is_empty());
     assert!(!dir.exists());
+    assert_eq!(std::fs::read_to_string(&canary).unwrap(), "alive");
     sandbox.destroy(); // idempotent
     assert!(sandbox.restart().is_err());
     assert_eq!(snapshot_all(&image), before, "the layers changed");
