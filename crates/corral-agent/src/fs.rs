@@ -6,7 +6,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use corral_types::agent::{AgentResponse, FileInfo};
+use corral_types::agent::{AgentResponse, FileInfo, SearchMatch};
 
 /// An error answer of a given kind.
 pub fn error(kind: &str, message: impl Into<String>) -> AgentResponse {
@@ -200,10 +200,234 @@ pub fn chmod(path: &str, mode: u32) -> AgentResponse {
     )
 }
 
+/// How deep a search walks.
+const SEARCH_DEPTH: usize = 64;
+/// How many entries a search looks at before it gives up.
+const SEARCH_ENTRIES: usize = 200_000;
+/// Files larger than this are not searched inside.
+const SEARCH_FILE_BYTES: u64 = 8 * 1024 * 1024;
+/// Longest line text a match carries.
+const MATCH_TEXT: usize = 1000;
+/// Largest file a replace rewrites.
+const REPLACE_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Whether `name` matches the glob `pattern` (`*` any run, `?` one character).
+pub fn glob(pattern: &[char], name: &[char]) -> bool {
+    // Iterative with one backtrack point: linear in practice, no recursion.
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some('*') => {
+                star = Some((p, n));
+                p += 1;
+            }
+            Some(c) if *c == '?' || *c == name[n] => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    p = sp + 1;
+                    n = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
+}
+
+/// Walks `path` without following symlinks (nor into /proc, /sys, /dev),
+/// collecting names matching `pattern` and, with `contains`, the lines of
+/// regular files holding it.
+pub fn search(
+    path: &str,
+    pattern: Option<&str>,
+    contains: Option<&str>,
+    max_results: usize,
+) -> AgentResponse {
+    let root = match absolute(path) {
+        Ok(root) => root,
+        Err(answer) => return answer,
+    };
+    if let Err(e) = root.symlink_metadata() {
+        return io_error(path, &e);
+    }
+    let pattern: Vec<char> = pattern.unwrap_or("*").chars().collect();
+    let needle = contains.filter(|c| !c.is_empty()).map(str::as_bytes);
+    let mut matches = Vec::new();
+    let mut truncated = false;
+    let mut seen = 0usize;
+    let mut stack = vec![(root.to_path_buf(), 0usize)];
+    'walk: while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(fs::DirEntry::file_name);
+        for entry in entries.iter().rev() {
+            seen += 1;
+            if seen > SEARCH_ENTRIES || matches.len() >= max_results {
+                truncated = true;
+                break 'walk;
+            }
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            let full = entry.path();
+            let name: Vec<char> = entry.file_name().to_string_lossy().chars().collect();
+            let kind = info(String::new(), &meta).kind;
+            if meta.is_dir() {
+                let special = ["/proc", "/sys", "/dev"]
+                    .iter()
+                    .any(|s| full == Path::new(s));
+                if depth + 1 < SEARCH_DEPTH && !special {
+                    stack.push((full.clone(), depth + 1));
+                } else if !special {
+                    truncated = true;
+                }
+            }
+            if !glob(&pattern, &name) {
+                continue;
+            }
+            let shown = full.to_string_lossy().into_owned();
+            match needle {
+                None => matches.push(SearchMatch {
+                    path: shown,
+                    kind,
+                    line: None,
+                    text: None,
+                }),
+                Some(needle) if meta.is_file() && meta.len() <= SEARCH_FILE_BYTES => {
+                    let Ok(file) = fs::File::open(&full) else {
+                        continue;
+                    };
+                    let mut reader = io::BufReader::new(file);
+                    let mut line = Vec::new();
+                    let mut number = 0u64;
+                    while let Ok(n) = reader.read_until(b'\n', &mut line) {
+                        if n == 0 {
+                            break;
+                        }
+                        number += 1;
+                        if line.windows(needle.len()).any(|w| w == needle) {
+                            if matches.len() >= max_results {
+                                truncated = true;
+                                break 'walk;
+                            }
+                            let end = line.len().min(MATCH_TEXT);
+                            let text = String::from_utf8_lossy(&line[..end]);
+                            matches.push(SearchMatch {
+                                path: shown.clone(),
+                                kind: kind.clone(),
+                                line: Some(number),
+                                text: Some(text.trim_end_matches(['\n', '\r']).to_owned()),
+                            });
+                        }
+                        line.clear();
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    AgentResponse::Matches { matches, truncated }
+}
+
+/// Replaces every `find` in the regular file `path` by `replace`, keeping
+/// its permission bits; written to a new file renamed over the old one, so
+/// a reader never sees half of it.
+pub fn replace(path: &str, find: &str, replace: &str) -> AgentResponse {
+    let p = match absolute(path) {
+        Ok(p) => p,
+        Err(answer) => return answer,
+    };
+    if find.is_empty() {
+        return error("invalid", "`find` is empty");
+    }
+    let result = (|| -> io::Result<Result<u64, AgentResponse>> {
+        let meta = p.symlink_metadata()?;
+        if !meta.is_file() {
+            return Ok(Err(error(
+                "invalid",
+                format!("{path} is not a regular file"),
+            )));
+        }
+        if meta.len() > REPLACE_FILE_BYTES {
+            return Ok(Err(error(
+                "too_large",
+                format!(
+                    "{path} is {} bytes; the limit is {REPLACE_FILE_BYTES}",
+                    meta.len()
+                ),
+            )));
+        }
+        let bytes = fs::read(p)?;
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            return Ok(Err(error("invalid", format!("{path} is not UTF-8 text"))));
+        };
+        let count = text.matches(find).count() as u64;
+        if count == 0 {
+            return Ok(Ok(0));
+        }
+        let changed = text.replace(find, replace);
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = p.with_file_name(format!(".{name}.corral-replace"));
+        {
+            let mut out = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)?;
+            out.write_all(changed.as_bytes())?;
+            out.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+            out.sync_all()?;
+        }
+        if let Err(e) = fs::rename(&temp, p) {
+            let _ = fs::remove_file(&temp);
+            return Err(e);
+        }
+        Ok(Ok(count))
+    })();
+    match result {
+        Ok(Ok(count)) => AgentResponse::Replaced { count },
+        Ok(Err(answer)) => answer,
+        Err(e) => io_error(path, &e),
+    }
+}
+
 fn done(path: &str, result: Result<io::Result<()>, AgentResponse>) -> AgentResponse {
     match result {
         Ok(Ok(())) => AgentResponse::Done,
         Ok(Err(e)) => io_error(path, &e),
         Err(answer) => answer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    fn check(pattern: &str, name: &str, expected: bool) {
+        let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+        assert_eq!(glob(&p, &n), expected, "{pattern} vs {name}");
+    }
+
+    #[test]
+    fn globs_match_like_a_shell() {
+        check("*", "anything", true);
+        check("*.py", "main.py", true);
+        check("*.py", "main.pyc", false);
+        check("m?in.*", "main.rs", true);
+        check("a*b*c", "aXXbYYc", true);
+        check("a*b*c", "aXXbYY", false);
+        check("", "", true);
+        check("", "x", false);
+        check("**", "", true);
+        check("é*", "éte", true);
     }
 }

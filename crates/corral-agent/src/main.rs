@@ -166,6 +166,17 @@ fn serve(stream: UnixStream, waiters: &Waiters) {
             Ok(AgentRequest::Move { from, to }) => fs::rename(&from, &to),
             Ok(AgentRequest::Delete { path, recursive }) => fs::delete(&path, recursive),
             Ok(AgentRequest::Chmod { path, mode }) => fs::chmod(&path, mode),
+            Ok(AgentRequest::Search {
+                path,
+                pattern,
+                contains,
+                max_results,
+            }) => fs::search(&path, pattern.as_deref(), contains.as_deref(), max_results),
+            Ok(AgentRequest::Replace {
+                path,
+                find,
+                replace,
+            }) => fs::replace(&path, &find, &replace),
             Err(error) => fs::error("invalid", format!("bad request: {error}")),
         },
         Err(error) => fs::error("invalid", format!("reading the request: {error}")),

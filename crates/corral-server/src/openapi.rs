@@ -27,10 +27,11 @@ use corral_types::identity::{
 use crate::routes::{
     account, admin, api_keys, auth, email, files, meta, orgs, sandboxes, sessions,
 };
-use corral_types::agent::{ExecResult, FileInfo};
+use corral_types::agent::{ExecResult, FileInfo, SearchMatch};
 use corral_types::sandbox::{
     ChmodRequest, CreateSandboxRequest, DeleteRequest, ExecRequestBody, MkdirRequest, MoveRequest,
-    Resources, SandboxPage, SandboxResponse, UpdateSandboxRequest,
+    ReplaceRequest, ReplaceResponse, Resources, SandboxPage, SandboxResponse, SearchResponse,
+    UpdateSandboxRequest,
 };
 
 #[derive(OpenApi)]
@@ -46,7 +47,7 @@ use corral_types::sandbox::{
         sessions::sign_in, sessions::current, sessions::sign_out,
         sandboxes::create, sandboxes::list, sandboxes::show, sandboxes::update, sandboxes::remove,
         sandboxes::start, sandboxes::stop, sandboxes::pause, sandboxes::resume, sandboxes::exec,
-        files::list, files::download, files::upload, files::mkdir, files::rename, files::delete, files::chmod,
+        files::list, files::download, files::upload, files::mkdir, files::rename, files::delete, files::chmod, files::replace, files::search,
         email::verify_email, email::resend_verification, email::request_reset, email::confirm_reset, email::admin_reset,
         account::me, account::update_me, account::usage, account::change_password, account::plans,
         api_keys::create, api_keys::list, api_keys::update, api_keys::revoke,
@@ -61,7 +62,7 @@ use corral_types::sandbox::{
         RegisterRequest, LoginRequest, RefreshRequest, TokenResponse, UserResponse, PlanResponse,
         CreateApiKeyRequest, UpdateApiKeyRequest, ApiKeyResponse, CreatedApiKeyResponse,
         AuditRecordResponse, AuditPage, AuditCount, AuditStats, ChangePasswordRequest, AdminUpdateUserRequest, UserPage,
-        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateSandboxRequest, Resources, SandboxResponse, SandboxPage, UpdateSandboxRequest, ExecRequestBody, ExecResult, FileInfo, MkdirRequest, MoveRequest, DeleteRequest, ChmodRequest, VerifyEmailRequest, PasswordResetRequest, PasswordResetConfirm, AdminPasswordReset, Accepted, CreateInvitationRequest,
+        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateSandboxRequest, Resources, SandboxResponse, SandboxPage, UpdateSandboxRequest, ExecRequestBody, ExecResult, FileInfo, SearchMatch, SearchResponse, ReplaceRequest, ReplaceResponse, MkdirRequest, MoveRequest, DeleteRequest, ChmodRequest, VerifyEmailRequest, PasswordResetRequest, PasswordResetConfirm, AdminPasswordReset, Accepted, CreateInvitationRequest,
         InvitationResponse, CreatedInvitationResponse,
     )),
     modifiers(&BearerAuth),

@@ -64,6 +64,29 @@ pub enum AgentRequest {
         #[serde(default)]
         recursive: bool,
     },
+    /// Finds paths under `path` whose name matches a glob (`*`, `?`) and,
+    /// with `contains`, files holding that text (each matching line).
+    Search {
+        /// Absolute directory to search.
+        path: String,
+        /// Glob for the file name (`*` when absent).
+        #[serde(default)]
+        pattern: Option<String>,
+        /// Literal text to look for inside files.
+        #[serde(default)]
+        contains: Option<String>,
+        /// Stop after this many matches.
+        max_results: usize,
+    },
+    /// Replaces every occurrence of `find` by `replace` in one file.
+    Replace {
+        /// Absolute path of a regular file.
+        path: String,
+        /// Literal text (not empty).
+        find: String,
+        /// Its replacement.
+        replace: String,
+    },
     /// Changes permission bits.
     Chmod {
         /// Absolute path.
@@ -86,6 +109,21 @@ pub struct FileInfo {
     pub mode: u32,
     /// Last modification (Unix seconds).
     pub modified: i64,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SearchMatch {
+    /// Absolute path.
+    pub path: String,
+    /// `file`, `dir`, `symlink` or `other`.
+    pub kind: String,
+    /// For a content search: the line number (from 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// For a content search: the line (lossy UTF-8, at most 1 000 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 /// What to run.
@@ -142,6 +180,18 @@ pub enum AgentResponse {
     },
     /// One path.
     Info(FileInfo),
+    /// Search results.
+    Matches {
+        /// In walk order.
+        matches: Vec<SearchMatch>,
+        /// Whether the search stopped at `max_results` (or a walk limit).
+        truncated: bool,
+    },
+    /// How many occurrences a replace changed.
+    Replaced {
+        /// Occurrences replaced.
+        count: u64,
+    },
     /// A file's bytes follow this line.
     Content {
         /// How many.

@@ -197,3 +197,31 @@ pub struct ChmodRequest {
     /// Octal permission bits, such as `"755"`.
     pub mode: String,
 }
+
+/// `POST /api/v1/sandboxes/{id}/files/replace`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceRequest {
+    /// Absolute path of a UTF-8 text file.
+    pub path: String,
+    /// Literal text to replace (not empty).
+    pub find: String,
+    /// What replaces each occurrence.
+    pub replace: String,
+}
+
+/// How many occurrences a replace changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReplaceResponse {
+    /// Occurrences replaced (0: the file is unchanged).
+    pub replaced: u64,
+}
+
+/// `GET /api/v1/sandboxes/{id}/files/search`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SearchResponse {
+    /// Matching paths (and lines, for a content search), in walk order.
+    pub matches: Vec<crate::agent::SearchMatch>,
+    /// Whether there were more than were returned.
+    pub truncated: bool,
+}

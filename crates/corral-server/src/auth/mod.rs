@@ -96,6 +96,8 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("POST",   "/api/v1/sandboxes/{id}/files/move", Needs(Action::WriteSandboxes)),
     ("POST",   "/api/v1/sandboxes/{id}/files/delete", Needs(Action::WriteSandboxes)),
     ("POST",   "/api/v1/sandboxes/{id}/files/chmod", Needs(Action::WriteSandboxes)),
+    ("POST",   "/api/v1/sandboxes/{id}/files/replace", Needs(Action::WriteSandboxes)),
+    ("GET",    "/api/v1/sandboxes/{id}/files/search", Needs(Action::ReadSandboxes)),
 ];
 
 /// The policy of a route, if declared.

@@ -14,7 +14,10 @@ use corral_core::auth::Principal;
 use corral_runtime::RuntimeError;
 use corral_types::ErrorCode;
 use corral_types::agent::{AgentRequest, AgentResponse, FileInfo};
-use corral_types::sandbox::{ChmodRequest, DeleteRequest, MkdirRequest, MoveRequest};
+use corral_types::sandbox::{
+    ChmodRequest, DeleteRequest, MkdirRequest, MoveRequest, ReplaceRequest, ReplaceResponse,
+    SearchResponse,
+};
 
 use crate::extract::ApiJson;
 use crate::routes::sandboxes::{running, unreachable_sandbox};
@@ -34,6 +37,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/sandboxes/{id}/files/move", post(rename))
         .route("/api/v1/sandboxes/{id}/files/delete", post(delete))
         .route("/api/v1/sandboxes/{id}/files/chmod", post(chmod))
+        .route("/api/v1/sandboxes/{id}/files/replace", post(replace))
+        .route("/api/v1/sandboxes/{id}/files/search", get(search))
 }
 
 /// `?path=` of file routes.
@@ -233,4 +238,100 @@ pub async fn chmod(
         mode,
     };
     plain_op(&state, &principal, &id, request).await
+}
+
+/// `?path=&pattern=&contains=&limit=` of a search.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    /// Absolute directory to search under.
+    path: String,
+    /// Glob for file names (`*` and `?`; default `*`).
+    pattern: Option<String>,
+    /// Literal text: only files holding it, one match per line.
+    contains: Option<String>,
+    /// At most this many matches, 1–1000 (default 200).
+    limit: Option<usize>,
+}
+
+/// Finds files by name (a glob) and, with `contains`, the lines holding a
+/// text. The walk never follows symlinks and skips /proc, /sys and /dev.
+#[utoipa::path(
+    get, path = "/api/v1/sandboxes/{id}/files/search", tag = "sandboxes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id"), SearchQuery),
+    responses(
+        (status = 200, description = "Matches", body = SearchResponse),
+        (status = 404, description = "No such sandbox or directory", body = corral_types::Problem),
+    )
+)]
+pub async fn search(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(query): Query<SearchQuery>,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let limit = query.limit.unwrap_or(200);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            "must be between 1 and 1000",
+        ));
+    }
+    if query
+        .pattern
+        .as_ref()
+        .is_some_and(|p| p.is_empty() || p.len() > 256)
+    {
+        return Err(ApiError::invalid_field(
+            "pattern",
+            "must be 1 to 256 characters",
+        ));
+    }
+    let request = AgentRequest::Search {
+        path: query.path,
+        pattern: query.pattern,
+        contains: query.contains,
+        max_results: limit,
+    };
+    match on_sandbox(&state, &principal, &id, move |s| s.file_op(&request)).await? {
+        AgentResponse::Matches { matches, truncated } => {
+            Ok(Json(SearchResponse { matches, truncated }))
+        }
+        other => Err(ApiError::internal(anyhow::anyhow!(
+            "unexpected agent answer {other:?}"
+        ))),
+    }
+}
+
+/// Replaces every occurrence of a text in a file (written whole, then
+/// renamed over the old one).
+#[utoipa::path(
+    post, path = "/api/v1/sandboxes/{id}/files/replace", tag = "sandboxes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id")), request_body = ReplaceRequest,
+    responses(
+        (status = 200, description = "Replaced", body = ReplaceResponse),
+        (status = 404, description = "No such sandbox or file", body = corral_types::Problem),
+        (status = 422, description = "Not a UTF-8 text file, or `find` empty", body = corral_types::Problem),
+    )
+)]
+pub async fn replace(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReplaceRequest>,
+) -> Result<Json<ReplaceResponse>, ApiError> {
+    if body.find.is_empty() {
+        return Err(ApiError::invalid_field("find", "must not be empty"));
+    }
+    let request = AgentRequest::Replace {
+        path: body.path,
+        find: body.find,
+        replace: body.replace,
+    };
+    match on_sandbox(&state, &principal, &id, move |s| s.file_op(&request)).await? {
+        AgentResponse::Replaced { count } => Ok(Json(ReplaceResponse { replaced: count })),
+        other => Err(ApiError::internal(anyhow::anyhow!(
+            "unexpected agent answer {other:?}"
+        ))),
+    }
 }

@@ -246,10 +246,10 @@ on_both_backends!(
         let dir = tempfile::tempdir().unwrap();
         let app = app_in(app.state.store.backend(), dir.path()).await;
         let (access, _) = app.register_and_login("sleepy").await;
-    // A key, not the access token: the clock moves past a token's life.
-    let (key, _) = app
-        .create_key(&access, &["sandboxes:read", "sandboxes:write"])
-        .await;
+        // A key, not the access token: the clock moves past a token's life.
+        let (key, _) = app
+            .create_key(&access, &["sandboxes:read", "sandboxes:write"])
+            .await;
         let created = app
             .call(
                 "POST",
@@ -398,6 +398,102 @@ on_both_backends!(exec_streams_output_as_server_sent_events, |app| {
     assert_eq!(got.last().unwrap().1["code"], "validation_failed");
     // Bad input is still a problem, not a stream.
     stream(json!({}))
+        .await
+        .assert_problem(422, "validation_failed");
+});
+
+on_both_backends!(files_are_found_by_name_and_content_and_replaced, |app| {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(app.state.store.backend(), dir.path()).await;
+    let (key, _) = app.register_and_login("finder").await;
+    let created = app
+        .call("POST", "/api/v1/sandboxes", &key, Some(json!({})))
+        .await;
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let out = sh(
+        &app,
+        &key,
+        &id,
+        "mkdir -p /tmp/p/sub && printf 'x = 1\\nprint(x)\\n' > /tmp/p/a.py && \
+         printf 'y = 2\\n' > /tmp/p/sub/b.py && echo note > /tmp/p/c.txt && \
+         ln -s /etc /tmp/p/etc-link",
+    )
+    .await;
+    assert_eq!(out.json()["exit_code"], 0, "{}", out.text());
+    let search = |query: &str| {
+        let (app, key, path) = (
+            &app,
+            key.clone(),
+            format!("/api/v1/sandboxes/{id}/files/search?{query}"),
+        );
+        async move { app.call("GET", &path, &key, None).await }
+    };
+    let found = search("path=/tmp/p&pattern=*.py").await;
+    assert_eq!(found.status, 200, "{}", found.text());
+    let paths: Vec<String> = found.json()["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(paths, ["/tmp/p/a.py", "/tmp/p/sub/b.py"]);
+    // Content search: file, line, text; the symlink to /etc is not followed.
+    let found = search("path=/tmp/p&contains=x").await.json();
+    assert_eq!(
+        found["matches"],
+        json!([
+            {"path": "/tmp/p/a.py", "kind": "file", "line": 1, "text": "x = 1"},
+            {"path": "/tmp/p/a.py", "kind": "file", "line": 2, "text": "print(x)"},
+        ])
+    );
+    let limited = search("path=/tmp/p&limit=1").await.json();
+    assert_eq!(limited["matches"].as_array().unwrap().len(), 1);
+    assert_eq!(limited["truncated"], true);
+    search("path=/tmp/p&limit=0")
+        .await
+        .assert_problem(422, "validation_failed");
+    search("path=/nowhere")
+        .await
+        .assert_problem(404, "not_found");
+    search("path=relative")
+        .await
+        .assert_problem(422, "validation_failed");
+
+    let replace = |body: serde_json::Value| {
+        let (app, key, path) = (
+            &app,
+            key.clone(),
+            format!("/api/v1/sandboxes/{id}/files/replace"),
+        );
+        async move { app.call("POST", &path, &key, Some(body)).await }
+    };
+    let done = replace(json!({"path": "/tmp/p/a.py", "find": "x", "replace": "value"})).await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert_eq!(done.json()["replaced"], 2);
+    assert_eq!(
+        sh(&app, &key, &id, "cat /tmp/p/a.py; ls -a /tmp/p")
+            .await
+            .json()["stdout"],
+        "value = 1\nprint(value)\n.\n..\na.py\nc.txt\netc-link\nsub\n",
+        "replaced in place, no temporary file left"
+    );
+    assert_eq!(
+        replace(json!({"path": "/tmp/p/c.txt", "find": "zzz", "replace": ""}))
+            .await
+            .json()["replaced"],
+        0
+    );
+    replace(json!({"path": "/tmp/p/a.py", "find": "", "replace": "y"}))
+        .await
+        .assert_problem(422, "validation_failed");
+    replace(json!({"path": "/tmp/p/sub", "find": "a", "replace": "b"}))
+        .await
+        .assert_problem(422, "validation_failed");
+    replace(json!({"path": "/tmp/p/missing", "find": "a", "replace": "b"}))
+        .await
+        .assert_problem(404, "not_found");
+    // A symlink is not a regular file: the host's (or /etc's) files are never rewritten.
+    replace(json!({"path": "/tmp/p/etc-link", "find": "a", "replace": "b"}))
         .await
         .assert_problem(422, "validation_failed");
 });
