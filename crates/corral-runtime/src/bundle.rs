@@ -269,8 +269,9 @@ fn mount(destination: &str, kind: &str, source: &str, options: &[&str]) -> Mount
 }
 
 fn default_mounts(limits: &Limits) -> Vec<Mount> {
-    let tmp_size = format!("size={}m", limits.tmp_mb);
-    let tmp_inodes = format!("nr_inodes={}", limits.tmp_inodes);
+    // tmpfs reads 0 as "no limit": a cap is never below 1.
+    let tmp_size = format!("size={}m", limits.tmp_mb.max(1));
+    let tmp_inodes = format!("nr_inodes={}", limits.tmp_inodes.max(1));
     vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         mount(

@@ -478,6 +478,12 @@ pub fn mount(
     if image.layers.is_empty() {
         return Err(RuntimeError::Spec("an image with no layers".into()));
     }
+    // tmpfs reads 0 as "no limit".
+    if writable.size_mb == 0 || writable.inodes == 0 {
+        return Err(RuntimeError::Spec(
+            "the writable layer needs a size and an inode cap above 0".into(),
+        ));
+    }
     let make_dir = |path: &Path, mode: u32| {
         std::fs::DirBuilder::new()
             .mode(mode)

@@ -568,6 +568,27 @@ fn a_half_made_sandbox_is_unmounted_and_removed() {
     assert!(!dir.exists());
     assert!(mounts_under(&tmp_path).unwrap().is_empty());
 
+    // A zero cap (which tmpfs would read as "no limit") is refused.
+    let dir = tmp_path.join("uncapped");
+    let uncapped = root_of(
+        &image,
+        WritableLayer {
+            size_mb: 0,
+            inodes: 100,
+        },
+    );
+    let error = Sandbox::start_with_root(
+        &runtime(&tmp_path),
+        "corral-rootfs-uncapped",
+        &dir,
+        spec(),
+        &agent(),
+        &uncapped,
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("cap"), "{error}");
+    assert!(!dir.exists());
+
     // Unmounting a root that was never mounted is fine.
     std::fs::create_dir(tmp_path.join("empty")).unwrap();
     rootfs::unmount(
