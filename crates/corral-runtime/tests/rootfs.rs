@@ -615,3 +615,60 @@ fn the_image_knows_which_files_it_has() {
     assert!(layers.has("/opaque/new"));
     assert!(!layers.has("/etc/motd/x"));
 }
+
+/// End to end with the image store: a plain root filesystem imported (the
+/// store's own unpacker made the layer) boots, owned by sandbox root.
+#[test]
+fn an_image_from_the_store_boots_with_its_environment() {
+    let image = busybox_image();
+    let work = tempfile::tempdir().unwrap();
+    let store = corral_runtime::image::ImageStore::open(&work.path().join("store")).unwrap();
+    // The busybox layer (without the device node, which the store drops
+    // anyway) as a plain root filesystem.
+    let plain = work.path().join("plain");
+    let copy = Command::new("cp")
+        .arg("-a")
+        .arg(image.layers.iter().rev().nth(1).unwrap())
+        .arg(&plain)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    std::fs::remove_file(plain.join("devnull")).unwrap();
+    store.import(&plain, "local/busybox:rootfs").unwrap();
+    let root = store.root("local/busybox:rootfs").unwrap();
+    let before: Vec<Tree> = root.layers.iter().map(|l| snapshot(l)).collect();
+
+    // Under the store's layers, the agent's libraries if it needs any.
+    let mut layers: Vec<PathBuf> = image.layers[..image.layers.len() - 2].to_vec();
+    layers.extend(root.layers.iter().cloned());
+    let source = RootSource::Image {
+        image: ImageLayers {
+            layers,
+            env: root.env.clone(),
+            workdir: root.workdir.clone(),
+        },
+        writable: ROOMY,
+    };
+    let base_env = source.base_env();
+    assert!(base_env.iter().any(|(k, _)| k == "PATH"), "{base_env:?}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sandbox");
+    let sandbox = Sandbox::start_with_root(
+        &runtime(tmp.path()),
+        &format!("corral-rootfs-store-{}", std::process::id()),
+        &dir,
+        spec(),
+        &agent(),
+        &source,
+    )
+    .unwrap();
+    let out = sh(
+        &sandbox,
+        "id -u; stat -c '%u %g' /bin/busybox /etc; echo ok > /etc/new && cat /etc/new",
+    );
+    sandbox.destroy();
+    assert_eq!(out.stdout, "0\n0 0\n0 0\nok\n", "{out:?}");
+    let after: Vec<Tree> = root.layers.iter().map(|l| snapshot(l)).collect();
+    assert_eq!(after, before, "the store's layer changed");
+}
