@@ -672,3 +672,52 @@ fn an_image_from_the_store_boots_with_its_environment() {
     let after: Vec<Tree> = root.layers.iter().map(|l| snapshot(l)).collect();
     assert_eq!(after, before, "the store's layer changed");
 }
+
+/// Many layers (more than a one-page `lowerdir=` list of these paths would
+/// hold): each is mounted and stacked in order.
+#[test]
+fn an_image_of_many_layers_stacks_them_in_order() {
+    let image = busybox_image();
+    let work = tempfile::tempdir().unwrap();
+    let mut layers = image.layers.clone();
+    for i in 0..80 {
+        let layer = work
+            .path()
+            .join(format!("a-rather-long-layer-directory-name-{i:03}"));
+        std::fs::create_dir_all(layer.join("layers")).unwrap();
+        std::fs::write(layer.join(format!("layers/{i}")), "").unwrap();
+        // Each layer overrides the one below.
+        std::fs::write(layer.join("layers/top"), format!("{i}\n")).unwrap();
+        layers.push(layer);
+    }
+    let source = RootSource::Image {
+        image: ImageLayers {
+            layers,
+            env: Vec::new(),
+            workdir: String::new(),
+        },
+        writable: ROOMY,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::start_with_root(
+        &runtime(tmp.path()),
+        &format!("corral-rootfs-many-{}", std::process::id()),
+        &tmp.path().join("sandbox"),
+        spec(),
+        &agent(),
+        &source,
+    )
+    .unwrap();
+    let out = sh(&sandbox, "ls /layers | wc -l; cat /layers/top");
+    sandbox.destroy();
+    assert_eq!(
+        out.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["81", "79"],
+        "{out:?}"
+    );
+    assert!(
+        mounts_under(&tmp.path().canonicalize().unwrap())
+            .unwrap()
+            .is_empty()
+    );
+}
