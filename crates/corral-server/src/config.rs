@@ -55,6 +55,37 @@ pub struct SandboxConfig {
     pub default_memory_mb: i64,
     /// How often auto-stop, auto-delete and the reconciler run, seconds.
     pub sweep_interval_secs: u64,
+    /// Warm pools: classes of sandboxes kept started and unassigned, so a
+    /// create that asks for exactly such a sandbox gets one at once.
+    pub pool: Vec<PoolClass>,
+}
+
+/// One warm-pool class: an image and resources (each defaulting as a
+/// create request's does), and how many to keep ready.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolClass {
+    /// Image (default `host`).
+    #[serde(default = "host_image")]
+    pub image: String,
+    /// Memory, MiB (default `sandbox.default_memory_mb`).
+    #[serde(default)]
+    pub memory_mb: Option<i64>,
+    /// CPU cores (default 1).
+    #[serde(default)]
+    pub cpu: Option<f64>,
+    /// Writable space, MiB (default 256).
+    #[serde(default)]
+    pub disk_mb: Option<i64>,
+    /// Processes (default 256).
+    #[serde(default)]
+    pub pids: Option<i64>,
+    /// How many to keep ready.
+    pub size: usize,
+}
+
+fn host_image() -> String {
+    "host".to_owned()
 }
 
 impl Default for SandboxConfig {
@@ -66,6 +97,7 @@ impl Default for SandboxConfig {
             agent: None,
             default_memory_mb: 128,
             sweep_interval_secs: 30,
+            pool: Vec::new(),
         }
     }
 }
@@ -478,6 +510,12 @@ impl Config {
         }
         if self.sandbox.sweep_interval_secs == 0 {
             return Err(invalid("sandbox.sweep_interval_secs", "must be at least 1"));
+        }
+        if self.sandbox.pool.iter().any(|class| class.size > 1000) {
+            return Err(invalid(
+                "sandbox.pool",
+                "a class keeps at most 1000 sandboxes",
+            ));
         }
         if self.email.from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(invalid(

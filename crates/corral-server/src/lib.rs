@@ -14,6 +14,7 @@ pub mod mail;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod pool;
 pub mod quota;
 mod routes;
 pub mod sandboxes;

@@ -30,6 +30,8 @@ pub struct Sandboxes {
     runtime: OciRuntime,
     dir: PathBuf,
     agent: Option<PathBuf>,
+    /// Warm sandboxes, started before anyone asked.
+    pub pool: std::sync::Arc<crate::pool::Pool>,
 }
 
 impl Sandboxes {
@@ -57,6 +59,7 @@ impl Sandboxes {
                 .clone()
                 .unwrap_or_else(|| config.data_dir.join("sandboxes")),
             agent,
+            pool: std::sync::Arc::new(crate::pool::Pool::new(config)),
         }
     }
 
@@ -210,7 +213,11 @@ impl Sandboxes {
         let mut stray: Vec<String> = containers
             .into_iter()
             .map(|(id, _)| id)
-            .filter(|id| id.starts_with("corral-") && !claimed.contains(id))
+            .filter(|id| {
+                id.starts_with("corral-")
+                    && !claimed.contains(id)
+                    && !self.pool.holds(id.trim_start_matches("corral-"))
+            })
             .collect();
         // Directories without a container or record (a crash mid-create).
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
@@ -222,7 +229,8 @@ impl Sandboxes {
                     .ok()
                     .and_then(|t| t.elapsed().ok())
                     .is_none_or(|age| age < Duration::from_secs(60));
-                if !claimed.contains(&id) && !stray.contains(&id) && (startup || !young) {
+                let warm = self.pool.holds(id.trim_start_matches("corral-"));
+                if !claimed.contains(&id) && !stray.contains(&id) && !warm && (startup || !young) {
                     stray.push(id);
                 }
             }
@@ -235,7 +243,8 @@ impl Sandboxes {
         Ok(done)
     }
 
-    async fn destroy_blocking(&self, id: &str) {
+    /// Destroys sandbox `id`'s container and directory off the async threads.
+    pub async fn destroy_blocking(&self, id: &str) {
         let sandbox = self.attach(id);
         let _ = tokio::task::spawn_blocking(move || sandbox.destroy()).await;
     }

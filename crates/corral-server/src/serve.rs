@@ -97,6 +97,18 @@ pub async fn serve(
         // requests will say what is wrong.
         Err(error) => tracing::warn!(%error, "cannot reconcile sandboxes with the runtime"),
     }
+    // Warm pools fill in the background; the API serves meanwhile.
+    let refiller = state.sandboxes.pool.enabled().then(|| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            state
+                .sandboxes
+                .pool
+                .refill(&state.sandboxes, &state.store)
+                .await;
+        })
+    });
+    let pool_owner = state.sandboxes.clone();
     let sweeper = {
         let state = state.clone();
         tokio::spawn(async move {
@@ -200,6 +212,13 @@ pub async fn serve(
     }
     flusher.abort();
     sweeper.abort();
+    if let Some(refiller) = refiller {
+        refiller.abort();
+        // Warm sandboxes belong to nobody: they go with the server.
+        for warm in pool_owner.pool.drain() {
+            pool_owner.destroy_blocking(&warm.id).await;
+        }
+    }
     if let Err(error) = key_usage.flush(&store).await {
         tracing::warn!(%error, "writing API-key usage at shutdown failed");
     }

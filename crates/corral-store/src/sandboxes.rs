@@ -69,6 +69,8 @@ pub struct SandboxChanges {
 /// A sandbox to record.
 #[derive(Debug, Clone)]
 pub struct NewSandbox {
+    /// Its id, when it has one already (a warm sandbox); else a new one.
+    pub id: Option<String>,
     /// Owning org.
     pub org_id: String,
     /// Creator.
@@ -111,7 +113,7 @@ impl Store {
         new: NewSandbox,
         pick_slot: impl Fn(u32) -> i64,
     ) -> Result<SandboxRecord, StoreError> {
-        let id = new_id();
+        let id = new.id.clone().unwrap_or_else(new_id);
         for attempt in 0..8 {
             let mut tx = self.pool().begin().await?;
             let counted = sqlx::query(
@@ -247,6 +249,15 @@ impl Store {
             rows.extend(found);
         }
         Ok(rows)
+    }
+
+    /// Whether a sandbox holds uid-range slot `slot`.
+    pub async fn sandbox_slot_taken(&self, slot: i64) -> Result<bool, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM sandboxes WHERE id_slot = $1")
+            .bind(slot)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.is_some())
     }
 
     /// Moves a sandbox to `running`.

@@ -1,5 +1,7 @@
 //! `corral`: one binary for the server and its maintenance commands.
 
+mod image_cmd;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -53,6 +55,9 @@ enum Command {
     Openapi,
     /// Print the version.
     Version,
+    /// Images on this host: pull, import, list, remove.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +91,7 @@ enum AdminCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Image(command) => image_cmd::run(command),
         Command::Version => {
             println!("corral {}", env!("CARGO_PKG_VERSION"));
             Ok(())

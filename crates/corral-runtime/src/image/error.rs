@@ -18,7 +18,7 @@ pub enum ImageError {
         reference: String,
         detail: String,
     },
-    #[error("cannot {action} {reference}: {source}")]
+    #[error("cannot {action} {reference}: {}", chain(.source))]
     Registry {
         action: &'static str,
         reference: String,
@@ -67,6 +67,22 @@ pub enum ImageError {
         action: &'static str,
         reason: String,
     },
+}
+
+/// An error and its causes on one line (`a: b: c`), skipping a cause whose
+/// text its parent already shows.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl ImageError {

@@ -27,7 +27,9 @@ use crate::{ApiError, AppState};
 /// Output kept per stream of one exec.
 const EXEC_OUTPUT_LIMIT: usize = 1 << 20;
 /// Processes and threads per sandbox.
-const SANDBOX_PIDS: i64 = 256;
+pub(crate) const SANDBOX_PIDS: i64 = 256;
+/// Writable space of a sandbox whose request names none, MiB.
+pub(crate) const SANDBOX_DISK_MB: i64 = 256;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -92,14 +94,19 @@ fn check_name(name: Option<&String>) -> Result<(), ApiError> {
 
 /// The runtime limits of a recorded sandbox.
 fn limits_of(r: &SandboxRecord) -> Limits {
+    limits_for(r.memory_mb, r.cpu_millicores, r.pids, r.disk_mb)
+}
+
+/// The runtime limits of a sandbox with these resources.
+pub(crate) fn limits_for(memory_mb: i64, cpu_millicores: i64, pids: i64, disk_mb: i64) -> Limits {
     Limits {
-        memory_mb: u64::try_from(r.memory_mb).unwrap_or(16),
-        pids: r.pids,
-        cpu_millicores: u64::try_from(r.cpu_millicores).unwrap_or(1000),
-        tmp_mb: u64::try_from(r.disk_mb).unwrap_or(1),
-        tmp_inodes: u64::try_from(r.disk_mb * 64).unwrap_or(4096).max(1024),
+        memory_mb: u64::try_from(memory_mb).unwrap_or(16),
+        pids,
+        cpu_millicores: u64::try_from(cpu_millicores).unwrap_or(1000),
+        tmp_mb: u64::try_from(disk_mb).unwrap_or(1),
+        tmp_inodes: u64::try_from(disk_mb * 64).unwrap_or(4096).max(1024),
         open_files: 1024,
-        file_size_mb: u64::try_from(r.disk_mb).unwrap_or(1),
+        file_size_mb: u64::try_from(disk_mb).unwrap_or(1),
     }
 }
 
@@ -185,33 +192,82 @@ pub async fn create(
     )]
     let cpu = resources.cpu.map(|c| (c * 1000.0).round() as i64);
     let cpu_millicores = within("resources.cpu", cpu, 1000, 100, max_cpu)?;
-    let disk_mb = within("resources.disk_mb", resources.disk_mb, 256, 1, max_disk)?;
+    let disk_mb = within(
+        "resources.disk_mb",
+        resources.disk_mb,
+        SANDBOX_DISK_MB,
+        1,
+        max_disk,
+    )?;
     let pids = within("resources.pids", resources.pids, SANDBOX_PIDS, 16, 1024)?;
     let json = |value: &std::collections::BTreeMap<String, String>| {
         serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
     };
     let now = state.clock.now_ms();
+    let key = crate::pool::PoolKey {
+        image: image.clone(),
+        memory_mb,
+        cpu_millicores,
+        pids,
+        disk_mb,
+    };
+    // A warm sandbox of exactly this class, if the pool has one.
+    let warm = state.sandboxes.pool.take(&key);
+    let new = NewSandbox {
+        id: warm.as_ref().map(|w| w.id.clone()),
+        org_id: principal.org_id.clone(),
+        created_by: principal.user_id.clone(),
+        max_live: plan.and_then(|p| p.max_sandboxes),
+        name: body.name.unwrap_or_default(),
+        image,
+        memory_mb,
+        cpu_millicores,
+        pids,
+        disk_mb,
+        env: json(&body.env),
+        labels: json(&body.labels),
+        auto_stop_minutes,
+        auto_delete_minutes,
+    };
+    if let Some(warm) = warm {
+        let slot = warm.slot;
+        let claimed = state.store.create_sandbox(now, new.clone(), |_| slot).await;
+        state.sandboxes.pool.settle(&warm.id);
+        match claimed {
+            Ok(record) => {
+                state
+                    .store
+                    .sandbox_running(state.clock.now_ms(), &record.id)
+                    .await?;
+                audit_step(
+                    &state,
+                    &client,
+                    &principal,
+                    "sandbox.create",
+                    &record.id,
+                    "success",
+                )
+                .await;
+                return Ok((
+                    StatusCode::CREATED,
+                    current(&state, &principal, &record.id).await?,
+                ));
+            }
+            Err(error) => {
+                // Not claimed (over quota, or the slot was taken meanwhile):
+                // it goes back, or away.
+                if matches!(error, corral_store::StoreError::QuotaExceeded(_)) {
+                    state.sandboxes.pool.put_back(key, warm);
+                    return Err(error.into());
+                }
+                state.sandboxes.destroy_blocking(&warm.id).await;
+            }
+        }
+    }
+    let new = NewSandbox { id: None, ..new };
     let record = state
         .store
-        .create_sandbox(
-            now,
-            NewSandbox {
-                org_id: principal.org_id.clone(),
-                created_by: principal.user_id.clone(),
-                max_live: plan.and_then(|p| p.max_sandboxes),
-                name: body.name.unwrap_or_default(),
-                image,
-                memory_mb,
-                cpu_millicores,
-                pids,
-                disk_mb,
-                env: json(&body.env),
-                labels: json(&body.labels),
-                auto_stop_minutes,
-                auto_delete_minutes,
-            },
-            |_| rand_slot(),
-        )
+        .create_sandbox(now, new, |_| rand_slot())
         .await?;
     let limits = limits_of(&record);
     let (manager, id, slot) = (
@@ -280,7 +336,7 @@ fn check_labels(labels: &std::collections::BTreeMap<String, String>) -> Result<(
     Ok(())
 }
 
-fn rand_slot() -> i64 {
+pub(crate) fn rand_slot() -> i64 {
     use rand::Rng;
     rand::rng().random_range(0..ID_SLOTS)
 }

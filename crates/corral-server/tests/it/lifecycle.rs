@@ -497,3 +497,147 @@ on_both_backends!(files_are_found_by_name_and_content_and_replaced, |app| {
         .await
         .assert_problem(422, "validation_failed");
 });
+
+on_both_backends!(creates_take_warm_sandboxes_of_their_class, |app| {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let app = TestApp::builder(app.state.store.backend())
+        .config(move |c| {
+            c.sandbox.agent = Some(crate::sandboxes::agent());
+            c.sandbox.dir = Some(root.join("sandboxes"));
+            c.sandbox.runtime_root = Some(root.join("runtime"));
+            c.sandbox.pool = vec![corral_server::config::PoolClass {
+                image: "host".into(),
+                memory_mb: Some(64),
+                cpu: None,
+                disk_mb: None,
+                pids: None,
+                size: 2,
+            }];
+        })
+        .build()
+        .await;
+    let pool = app.state.sandboxes.pool.clone();
+    let key = corral_server::pool::PoolKey {
+        image: "host".into(),
+        memory_mb: 64,
+        cpu_millicores: 1000,
+        pids: 256,
+        disk_mb: 256,
+    };
+    let refill = {
+        let state = app.state.clone();
+        tokio::spawn(async move {
+            state
+                .sandboxes
+                .pool
+                .refill(&state.sandboxes, &state.store)
+                .await
+        })
+    };
+    let wait_full = || async {
+        for _ in 0..200 {
+            if pool.ready(&key) == 2 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the pool did not fill");
+    };
+    wait_full().await;
+    let warm_dirs: Vec<String> = std::fs::read_dir(dir.path().join("sandboxes"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(warm_dirs.len(), 2);
+    // The periodic reconciler does not take warm sandboxes for orphans.
+    let done = app
+        .state
+        .sandboxes
+        .reconcile(
+            &app.state.store,
+            {
+                use corral_core::clock::Clock;
+                app.clock.now_ms()
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.orphans, 0);
+
+    let (key_a, _) = app.register_and_login("warm").await;
+    let created = app
+        .call(
+            "POST",
+            "/api/v1/sandboxes",
+            &key_a,
+            Some(
+                json!({"resources": {"memory_mb": 64}, "env": {"WHO": "me"}, "labels": {"k": "v"}}),
+            ),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let created = created.json();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(
+        warm_dirs.contains(&id),
+        "{id} came from the pool {warm_dirs:?}"
+    );
+    assert_eq!(created["state"], "running");
+    assert_eq!(created["labels"], json!({"k": "v"}));
+    let out = sh(&app, &key_a, &id, "echo $WHO; cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes").await.json();
+    assert_eq!(
+        out["stdout"].as_str().unwrap().lines().next(),
+        Some("me"),
+        "{out}"
+    );
+    // The pool makes up for it; a create of another class starts cold.
+    wait_full().await;
+    let (key_b, _) = app.register_and_login("cold").await;
+    let cold = app
+        .call(
+            "POST",
+            "/api/v1/sandboxes",
+            &key_b,
+            Some(json!({"resources": {"memory_mb": 32}})),
+        )
+        .await;
+    assert_eq!(cold.status, 201, "{}", cold.text());
+    assert!(!warm_dirs.contains(&cold.json()["id"].as_str().unwrap().to_owned()));
+    // Over quota: the warm sandbox is not used up.
+    app.call(
+        "POST",
+        "/api/v1/sandboxes",
+        &key_a,
+        Some(json!({"resources": {"memory_mb": 64}})),
+    )
+    .await
+    .assert_problem(429, "quota_exceeded");
+    assert_eq!(pool.ready(&key), 2);
+
+    // Stop refilling between two starts, so none is left half-made.
+    while pool.starting() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    refill.abort();
+    for warm in pool.drain() {
+        app.state.sandboxes.destroy_blocking(&warm.id).await;
+    }
+    app.call("DELETE", &format!("/api/v1/sandboxes/{id}"), &key_a, None)
+        .await;
+    let cold_id = cold.json()["id"].as_str().unwrap().to_owned();
+    app.call(
+        "DELETE",
+        &format!("/api/v1/sandboxes/{cold_id}"),
+        &key_b,
+        None,
+    )
+    .await;
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("sandboxes"))
+            .unwrap()
+            .count(),
+        0
+    );
+});

@@ -8,7 +8,7 @@ use crate::support::{TestApp, on_both_backends};
 
 /// The agent binary: `CORRAL_AGENT_BIN` (make test: the static build that
 /// ships), else the one `cargo build -p corral-agent` makes.
-fn agent() -> PathBuf {
+pub(crate) fn agent() -> PathBuf {
     if let Ok(path) = std::env::var("CORRAL_AGENT_BIN") {
         return PathBuf::from(path);
     }

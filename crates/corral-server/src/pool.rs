@@ -1,0 +1,241 @@
+//! Warm pools: sandboxes started ahead of demand, one pool per class
+//! (image and resources, from `sandbox.pool`), so a create asking for
+//! exactly such a sandbox takes one that is already running instead of
+//! waiting for the runtime.
+//!
+//! A warm sandbox has a container, a directory and a uid-range slot, but no
+//! record: nobody owns it yet. Creating takes one ([`Pool::take`]) and
+//! records it under its own id and slot; the slot is checked free in the
+//! store when the warm sandbox is made, and the store's UNIQUE slot column
+//! has the last word. Ids stay [`Pool::holds`]-protected from the
+//! reconciler until the claim is settled, so a sandbox is never destroyed
+//! as an orphan between leaving the pool and its record being written.
+//! After a crash, warm sandboxes have no record and the start-up
+//! reconciler removes them like any orphan.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::config::Config;
+
+/// What makes two sandboxes interchangeable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// Image.
+    pub image: String,
+    /// Memory, MiB.
+    pub memory_mb: i64,
+    /// CPU, thousandths of a core.
+    pub cpu_millicores: i64,
+    /// Processes.
+    pub pids: i64,
+    /// Writable space, MiB.
+    pub disk_mb: i64,
+}
+
+/// A started sandbox waiting for an owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warm {
+    /// Its id (it keeps it when claimed).
+    pub id: String,
+    /// Its uid-range slot.
+    pub slot: i64,
+}
+
+/// The warm pools of this host.
+#[derive(Debug, Default)]
+pub struct Pool {
+    /// Each class and how many to keep ready.
+    classes: Vec<(PoolKey, usize)>,
+    ready: Mutex<HashMap<PoolKey, Vec<Warm>>>,
+    /// Ids ready or being claimed: not orphans.
+    held: Mutex<HashSet<String>>,
+    /// Wakes the refill loop after a take.
+    wake: Notify,
+    /// Sandboxes being started for the pool right now.
+    starting: std::sync::atomic::AtomicUsize,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Pool {
+    /// The classes of `sandbox.pool`, with a create request's defaults.
+    pub fn new(config: &Config) -> Pool {
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "a CPU count in cores, far below i64::MAX"
+        )]
+        let classes = config
+            .sandbox
+            .pool
+            .iter()
+            .filter(|class| class.size > 0)
+            .map(|class| {
+                let key = PoolKey {
+                    image: class.image.clone(),
+                    memory_mb: class.memory_mb.unwrap_or(config.sandbox.default_memory_mb),
+                    cpu_millicores: class.cpu.map_or(1000, |c| (c * 1000.0).round() as i64),
+                    pids: class.pids.unwrap_or(crate::routes::sandboxes::SANDBOX_PIDS),
+                    disk_mb: class
+                        .disk_mb
+                        .unwrap_or(crate::routes::sandboxes::SANDBOX_DISK_MB),
+                };
+                (key, class.size)
+            })
+            .collect();
+        Pool {
+            classes,
+            ..Pool::default()
+        }
+    }
+
+    /// Whether any class is configured.
+    pub fn enabled(&self) -> bool {
+        !self.classes.is_empty()
+    }
+
+    /// A ready sandbox of class `key`, if there is one. Settle it with
+    /// [`Pool::settle`] once it is recorded (or destroyed).
+    pub fn take(&self, key: &PoolKey) -> Option<Warm> {
+        let warm = lock(&self.ready).get_mut(key).and_then(Vec::pop);
+        if warm.is_some() {
+            self.wake.notify_one();
+        }
+        warm
+    }
+
+    /// The claim of `id` is over: it is recorded, or destroyed.
+    pub fn settle(&self, id: &str) {
+        lock(&self.held).remove(id);
+    }
+
+    /// Returns a taken sandbox that could not be claimed.
+    pub fn put_back(&self, key: PoolKey, warm: Warm) {
+        lock(&self.ready).entry(key).or_default().push(warm);
+    }
+
+    /// Whether `id` is a warm sandbox (ready or being claimed).
+    pub fn holds(&self, id: &str) -> bool {
+        lock(&self.held).contains(id)
+    }
+
+    /// Whether `slot` belongs to a warm sandbox.
+    fn slot_held(&self, slot: i64) -> bool {
+        lock(&self.ready)
+            .values()
+            .flatten()
+            .any(|warm| warm.slot == slot)
+    }
+
+    /// How many are ready in class `key`.
+    pub fn ready(&self, key: &PoolKey) -> usize {
+        lock(&self.ready).get(key).map_or(0, Vec::len)
+    }
+
+    /// How many sandboxes are being started for the pool right now.
+    pub fn starting(&self) -> usize {
+        self.starting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Every ready sandbox, removed from the pool (for shutdown).
+    pub fn drain(&self) -> Vec<Warm> {
+        let drained: Vec<Warm> = lock(&self.ready).drain().flat_map(|(_, v)| v).collect();
+        let mut held = lock(&self.held);
+        for warm in &drained {
+            held.remove(&warm.id);
+        }
+        drained
+    }
+
+    /// Keeps every class full, forever: starts one sandbox at a time where
+    /// one is missing; sleeps until a take (or a minute) when all are full,
+    /// and backs off (up to five minutes) while starts fail.
+    pub async fn refill(
+        &self,
+        sandboxes: &crate::sandboxes::Sandboxes,
+        store: &corral_store::Store,
+    ) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let missing = self
+                .classes
+                .iter()
+                .find(|(key, size)| self.ready(key) < *size)
+                .map(|(key, _)| key.clone());
+            let Some(key) = missing else {
+                let _ = tokio::time::timeout(Duration::from_secs(60), self.wake.notified()).await;
+                continue;
+            };
+            self.starting
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let made = self.make(sandboxes, store, &key).await;
+            if let Ok(warm) = &made {
+                self.put_back(key.clone(), warm.clone());
+            }
+            self.starting
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            match made {
+                Ok(_) => backoff = Duration::from_secs(1),
+                Err(error) => {
+                    tracing::warn!(%error, image = %key.image, "cannot start a warm sandbox; will retry");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(300));
+                }
+            }
+        }
+    }
+
+    /// Starts one warm sandbox of class `key` in a free slot.
+    async fn make(
+        &self,
+        sandboxes: &crate::sandboxes::Sandboxes,
+        store: &corral_store::Store,
+        key: &PoolKey,
+    ) -> Result<Warm, String> {
+        let mut slot = None;
+        for _ in 0..8 {
+            let candidate = crate::routes::sandboxes::rand_slot();
+            if !self.slot_held(candidate)
+                && !store
+                    .sandbox_slot_taken(candidate)
+                    .await
+                    .map_err(|e| e.to_string())?
+            {
+                slot = Some(candidate);
+                break;
+            }
+        }
+        let slot = slot.ok_or("no free sandbox id range")?;
+        let warm = Warm {
+            id: corral_core::id::new_id(),
+            slot,
+        };
+        lock(&self.held).insert(warm.id.clone());
+        let (manager, id, limits) = (
+            sandboxes.clone(),
+            warm.id.clone(),
+            crate::routes::sandboxes::limits_for(
+                key.memory_mb,
+                key.cpu_millicores,
+                key.pids,
+                key.disk_mb,
+            ),
+        );
+        let started = tokio::task::spawn_blocking(move || manager.start(&id, slot, limits))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+        if let Err(error) = started {
+            self.settle(&warm.id);
+            return Err(error);
+        }
+        Ok(warm)
+    }
+}
