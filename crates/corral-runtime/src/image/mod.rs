@@ -134,6 +134,7 @@ impl ImageStore {
                 .create(&dir)
                 .map_err(ImageError::io("create the image store directory", &dir))?;
         }
+        remove_stale_staging(&root.join("tmp"));
         Ok(ImageStore {
             root,
             limits: UnpackLimits::default(),
@@ -381,6 +382,31 @@ impl ImageStore {
         std::fs::rename(&staging.path, &path).map_err(ImageError::io("write", &path))?;
         staging.keep();
         Ok(info)
+    }
+}
+
+/// Staging entries left by a process that died mid-pull: anything in
+/// `tmp/` untouched for a day. Best effort.
+fn remove_stale_staging(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    let day = std::time::Duration::from_secs(24 * 3600);
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        let stale = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > day);
+        if stale {
+            let path = entry.path();
+            let _ = if meta.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
     }
 }
 
