@@ -12,6 +12,7 @@ mod support;
 
 mod docs;
 mod errors;
+mod hostile;
 mod identity;
 mod lifecycle;
 mod limits;

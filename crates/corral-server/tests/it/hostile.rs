@@ -1,0 +1,283 @@
+//! Hostile programs of `../shared/security.md` that attack the platform
+//! through the API (symlinks the platform later reads or writes, network
+//! escapes, descriptor and early-fork floods). Each checks the outcome on
+//! the host: canary files, the test process's own secrets, the server's
+//! answers. The isolation-only items run in `corral-runtime`'s tests.
+
+use std::os::unix::fs::MetadataExt;
+
+use axum::body::Body;
+use http::Request;
+use serde_json::json;
+use sha2::Digest;
+
+use crate::sandboxes::app_in;
+use crate::support::TestApp;
+
+/// A host file's hash, owner and mode.
+fn fingerprint(path: &std::path::Path) -> (Vec<u8>, u32, u32) {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    (
+        sha2::Sha256::digest(std::fs::read(path).unwrap()).to_vec(),
+        meta.uid(),
+        meta.mode(),
+    )
+}
+
+struct Hostile {
+    app: TestApp,
+    key: String,
+    id: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Hostile {
+    async fn new() -> Hostile {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_in(corral_store::Backend::Sqlite, dir.path()).await;
+        let (key, _) = app.register_and_login("mallory").await;
+        let created = app
+            .call("POST", "/api/v1/sandboxes", &key, Some(json!({})))
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text());
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+        Hostile {
+            app,
+            key,
+            id,
+            _dir: dir,
+        }
+    }
+
+    async fn sh(&self, command: &str) -> serde_json::Value {
+        let out = self
+            .app
+            .call(
+                "POST",
+                &format!("/api/v1/sandboxes/{}/exec", self.id),
+                &self.key,
+                Some(json!({ "command": command, "timeout_ms": 20_000 })),
+            )
+            .await;
+        assert_eq!(out.status, 200, "{}", out.text());
+        out.json()
+    }
+
+    async fn files(
+        &self,
+        method: &str,
+        op: &str,
+        body: Option<serde_json::Value>,
+    ) -> crate::support::TestResponse {
+        self.app
+            .call(
+                method,
+                &format!("/api/v1/sandboxes/{}/files{op}", self.id),
+                &self.key,
+                body,
+            )
+            .await
+    }
+
+    async fn upload(&self, path: &str, bytes: &[u8]) -> crate::support::TestResponse {
+        let request = Request::put(format!(
+            "/api/v1/sandboxes/{}/files/content?path={path}",
+            self.id
+        ))
+        .header("authorization", format!("Bearer {}", self.key))
+        .header("content-type", "application/octet-stream")
+        .body(Body::from(bytes.to_vec()))
+        .unwrap();
+        self.app.send(request).await
+    }
+}
+
+/// #1 symlink-plant, #2 symlink-chown, #5 download-symlink: links planted
+/// inside the sandbox resolve inside it, so a host canary at the very path
+/// they name is never read, written, chmod-ed, moved or deleted.
+#[tokio::test]
+async fn planted_symlinks_never_reach_the_host() {
+    let hostile = Hostile::new().await;
+    // A canary on the host, at a path the sandbox also has a name for.
+    let canary_dir = tempfile::Builder::new()
+        .prefix("corral-canary")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let canary = canary_dir.path().join("canary");
+    std::fs::write(&canary, "host secret canary\n").unwrap();
+    let before = fingerprint(&canary);
+    let target = canary.display().to_string();
+    let out = hostile
+        .sh(&format!(
+            "cd /tmp && ln -s {target} up && ln -s {target} chm && ln -s {dir} d && \
+             ln -s /proc/1/environ env && ln -s /etc/shadow shadow && ln -s /.corral/agent agent",
+            dir = canary_dir.path().display()
+        ))
+        .await;
+    assert_eq!(out["exit_code"], 0, "{out}");
+
+    // Upload through the link: the sandbox has no such directory (and its root is read-only).
+    hostile
+        .upload("/tmp/up", b"overwritten")
+        .await
+        .assert_problem(404, "not_found");
+    hostile
+        .upload("/tmp/d/canary", b"overwritten")
+        .await
+        .assert_problem(404, "not_found");
+    hostile
+        .upload("/tmp/agent", b"overwritten")
+        .await
+        .assert_problem(422, "validation_failed");
+    // Download through the link: never the host's file.
+    let read = hostile
+        .files("GET", &format!("/content?path={target}"), None)
+        .await;
+    assert_eq!(read.status, 404, "{}", read.text());
+    hostile
+        .files("GET", "/content?path=/tmp/up", None)
+        .await
+        .assert_problem(404, "not_found");
+    hostile
+        .files("GET", "/content?path=/tmp/shadow", None)
+        .await
+        .assert_problem(404, "not_found");
+    // /proc/1/environ is the agent's, inside: none of the host's environment.
+    let environ = hostile.files("GET", "/content?path=/tmp/env", None).await;
+    let text = String::from_utf8_lossy(&environ.body).into_owned();
+    for secret in [
+        "CORRAL_TEST_POSTGRES_URL",
+        "DATABASE_URL",
+        "HOME=/root",
+        "CARGO",
+    ] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+    // chmod, move and delete through links act inside the sandbox.
+    hostile
+        .files(
+            "POST",
+            "/chmod",
+            Some(json!({"path": "/tmp/chm", "mode": "777"})),
+        )
+        .await
+        .assert_problem(404, "not_found");
+    let moved = hostile
+        .files(
+            "POST",
+            "/move",
+            Some(json!({"from": "/tmp/d/canary", "to": "/tmp/stolen"})),
+        )
+        .await;
+    assert_eq!(moved.status, 404, "{}", moved.text());
+    let deleted = hostile
+        .files(
+            "POST",
+            "/delete",
+            Some(json!({"path": "/tmp/d", "recursive": true})),
+        )
+        .await;
+    assert_eq!(
+        deleted.status,
+        204,
+        "the link itself is removed: {}",
+        deleted.text()
+    );
+    // Search and replace do not follow them either.
+    let found = hostile
+        .files("GET", "/search?path=/tmp&contains=canary", None)
+        .await
+        .json();
+    assert_eq!(found["matches"], json!([]), "{found}");
+    hostile
+        .files(
+            "POST",
+            "/replace",
+            Some(json!({"path": "/tmp/up", "find": "host", "replace": "x"})),
+        )
+        .await
+        .assert_problem(422, "validation_failed");
+
+    // Cleanup path: deleting the sandbox removes its directory without
+    // following anything the sandbox planted.
+    let gone = hostile
+        .app
+        .call(
+            "DELETE",
+            &format!("/api/v1/sandboxes/{}", hostile.id),
+            &hostile.key,
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, 204);
+    assert_eq!(fingerprint(&canary), before, "the canary is untouched");
+    assert!(canary_dir.path().is_dir());
+}
+
+/// #3 internal-ssrf, #4 metadata-ssrf, #27 net-exfil (network off): the
+/// sandbox reaches nothing — not the host's PostgreSQL or Redis on
+/// loopback, not the metadata address in any spelling.
+#[tokio::test]
+async fn the_network_reaches_nothing_outside() {
+    let hostile = Hostile::new().await;
+    let probe = r#"
+import socket
+for host, port in [("127.0.0.1", 5432), ("127.0.0.1", 6379), ("169.254.169.254", 80),
+                   ("2852039166", 80), ("0xa9fea9fe", 80), ("::1", 5432), ("fd00:ec2::254", 80)]:
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.settimeout(2)
+        s.connect((host, port))
+        print("CONNECTED", host, port)
+    except Exception as e:
+        print("refused", host, port, type(e).__name__)
+"#;
+    let out = hostile.sh(&format!("python3 -c '{probe}'")).await;
+    let stdout = out["stdout"].as_str().unwrap();
+    assert_eq!(stdout.lines().count(), 7, "{out}");
+    assert!(!stdout.contains("CONNECTED"), "{stdout}");
+}
+
+/// #20 fd-flood and #22 early-fork: descriptors stop at the limit; a
+/// program that forks first and then allocates is held by the sandbox's
+/// memory limit as a whole, and the sandbox (and the server) go on.
+#[tokio::test]
+async fn descriptor_and_fork_then_memory_floods_are_contained() {
+    let hostile = Hostile::new().await;
+    let out = hostile
+        .sh("python3 -c '
+import os, socket
+fds, socks = [], []
+try:
+    while True:
+        fds.append(os.open(\"/dev/null\", os.O_RDONLY))
+        socks.append(socket.socket())
+except OSError as e:
+    print(\"stopped\", e.errno, len(fds) + len(socks) < 1030)
+'")
+        .await;
+    assert_eq!(
+        out["stdout"], "stopped 24 True\n",
+        "EMFILE at the open-files limit: {out}"
+    );
+    let out = hostile
+        .sh("python3 -c '
+import os
+for _ in range(20):
+    if os.fork() == 0:
+        b = bytearray(64 * 1024 * 1024)
+        for i in range(0, len(b), 4096): b[i] = 1
+        os._exit(0)
+ok = sum(1 for _ in range(20) if os.wait()[1] == 0)
+print(\"survivors\", ok < 20)
+'")
+        .await;
+    assert_eq!(
+        out["stdout"], "survivors True\n",
+        "the memory limit held: {out}"
+    );
+    // Still usable, and the server still answers.
+    assert_eq!(hostile.sh("echo alive").await["stdout"], "alive\n");
+    assert_eq!(hostile.app.get("/health").await.status, 200);
+}
