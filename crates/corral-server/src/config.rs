@@ -55,6 +55,11 @@ pub struct SandboxConfig {
     pub default_memory_mb: i64,
     /// How often auto-stop, auto-delete and the reconciler run, seconds.
     pub sweep_interval_secs: u64,
+    /// Pull an image a create names that this host does not have yet
+    /// (anonymously; private images are pulled with `corral image pull`).
+    pub pull_missing_images: bool,
+    /// Registries spoken to over plain HTTP (`host:port`), such as a local one.
+    pub insecure_registries: Vec<String>,
     /// Warm pools: classes of sandboxes kept started and unassigned, so a
     /// create that asks for exactly such a sandbox gets one at once.
     pub pool: Vec<PoolClass>,
@@ -97,6 +102,8 @@ impl Default for SandboxConfig {
             agent: None,
             default_memory_mb: 128,
             sweep_interval_secs: 30,
+            pull_missing_images: true,
+            insecure_registries: Vec::new(),
             pool: Vec::new(),
         }
     }

@@ -78,8 +78,14 @@ impl Pool {
             .iter()
             .filter(|class| class.size > 0)
             .map(|class| {
+                let image = if class.image == crate::sandboxes::HOST_IMAGE {
+                    class.image.clone()
+                } else {
+                    corral_runtime::image::normalize(&class.image)
+                        .unwrap_or_else(|_| class.image.clone())
+                };
                 let key = PoolKey {
-                    image: class.image.clone(),
+                    image,
                     memory_mb: class.memory_mb.unwrap_or(config.sandbox.default_memory_mb),
                     cpu_millicores: class.cpu.map_or(1000, |c| (c * 1000.0).round() as i64),
                     pids: class.pids.unwrap_or(crate::routes::sandboxes::SANDBOX_PIDS),
@@ -218,9 +224,10 @@ impl Pool {
             slot,
         };
         lock(&self.held).insert(warm.id.clone());
-        let (manager, id, limits) = (
+        let (manager, id, image, limits) = (
             sandboxes.clone(),
             warm.id.clone(),
+            key.image.clone(),
             crate::routes::sandboxes::limits_for(
                 key.memory_mb,
                 key.cpu_millicores,
@@ -228,7 +235,7 @@ impl Pool {
                 key.disk_mb,
             ),
         );
-        let started = tokio::task::spawn_blocking(move || manager.start(&id, slot, limits))
+        let started = tokio::task::spawn_blocking(move || manager.start(&id, slot, limits, &image))
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r);

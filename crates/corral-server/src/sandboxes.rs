@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use corral_runtime::{Limits, OciRuntime, Sandbox, SandboxSpec};
+use corral_runtime::image::ImageStore;
+use corral_runtime::{
+    ImageLayers, Limits, OciRuntime, RootSource, Sandbox, SandboxSpec, WritableLayer,
+};
 
 use crate::config::Config;
 
@@ -12,6 +15,9 @@ use crate::config::Config;
 /// `ID_BASE + n × 65 536`.
 const ID_BASE: i64 = 1_000_000;
 const ID_RANGE: i64 = 65_536;
+
+/// The image made of the host's own programs.
+pub const HOST_IMAGE: &str = "host";
 
 /// What one reconciliation did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +36,8 @@ pub struct Sandboxes {
     runtime: OciRuntime,
     dir: PathBuf,
     agent: Option<PathBuf>,
+    /// The image store (`<data_dir>/images`, as `corral image` uses it).
+    images: PathBuf,
     /// Warm sandboxes, started before anyone asked.
     pub pool: std::sync::Arc<crate::pool::Pool>,
 }
@@ -59,6 +67,7 @@ impl Sandboxes {
                 .clone()
                 .unwrap_or_else(|| config.data_dir.join("sandboxes")),
             agent,
+            images: config.data_dir.join("images"),
             pool: std::sync::Arc::new(crate::pool::Pool::new(config)),
         }
     }
@@ -76,11 +85,37 @@ impl Sandboxes {
         format!("corral-{id}")
     }
 
-    /// Starts sandbox `id` (blocking: call from a blocking task).
-    pub fn start(&self, id: &str, slot: i64, limits: Limits) -> Result<(), String> {
+    /// The image store of this host.
+    pub fn images(&self) -> Result<ImageStore, String> {
+        ImageStore::open(&self.images).map_err(|e| e.to_string())
+    }
+
+    /// What sandboxes of `image` boot from: the host's programs, or the
+    /// image's layers under a writable layer of `limits.tmp_mb`.
+    fn root_of(&self, image: &str, limits: &Limits) -> Result<RootSource, String> {
+        if image == HOST_IMAGE {
+            return Ok(RootSource::Host);
+        }
+        let root = self.images()?.root(image).map_err(|e| e.to_string())?;
+        Ok(RootSource::Image {
+            image: ImageLayers {
+                layers: root.layers,
+                env: root.env,
+                workdir: root.workdir,
+            },
+            writable: WritableLayer {
+                size_mb: limits.tmp_mb,
+                inodes: limits.tmp_inodes,
+            },
+        })
+    }
+
+    /// Starts sandbox `id` from `image` (blocking: call from a blocking task).
+    pub fn start(&self, id: &str, slot: i64, limits: Limits, image: &str) -> Result<(), String> {
         let agent = self.agent()?;
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        let root = self.root_of(image, &limits)?;
         let spec = SandboxSpec {
             argv: Vec::new(),
             env: Vec::new(),
@@ -89,34 +124,51 @@ impl Sandboxes {
             limits,
             agent: None,
         };
-        Sandbox::start(
+        Sandbox::start_with_root(
             &self.runtime,
             &Self::container_id(id),
             &self.dir.join(id),
             spec,
             &agent,
+            &root,
         )
         .map(|_| ())
         .map_err(|e| format!("{e:#}"))
     }
 
     /// Ends sandbox `id`'s container (blocking). A paused one is thawed
-    /// first so its processes can die. The `host` image keeps nothing
-    /// writable outside the container, so the directory goes too and a
-    /// start builds it afresh.
-    pub fn stop(&self, id: &str, paused: bool) {
+    /// first so its processes can die. An image sandbox keeps its writable
+    /// layer (mounted on this host) for a later start; the `host` image
+    /// keeps nothing writable outside the container, so its directory goes
+    /// and a start builds it afresh.
+    pub fn stop(&self, id: &str, paused: bool, image: &str) {
         let sandbox = self.attach(id);
         if paused && let Err(error) = sandbox.resume() {
             tracing::debug!(id, %error, "resuming before a stop failed");
         }
-        sandbox.destroy();
+        if image == HOST_IMAGE {
+            sandbox.destroy();
+        } else {
+            sandbox.stop();
+        }
     }
 
-    /// Starts a stopped sandbox `id` again in its uid range (blocking).
-    pub fn restart(&self, id: &str, slot: i64, limits: Limits) -> Result<(), String> {
+    /// Starts a stopped sandbox `id` again in its uid range (blocking). An
+    /// image sandbox resumes on its writable layer; if that is gone (the
+    /// host restarted: it lived in memory), it starts afresh from the image.
+    pub fn restart(&self, id: &str, slot: i64, limits: Limits, image: &str) -> Result<(), String> {
+        let sandbox = self.attach(id);
+        if image != HOST_IMAGE {
+            match sandbox.restart() {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    tracing::warn!(id, %error, "restarting on the old writable layer failed; starting afresh");
+                }
+            }
+        }
         // Whatever a crash may have left of the old container.
-        self.attach(id).destroy();
-        self.start(id, slot, limits)
+        sandbox.destroy();
+        self.start(id, slot, limits, image)
     }
 
     /// The running sandbox `id`.
@@ -204,7 +256,7 @@ impl Sandboxes {
                     done.kept += 1;
                 }
                 ("starting" | "stopping" | "stopped", _) => {
-                    self.stop_blocking(&record.id).await;
+                    self.stop_blocking(&record.id, &record.image).await;
                     store.sandbox_stopped(now, &record.id).await.map_err(e)?;
                 }
                 _ => {}
@@ -249,9 +301,9 @@ impl Sandboxes {
         let _ = tokio::task::spawn_blocking(move || sandbox.destroy()).await;
     }
 
-    async fn stop_blocking(&self, id: &str) {
-        let (manager, id) = (self.clone(), id.to_owned());
-        let _ = tokio::task::spawn_blocking(move || manager.stop(&id, true)).await;
+    async fn stop_blocking(&self, id: &str, image: &str) {
+        let (manager, id, image) = (self.clone(), id.to_owned(), image.to_owned());
+        let _ = tokio::task::spawn_blocking(move || manager.stop(&id, true, &image)).await;
     }
 
     /// Default wall time of one exec.

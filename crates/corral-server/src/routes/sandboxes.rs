@@ -22,6 +22,7 @@ use crate::auth::{ClientInfo, CurrentUser};
 use crate::extract::ApiJson;
 use crate::routes::admin::{page_cut, page_limit};
 use crate::routes::auth::audit;
+use crate::sandboxes::HOST_IMAGE;
 use crate::{ApiError, AppState};
 
 /// Output kept per stream of one exec.
@@ -147,13 +148,7 @@ pub async fn create(
     Extension(client): Extension<ClientInfo>,
     ApiJson(body): ApiJson<CreateSandboxRequest>,
 ) -> Result<(StatusCode, Json<SandboxResponse>), ApiError> {
-    let image = body.image.unwrap_or_else(|| "host".to_owned());
-    if image != "host" {
-        return Err(ApiError::invalid_field(
-            "image",
-            "only the `host` image is available so far",
-        ));
-    }
+    let (image, image_env) = resolve_image(&state, body.image.as_deref()).await?;
     check_name(body.name.as_ref())?;
     check_labels(&body.labels)?;
     let auto_stop_minutes = minutes(
@@ -203,6 +198,9 @@ pub async fn create(
     let json = |value: &std::collections::BTreeMap<String, String>| {
         serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
     };
+    // The image's environment (its PATH and the like) under the caller's.
+    let mut env = image_env;
+    env.extend(body.env);
     let now = state.clock.now_ms();
     let key = crate::pool::PoolKey {
         image: image.clone(),
@@ -224,7 +222,7 @@ pub async fn create(
         cpu_millicores,
         pids,
         disk_mb,
-        env: json(&body.env),
+        env: json(&env),
         labels: json(&body.labels),
         auto_stop_minutes,
         auto_delete_minutes,
@@ -270,12 +268,13 @@ pub async fn create(
         .create_sandbox(now, new, |_| rand_slot())
         .await?;
     let limits = limits_of(&record);
-    let (manager, id, slot) = (
+    let (manager, id, slot, image) = (
         state.sandboxes.clone(),
         record.id.clone(),
         record.id_slot.unwrap_or(0),
+        record.image.clone(),
     );
-    let started = tokio::task::spawn_blocking(move || manager.start(&id, slot, limits))
+    let started = tokio::task::spawn_blocking(move || manager.start(&id, slot, limits, &image))
         .await
         .map_err(ApiError::internal)?;
     let outcome = match &started {
@@ -318,6 +317,71 @@ pub async fn create(
         .await?
         .ok_or_else(|| ApiError::not_found("sandbox"))?;
     Ok((StatusCode::CREATED, Json(response(record))))
+}
+
+/// The image a create names (`host` when none): its normalised reference
+/// and environment. One this host lacks is pulled when configured to.
+async fn resolve_image(
+    state: &AppState,
+    wanted: Option<&str>,
+) -> Result<(String, std::collections::BTreeMap<String, String>), ApiError> {
+    let wanted = wanted.unwrap_or(HOST_IMAGE);
+    if wanted == HOST_IMAGE {
+        return Ok((HOST_IMAGE.to_owned(), std::collections::BTreeMap::new()));
+    }
+    let reference = corral_runtime::image::normalize(wanted)
+        .map_err(|e| ApiError::invalid_field("image", e.to_string()))?;
+    let store = state
+        .sandboxes
+        .images()
+        .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+    let lookup = store.clone();
+    let found = {
+        let reference = reference.clone();
+        tokio::task::spawn_blocking(move || lookup.root(&reference))
+            .await
+            .map_err(ApiError::internal)?
+    };
+    let root = match found {
+        Ok(root) => root,
+        Err(corral_runtime::image::ImageError::NotFound(_))
+            if state.config.sandbox.pull_missing_images =>
+        {
+            let pulled = store
+                .pull(
+                    &reference,
+                    &corral_runtime::image::RegistryAuth::Anonymous,
+                    &state.config.sandbox.insecure_registries,
+                    &mut |_| {},
+                )
+                .await;
+            if let Err(error) = pulled {
+                return Err(ApiError::invalid_field(
+                    "image",
+                    format!("`{wanted}` is not on this host and could not be pulled: {error}"),
+                ));
+            }
+            store
+                .root(&reference)
+                .map_err(|e| ApiError::internal(anyhow::anyhow!(e.to_string())))?
+        }
+        Err(corral_runtime::image::ImageError::NotFound(_)) => {
+            return Err(ApiError::invalid_field(
+                "image",
+                format!(
+                    "`{wanted}` is not on this host (add it with `corral image pull` or `corral image import`)"
+                ),
+            ));
+        }
+        Err(other) => return Err(ApiError::internal(anyhow::anyhow!(other.to_string()))),
+    };
+    let env = root
+        .env
+        .iter()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    Ok((root.reference, env))
 }
 
 /// At most 16 labels, keys and values 1–64 and 0–64 characters.
@@ -805,15 +869,17 @@ pub async fn start(
     {
         return Err(conflict("the sandbox changed state; try again"));
     }
-    let (manager, sandbox_id, slot, limits) = (
+    let (manager, sandbox_id, slot, limits, image) = (
         state.sandboxes.clone(),
         record.id.clone(),
         record.id_slot.unwrap_or(0),
         limits_of(&record),
+        record.image.clone(),
     );
-    let started = tokio::task::spawn_blocking(move || manager.restart(&sandbox_id, slot, limits))
-        .await
-        .map_err(ApiError::internal)?;
+    let started =
+        tokio::task::spawn_blocking(move || manager.restart(&sandbox_id, slot, limits, &image))
+            .await
+            .map_err(ApiError::internal)?;
     let now = state.clock.now_ms();
     match started {
         Ok(()) => {
@@ -883,12 +949,13 @@ pub(crate) async fn stop_sandbox(
     {
         return Ok(false);
     }
-    let (manager, sandbox_id, paused) = (
+    let (manager, sandbox_id, paused, image) = (
         state.sandboxes.clone(),
         record.id.clone(),
         record.state == "paused",
+        record.image.clone(),
     );
-    tokio::task::spawn_blocking(move || manager.stop(&sandbox_id, paused))
+    tokio::task::spawn_blocking(move || manager.stop(&sandbox_id, paused, &image))
         .await
         .map_err(ApiError::internal)?;
     state

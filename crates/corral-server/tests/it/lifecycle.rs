@@ -641,3 +641,128 @@ on_both_backends!(creates_take_warm_sandboxes_of_their_class, |app| {
         0
     );
 });
+
+/// A tiny image root: Debian's static busybox, plus whatever shared
+/// libraries the agent binary needs (none for the static build `make test`
+/// uses; the debug build's otherwise).
+fn busybox_root(at: &std::path::Path) {
+    std::fs::create_dir_all(at.join("bin")).unwrap();
+    std::fs::create_dir_all(at.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", at.join("bin/busybox")).expect("busybox-static is installed");
+    for tool in ["sh", "id", "ls", "cat", "echo", "stat"] {
+        std::os::unix::fs::symlink("busybox", at.join("bin").join(tool)).unwrap();
+    }
+    std::fs::write(at.join("etc/image-release"), "busybox test image\n").unwrap();
+    let ldd = std::process::Command::new("ldd")
+        .arg(crate::sandboxes::agent())
+        .output()
+        .unwrap();
+    for path in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let inside = at.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+        std::fs::copy(path, &inside).unwrap();
+    }
+}
+
+on_both_backends!(sandboxes_boot_from_images_in_the_store, |app| {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let app = TestApp::builder(app.state.store.backend())
+        .config(move |c| {
+            c.data_dir = root.clone();
+            c.sandbox.agent = Some(crate::sandboxes::agent());
+            c.sandbox.dir = Some(root.join("sandboxes"));
+            c.sandbox.runtime_root = Some(root.join("runtime"));
+            // Nothing answers there: a missing image's pull fails fast.
+            c.sandbox.insecure_registries = vec!["127.0.0.1:1".into()];
+        })
+        .build()
+        .await;
+    let rootfs = dir.path().join("rootfs");
+    busybox_root(&rootfs);
+    let store = app.state.sandboxes.images().unwrap();
+    let info = store.import(&rootfs, "local/busybox:1").unwrap();
+    let (key, _) = app.register_and_login("imager").await;
+
+    let created = app
+        .call(
+            "POST",
+            "/api/v1/sandboxes",
+            &key,
+            Some(json!({"image": "local/busybox:1", "resources": {"disk_mb": 8}})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let created = created.json();
+    assert_eq!(created["image"], info.reference);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let out = sh(&app, &key, &id, "id -u; cat /etc/image-release; ls -ln /bin/busybox | cut -c1-30; echo mine > /etc/mine; ls /usr 2>&1 | head -1").await.json();
+    let stdout = out["stdout"].as_str().unwrap();
+    assert!(stdout.starts_with("0\nbusybox test image\n"), "{out}");
+    assert!(
+        stdout.contains(" 0 "),
+        "busybox is owned by sandbox root: {out}"
+    );
+    assert!(!stdout.contains("bin\n"), "no host /usr inside: {out}");
+    // The writable layer is capped by disk_mb.
+    let fill = sh(&app, &key, &id, "cat /bin/busybox /bin/busybox /bin/busybox /bin/busybox /bin/busybox /bin/busybox > /big; echo $?").await.json();
+    assert!(
+        fill["stderr"].as_str().unwrap().contains("No space left"),
+        "{fill}"
+    );
+
+    // Stop and start: the image sandbox keeps what it wrote.
+    let path = format!("/api/v1/sandboxes/{id}");
+    assert_eq!(
+        app.call("POST", &format!("{path}/stop"), &key, None)
+            .await
+            .json()["state"],
+        "stopped"
+    );
+    let started = app.call("POST", &format!("{path}/start"), &key, None).await;
+    assert_eq!(started.status, 200, "{}", started.text());
+    assert_eq!(
+        sh(&app, &key, &id, "cat /etc/mine").await.json()["stdout"],
+        "mine\n"
+    );
+    // The layer in the store is unchanged.
+    assert!(
+        !std::fs::read_dir(&store.root("local/busybox:1").unwrap().layers[0])
+            .unwrap()
+            .any(|e| e.unwrap().file_name() == "mine")
+    );
+    assert_eq!(app.call("DELETE", &path, &key, None).await.status, 204);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&id), "no mount of the sandbox remains");
+    assert!(!dir.path().join("sandboxes").join(&id).exists());
+
+    // Images this host lacks: pulled when configured (here the registry is
+    // unreachable), else refused with how to add them; bad names refused.
+    let missing = app
+        .call(
+            "POST",
+            "/api/v1/sandboxes",
+            &key,
+            Some(json!({"image": "127.0.0.1:1/nothing:1"})),
+        )
+        .await
+        .assert_problem(422, "validation_failed");
+    assert!(
+        missing["detail"]
+            .as_str()
+            .unwrap()
+            .contains("could not be pulled"),
+        "{missing}"
+    );
+    app.call(
+        "POST",
+        "/api/v1/sandboxes",
+        &key,
+        Some(json!({"image": "Not A Name!"})),
+    )
+    .await
+    .assert_problem(422, "validation_failed");
+});
