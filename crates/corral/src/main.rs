@@ -2,6 +2,8 @@
 
 mod image_cmd;
 
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -55,6 +57,8 @@ enum Command {
     Openapi,
     /// Print the version.
     Version,
+    #[command(flatten)]
+    Client(cli::ClientCommand),
     /// Images on this host: pull, import, list, remove.
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
@@ -91,6 +95,7 @@ enum AdminCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Client(command) => return cli::run(command),
         Command::Image(command) => image_cmd::run(command),
         Command::Version => {
             println!("corral {}", env!("CARGO_PKG_VERSION"));

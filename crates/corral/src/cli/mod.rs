@@ -1,0 +1,210 @@
+//! The user-facing client commands of the `corral` binary: `login`,
+//! `logout`, `sandbox …` and `run`. They talk to a server over HTTP through
+//! `corral-client`; nothing here touches the server's database.
+//!
+//! Exit codes: 0 success, 1 an API, network or file error, 2 a usage error
+//! (clap's own, and the ones found here), and for `sandbox exec` and `run`
+//! the program's own exit code (124 when it timed out, 128 + n when signal n
+//! killed it).
+
+mod config;
+mod login;
+mod output;
+mod run;
+mod sandbox;
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use corral_client::{Client, ClientError};
+
+pub use login::{LoginArgs, LogoutArgs};
+pub use run::RunArgs;
+pub use sandbox::SandboxArgs;
+
+/// The server a command talks to when neither a flag, the environment nor a
+/// saved login names one.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+/// Client commands, flattened into the binary's top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Sign in to a Corral server and save an API key for the other commands.
+    Login(LoginArgs),
+    /// Forget the saved login.
+    Logout(LogoutArgs),
+    /// Sandboxes on a Corral server: create, list, exec, copy files, delete.
+    Sandbox(SandboxArgs),
+    /// Run one program file in a fresh sandbox, print its output, delete the
+    /// sandbox, exit with the program's exit code.
+    Run(RunArgs),
+}
+
+/// Flags every client command takes (anywhere on the command line).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GlobalArgs {
+    /// Server URL [default: the saved login's, else http://127.0.0.1:8080].
+    #[arg(long, env = "CORRAL_URL", global = true, value_name = "URL")]
+    pub url: Option<String>,
+    /// API key (`crl_…`) or access token [default: the saved login's].
+    #[arg(
+        long,
+        env = "CORRAL_TOKEN",
+        global = true,
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Print the server's JSON instead of text for people.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The command line asks for something impossible (exit 2).
+    Usage(String),
+    /// The server refused, or could not be reached (exit 1).
+    Client(ClientError),
+    /// Anything else, such as a local file (exit 1).
+    Other(anyhow::Error),
+}
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Failure {
+        match error {
+            ClientError::InvalidUrl { .. } => Failure::Usage(error.to_string()),
+            other => Failure::Client(other),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Failure {
+        Failure::Other(error)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(error: std::io::Error) -> Failure {
+        Failure::Other(error.into())
+    }
+}
+
+/// What a command's success or failure means to the shell.
+pub type Outcome = Result<ExitCode, Failure>;
+
+/// Runs a client command and reports its failure on stderr.
+pub fn run(command: ClientCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match command {
+            ClientCommand::Login(args) => login::login(args).await,
+            ClientCommand::Logout(args) => login::logout(&args),
+            ClientCommand::Sandbox(args) => sandbox::main(args).await,
+            ClientCommand::Run(args) => run::main(args).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(failure) => report(&failure),
+    }
+}
+
+/// Prints `error: …` (with a hint where one helps) and gives the exit code.
+pub(crate) fn report(failure: &Failure) -> ExitCode {
+    match failure {
+        Failure::Usage(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Failure::Client(error) => {
+            eprintln!("error: {error}");
+            if error.status() == Some(401) {
+                eprintln!(
+                    "hint: the token was refused; check --token / CORRAL_TOKEN, or sign in again with `corral login`"
+                );
+            }
+            ExitCode::FAILURE
+        }
+        Failure::Other(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The client for `global`: its URL and token, else the saved login's (the
+/// saved token only goes to the server it was saved for), else the default
+/// URL. Without any token, a clear error instead of a server's 401.
+pub(crate) fn connect(global: &GlobalArgs) -> Result<Client, Failure> {
+    let saved = config::Credentials::load()?;
+    let url = global
+        .url
+        .clone()
+        .or_else(|| saved.as_ref().map(|s| s.url.clone()))
+        .unwrap_or_else(|| DEFAULT_URL.to_owned());
+    let token = global
+        .token
+        .clone()
+        .or_else(|| saved.filter(|s| same_server(&s.url, &url)).map(|s| s.token));
+    let client = Client::new(&url, token.clone())?;
+    if token.as_deref().is_none_or(str::is_empty) {
+        return Err(Failure::Other(anyhow::anyhow!(
+            "not signed in to {url}: run `corral login --url {url} …`, or pass --token / set CORRAL_TOKEN"
+        )));
+    }
+    Ok(client)
+}
+
+/// Whether two spellings of a server URL name the same server
+/// (`http://h:8080` and `http://h:8080/`).
+fn same_server(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// Parses `KEY=VALUE` (for `--env` and `--label`).
+pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value).map_err(anyhow::Error::from)?;
+    println!("{text}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use super::*;
+
+    #[test]
+    fn key_value_needs_a_key_and_an_equals_sign() {
+        assert_eq!(key_value("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert_eq!(key_value("a=").unwrap(), ("a".into(), String::new()));
+        assert!(key_value("=b").is_err());
+        assert!(key_value("ab").is_err());
+    }
+
+    #[test]
+    fn a_trailing_slash_is_the_same_server() {
+        assert!(same_server("http://h:1/", "http://h:1"));
+        assert!(!same_server("http://h:1", "http://h:2"));
+    }
+}

@@ -1,0 +1,438 @@
+//! `corral sandbox …`.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use corral_client::types::agent::ExecResult;
+use corral_client::types::sandbox::{
+    CreateSandboxRequest, ExecRequestBody, Resources, SandboxPage,
+};
+use corral_client::{Client, SandboxFilter};
+
+use super::output;
+use super::{Failure, GlobalArgs, Outcome, connect, key_value, print_json};
+
+/// `corral sandbox`.
+#[derive(Debug, clap::Args)]
+pub struct SandboxArgs {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: SandboxCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum SandboxCommand {
+    /// Create and start a sandbox; prints its id.
+    #[command(
+        after_help = "Example:\n  corral sandbox create --name dev --memory 256 --label team=ml"
+    )]
+    Create(CreateArgs),
+    /// List sandboxes (all pages).
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Only sandboxes in this state (creating, running, stopped, error).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only sandboxes with this label (repeatable: all must match).
+        #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+        label: Vec<(String, String)>,
+    },
+    /// Show one sandbox.
+    Get {
+        /// Sandbox id.
+        id: String,
+    },
+    /// Run a command in a sandbox; exits with its exit code (124 on timeout).
+    #[command(after_help = "Examples:\n  \
+        corral sandbox exec $ID -- python3 -c 'print(1)'\n  \
+        corral sandbox exec $ID -c 'ls /tmp | wc -l'\n  \
+        echo hello | corral sandbox exec $ID -- cat")]
+    Exec(ExecArgs),
+    /// Copy a file into or out of a sandbox: one side is `ID:/path`, the
+    /// other a local path (`-` for stdin or stdout).
+    #[command(after_help = "Examples:\n  \
+        corral sandbox cp data.csv $ID:/tmp/\n  \
+        corral sandbox cp $ID:/tmp/out.png ./out.png\n  \
+        corral sandbox cp $ID:/tmp/log.txt -")]
+    Cp {
+        /// Source: a local file, `-` (stdin) or `ID:/path`.
+        src: String,
+        /// Destination: a local file or directory, `-` (stdout) or `ID:/path`
+        /// (a trailing `/` keeps the source's file name).
+        dst: String,
+    },
+    /// Delete sandboxes and everything in them.
+    #[command(visible_alias = "delete")]
+    Rm {
+        /// Sandbox ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Start a stopped sandbox.
+    Start {
+        /// Sandbox id.
+        id: String,
+    },
+    /// Stop a sandbox (its record stays; `start` brings it back).
+    Stop {
+        /// Sandbox id.
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct CreateArgs {
+    /// Display name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Image [server default: host].
+    #[arg(long)]
+    image: Option<String>,
+    /// CPU cores, such as 0.5.
+    #[arg(long, value_name = "CORES")]
+    cpu: Option<f64>,
+    /// Memory, MiB.
+    #[arg(long, value_name = "MB")]
+    memory: Option<i64>,
+    /// Writable space (/tmp), MiB.
+    #[arg(long, value_name = "MB")]
+    disk: Option<i64>,
+    /// Processes and threads.
+    #[arg(long, value_name = "N")]
+    pids: Option<i64>,
+    /// Environment of every command (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    env: Vec<(String, String)>,
+    /// Label (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    label: Vec<(String, String)>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExecArgs {
+    /// Sandbox id.
+    id: String,
+    /// A shell command line, run by /bin/sh -c (instead of ARGV).
+    #[arg(
+        short = 'c',
+        long = "command",
+        value_name = "COMMAND",
+        conflicts_with = "argv"
+    )]
+    command: Option<String>,
+    /// Working directory [default: /tmp].
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<String>,
+    /// Extra environment (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    env: Vec<(String, String)>,
+    /// Kill the command after this many milliseconds [server default: 30000].
+    #[arg(long, value_name = "MS")]
+    timeout_ms: Option<u64>,
+    /// Do not send standard input even when it is not a terminal.
+    #[arg(long)]
+    no_stdin: bool,
+    /// Program and arguments (after `--`).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGV",
+        required_unless_present = "command"
+    )]
+    argv: Vec<String>,
+}
+
+pub async fn main(args: SandboxArgs) -> Outcome {
+    let global = &args.global;
+    let client = connect(global)?;
+    match args.command {
+        SandboxCommand::Create(create) => {
+            #[allow(
+                clippy::needless_update,
+                reason = "the request type grows optional fields; the server's defaults apply"
+            )]
+            let request = CreateSandboxRequest {
+                name: create.name,
+                image: create.image,
+                resources: Resources {
+                    cpu: create.cpu,
+                    memory_mb: create.memory,
+                    disk_mb: create.disk,
+                    pids: create.pids,
+                },
+                env: create.env.into_iter().collect(),
+                labels: create.label.into_iter().collect(),
+                ..CreateSandboxRequest::default()
+            };
+            let sandbox = client.create_sandbox(&request).await?;
+            if global.json {
+                print_json(&sandbox)?;
+            } else {
+                println!("{}", sandbox.id);
+            }
+        }
+        SandboxCommand::Ls { state, label } => {
+            let filter = SandboxFilter {
+                state,
+                labels: label,
+                limit: Some(200),
+            };
+            let items = client.list_all_sandboxes(&filter).await?;
+            if global.json {
+                print_json(&SandboxPage {
+                    items,
+                    next_cursor: None,
+                })?;
+            } else {
+                let rows: Vec<_> = items.iter().map(output::sandbox_row).collect();
+                print!("{}", output::table(output::SANDBOX_HEADERS, &rows));
+            }
+        }
+        SandboxCommand::Get { id } => {
+            let sandbox = client.sandbox(&id).await?;
+            if global.json {
+                print_json(&sandbox)?;
+            } else {
+                print!("{}", output::sandbox_details(&sandbox));
+            }
+        }
+        SandboxCommand::Start { id } => {
+            let sandbox = client.start_sandbox(&id).await?;
+            show_state(global, &sandbox)?;
+        }
+        SandboxCommand::Stop { id } => {
+            let sandbox = client.stop_sandbox(&id).await?;
+            show_state(global, &sandbox)?;
+        }
+        SandboxCommand::Rm { ids } => return remove(&client, global, &ids).await,
+        SandboxCommand::Exec(exec) => return run_exec(&client, global, exec).await,
+        SandboxCommand::Cp { src, dst } => return copy(&client, &src, &dst).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_state(
+    global: &GlobalArgs,
+    sandbox: &corral_client::types::sandbox::SandboxResponse,
+) -> Result<(), Failure> {
+    if global.json {
+        print_json(sandbox)
+    } else {
+        println!("{} {}", sandbox.id, sandbox.state);
+        Ok(())
+    }
+}
+
+/// Deletes each; one failure does not stop the others, but fails the command.
+async fn remove(client: &Client, global: &GlobalArgs, ids: &[String]) -> Outcome {
+    let mut failed = false;
+    for id in ids {
+        match client.delete_sandbox(id).await {
+            Ok(()) => {
+                if !global.json {
+                    println!("{id}");
+                }
+            }
+            Err(error) => {
+                eprintln!("error: {id}: {error}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn run_exec(client: &Client, global: &GlobalArgs, args: ExecArgs) -> Outcome {
+    let stdin = if args.no_stdin { None } else { read_stdin()? };
+    let request = ExecRequestBody {
+        command: args.command,
+        argv: (!args.argv.is_empty()).then_some(args.argv),
+        env: args.env.into_iter().collect::<BTreeMap<_, _>>(),
+        cwd: args.cwd,
+        stdin,
+        timeout_ms: args.timeout_ms,
+    };
+    let result = client.exec(&args.id, &request).await?;
+    finish_exec(global, &result)
+}
+
+/// Standard input for the program: everything, when it is not a terminal.
+pub(crate) fn read_stdin() -> Result<Option<String>, Failure> {
+    let mut stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    stdin
+        .read_to_end(&mut bytes)
+        .context("cannot read standard input")?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    String::from_utf8(bytes).map(Some).map_err(|_| {
+        Failure::Usage(
+            "standard input is not UTF-8 text (exec takes text; copy binary data in with `corral sandbox cp`, or pass --no-stdin)"
+                .into(),
+        )
+    })
+}
+
+/// Prints a finished program's output and gives its exit code.
+pub(crate) fn finish_exec(global: &GlobalArgs, result: &ExecResult) -> Outcome {
+    if global.json {
+        print_json(result)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(result.stdout.as_bytes())?;
+        out.flush()?;
+        let mut err = std::io::stderr().lock();
+        err.write_all(result.stderr.as_bytes())?;
+        if result.truncated {
+            writeln!(err, "corral: output was truncated at the server's limit")?;
+        }
+        if result.timed_out {
+            writeln!(
+                err,
+                "corral: timed out after {} ms and was killed",
+                result.duration_ms
+            )?;
+        }
+    }
+    Ok(ExitCode::from(exit_code(result)))
+}
+
+/// The shell's view of how a program ended: its code, 124 after a timeout
+/// (as `timeout(1)`), 128 + n after signal n.
+pub(crate) fn exit_code(result: &ExecResult) -> u8 {
+    if result.timed_out {
+        return 124;
+    }
+    match (result.exit_code, result.signal) {
+        (Some(code), _) => u8::try_from(code & 0xff).unwrap_or(1),
+        (None, Some(signal)) => u8::try_from((128 + signal).clamp(0, 255)).unwrap_or(1),
+        (None, None) => 1,
+    }
+}
+
+/// `ID:/path`, when `s` names a path in a sandbox.
+fn remote(s: &str) -> Option<(&str, &str)> {
+    let (id, path) = s.split_once(':')?;
+    (!id.is_empty() && !id.contains('/') && path.starts_with('/')).then_some((id, path))
+}
+
+async fn copy(client: &Client, src: &str, dst: &str) -> Outcome {
+    match (remote(src), remote(dst)) {
+        (None, Some((id, path))) => {
+            let content = if src == "-" {
+                let mut bytes = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut bytes)
+                    .context("cannot read standard input")?;
+                bytes
+            } else {
+                std::fs::read(src).with_context(|| format!("cannot read {src}"))?
+            };
+            let target = if path.ends_with('/') {
+                let name = Path::new(src)
+                    .file_name()
+                    .filter(|_| src != "-")
+                    .ok_or_else(|| {
+                        Failure::Usage(format!("`{dst}` is a directory: name the file to write"))
+                    })?;
+                format!("{path}{}", name.to_string_lossy())
+            } else {
+                path.to_owned()
+            };
+            client.upload(id, &target, content).await?;
+        }
+        (Some((id, path)), None) => {
+            let mut download = client.download_stream(id, path).await?;
+            if dst == "-" {
+                let mut out = std::io::stdout().lock();
+                while let Some(chunk) = download.chunk().await? {
+                    out.write_all(&chunk)?;
+                }
+                out.flush()?;
+            } else {
+                let mut target = PathBuf::from(dst);
+                if target.is_dir() {
+                    let name = Path::new(path)
+                        .file_name()
+                        .ok_or_else(|| Failure::Usage(format!("`{src}` names no file")))?;
+                    target.push(name);
+                }
+                let mut file = std::fs::File::create(&target)
+                    .with_context(|| format!("cannot create {}", target.display()))?;
+                let written: Result<(), Failure> = async {
+                    while let Some(chunk) = download.chunk().await? {
+                        file.write_all(&chunk)
+                            .with_context(|| format!("cannot write {}", target.display()))?;
+                    }
+                    Ok(())
+                }
+                .await;
+                if written.is_err() {
+                    let _ = std::fs::remove_file(&target);
+                }
+                written?;
+            }
+        }
+        (Some(_), Some(_)) => {
+            return Err(Failure::Usage(
+                "both sides are in a sandbox; copy through a local file".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(Failure::Usage(format!(
+                "neither `{src}` nor `{dst}` is a sandbox path: write one side as ID:/absolute/path"
+            )));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(exit_code: Option<i32>, signal: Option<i32>, timed_out: bool) -> ExecResult {
+        ExecResult {
+            exit_code,
+            signal,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            timed_out,
+            duration_ms: 1,
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        assert_eq!(exit_code(&result(Some(0), None, false)), 0);
+        assert_eq!(exit_code(&result(Some(3), None, false)), 3);
+        assert_eq!(exit_code(&result(Some(256 + 7), None, false)), 7);
+        assert_eq!(exit_code(&result(None, Some(9), false)), 137);
+        assert_eq!(exit_code(&result(None, Some(9), true)), 124);
+        assert_eq!(exit_code(&result(None, None, false)), 1);
+    }
+
+    #[test]
+    fn a_sandbox_path_is_id_colon_absolute_path() {
+        assert_eq!(remote("abc:/tmp/x"), Some(("abc", "/tmp/x")));
+        assert_eq!(remote("abc:tmp/x"), None);
+        assert_eq!(remote("./a:/b"), None);
+        assert_eq!(remote(":/b"), None);
+        assert_eq!(remote("plain.txt"), None);
+        assert_eq!(remote("-"), None);
+    }
+}

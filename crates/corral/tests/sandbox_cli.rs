@@ -1,0 +1,749 @@
+//! The client commands (`corral login`, `corral sandbox …`, `corral run`)
+//! against a real `corral serve` with real sandboxes (runc as root, the
+//! agent as PID 1), driven as a user would: the binary, its exit codes, its
+//! stdout and stderr.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step should fail the test"
+)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_corral");
+const PASSWORD: &str = "correct horse battery staple";
+
+/// The agent binary: `CORRAL_AGENT_BIN`, else the one `cargo build -p
+/// corral-agent` makes.
+fn agent() -> PathBuf {
+    if let Ok(path) = std::env::var("CORRAL_AGENT_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
+        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        PathBuf::from,
+    );
+    let path = target.join("debug/corral-agent");
+    assert!(
+        path.is_file(),
+        "{} missing: run `cargo build -p corral-agent`",
+        path.display()
+    );
+    path
+}
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// What a CLI run did.
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Out {
+    fn out(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    fn ok(&self) -> String {
+        assert_eq!(self.code, 0, "{self:?}");
+        self.out()
+    }
+}
+
+/// A `corral serve` on a free port with its own data directory, an
+/// administrator `root` and a user `alice` (moved to the enterprise plan so
+/// daily quotas do not interfere), and a config directory for the CLI.
+struct Corral {
+    dir: tempfile::TempDir,
+    child: Child,
+    url: String,
+}
+
+impl Corral {
+    fn start() -> Corral {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        for (user, admin) in [("root", true), ("alice", false)] {
+            let mut args = vec![
+                "admin",
+                "create-user",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--username",
+                user,
+                "--email",
+                if admin {
+                    "root@example.com"
+                } else {
+                    "alice@example.com"
+                },
+                "--password-stdin",
+            ];
+            if admin {
+                args.push("--admin");
+            }
+            let out = raw_run(dir.path(), &args, PASSWORD.as_bytes(), &[]);
+            assert_eq!(out.code, 0, "{out:?}");
+        }
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CORRAL_LOG__LEVEL", "warn")
+            .env("CORRAL_SANDBOX__AGENT", agent())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    if let Some((_, url)) = line.split_once("is listening on ") {
+                        break url.trim().to_owned();
+                    }
+                }
+                Err(_) => {
+                    let exited = child.try_wait().unwrap();
+                    if exited.is_some() || Instant::now() > deadline {
+                        let _ = child.kill();
+                        let mut err = String::new();
+                        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+                        panic!("server did not start ({exited:?}): {err}");
+                    }
+                }
+            }
+        };
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        let corral = Corral { dir, child, url };
+        corral.upgrade_alice();
+        corral
+    }
+
+    /// As `root`, moves alice to the enterprise plan.
+    fn upgrade_alice(&self) {
+        let url = self.url.clone();
+        block_on(async move {
+            let http = reqwest::Client::new();
+            let token: serde_json::Value = http
+                .post(format!("{url}/api/v1/auth/login"))
+                .json(&serde_json::json!({"login": "root", "password": PASSWORD}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let token = token["access_token"].as_str().unwrap().to_owned();
+            let users: serde_json::Value = http
+                .get(format!("{url}/api/v1/admin/users"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let alice = users["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|u| u["username"] == "alice")
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let res = http
+                .patch(format!("{url}/api/v1/admin/users/{alice}"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"plan": "enterprise"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{:?}", res.text().await);
+        });
+    }
+
+    fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("config/corral")
+    }
+
+    /// `corral ARGS` with `stdin`, the CLI's environment only (no
+    /// CORRAL_URL/CORRAL_TOKEN unless `env` gives them).
+    fn cli_with(&self, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Out {
+        let config = self.config_dir();
+        let mut all = vec![("CORRAL_CONFIG_DIR", config.to_str().unwrap())];
+        all.extend_from_slice(env);
+        raw_run(self.dir.path(), args, stdin, &all)
+    }
+
+    fn cli(&self, args: &[&str]) -> Out {
+        self.cli_with(args, b"", &[])
+    }
+
+    fn login(&self) {
+        let out = self.cli_with(
+            &[
+                "login",
+                "--url",
+                &self.url,
+                "--username",
+                "alice",
+                "--password-stdin",
+            ],
+            format!("{PASSWORD}\n").as_bytes(),
+            &[],
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+
+    /// Creates a sandbox with `args`; its id.
+    fn create(&self, args: &[&str]) -> String {
+        let mut all = vec!["sandbox", "create", "--json"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        assert_eq!(out.code, 0, "{out:?}");
+        let sandbox = out.json();
+        assert_eq!(sandbox["state"], "running", "{sandbox}");
+        sandbox["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Ids `sandbox ls --json` lists.
+    fn ids(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = vec!["sandbox", "ls", "--json"];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args);
+        assert_eq!(out.code, 0, "{out:?}");
+        out.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Corral {
+    fn drop(&mut self) {
+        // SIGTERM first: the server stops gracefully; then make sure.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Sandboxes a failed test left behind: their containers.
+        let runtime_root = self.dir.path().join("data/runtime");
+        if let Ok(out) = Command::new("runc")
+            .arg("--root")
+            .arg(&runtime_root)
+            .args(["list", "-q"])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&runtime_root)
+                    .args(["delete", "--force", id])
+                    .output();
+            }
+        }
+    }
+}
+
+fn raw_run(cwd: &Path, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Out {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", cwd)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn login_saves_a_private_api_key_that_the_other_commands_use_and_logout_forgets_it() {
+    let corral = Corral::start();
+    // Not signed in yet: a clear error, exit 1.
+    let out = corral.cli(&["sandbox", "ls", "--url", &corral.url]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("not signed in"), "{out:?}");
+
+    corral.login();
+    let file = corral.config_dir().join("credentials.toml");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "credentials file mode {mode:o}");
+    let mode = std::fs::metadata(corral.config_dir())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, "config dir mode {mode:o}");
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(saved.contains(&corral.url), "{saved}");
+    let key = saved
+        .lines()
+        .find_map(|l| l.strip_prefix("token = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_owned();
+    assert!(key.starts_with("crl_"), "{saved}");
+
+    // The saved login is used without flags.
+    assert_eq!(corral.ids(&[]), Vec::<String>::new());
+
+    // A wrong password: the server's error, nothing saved over the login.
+    let out = corral.cli_with(
+        &[
+            "login",
+            "--url",
+            &corral.url,
+            "--username",
+            "alice",
+            "--password-stdin",
+        ],
+        b"wrong\n",
+        &[],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.starts_with("error: unauthorized"), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), saved);
+
+    // Logout removes it; then nothing is signed in.
+    let out = corral.cli(&["logout"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!file.exists());
+    let out = corral.cli(&["sandbox", "ls"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("not signed in"), "{out:?}");
+
+    // --token checks the key before saving it: a bad one is refused...
+    let out = corral.cli(&["login", "--url", &corral.url, "--token", "crl_bogus"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("unauthorized"), "{out:?}");
+    assert!(!file.exists(), "a refused key is not saved");
+    // ...a good one saved.
+    let out = corral.cli(&["login", "--url", &corral.url, "--token", &key]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.out().contains("alice"), "{out:?}");
+    assert!(file.exists());
+    assert_eq!(corral.ids(&[]), Vec::<String>::new());
+
+    // The saved key is not sent to another server named with --url.
+    let other = format!("http://127.0.0.1:{}", closed_port());
+    let out = corral.cli(&["sandbox", "ls", "--url", &other]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("not signed in"), "{out:?}");
+
+    // Neither --username nor --token: a usage error.
+    let out = corral.cli(&["login", "--url", &corral.url]);
+    assert_eq!(out.code, 2, "{out:?}");
+}
+
+#[test]
+fn sandbox_create_ls_get_exec_cp_rm() {
+    let corral = Corral::start();
+    corral.login();
+    let id = corral.create(&[
+        "--name",
+        "cli-test",
+        "--memory",
+        "64",
+        "--cpu",
+        "0.5",
+        "--env",
+        "GREETING=hello there",
+        "--label",
+        "team=ml",
+        "--label",
+        "tier=dev",
+    ]);
+
+    // ls: the human table and the JSON.
+    let table = corral.cli(&["sandbox", "ls"]).ok();
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["ID", "NAME", "IMAGE", "STATE", "CPU", "MEM", "CREATED"]
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..6],
+        [id.as_str(), "cli-test", "host", "running", "0.5", "64M"]
+    );
+    assert_eq!(corral.ids(&[]), vec![id.clone()]);
+    assert_eq!(corral.ids(&["--state", "running"]), vec![id.clone()]);
+    // --label: one label is filtered by the server, more are checked too.
+    assert_eq!(corral.ids(&["--label", "team=ml"]), vec![id.clone()]);
+    assert_eq!(
+        corral.ids(&["--label", "team=ml", "--label", "tier=dev"]),
+        vec![id.clone()]
+    );
+    assert!(corral.ids(&["--label", "team=web"]).is_empty());
+    assert!(
+        corral
+            .ids(&["--label", "team=ml", "--label", "tier=prod"])
+            .is_empty()
+    );
+
+    // get
+    let details = corral.cli(&["sandbox", "get", &id]).ok();
+    assert!(
+        details.contains("cli-test") && details.contains("team=ml"),
+        "{details}"
+    );
+    let json = corral.cli(&["sandbox", "get", &id, "--json"]).json();
+    assert_eq!(json["memory_mb"], 64);
+    assert_eq!(json["cpu_millicores"], 500);
+
+    // exec: the program's exit code is the command's.
+    let out = corral.cli(&["sandbox", "exec", &id, "--", "sh", "-c", "exit 3"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    // -c: a shell line; stdout and stderr go to their own streams.
+    let out = corral.cli(&["sandbox", "exec", &id, "-c", "echo hi; echo err >&2"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.out(), "hi\n");
+    assert_eq!(out.stderr, "err\n");
+    // The sandbox's env, --env, --cwd and piped stdin.
+    let out = corral.cli_with(
+        &[
+            "sandbox",
+            "exec",
+            &id,
+            "--env",
+            "EXTRA=x",
+            "--cwd",
+            "/",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$GREETING $EXTRA $(pwd)\"; cat",
+        ],
+        b"from stdin\n",
+        &[],
+    );
+    assert_eq!(out.out(), "hello there x /\nfrom stdin\n", "{out:?}");
+    // A signal: 128 + n, like a shell.
+    let out = corral.cli(&["sandbox", "exec", &id, "--", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(out.code, 137, "{out:?}");
+    // Timeout: 124, like timeout(1).
+    let out = corral.cli(&[
+        "sandbox",
+        "exec",
+        &id,
+        "--timeout-ms",
+        "300",
+        "--",
+        "sleep",
+        "10",
+    ]);
+    assert_eq!(out.code, 124, "{out:?}");
+    assert!(out.stderr.contains("timed out"), "{out:?}");
+    // --json: the server's result, still with the program's exit code.
+    let out = corral.cli(&["sandbox", "exec", &id, "--json", "-c", "echo j; exit 5"]);
+    assert_eq!(out.code, 5, "{out:?}");
+    assert_eq!(out.json()["stdout"], "j\n");
+    assert_eq!(out.json()["exit_code"], 5);
+    // Neither argv nor -c: clap's usage error.
+    let out = corral.cli(&["sandbox", "exec", &id]);
+    assert_eq!(out.code, 2, "{out:?}");
+
+    // cp up and down: bytes round-trip, binary included.
+    let local = corral.dir.path().join("blob.bin");
+    let blob: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(&local, &blob).unwrap();
+    corral
+        .cli(&[
+            "sandbox",
+            "cp",
+            local.to_str().unwrap(),
+            &format!("{id}:/tmp/"),
+        ])
+        .ok();
+    let out = corral.cli(&["sandbox", "exec", &id, "--", "wc", "-c", "/tmp/blob.bin"]);
+    assert_eq!(
+        out.out().split_whitespace().next(),
+        Some("70000"),
+        "{out:?}"
+    );
+    let back = corral.dir.path().join("back.bin");
+    corral
+        .cli(&[
+            "sandbox",
+            "cp",
+            &format!("{id}:/tmp/blob.bin"),
+            back.to_str().unwrap(),
+        ])
+        .ok();
+    assert_eq!(std::fs::read(&back).unwrap(), blob);
+    // To stdout with `-`, and into a local directory by the file's name.
+    let out = corral.cli(&["sandbox", "cp", &format!("{id}:/tmp/blob.bin"), "-"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, blob);
+    let sub = corral.dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    corral
+        .cli(&[
+            "sandbox",
+            "cp",
+            &format!("{id}:/tmp/blob.bin"),
+            sub.to_str().unwrap(),
+        ])
+        .ok();
+    assert_eq!(std::fs::read(sub.join("blob.bin")).unwrap(), blob);
+    // From stdin with `-` to a named file.
+    let out = corral.cli_with(
+        &["sandbox", "cp", "-", &format!("{id}:/tmp/in.txt")],
+        b"piped bytes",
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = corral.cli(&["sandbox", "exec", &id, "--", "cat", "/tmp/in.txt"]);
+    assert_eq!(out.out(), "piped bytes");
+    // A missing file in the sandbox: the server's not_found; nothing written.
+    let missing = corral.dir.path().join("missing.bin");
+    let out = corral.cli(&[
+        "sandbox",
+        "cp",
+        &format!("{id}:/tmp/nope"),
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("not_found"), "{out:?}");
+    assert!(!missing.exists());
+    // Neither side or both sides in a sandbox: usage errors.
+    assert_eq!(corral.cli(&["sandbox", "cp", "a", "b"]).code, 2);
+    assert_eq!(
+        corral
+            .cli(&["sandbox", "cp", &format!("{id}:/a"), &format!("{id}:/b")])
+            .code,
+        2
+    );
+
+    // rm: gone from ls; a second rm is not_found and exits 1.
+    assert_eq!(corral.cli(&["sandbox", "rm", &id]).ok().trim(), id);
+    assert!(corral.ids(&[]).is_empty());
+    let out = corral.cli(&["sandbox", "rm", &id]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("not_found"), "{out:?}");
+}
+
+#[test]
+fn errors_are_one_clear_line_with_exit_1() {
+    let corral = Corral::start();
+    corral.login();
+
+    // An unknown sandbox.
+    for args in [
+        &["sandbox", "get", "nope"][..],
+        &["sandbox", "exec", "nope", "--", "true"][..],
+    ] {
+        let out = corral.cli(args);
+        assert_eq!(out.code, 1, "{args:?}: {out:?}");
+        assert!(out.stderr.starts_with("error: not_found"), "{out:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    }
+
+    // A bad token.
+    let out = corral.cli(&["sandbox", "ls", "--token", "crl_not_a_key"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.starts_with("error: unauthorized"), "{out:?}");
+    let out = corral.cli_with(&["sandbox", "ls"], b"", &[("CORRAL_TOKEN", "crl_nope")]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("unauthorized"), "{out:?}");
+
+    // The server's validation message.
+    let out = corral.cli(&["sandbox", "create", "--memory", "999999"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .starts_with("error: validation_failed: `resources.memory_mb`: must be between"),
+        "{out:?}"
+    );
+    assert!(corral.ids(&[]).is_empty());
+
+    // Bad input clap catches: exit 2.
+    let out = corral.cli(&["sandbox", "create", "--memory", "lots"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let out = corral.cli(&["sandbox", "create", "--label", "nolabel"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("KEY=VALUE"), "{out:?}");
+    let out = corral.cli(&["sandbox", "ls", "--url", "not a url"]);
+    assert_eq!(out.code, 2, "{out:?}");
+
+    // A server that is not there: exit 1 naming the URL.
+    let down = format!("http://127.0.0.1:{}", closed_port());
+    let out = corral.cli(&["sandbox", "ls", "--url", &down, "--token", "crl_x"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("cannot reach") && out.stderr.contains(&down),
+        "{out:?}"
+    );
+    let out = corral.cli_with(
+        &["sandbox", "ls"],
+        b"",
+        &[("CORRAL_URL", &down), ("CORRAL_TOKEN", "crl_x")],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains(&down), "{out:?}");
+}
+
+#[test]
+fn run_executes_a_file_prints_its_output_and_leaves_no_sandbox() {
+    let corral = Corral::start();
+    corral.login();
+    let dir = corral.dir.path();
+
+    std::fs::write(
+        dir.join("hello.py"),
+        "import sys\nprint('hello from', sys.argv[1:])\nprint('to stderr', file=sys.stderr)\nsys.exit(4)\n",
+    )
+    .unwrap();
+    let out = corral.cli(&["run", "hello.py", "--", "a", "b c"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert_eq!(out.out(), "hello from ['a', 'b c']\n");
+    assert_eq!(out.stderr, "to stderr\n");
+    assert!(corral.ids(&[]).is_empty(), "run left a sandbox");
+
+    std::fs::write(
+        dir.join("sum.c"),
+        "#include <stdio.h>\n#include <stdlib.h>\nint main(int c, char **v) { int s = 0; for (int i = 1; i < c; i++) s += atoi(v[i]); printf(\"sum=%d\\n\", s); return 0; }\n",
+    )
+    .unwrap();
+    let out = corral.cli(&["run", "sum.c", "--", "3", "4"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.out(), "sum=7\n");
+    assert!(corral.ids(&[]).is_empty(), "run left a sandbox");
+
+    // A compile error: the compiler's message and exit code.
+    std::fs::write(dir.join("bad.c"), "int main( {\n").unwrap();
+    let out = corral.cli(&["run", "bad.c"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("error"), "{out:?}");
+
+    // --language for a file without a known extension; stdin is passed on.
+    std::fs::write(dir.join("script"), "read x; echo \"got $x\"\n").unwrap();
+    let out = corral.cli_with(&["run", "script", "--language", "sh"], b"42\n", &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.out(), "got 42\n");
+
+    // An unknown extension: a usage error naming the known ones, no sandbox.
+    std::fs::write(dir.join("main.rs"), "fn main() {}\n").unwrap();
+    let out = corral.cli(&["run", "main.rs"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(".py")
+            && out.stderr.contains(".c")
+            && out.stderr.contains("--language"),
+        "{out:?}"
+    );
+    // A missing file.
+    let out = corral.cli(&["run", "absent.py"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("absent.py"), "{out:?}");
+
+    // An error after the sandbox exists still deletes it.
+    let out = corral.cli(&["run", "hello.py", "--timeout-ms", "0"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("validation_failed"), "{out:?}");
+    assert!(
+        corral.ids(&[]).is_empty(),
+        "run left a sandbox after an error"
+    );
+
+    // SIGINT while the program runs: the sandbox is deleted, exit 130.
+    std::fs::write(dir.join("slow.sh"), "sleep 20\n").unwrap();
+    let config = corral.config_dir();
+    let mut child = Command::new(BIN)
+        .args(["run", "slow.sh"])
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CORRAL_CONFIG_DIR", &config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while corral.ids(&[]).is_empty() {
+        assert!(Instant::now() < deadline, "run never created its sandbox");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Give it a moment to be in the exec.
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        corral.ids(&[]).is_empty(),
+        "run left a sandbox after Ctrl-C"
+    );
+}
