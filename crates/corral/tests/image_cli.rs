@@ -372,3 +372,151 @@ fn pull_with_registry_credentials_from_stdin() {
         serde_json::from_str(&ok(&corral(&data, &["image", "ls", "--json"], None))).unwrap();
     assert_eq!(json[0]["reference"], reference.as_str());
 }
+
+/// The agent binary the sandboxes run (`CORRAL_AGENT_BIN`: the static build
+/// `make test` uses; else the debug build).
+fn agent() -> std::path::PathBuf {
+    std::env::var("CORRAL_AGENT_BIN").map_or_else(
+        |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/corral-agent"),
+        std::path::PathBuf::from,
+    )
+}
+
+/// An image root that can run the agent: busybox, plus the agent's shared
+/// libraries when it is not the static build.
+fn bootable_rootfs(dir: &Path) {
+    rootfs(dir);
+    let ldd = Command::new("ldd").arg(agent()).output().unwrap();
+    for path in text(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let inside = dir.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+        std::fs::copy(path, &inside).unwrap();
+    }
+}
+
+/// The whole path a user takes: an image in a registry, a server that pulls
+/// it on the first create that names it, a sandbox running it, and the image
+/// then listed by `corral image ls` on the same host.
+#[test]
+fn a_sandbox_runs_an_image_the_server_pulls_from_a_registry() {
+    let data = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    bootable_rootfs(root.path());
+    let registry = Registry::start(None);
+    registry.push("apps/tool", "2", root.path(), None);
+    let reference = format!("{}/apps/tool:2", registry.addr);
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CORRAL_LOG__LEVEL", "warn")
+        .env("CORRAL_SANDBOX__AGENT", agent())
+        .env(
+            "CORRAL_SANDBOX__INSECURE_REGISTRIES",
+            format!("[\"{}\"]", registry.addr),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client.get(format!("{base}/ready")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "the server did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let post = |path: &str, token: Option<&str>, body: serde_json::Value| {
+            let mut request = client.post(format!("{base}{path}")).json(&body);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            request.send()
+        };
+        let registered = post(
+            "/api/v1/auth/register",
+            None,
+            serde_json::json!({"email": "u@example.com", "username": "user", "password": "correct horse battery"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(registered.status(), 201);
+        let login: serde_json::Value = post(
+            "/api/v1/auth/login",
+            None,
+            serde_json::json!({"login": "user", "password": "correct horse battery"}),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let token = login["access_token"].as_str().unwrap().to_owned();
+        let created = post("/api/v1/sandboxes", Some(&token), serde_json::json!({"image": reference}))
+            .await
+            .unwrap();
+        let status = created.status();
+        let sandbox: serde_json::Value = created.json().await.unwrap();
+        assert_eq!(status, 201, "{sandbox}");
+        assert_eq!(sandbox["image"], reference);
+        let id = sandbox["id"].as_str().unwrap().to_owned();
+        let out: serde_json::Value = post(
+            &format!("/api/v1/sandboxes/{id}/exec"),
+            Some(&token),
+            serde_json::json!({"command": "echo $PATH; busybox id -u; busybox ls /"}),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let deleted = client
+            .delete(format!("{base}/api/v1/sandboxes/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        (out, deleted)
+    });
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(server.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = server.wait();
+    let (out, deleted) = outcome;
+    let stdout = out["stdout"].as_str().unwrap();
+    assert!(
+        stdout.starts_with("/bin\n0\n"),
+        "the image's PATH, sandbox root: {out}"
+    );
+    assert!(stdout.contains("bin\n"), "{out}");
+    assert!(
+        !stdout.contains("usr\n"),
+        "the image's root, not the host's: {out}"
+    );
+    assert_eq!(deleted, 204);
+    // The server pulled it into the store the CLI manages.
+    let listed = ok(&corral(data.path(), &["image", "ls", "--json"], None));
+    assert!(listed.contains(&reference), "{listed}");
+}
