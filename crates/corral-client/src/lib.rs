@@ -55,7 +55,8 @@ pub struct Client {
 /// Which sandboxes `GET /api/v1/sandboxes` returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SandboxFilter {
-    /// Only in this state (`creating`, `running`, `stopped`, `error`).
+    /// Only in this state (`creating`, `starting`, `running`, `paused`,
+    /// `stopped`, `error`).
     pub state: Option<String>,
     /// Only with every one of these labels. The server filters by the first
     /// (`?label=key=value`); [`Client::list_all_sandboxes`] checks the rest.

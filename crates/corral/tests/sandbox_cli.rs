@@ -747,3 +747,37 @@ fn run_executes_a_file_prints_its_output_and_leaves_no_sandbox() {
         "run left a sandbox after Ctrl-C"
     );
 }
+
+#[test]
+fn stop_keeps_the_sandbox_and_start_brings_it_back() {
+    let corral = Corral::start();
+    corral.login();
+    let id = corral.create(&["--name", "sleeper"]);
+
+    let out = corral.cli(&["sandbox", "stop", &id]).ok();
+    assert_eq!(out.trim(), format!("{id} stopped"));
+    assert_eq!(
+        corral.cli(&["sandbox", "get", &id, "--json"]).json()["state"],
+        "stopped"
+    );
+    assert_eq!(corral.ids(&["--state", "stopped"]), vec![id.clone()]);
+    assert!(corral.ids(&["--state", "running"]).is_empty());
+    // A stopped sandbox runs nothing: the server's conflict, exit 1.
+    let out = corral.cli(&["sandbox", "exec", &id, "--", "true"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.starts_with("error: conflict"), "{out:?}");
+
+    let out = corral.cli(&["sandbox", "start", &id, "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["state"], "running");
+    let out = corral.cli(&["sandbox", "exec", &id, "-c", "echo back"]);
+    assert_eq!(out.out(), "back\n", "{out:?}");
+
+    // Unknown ids.
+    for verb in ["start", "stop"] {
+        let out = corral.cli(&["sandbox", verb, "nope"]);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(out.stderr.contains("not_found"), "{out:?}");
+    }
+    corral.cli(&["sandbox", "rm", &id]).ok();
+}

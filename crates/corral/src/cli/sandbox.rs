@@ -35,7 +35,7 @@ enum SandboxCommand {
     /// List sandboxes (all pages).
     #[command(visible_alias = "list")]
     Ls {
-        /// Only sandboxes in this state (creating, running, stopped, error).
+        /// Only sandboxes in this state (creating, starting, running, paused, stopped, error).
         #[arg(long)]
         state: Option<String>,
         /// Only sandboxes with this label (repeatable: all must match).
