@@ -108,6 +108,7 @@ mkdir -p "$TMP/data"
 env $(compgen -e | { grep '^CORRAL_' || true; } | sed 's/^/-u /') CORRAL_LOG__LEVEL=warn \
   CORRAL_LIMITS__PER_IP_PER_MINUTE=4000000000 CORRAL_LIMITS__PER_USER_PER_MINUTE=4000000000 \
   CORRAL_LIMITS__PER_KEY_PER_MINUTE=4000000000 \
+  CORRAL_SANDBOX__POOL='[{memory_mb = 64, size = 4}]' \
   "$CORRAL_BIN" serve --data-dir "$TMP/data" --listen "127.0.0.1:$CORRAL_PORT" \
   >"$TMP/corral.log" 2>&1 9>&- &
 CORRAL_PID=$!; PIDS+=("$CORRAL_PID")

@@ -17,6 +17,8 @@ import time
 import urllib.parse
 
 URL, TOKEN, ROUNDS = sys.argv[1], sys.argv[2], int(sys.argv[3])
+DENSITY = int(os.environ.get("BENCH_DENSITY", "500"))
+WARM_MB = 64  # the class bench/run.sh gives the server's warm pool
 HOST = urllib.parse.urlparse(URL).netloc
 CONN = http.client.HTTPConnection(HOST, timeout=60)
 
@@ -112,6 +114,19 @@ def main():
             return took
 
         cold = [create_delete() for _ in range(ROUNDS)]
+
+        # Warm: the server keeps a pool of 64 MB sandboxes (bench/run.sh sets
+        # sandbox.pool); a create of exactly that class takes one. The pause
+        # lets the pool refill between rounds.
+        def warm_create_delete():
+            time.sleep(0.4)
+            start = time.perf_counter()
+            sandbox = api("POST", "/api/v1/sandboxes", {"resources": {"memory_mb": WARM_MB}})
+            took = (time.perf_counter() - start) * 1000
+            api("DELETE", f"/api/v1/sandboxes/{sandbox['id']}")
+            return took
+
+        warm = [warm_create_delete() for _ in range(ROUNDS)]
         sandbox = api("POST", "/api/v1/sandboxes", {})
         exec_path = f"/api/v1/sandboxes/{sandbox['id']}/exec"
         exec_true = timed(lambda: api("POST", exec_path, {"argv": ["/bin/true"]}), ROUNDS * 10)
@@ -119,9 +134,33 @@ def main():
         rss = api("POST", exec_path, {"command": "grep VmRSS /proc/1/status"})["stdout"].split()[1]
         api("DELETE", f"/api/v1/sandboxes/{sandbox['id']}")
 
+        # Density: DENSITY idle sandboxes at once; memory per sandbox from the
+        # host's MemAvailable (everything: agent, runtime leftovers, kernel).
+        def available_kib():
+            for line in open("/proc/meminfo"):
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1])
+            return 0
+
+        before = available_kib()
+        ids, density_started = [], time.perf_counter()
+        try:
+            for _ in range(DENSITY):
+                ids.append(api("POST", "/api/v1/sandboxes", {"resources": {"memory_mb": 32}})["id"])
+            density_secs = time.perf_counter() - density_started
+            time.sleep(2)
+            per_sandbox_kib = (before - available_kib()) / max(1, len(ids))
+            alive = api("POST", f"/api/v1/sandboxes/{ids[-1]}/exec", {"argv": ["/bin/true"]})["exit_code"] == 0
+        finally:
+            for sid in ids:
+                api("DELETE", f"/api/v1/sandboxes/{sid}")
+
         rows = [
             ("create to ready (cold, no pool), ms", f"{med(cold):.1f}", f"{med(runc_run):.1f} (`runc run /bin/true`)",
              f"{med(cold) / med(runc_run):.2f}", "≤ 1.2×", "pass" if med(cold) <= 1.2 * med(runc_run) else "**FAIL**"),
+            ("create from the warm pool, p50 / p99 ms", f"{med(warm):.2f} / {p99(warm):.2f}",
+             f"{med(runc_run):.1f} (`runc run /bin/true`)", f"{med(warm) / med(runc_run):.2f}", "p50 < 5 ms",
+             "pass" if med(warm) < 5 else "**FAIL**"),
             ("exec round trip of `true`, p50 / p99 ms", f"{med(exec_true):.2f} / {p99(exec_true):.2f}",
              f"{med(bare_true):.2f} (bare `/bin/true`)", f"{med(exec_true) / med(bare_true):.2f}", "p50 < 2 ms",
              "pass" if med(exec_true) < 2 else "**FAIL**"),
@@ -129,10 +168,14 @@ def main():
              f"{med(bare_py):.1f} (bare `/usr/bin/python3`)", f"{med(one_shot) / med(bare_py):.2f}", "≤ 1.5×",
              "pass" if med(one_shot) <= 1.5 * med(bare_py) else "**FAIL**"),
             ("agent RSS (kB)", rss, "—", "—", "< 2048", "pass" if int(rss) < 2048 else "**FAIL**"),
+            (f"idle sandboxes at once (created in {density_secs:.0f} s, the last still answering)", str(len(ids)),
+             "—", "—", "500", "pass" if len(ids) >= 500 and alive else "**FAIL**"),
+            ("host memory per idle sandbox (MiB)", f"{per_sandbox_kib / 1024:.2f}", "—", "—", "—", "—"),
         ]
         if bwrap_true:
             rows.insert(1, ("`bwrap` of `/bin/true` (baseline), ms", f"{med(bwrap_true):.1f}", "—", "—", "—", "—"))
-        print(f"Medians of {ROUNDS} creates, {ROUNDS * 10} execs, {ROUNDS} one-shots; "
+        print(f"Medians of {ROUNDS} cold and {ROUNDS} warm creates, {ROUNDS * 10} execs, {ROUNDS} one-shots, "
+              f"{DENSITY} idle sandboxes; "
               f"baselines in the same run ({ROUNDS} `runc run`, {ROUNDS} `bwrap`, {ROUNDS * 5} bare `/bin/true`).\n")
         print("| metric | Corral | baseline | ratio | goal | pass/fail |\n|---|---|---|---|---|---|")
         for row in rows:
