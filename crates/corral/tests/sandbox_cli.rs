@@ -356,6 +356,13 @@ fn login_saves_a_private_api_key_that_the_other_commands_use_and_logout_forgets_
 
     // The saved login is used without flags.
     assert_eq!(corral.ids(&[]), Vec::<String>::new());
+    // An empty CORRAL_TOKEN / CORRAL_URL counts as unset.
+    let out = corral.cli_with(
+        &["sandbox", "ls", "--json"],
+        b"",
+        &[("CORRAL_TOKEN", ""), ("CORRAL_URL", "")],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
 
     // A wrong password: the server's error, nothing saved over the login.
     let out = corral.cli_with(

@@ -49,9 +49,7 @@ pub struct LogoutArgs {
 pub async fn login(args: LoginArgs) -> Outcome {
     let global = &args.global;
     let saved = Credentials::load()?;
-    let url = global
-        .url
-        .clone()
+    let url = super::non_empty(&global.url)
         .or_else(|| saved.map(|s| s.url))
         .unwrap_or_else(|| DEFAULT_URL.to_owned());
     let anonymous = Client::new(&url, None)?;
@@ -81,7 +79,7 @@ pub async fn login(args: LoginArgs) -> Outcome {
             username: Some(me.username),
             key_id: Some(created.api_key.id),
         }
-    } else if let Some(token) = global.token.clone().filter(|t| !t.is_empty()) {
+    } else if let Some(token) = super::non_empty(&global.token) {
         let me = anonymous.with_token(Some(token.clone())).me().await?;
         Credentials {
             url,

@@ -149,14 +149,10 @@ pub(crate) fn report(failure: &Failure) -> ExitCode {
 /// URL. Without any token, a clear error instead of a server's 401.
 pub(crate) fn connect(global: &GlobalArgs) -> Result<Client, Failure> {
     let saved = config::Credentials::load()?;
-    let url = global
-        .url
-        .clone()
+    let url = non_empty(&global.url)
         .or_else(|| saved.as_ref().map(|s| s.url.clone()))
         .unwrap_or_else(|| DEFAULT_URL.to_owned());
-    let token = global
-        .token
-        .clone()
+    let token = non_empty(&global.token)
         .or_else(|| saved.filter(|s| same_server(&s.url, &url)).map(|s| s.token));
     let client = Client::new(&url, token.clone())?;
     if token.as_deref().is_none_or(str::is_empty) {
@@ -165,6 +161,11 @@ pub(crate) fn connect(global: &GlobalArgs) -> Result<Client, Failure> {
         )));
     }
     Ok(client)
+}
+
+/// A flag's value, with an empty one (`CORRAL_TOKEN=`) as none.
+pub(crate) fn non_empty(value: &Option<String>) -> Option<String> {
+    value.clone().filter(|v| !v.trim().is_empty())
 }
 
 /// Whether two spellings of a server URL name the same server
