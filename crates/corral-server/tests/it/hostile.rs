@@ -281,3 +281,81 @@ print(\"survivors\", ok < 20)
     assert_eq!(hostile.sh("echo alive").await["stdout"], "alive\n");
     assert_eq!(hostile.app.get("/health").await.status, 200);
 }
+
+/// #11 procfs-sysfs, #13 thread bomb, #19 output-flood, #21 time-evasion,
+/// #29 compile-time-exec, each through exec, checked from the host side:
+/// the host's files stay as they were and the server's answers stay bounded.
+#[tokio::test]
+async fn proc_writes_floods_evasion_and_compile_tricks_are_contained() {
+    let hostile = Hostile::new().await;
+    let core_pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    // #11: masked and read-only /proc and /sys.
+    let out = hostile
+        .sh(
+            "echo c > /proc/sysrq-trigger; echo '|/tmp/x' > /proc/sys/kernel/core_pattern; \
+             cat /proc/kcore | head -c 1 | wc -c; ls /sys/firmware | wc -l; echo done",
+        )
+        .await;
+    assert!(
+        out["stdout"].as_str().unwrap().ends_with("0\n0\ndone\n"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap(),
+        core_pattern,
+        "the host's core_pattern is unchanged"
+    );
+    // #13: a thread bomb stops at the pids limit; the sandbox goes on.
+    let out = hostile
+        .sh("python3 -c '
+import threading, time
+n = 0
+try:
+    while True:
+        threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+        n += 1
+except RuntimeError:
+    print(\"capped\", n < 1024)
+'")
+        .await;
+    assert_eq!(out["stdout"], "capped True\n", "{out}");
+    // #19: a flood of stderr is cut at the capture limit; the answer stays small.
+    let flood = hostile
+        .app
+        .call(
+            "POST",
+            &format!("/api/v1/sandboxes/{}/exec", hostile.id),
+            &hostile.key,
+            Some(json!({"command": "head -c 1000000000 /dev/zero | tr '\\0' x >&2; echo end"})),
+        )
+        .await;
+    assert_eq!(flood.status, 200);
+    assert!(flood.body.len() < 3 << 20, "{} bytes", flood.body.len());
+    let flood = flood.json();
+    assert_eq!(flood["truncated"], true);
+    assert_eq!(flood["stdout"], "end\n");
+    // #21: a program that blocks on stdin or sleeps forever is ended on time.
+    let started = std::time::Instant::now();
+    let out = hostile
+        .app
+        .call(
+            "POST",
+            &format!("/api/v1/sandboxes/{}/exec", hostile.id),
+            &hostile.key,
+            Some(json!({"command": "cat; sleep 1000000000", "timeout_ms": 500})),
+        )
+        .await
+        .json();
+    assert_eq!(out["timed_out"], true, "{out}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // #29: a compile step that reads host secrets sees only the sandbox.
+    let out = hostile
+        .sh(
+            "printf '#include \"/etc/shadow\"\\nint main(){return 0;}\\n' > /tmp/x.c; \
+             cc /tmp/x.c -o /tmp/x 2>&1 | head -2; ls /etc/shadow 2>&1",
+        )
+        .await;
+    let stdout = out["stdout"].as_str().unwrap();
+    assert!(stdout.contains("No such file"), "{out}");
+    assert!(!stdout.contains("root:"), "{out}");
+}
