@@ -345,6 +345,40 @@ impl Sandbox {
         Ok((reader, answer))
     }
 
+    /// What the sandbox uses right now, from the runtime's `events --stats`
+    /// (its cgroup's counters): CPU time, memory now and at most, processes.
+    pub fn stats(&self) -> Result<corral_types::sandbox::SandboxStats, RuntimeError> {
+        let out = Command::new(&self.runtime.binary)
+            .arg("--root")
+            .arg(&self.runtime.root)
+            .args(["events", "--stats", &self.id])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| RuntimeError::Spawn {
+                binary: self.runtime.binary.clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(RuntimeError::Runtime {
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        let event: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| RuntimeError::Runtime {
+                stderr: format!("unreadable stats: {e}"),
+            })?;
+        let data = &event["data"];
+        let number = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+        Ok(corral_types::sandbox::SandboxStats {
+            cpu_ms: number(&data["cpu"]["usage"]["total"]) / 1_000_000,
+            memory_bytes: number(&data["memory"]["usage"]["usage"]),
+            memory_peak_bytes: number(&data["memory"]["usage"]["max"]),
+            memory_limit_bytes: number(&data["memory"]["usage"]["limit"]),
+            pids: number(&data["pids"]["current"]),
+            pids_limit: number(&data["pids"]["limit"]),
+        })
+    }
+
     /// Freezes every process of the sandbox (the runtime's `pause`: the
     /// cgroup freezer); memory and files stay as they are.
     pub fn pause(&self) -> Result<(), RuntimeError> {

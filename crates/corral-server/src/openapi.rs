@@ -30,8 +30,8 @@ use crate::routes::{
 use corral_types::agent::{ExecResult, FileInfo, SearchMatch};
 use corral_types::sandbox::{
     ChmodRequest, CreateSandboxRequest, DeleteRequest, ExecRequestBody, MkdirRequest, MoveRequest,
-    ReplaceRequest, ReplaceResponse, Resources, SandboxPage, SandboxResponse, SearchResponse,
-    UpdateSandboxRequest,
+    ReplaceRequest, ReplaceResponse, Resources, SandboxPage, SandboxResponse, SandboxStats,
+    SearchResponse, UpdateSandboxRequest,
 };
 
 #[derive(OpenApi)]
@@ -46,7 +46,7 @@ use corral_types::sandbox::{
         auth::register, auth::login, auth::refresh, auth::logout,
         sessions::sign_in, sessions::current, sessions::sign_out,
         sandboxes::create, sandboxes::list, sandboxes::show, sandboxes::update, sandboxes::remove,
-        sandboxes::start, sandboxes::stop, sandboxes::pause, sandboxes::resume, sandboxes::exec,
+        sandboxes::start, sandboxes::stop, sandboxes::pause, sandboxes::resume, sandboxes::exec, sandboxes::stats,
         files::list, files::download, files::upload, files::mkdir, files::rename, files::delete, files::chmod, files::replace, files::search,
         email::verify_email, email::resend_verification, email::request_reset, email::confirm_reset, email::admin_reset,
         account::me, account::update_me, account::usage, account::change_password, account::plans,
@@ -62,7 +62,7 @@ use corral_types::sandbox::{
         RegisterRequest, LoginRequest, RefreshRequest, TokenResponse, UserResponse, PlanResponse,
         CreateApiKeyRequest, UpdateApiKeyRequest, ApiKeyResponse, CreatedApiKeyResponse,
         AuditRecordResponse, AuditPage, AuditCount, AuditStats, ChangePasswordRequest, AdminUpdateUserRequest, UserPage,
-        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateSandboxRequest, Resources, SandboxResponse, SandboxPage, UpdateSandboxRequest, ExecRequestBody, ExecResult, FileInfo, SearchMatch, SearchResponse, ReplaceRequest, ReplaceResponse, MkdirRequest, MoveRequest, DeleteRequest, ChmodRequest, VerifyEmailRequest, PasswordResetRequest, PasswordResetConfirm, AdminPasswordReset, Accepted, CreateInvitationRequest,
+        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateSandboxRequest, Resources, SandboxResponse, SandboxPage, UpdateSandboxRequest, SandboxStats, ExecRequestBody, ExecResult, FileInfo, SearchMatch, SearchResponse, ReplaceRequest, ReplaceResponse, MkdirRequest, MoveRequest, DeleteRequest, ChmodRequest, VerifyEmailRequest, PasswordResetRequest, PasswordResetConfirm, AdminPasswordReset, Accepted, CreateInvitationRequest,
         InvitationResponse, CreatedInvitationResponse,
     )),
     modifiers(&BearerAuth),

@@ -225,3 +225,21 @@ pub struct SearchResponse {
     /// Whether there were more than were returned.
     pub truncated: bool,
 }
+
+/// `GET /api/v1/sandboxes/{id}/stats`: what a sandbox uses now (its
+/// cgroup's counters, as the OCI runtime reports them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SandboxStats {
+    /// CPU time used since it started, milliseconds.
+    pub cpu_ms: u64,
+    /// Memory in use, bytes.
+    pub memory_bytes: u64,
+    /// Most memory used at once, bytes (0 where the host does not record it).
+    pub memory_peak_bytes: u64,
+    /// Its memory limit, bytes.
+    pub memory_limit_bytes: u64,
+    /// Processes and threads now.
+    pub pids: u64,
+    /// Its process limit.
+    pub pids_limit: u64,
+}

@@ -89,6 +89,7 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("POST",   "/api/v1/sandboxes/{id}/pause", Needs(Action::WriteSandboxes)),
     ("POST",   "/api/v1/sandboxes/{id}/resume", Needs(Action::WriteSandboxes)),
     ("POST",   "/api/v1/sandboxes/{id}/exec", Needs(Action::WriteSandboxes)),
+    ("GET",    "/api/v1/sandboxes/{id}/stats", Needs(Action::ReadSandboxes)),
     ("GET",    "/api/v1/sandboxes/{id}/files", Needs(Action::ReadSandboxes)),
     ("GET",    "/api/v1/sandboxes/{id}/files/content", Needs(Action::ReadSandboxes)),
     ("PUT",    "/api/v1/sandboxes/{id}/files/content", Needs(Action::WriteSandboxes)),

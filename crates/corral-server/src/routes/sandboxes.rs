@@ -44,6 +44,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/sandboxes/{id}/pause", post(pause))
         .route("/api/v1/sandboxes/{id}/resume", post(resume))
         .route("/api/v1/sandboxes/{id}/exec", post(exec))
+        .route("/api/v1/sandboxes/{id}/stats", get(stats))
 }
 
 fn response(r: SandboxRecord) -> SandboxResponse {
@@ -1115,4 +1116,34 @@ async fn freeze_step(
     }
     audit_step(state, client, principal, action, id, "success").await;
     current(state, principal, id).await
+}
+
+/// What a running or paused sandbox uses now: CPU time, memory, processes.
+#[utoipa::path(
+    get, path = "/api/v1/sandboxes/{id}/stats", tag = "sandboxes", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses(
+        (status = 200, description = "Its counters", body = corral_types::sandbox::SandboxStats),
+        (status = 404, description = "No such sandbox in this org", body = corral_types::Problem),
+        (status = 409, description = "Not running or paused", body = corral_types::Problem),
+    )
+)]
+pub async fn stats(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<corral_types::sandbox::SandboxStats>, ApiError> {
+    let record = find(&state, &principal, &id).await?;
+    if record.state != "running" && record.state != "paused" {
+        return Err(conflict(format!(
+            "the sandbox is {}; only a running or paused one has counters",
+            record.state
+        )));
+    }
+    let sandbox = state.sandboxes.attach(&record.id);
+    tokio::task::spawn_blocking(move || sandbox.stats())
+        .await
+        .map_err(ApiError::internal)?
+        .map(Json)
+        .map_err(|e| unreachable_sandbox(&e))
 }

@@ -107,6 +107,15 @@ on_both_backends!(
             .await
             .assert_problem(422, "validation_failed");
 
+        // Its counters: a program holding 20 MB shows in memory; pids count.
+        let stats = app
+            .call("GET", &format!("{path}/stats"), &alice, None)
+            .await;
+        assert_eq!(stats.status, 200, "{}", stats.text());
+        let idle = stats.json();
+        assert_eq!(idle["memory_limit_bytes"], 128 << 20, "{idle}");
+        assert_eq!(idle["pids_limit"], 256);
+        assert!(idle["pids"].as_u64().unwrap() >= 1, "the agent: {idle}");
         // Pause freezes it: exec is refused, state kept; resume thaws it.
         assert_eq!(
             sh(&app, &alice, &id, "echo kept > /tmp/f").await.status,
