@@ -1,8 +1,7 @@
 //! `corral`: one binary for the server and its maintenance commands.
 
-mod image_cmd;
-
 mod cli;
+mod image_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,11 +56,11 @@ enum Command {
     Openapi,
     /// Print the version.
     Version,
-    #[command(flatten)]
-    Client(cli::ClientCommand),
     /// Images on this host: pull, import, list, remove.
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 #[derive(Debug, Subcommand)]
