@@ -101,6 +101,8 @@ print(a.getsockname()[1], b.getsockname()[1])')
 [ -n "${CORRAL_PORT:-}" ] && [ -n "${HELLO_PORT:-}" ] || die "could not pick free ports"
 
 mkdir -p "$TMP/data"
+# Sandbox users (unprivileged host uids) must pass through to their bundles.
+chmod 711 "$TMP"
 # Corral on SQLite with default settings: no config file, no CORRAL_* from the caller's
 # environment except warn-level logging (per-request logs would be measured too) and
 # rate limits raised out of wrk's way (it sends millions a minute; the limits still

@@ -16,6 +16,33 @@ use crate::config::Config;
 const ID_BASE: i64 = 1_000_000;
 const ID_RANGE: i64 = 65_536;
 
+/// The runtime mounts each sandbox's root from inside its user namespace,
+/// as an unprivileged host uid: every directory on the way to `dir` must let
+/// others pass (`o+x`). Says which one does not, and how to fix it.
+fn reachable_by_sandboxes(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    for ancestor in dir.ancestors() {
+        let mode = std::fs::metadata(ancestor)
+            .map_err(|e| format!("{}: {e}", ancestor.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            return Err(format!(
+                "sandboxes cannot reach {}: {} has mode {:o}, and sandbox users need to pass \
+                 through it (chmod o+x {}, or set sandbox.dir elsewhere)",
+                dir.display(),
+                ancestor.display(),
+                mode & 0o7777,
+                ancestor.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The image made of the host's own programs.
 pub const HOST_IMAGE: &str = "host";
 
@@ -115,6 +142,7 @@ impl Sandboxes {
         let agent = self.agent()?;
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        reachable_by_sandboxes(&self.dir)?;
         let root = self.root_of(image, &limits)?;
         let spec = SandboxSpec {
             argv: Vec::new(),

@@ -775,3 +775,32 @@ on_both_backends!(sandboxes_boot_from_images_in_the_store, |app| {
     .await
     .assert_problem(422, "validation_failed");
 });
+
+#[tokio::test]
+async fn a_sandbox_directory_sandbox_users_cannot_reach_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let closed = dir.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let app = app_in(corral_store::Backend::Sqlite, &closed).await;
+    let (key, _) = app.register_and_login("locked").await;
+    let refused = app
+        .call("POST", "/api/v1/sandboxes", &key, Some(json!({})))
+        .await
+        .assert_problem(503, "service_unavailable");
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("chmod o+x {}", closed.display())),
+        "{detail}"
+    );
+    // Nothing is left half-made, and the place in the plan is free again.
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let created = app
+        .call("POST", "/api/v1/sandboxes", &key, Some(json!({})))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    app.call("DELETE", &format!("/api/v1/sandboxes/{id}"), &key, None)
+        .await;
+}
