@@ -264,23 +264,32 @@ impl Sandbox {
 
     /// A file's bytes, refused past `max_bytes`.
     pub fn read_file(&self, path: &str, max_bytes: u64) -> Result<Vec<u8>, RuntimeError> {
+        let (size, mut reader) = self.open_file(path, max_bytes)?;
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(|e| RuntimeError::Agent(format!("reading a file: {e}")))?;
+        if bytes.len() as u64 != size {
+            return Err(RuntimeError::Agent("the file ended early".into()));
+        }
+        Ok(bytes)
+    }
+
+    /// A file's size and a reader of exactly that many bytes, for streaming
+    /// it out (refused past `max_bytes`). A reader that ends early means
+    /// the agent broke off.
+    pub fn open_file(
+        &self,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<(u64, std::io::Take<BufReader<UnixStream>>), RuntimeError> {
         let request = AgentRequest::Read {
             path: path.to_owned(),
             max_bytes,
         };
-        let (mut reader, answer) = self.exchange(&request, &[], FILE_WAIT)?;
+        let (reader, answer) = self.exchange(&request, &[], FILE_WAIT)?;
         match answer {
-            AgentResponse::Content { size } => {
-                let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-                (&mut reader)
-                    .take(size)
-                    .read_to_end(&mut bytes)
-                    .map_err(|e| RuntimeError::Agent(format!("reading a file: {e}")))?;
-                if bytes.len() as u64 != size {
-                    return Err(RuntimeError::Agent("the file ended early".into()));
-                }
-                Ok(bytes)
-            }
+            AgentResponse::Content { size } => Ok((size, reader.take(size))),
             other => Err(unexpected(other)),
         }
     }

@@ -21,6 +21,9 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 
+/// How long the refill waits after a take before it starts a replacement.
+const REFILL_DELAY: Duration = Duration::from_millis(100);
+
 /// What makes two sandboxes interchangeable.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -176,7 +179,14 @@ impl Pool {
                 .find(|(key, size)| self.ready(key) < *size)
                 .map(|(key, _)| key.clone());
             let Some(key) = missing else {
-                let _ = tokio::time::timeout(Duration::from_secs(60), self.wake.notified()).await;
+                if tokio::time::timeout(Duration::from_secs(60), self.wake.notified())
+                    .await
+                    .is_ok()
+                {
+                    // Woken by a take: let that create finish before a new
+                    // start competes with it for the CPUs.
+                    tokio::time::sleep(REFILL_DELAY).await;
+                }
                 continue;
             };
             self.starting

@@ -71,6 +71,8 @@ pub struct SandboxChanges {
 pub struct NewSandbox {
     /// Its id, when it has one already (a warm sandbox); else a new one.
     pub id: Option<String>,
+    /// Already running (a warm sandbox): recorded `running`, not `creating`.
+    pub running: bool,
     /// Owning org.
     pub org_id: String,
     /// Creator.
@@ -131,7 +133,7 @@ impl Store {
                 "INSERT INTO sandboxes (id, org_id, created_by, name, image, state, id_slot, \
                  memory_mb, cpu_millicores, pids, disk_mb, error, created_at, updated_at, env, labels, \
                  auto_stop_minutes, auto_delete_minutes, last_active_at, counted) \
-                 VALUES ($1, $2, $3, $4, $5, 'creating', $6, $7, $8, $9, $10, NULL, $11, $11, $12, $13, \
+                 VALUES ($1, $2, $3, $4, $5, $16, $6, $7, $8, $9, $10, NULL, $11, $11, $12, $13, \
                  $14, $15, $11, 1)",
             )
             .bind(&id)
@@ -149,6 +151,7 @@ impl Store {
             .bind(&new.labels)
             .bind(new.auto_stop_minutes)
             .bind(new.auto_delete_minutes)
+            .bind(if new.running { "running" } else { "creating" })
             .execute(&mut *tx)
             .await;
             match inserted {

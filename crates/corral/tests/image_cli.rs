@@ -373,6 +373,19 @@ fn pull_with_registry_credentials_from_stdin() {
     assert_eq!(json[0]["reference"], reference.as_str());
 }
 
+/// A server process, stopped (SIGTERM, then waited for) however the test ends.
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap_or(0)),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
 /// The agent binary the sandboxes run (`CORRAL_AGENT_BIN`: the static build
 /// `make test` uses; else the debug build).
 fn agent() -> std::path::PathBuf {
@@ -414,26 +427,28 @@ fn a_sandbox_runs_an_image_the_server_pulls_from_a_registry() {
         .local_addr()
         .unwrap()
         .port();
-    let mut server = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("CORRAL_LOG__LEVEL", "warn")
-        .env("CORRAL_SANDBOX__AGENT", agent())
-        .env(
-            "CORRAL_SANDBOX__INSECURE_REGISTRIES",
-            format!("[\"{}\"]", registry.addr),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _server = Stopped(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(data.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CORRAL_LOG__LEVEL", "warn")
+            .env("CORRAL_SANDBOX__AGENT", agent())
+            .env(
+                "CORRAL_SANDBOX__INSECURE_REGISTRIES",
+                format!("[\"{}\"]", registry.addr),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let base = format!("http://127.0.0.1:{port}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -497,14 +512,40 @@ fn a_sandbox_runs_an_image_the_server_pulls_from_a_registry() {
             .await
             .unwrap()
             .status();
-        (out, deleted)
+        (out, deleted, token)
     });
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(server.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = server.wait();
-    let (out, deleted) = outcome;
+    // The same image through the CLI: create, exec, remove.
+    let (out, deleted, token) = outcome;
+    let config = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CORRAL_URL", &base)
+            .env("CORRAL_TOKEN", &token)
+            .env("CORRAL_CONFIG_DIR", config.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let created = cli(&["sandbox", "create", "--image", &reference, "--json"]);
+    let created: serde_json::Value = serde_json::from_str(&ok(&created)).unwrap();
+    assert_eq!(created["image"], reference);
+    let sandbox = created["id"].as_str().unwrap().to_owned();
+    let ran = cli(&[
+        "sandbox",
+        "exec",
+        &sandbox,
+        "--",
+        "busybox",
+        "echo",
+        "from the image",
+    ]);
+    assert_eq!(ok(&ran), "from the image\n");
+    let code = cli(&["sandbox", "exec", &sandbox, "-c", "exit 7"]);
+    assert_eq!(code.status.code(), Some(7));
+    ok(&cli(&["sandbox", "rm", &sandbox]));
     let stdout = out["stdout"].as_str().unwrap();
     assert!(
         stdout.starts_with("/bin\n0\n"),

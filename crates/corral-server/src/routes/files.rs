@@ -23,8 +23,10 @@ use crate::extract::ApiJson;
 use crate::routes::sandboxes::{running, unreachable_sandbox};
 use crate::{ApiError, AppState};
 
-/// Largest file served by a download.
-const MAX_DOWNLOAD: u64 = 64 * 1024 * 1024;
+/// Largest file served by a download (streamed: it is never held whole).
+const MAX_DOWNLOAD: u64 = 1024 * 1024 * 1024;
+/// Bytes per chunk of a streamed download.
+const DOWNLOAD_CHUNK: usize = 256 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -101,14 +103,14 @@ pub async fn list(
     }
 }
 
-/// Downloads a file (raw bytes, at most 64 MiB).
+/// Downloads a file (raw bytes, streamed; at most 1 GiB).
 #[utoipa::path(
     get, path = "/api/v1/sandboxes/{id}/files/content", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox id"), PathQuery),
     responses(
         (status = 200, description = "The file's bytes", content_type = "application/octet-stream"),
         (status = 404, description = "No such sandbox or file", body = corral_types::Problem),
-        (status = 413, description = "Larger than 64 MiB", body = corral_types::Problem),
+        (status = 413, description = "Larger than 1 GiB", body = corral_types::Problem),
     )
 )]
 pub async fn download(
@@ -117,11 +119,51 @@ pub async fn download(
     Path(id): Path<String>,
     Query(query): Query<PathQuery>,
 ) -> Result<Response, ApiError> {
-    let bytes = on_sandbox(&state, &principal, &id, move |s| {
-        s.read_file(&query.path, MAX_DOWNLOAD)
+    let (size, mut reader) = on_sandbox(&state, &principal, &id, move |s| {
+        s.open_file(&query.path, MAX_DOWNLOAD)
     })
     .await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    // Chunks cross from the blocking reader through a small channel: at
+    // most a few chunks are in memory, however large the file.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut sent = 0u64;
+        loop {
+            let mut chunk = vec![0u8; DOWNLOAD_CHUNK];
+            match reader.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    chunk.truncate(n);
+                    sent += n as u64;
+                    if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                        return; // the client went away
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+        if sent != size {
+            // Cut short: fail the body so the client sees a broken transfer,
+            // not a silently short file.
+            let _ = tx.blocking_send(Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file ended early",
+            )));
+        }
+    });
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// Uploads a file: the request body's raw bytes replace it (the server's

@@ -214,6 +214,7 @@ pub async fn create(
     let warm = state.sandboxes.pool.take(&key);
     let new = NewSandbox {
         id: warm.as_ref().map(|w| w.id.clone()),
+        running: warm.is_some(),
         org_id: principal.org_id.clone(),
         created_by: principal.user_id.clone(),
         max_live: plan.and_then(|p| p.max_sandboxes),
@@ -233,11 +234,8 @@ pub async fn create(
         let claimed = state.store.create_sandbox(now, new.clone(), |_| slot).await;
         state.sandboxes.pool.settle(&warm.id);
         match claimed {
+            // Recorded `running` at once: it already is.
             Ok(record) => {
-                state
-                    .store
-                    .sandbox_running(state.clock.now_ms(), &record.id)
-                    .await?;
                 audit_step(
                     &state,
                     &client,
@@ -247,10 +245,7 @@ pub async fn create(
                     "success",
                 )
                 .await;
-                return Ok((
-                    StatusCode::CREATED,
-                    current(&state, &principal, &record.id).await?,
-                ));
+                return Ok((StatusCode::CREATED, Json(response(record))));
             }
             Err(error) => {
                 // Not claimed (over quota, or the slot was taken meanwhile):
@@ -263,7 +258,11 @@ pub async fn create(
             }
         }
     }
-    let new = NewSandbox { id: None, ..new };
+    let new = NewSandbox {
+        id: None,
+        running: false,
+        ..new
+    };
     let record = state
         .store
         .create_sandbox(now, new, |_| rand_slot())
@@ -478,6 +477,9 @@ pub(crate) fn unreachable_sandbox(error: &corral_runtime::RuntimeError) -> ApiEr
     )
 }
 
+/// How stale a sandbox's recorded activity may get.
+const ACTIVITY_RESOLUTION_MS: i64 = 30_000;
+
 /// A running sandbox of the caller's org, or 404 / 409.
 pub(crate) async fn running(
     state: &AppState,
@@ -491,11 +493,12 @@ pub(crate) async fn running(
             format!("the sandbox is {}, not running", record.state),
         ));
     }
-    // Activity, for auto-stop.
-    state
-        .store
-        .sandbox_touch(state.clock.now_ms(), &record.id)
-        .await?;
+    // Activity, for auto-stop (minutes): written at most every 30 s, so a
+    // busy sandbox does not cost a database write per request.
+    let now = state.clock.now_ms();
+    if now - record.last_active_at >= ACTIVITY_RESOLUTION_MS {
+        state.store.sandbox_touch(now, &record.id).await?;
+    }
     Ok(record)
 }
 
