@@ -136,8 +136,19 @@ pub fn write(path: &str, size: u64, mode: Option<u32>, input: &mut impl BufRead)
             return answer;
         }
     };
+    // Written beside the target and renamed over it: an upload that breaks
+    // off leaves the old file (or none), never half of the new one.
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = p.with_file_name(format!(".{name}.corral-upload"));
     let result = (|| -> io::Result<()> {
-        let mut file = fs::File::create(p)?;
+        let _ = fs::remove_file(&temp);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
         let copied = io::copy(&mut input.take(size), &mut file)?;
         if copied != size {
             return Err(io::Error::new(
@@ -146,11 +157,15 @@ pub fn write(path: &str, size: u64, mode: Option<u32>, input: &mut impl BufRead)
             ));
         }
         file.set_permissions(fs::Permissions::from_mode(mode.unwrap_or(0o644) & 0o7777))?;
-        file.sync_all()
+        file.sync_all()?;
+        fs::rename(&temp, p)
     })();
     match result {
         Ok(()) => AgentResponse::Done,
-        Err(e) => io_error(path, &e),
+        Err(e) => {
+            let _ = fs::remove_file(&temp);
+            io_error(path, &e)
+        }
     }
 }
 

@@ -301,12 +301,28 @@ impl Sandbox {
         bytes: &[u8],
         mode: Option<u32>,
     ) -> Result<(), RuntimeError> {
+        self.write_file_from(path, bytes.len() as u64, mode, &mut &bytes[..])
+    }
+
+    /// Replaces a file with the `size` bytes `source` yields, streamed to
+    /// the agent as they come. If `source` fails or ends early the agent
+    /// sees the connection end short and keeps the old file.
+    pub fn write_file_from(
+        &self,
+        path: &str,
+        size: u64,
+        mode: Option<u32>,
+        source: &mut dyn Read,
+    ) -> Result<(), RuntimeError> {
         let request = AgentRequest::Write {
             path: path.to_owned(),
-            size: bytes.len() as u64,
+            size,
             mode,
         };
-        match self.exchange(&request, bytes, FILE_WAIT)?.1 {
+        match self
+            .exchange_from(&request, &mut source.take(size), FILE_WAIT)?
+            .1
+        {
             AgentResponse::Done => Ok(()),
             other => Err(unexpected(other)),
         }
@@ -329,6 +345,16 @@ impl Sandbox {
         payload: &[u8],
         wait: Duration,
     ) -> Result<(BufReader<UnixStream>, AgentResponse), RuntimeError> {
+        self.exchange_from(request, &mut &payload[..], wait)
+    }
+
+    /// [`Sandbox::exchange`] with the payload read from `payload`.
+    fn exchange_from(
+        &self,
+        request: &AgentRequest,
+        payload: &mut dyn Read,
+        wait: Duration,
+    ) -> Result<(BufReader<UnixStream>, AgentResponse), RuntimeError> {
         let agent_io =
             |e: std::io::Error| RuntimeError::Agent(format!("talking to the agent: {e}"));
         let stream = UnixStream::connect(self.dir.join("control/agent.sock")).map_err(agent_io)?;
@@ -339,12 +365,23 @@ impl Sandbox {
         (&stream).write_all(&line).map_err(agent_io)?;
         // The agent may refuse before reading the payload (a path it cannot
         // write) and close its end: its answer is what matters then.
-        if let Err(error) = (&stream).write_all(payload)
-            && error.kind() != std::io::ErrorKind::BrokenPipe
-            && error.kind() != std::io::ErrorKind::ConnectionReset
-        {
-            return Err(agent_io(error));
+        match std::io::copy(payload, &mut &stream) {
+            Ok(_) => {}
+            Err(error)
+                if error.kind() == std::io::ErrorKind::BrokenPipe
+                    || error.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(error) => {
+                // The source failed (a client that went away): end the
+                // connection short, so the agent keeps the old file.
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                return Err(RuntimeError::Agent(format!(
+                    "the upload broke off: {error}"
+                )));
+            }
         }
+        // Everything is sent: a payload that came up short is seen as such
+        // by the agent at once, instead of it waiting for the rest.
+        let _ = stream.shutdown(std::net::Shutdown::Write);
         let mut reader = BufReader::new(stream);
         let mut answer = String::new();
         reader.read_line(&mut answer).map_err(agent_io)?;

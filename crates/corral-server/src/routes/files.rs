@@ -183,13 +183,72 @@ pub async fn upload(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     Query(query): Query<PathQuery>,
-    body: Bytes,
+    headers: http::HeaderMap,
+    body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
-    on_sandbox(&state, &principal, &id, move |s| {
-        s.write_file(&query.path, &body, None)
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(size) = length else {
+        // No announced size (chunked): the agent needs one, so take it whole
+        // (the body limit still applies).
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.map_err(|_| {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                "the upload is larger than the body limit",
+            )
+        })?;
+        on_sandbox(&state, &principal, &id, move |s| {
+            s.write_file(&query.path, &bytes, None)
+        })
+        .await?;
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    // Streamed: chunks go to the agent as they arrive, a few at a time.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let feeder = tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = tokio_stream::StreamExt::next(&mut stream).await {
+            let chunk = chunk.map_err(std::io::Error::other);
+            let failed = chunk.is_err();
+            if tx.send(chunk).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    let written = on_sandbox(&state, &principal, &id, move |s| {
+        let mut source = ChannelReader {
+            rx,
+            chunk: Bytes::new(),
+        };
+        s.write_file_from(&query.path, size, None, &mut source)
     })
-    .await?;
+    .await;
+    feeder.abort();
+    written?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A blocking reader over the chunks an async task sends.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    chunk: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(error)) => return Err(error),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
 }
 
 async fn plain_op(

@@ -116,19 +116,20 @@ async fn planted_symlinks_never_reach_the_host() {
         .await;
     assert_eq!(out["exit_code"], 0, "{out}");
 
-    // Upload through the link: the sandbox has no such directory (and its root is read-only).
-    hostile
-        .upload("/tmp/up", b"overwritten")
-        .await
-        .assert_problem(404, "not_found");
+    // Upload onto a link replaces the link itself (never writes through it);
+    // through a linked directory, the sandbox has no such directory.
     hostile
         .upload("/tmp/d/canary", b"overwritten")
         .await
         .assert_problem(404, "not_found");
-    hostile
-        .upload("/tmp/agent", b"overwritten")
-        .await
-        .assert_problem(422, "validation_failed");
+    assert_eq!(
+        hostile.upload("/tmp/agent", b"overwritten").await.status,
+        204
+    );
+    let out = hostile
+        .sh("test -L /tmp/agent || cat /tmp/agent; echo; test -x /.corral/agent && echo agent-intact")
+        .await;
+    assert_eq!(out["stdout"], "overwritten\nagent-intact\n", "{out}");
     // Download through the link: never the host's file.
     let read = hostile
         .files("GET", &format!("/content?path={target}"), None)
@@ -197,6 +198,15 @@ async fn planted_symlinks_never_reach_the_host() {
         )
         .await
         .assert_problem(422, "validation_failed");
+
+    // The upload onto the planted link replaced the link, inside.
+    assert_eq!(hostile.upload("/tmp/up", b"overwritten").await.status, 204);
+    assert_eq!(
+        hostile
+            .sh("test -L /tmp/up && echo link; cat /tmp/up")
+            .await["stdout"],
+        "overwritten"
+    );
 
     // Cleanup path: deleting the sandbox removes its directory without
     // following anything the sandbox planted.

@@ -804,3 +804,72 @@ async fn a_sandbox_directory_sandbox_users_cannot_reach_is_named() {
     app.call("DELETE", &format!("/api/v1/sandboxes/{id}"), &key, None)
         .await;
 }
+
+on_both_backends!(
+    uploads_stream_and_one_that_breaks_off_keeps_the_old_file,
+    |app| {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_in(app.state.store.backend(), dir.path()).await;
+        let (key, _) = app.register_and_login("uploader").await;
+        let created = app
+            .call("POST", "/api/v1/sandboxes", &key, Some(json!({})))
+            .await;
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+        let put = |body: Body, length: Option<usize>| {
+            let mut request =
+                Request::put(format!("/api/v1/sandboxes/{id}/files/content?path=/tmp/f"))
+                    .header("authorization", format!("Bearer {key}"));
+            if let Some(length) = length {
+                request = request.header("content-length", length.to_string());
+            }
+            let request = request.body(body).unwrap();
+            let app = &app;
+            async move { app.send(request).await }
+        };
+        // Streamed in several chunks, with a length; and chunked, without one.
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            (0..8).map(|i| Ok(vec![b'a' + i; 100_000])).collect();
+        let done = put(Body::from_stream(tokio_stream::iter(chunks)), Some(800_000)).await;
+        assert_eq!(done.status, 204, "{}", done.text());
+        let back = app
+            .call(
+                "GET",
+                &format!("/api/v1/sandboxes/{id}/files/content?path=/tmp/f"),
+                &key,
+                None,
+            )
+            .await;
+        assert_eq!(back.body.len(), 800_000);
+        assert_eq!(back.header("content-length"), Some("800000"));
+        assert!(
+            back.body[..100_000].iter().all(|b| *b == b'a')
+                && back.body[700_000..].iter().all(|b| *b == b'h')
+        );
+        let chunked: Vec<Result<Vec<u8>, std::io::Error>> =
+            vec![Ok(b"one ".to_vec()), Ok(b"two".to_vec())];
+        assert_eq!(
+            put(Body::from_stream(tokio_stream::iter(chunked)), None)
+                .await
+                .status,
+            204
+        );
+        assert_eq!(
+            sh(&app, &key, &id, "cat /tmp/f").await.json()["stdout"],
+            "one two"
+        );
+
+        // A client that breaks off mid-upload: the old file stays, nothing half-written.
+        let broken: Vec<Result<Vec<u8>, std::io::Error>> = vec![
+            Ok(vec![b'x'; 1000]),
+            Err(std::io::Error::other("connection reset")),
+        ];
+        let failed = put(Body::from_stream(tokio_stream::iter(broken)), Some(5000)).await;
+        assert!(
+            failed.status.is_server_error() || failed.status.is_client_error(),
+            "{}",
+            failed.status
+        );
+        let out = sh(&app, &key, &id, "cat /tmp/f; ls -a /tmp").await.json();
+        assert_eq!(out["stdout"], "one two.\n..\nf\n", "{out}");
+    }
+);
