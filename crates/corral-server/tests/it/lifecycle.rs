@@ -5,7 +5,7 @@ use axum::body::Body;
 use http::Request;
 use serde_json::json;
 
-use crate::sandboxes::app_in;
+use crate::sandboxes::{app_configured, app_in};
 use crate::support::{TestApp, on_both_backends};
 
 async fn state_of(app: &TestApp, key: &str, id: &str) -> String {
@@ -509,23 +509,17 @@ on_both_backends!(files_are_found_by_name_and_content_and_replaced, |app| {
 
 on_both_backends!(creates_take_warm_sandboxes_of_their_class, |app| {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let app = TestApp::builder(app.state.store.backend())
-        .config(move |c| {
-            c.sandbox.agent = Some(crate::sandboxes::agent());
-            c.sandbox.dir = Some(root.join("sandboxes"));
-            c.sandbox.runtime_root = Some(root.join("runtime"));
-            c.sandbox.pool = vec![corral_server::config::PoolClass {
-                image: "host".into(),
-                memory_mb: Some(64),
-                cpu: None,
-                disk_mb: None,
-                pids: None,
-                size: 2,
-            }];
-        })
-        .build()
-        .await;
+    let app = app_configured(app.state.store.backend(), dir.path(), |c| {
+        c.sandbox.pool = vec![corral_server::config::PoolClass {
+            image: "host".into(),
+            memory_mb: Some(64),
+            cpu: None,
+            disk_mb: None,
+            pids: None,
+            size: 2,
+        }];
+    })
+    .await;
     let pool = app.state.sandboxes.pool.clone();
     let key = corral_server::pool::PoolKey {
         image: "host".into(),
@@ -679,17 +673,12 @@ fn busybox_root(at: &std::path::Path) {
 on_both_backends!(sandboxes_boot_from_images_in_the_store, |app| {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    let app = TestApp::builder(app.state.store.backend())
-        .config(move |c| {
-            c.data_dir = root.clone();
-            c.sandbox.agent = Some(crate::sandboxes::agent());
-            c.sandbox.dir = Some(root.join("sandboxes"));
-            c.sandbox.runtime_root = Some(root.join("runtime"));
-            // Nothing answers there: a missing image's pull fails fast.
-            c.sandbox.insecure_registries = vec!["127.0.0.1:1".into()];
-        })
-        .build()
-        .await;
+    let app = app_configured(app.state.store.backend(), dir.path(), move |c| {
+        c.data_dir = root;
+        // Nothing answers there: a missing image's pull fails fast.
+        c.sandbox.insecure_registries = vec!["127.0.0.1:1".into()];
+    })
+    .await;
     let rootfs = dir.path().join("rootfs");
     busybox_root(&rootfs);
     let store = app.state.sandboxes.images().unwrap();

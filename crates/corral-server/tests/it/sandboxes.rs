@@ -27,12 +27,22 @@ pub(crate) fn agent() -> PathBuf {
 
 /// An app whose sandboxes live in `dir`.
 pub(crate) async fn app_in(backend: corral_store::Backend, dir: &std::path::Path) -> TestApp {
+    app_configured(backend, dir, |_| {}).await
+}
+
+/// [`app_in`] with more configuration on top.
+pub(crate) async fn app_configured(
+    backend: corral_store::Backend,
+    dir: &std::path::Path,
+    more: impl FnOnce(&mut corral_server::Config) + Send + 'static,
+) -> TestApp {
     let dir = dir.to_path_buf();
     TestApp::builder(backend)
         .config(move |c| {
             c.sandbox.agent = Some(agent());
             c.sandbox.dir = Some(dir.join("sandboxes"));
             c.sandbox.runtime_root = Some(dir.join("runtime"));
+            more(c);
         })
         .build()
         .await
