@@ -28,6 +28,8 @@ use nix::unistd::Pid;
 use corral_types::agent::{AgentRequest, AgentResponse, ExecRequest, ExecResult};
 
 mod fs;
+mod process;
+mod terminal;
 
 /// The descriptor the host passes the listening socket on.
 const LISTEN_FD: i32 = 3;
@@ -65,10 +67,19 @@ impl Waiters {
     }
 }
 
+/// What lives as long as the agent: children being waited for, terminals
+/// and background processes.
+#[derive(Default)]
+struct Agent {
+    waiters: Arc<Waiters>,
+    terminals: Arc<terminal::Terminals>,
+    processes: process::Processes,
+}
+
 fn main() {
-    let waiters = Arc::new(Waiters::default());
+    let agent = Arc::new(Agent::default());
     {
-        let waiters = waiters.clone();
+        let waiters = agent.waiters.clone();
         std::thread::spawn(move || reap(&waiters));
     }
     let listener = match adopt_listener() {
@@ -80,8 +91,8 @@ fn main() {
     };
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        let waiters = waiters.clone();
-        std::thread::spawn(move || serve(stream, &waiters));
+        let agent = agent.clone();
+        std::thread::spawn(move || serve(stream, &agent));
     }
 }
 
@@ -135,7 +146,30 @@ fn report(waiters: &Waiters, pid: Pid, ended: Ended) {
     }
 }
 
-fn serve(stream: UnixStream, waiters: &Waiters) {
+/// Spawns `command` with the reaper told to report its end on the channel
+/// returned. The waiters' lock is held across spawn and registration, so
+/// the reaper cannot reap the child before anyone waits for it.
+fn spawn_watched(
+    command: &mut Command,
+    waiters: &Waiters,
+) -> std::io::Result<(std::process::Child, Receiver<Ended>)> {
+    let (tx, rx) = channel();
+    let mut waiting = waiters.lock();
+    let child = command.spawn()?;
+    waiting.insert(child.id() as i32, tx);
+    waiters.spawned.notify_all();
+    Ok((child, rx))
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn serve(stream: UnixStream, agent: &Agent) {
+    let waiters = &agent.waiters;
     let mut line = String::new();
     let mut reader = BufReader::new(&stream);
     let mut out = &stream;
@@ -177,6 +211,30 @@ fn serve(stream: UnixStream, waiters: &Waiters) {
                 find,
                 replace,
             }) => fs::replace(&path, &find, &replace),
+            Ok(AgentRequest::TerminalOpen(request)) => agent.terminals.open(request, waiters),
+            Ok(AgentRequest::TerminalList) => agent.terminals.list(),
+            Ok(AgentRequest::TerminalClose { id }) => agent.terminals.close(&id),
+            Ok(AgentRequest::TerminalAttach { id }) => {
+                agent.terminals.attach(&id, &stream, reader);
+                return;
+            }
+            Ok(AgentRequest::ProcessStart(request)) => agent.processes.start(request, waiters),
+            Ok(AgentRequest::ProcessList) => agent.processes.list(),
+            Ok(AgentRequest::ProcessLogs {
+                pid,
+                offset,
+                follow,
+            }) => {
+                let Ok(mut out) = stream.try_clone() else {
+                    return;
+                };
+                agent.processes.logs(pid, offset, follow, &mut out);
+                return;
+            }
+            Ok(AgentRequest::ProcessInput { pid, data, close }) => {
+                agent.processes.input(pid, &data, close)
+            }
+            Ok(AgentRequest::ProcessSignal { pid, signal }) => agent.processes.signal(pid, signal),
             Err(error) => fs::error("invalid", format!("bad request: {error}")),
         },
         Err(error) => fs::error("invalid", format!("reading the request: {error}")),
@@ -215,20 +273,9 @@ fn exec(request: ExecRequest, waiters: &Waiters, sink: Option<&Sink>) -> AgentRe
         .stderr(Stdio::piped())
         // Its own process group: a timeout kills everything it started.
         .process_group(0);
-    let (tx, rx) = channel();
-    let mut child = {
-        // Held across spawn and registration, so the reaper cannot see the
-        // child exit before someone waits for it.
-        let mut waiting = waiters.lock();
-        let child = match command.spawn() {
-            Ok(child) => child,
-            Err(error) => {
-                return fs::error("not_found", format!("cannot run {program}: {error}"));
-            }
-        };
-        waiting.insert(child.id() as i32, tx);
-        waiters.spawned.notify_all();
-        child
+    let (mut child, rx) = match spawn_watched(&mut command, waiters) {
+        Ok(spawned) => spawned,
+        Err(error) => return fs::error("not_found", format!("cannot run {program}: {error}")),
     };
     if let Some(mut stdin) = child.stdin.take() {
         let input = request.stdin.into_bytes();

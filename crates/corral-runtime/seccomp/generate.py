@@ -51,13 +51,36 @@ NAMESPACE_FLAGS = (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 
 
+def aligned_blocks(start, end):
+    """[start, end) as aligned power-of-two blocks: (mask, value) pairs."""
+    blocks = []
+    while start < end:
+        size = start & -start if start else 1 << 64
+        while start + size > end:
+            size //= 2
+        blocks.append((~(size - 1) & 0xFFFFFFFFFFFFFFFF, start))
+        start += size
+    return blocks
+
+
 def ioctl_rules():
-    """ALLOW rules for ioctl covering every request but TIOCSTI and TIOCLINUX."""
-    def rule(op, value):
-        return {"names": ["ioctl"], "action": "SCMP_ACT_ALLOW",
-                "args": [{"index": 1, "value": value, "op": op}]}
-    rules = [rule("SCMP_CMP_LT", TIOCSTI), rule("SCMP_CMP_GT", TIOCLINUX)]
+    """ALLOW rules for ioctl covering every request but TIOCSTI and TIOCLINUX.
+
+    The kernel reads the request as 32 bits while seccomp sees all 64, so
+    a rule like "greater than TIOCLINUX" would let TIOCSTI | 1 << 32 through.
+    Requests above TIOCLINUX are therefore allowed only up to 2**32, spelled
+    as masked comparisons of aligned blocks, plus sign-extended negative
+    requests (bit 31 set, which neither refused request has)."""
+    def rule(op, value, two=None):
+        arg = {"index": 1, "value": value, "op": op}
+        if two is not None:
+            arg["valueTwo"] = two
+        return {"names": ["ioctl"], "action": "SCMP_ACT_ALLOW", "args": [arg]}
+    rules = [rule("SCMP_CMP_LT", TIOCSTI)]
     rules += [rule("SCMP_CMP_EQ", v) for v in range(TIOCSTI + 1, TIOCLINUX)]
+    rules += [rule("SCMP_CMP_MASKED_EQ", mask, value)
+              for mask, value in aligned_blocks(TIOCLINUX + 1, 1 << 32)]
+    rules.append(rule("SCMP_CMP_MASKED_EQ", 0xFFFFFFFF80000000, 0xFFFFFFFF80000000))
     return rules
 
 

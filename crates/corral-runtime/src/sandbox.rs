@@ -30,7 +30,8 @@ use std::time::Duration;
 
 use command_fds::{CommandFdExt, FdMapping};
 
-use corral_types::agent::{AgentRequest, AgentResponse, ExecRequest, ExecResult};
+use corral_types::agent::{AgentRequest, AgentResponse, ExecRequest, ExecResult, SpawnRequest};
+use corral_types::terminal::{ProcessInfo, ProcessLogs, TerminalInfo};
 
 use crate::bundle::{AGENT_PATH, Bundle, SandboxSpec};
 use crate::oci::{OciRuntime, RuntimeError};
@@ -38,6 +39,22 @@ use crate::rootfs::{self, RootSource};
 
 /// How long a file operation may take.
 const FILE_WAIT: Duration = Duration::from_secs(60);
+
+fn agent_io(error: std::io::Error) -> RuntimeError {
+    RuntimeError::Agent(format!("talking to the agent: {error}"))
+}
+
+/// Reads the agent's answer line; the reader is returned for what follows.
+fn read_answer(
+    mut reader: BufReader<UnixStream>,
+) -> Result<(BufReader<UnixStream>, AgentResponse), RuntimeError> {
+    let mut answer = String::new();
+    reader.read_line(&mut answer).map_err(agent_io)?;
+    let answer = serde_json::from_str(&answer).map_err(|e| {
+        RuntimeError::Agent(format!("the agent's answer is not valid ({e}): {answer}"))
+    })?;
+    Ok((reader, answer))
+}
 
 /// An agent answer the caller did not expect: its refusals become
 /// [`RuntimeError::Refused`], anything else a protocol error.
@@ -262,6 +279,138 @@ impl Sandbox {
         }
     }
 
+    /// Starts a program on a new persistent PTY.
+    pub fn terminal_open(&self, request: SpawnRequest) -> Result<TerminalInfo, RuntimeError> {
+        match self.file_op(&AgentRequest::TerminalOpen(request))? {
+            AgentResponse::Terminal(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The sandbox's terminals, oldest first.
+    pub fn terminals(&self) -> Result<Vec<TerminalInfo>, RuntimeError> {
+        match self.file_op(&AgentRequest::TerminalList)? {
+            AgentResponse::Terminals { terminals } => Ok(terminals),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Ends a terminal.
+    pub fn terminal_close(&self, id: &str) -> Result<(), RuntimeError> {
+        match self.file_op(&AgentRequest::TerminalClose { id: id.to_owned() })? {
+            AgentResponse::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Attaches to a terminal: its description, the connection (raw output
+    /// from the agent; [`corral_types::terminal::TerminalInput`] lines to
+    /// it), and output that already arrived with the answer.
+    pub fn terminal_attach(
+        &self,
+        id: &str,
+    ) -> Result<(TerminalInfo, UnixStream, Vec<u8>), RuntimeError> {
+        let request = AgentRequest::TerminalAttach { id: id.to_owned() };
+        let (reader, answer) = self.exchange_open(&request, FILE_WAIT)?;
+        match answer {
+            AgentResponse::Terminal(info) => {
+                let early = reader.buffer().to_vec();
+                let stream = reader.into_inner();
+                // Attached connections live as long as the client does.
+                stream
+                    .set_read_timeout(None)
+                    .map_err(|e| RuntimeError::Agent(format!("talking to the agent: {e}")))?;
+                Ok((info, stream, early))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Starts a background process.
+    pub fn process_start(&self, request: SpawnRequest) -> Result<ProcessInfo, RuntimeError> {
+        match self.file_op(&AgentRequest::ProcessStart(request))? {
+            AgentResponse::Process(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The sandbox's background processes, oldest first.
+    pub fn processes(&self) -> Result<Vec<ProcessInfo>, RuntimeError> {
+        match self.file_op(&AgentRequest::ProcessList)? {
+            AgentResponse::Processes { processes } => Ok(processes),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A process's kept output from `offset` on.
+    pub fn process_logs(&self, pid: i32, offset: u64) -> Result<ProcessLogs, RuntimeError> {
+        let request = AgentRequest::ProcessLogs {
+            pid,
+            offset,
+            follow: false,
+        };
+        match self.file_op(&request)? {
+            AgentResponse::Log(logs) => Ok(*logs),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Follows a process's output from `offset`, handing each piece to
+    /// `on_logs` (pieces may be empty heartbeats) until the process is over
+    /// or `on_logs` returns `false`.
+    pub fn process_follow(
+        &self,
+        pid: i32,
+        offset: u64,
+        mut on_logs: impl FnMut(ProcessLogs) -> bool,
+    ) -> Result<(), RuntimeError> {
+        let request = AgentRequest::ProcessLogs {
+            pid,
+            offset,
+            follow: true,
+        };
+        // Past two missed heartbeats the agent is gone.
+        let (mut reader, mut answer) = self.exchange_open(&request, Duration::from_secs(35))?;
+        loop {
+            let logs = match answer {
+                AgentResponse::Log(logs) => *logs,
+                other => return Err(unexpected(other)),
+            };
+            if !on_logs(logs) {
+                return Ok(());
+            }
+            let mut line = String::new();
+            // The agent closes the connection once the process is over.
+            if reader.read_line(&mut line).map_err(agent_io)? == 0 {
+                return Ok(());
+            }
+            answer = serde_json::from_str(&line).map_err(|e| {
+                RuntimeError::Agent(format!("the agent's answer is not valid ({e}): {line}"))
+            })?;
+        }
+    }
+
+    /// Writes to a background process's standard input.
+    pub fn process_input(&self, pid: i32, data: &str, close: bool) -> Result<(), RuntimeError> {
+        let request = AgentRequest::ProcessInput {
+            pid,
+            data: data.to_owned(),
+            close,
+        };
+        match self.file_op(&request)? {
+            AgentResponse::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Signals a background process's group.
+    pub fn process_signal(&self, pid: i32, signal: i32) -> Result<(), RuntimeError> {
+        match self.file_op(&AgentRequest::ProcessSignal { pid, signal })? {
+            AgentResponse::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// A file's bytes, refused past `max_bytes`.
     pub fn read_file(&self, path: &str, max_bytes: u64) -> Result<Vec<u8>, RuntimeError> {
         let (size, mut reader) = self.open_file(path, max_bytes)?;
@@ -348,6 +497,17 @@ impl Sandbox {
         self.exchange_from(request, &mut &payload[..], wait)
     }
 
+    /// Sends a request line and reads the answer line, leaving the
+    /// connection open both ways (for attached terminals and followers).
+    fn exchange_open(
+        &self,
+        request: &AgentRequest,
+        wait: Duration,
+    ) -> Result<(BufReader<UnixStream>, AgentResponse), RuntimeError> {
+        let stream = self.send_request(request, wait)?;
+        read_answer(BufReader::new(stream))
+    }
+
     /// [`Sandbox::exchange`] with the payload read from `payload`.
     fn exchange_from(
         &self,
@@ -355,14 +515,7 @@ impl Sandbox {
         payload: &mut dyn Read,
         wait: Duration,
     ) -> Result<(BufReader<UnixStream>, AgentResponse), RuntimeError> {
-        let agent_io =
-            |e: std::io::Error| RuntimeError::Agent(format!("talking to the agent: {e}"));
-        let stream = UnixStream::connect(self.dir.join("control/agent.sock")).map_err(agent_io)?;
-        stream.set_read_timeout(Some(wait)).map_err(agent_io)?;
-        let mut line = serde_json::to_vec(request)
-            .map_err(|e| RuntimeError::Agent(format!("encoding the request: {e}")))?;
-        line.push(b'\n');
-        (&stream).write_all(&line).map_err(agent_io)?;
+        let stream = self.send_request(request, wait)?;
         // The agent may refuse before reading the payload (a path it cannot
         // write) and close its end: its answer is what matters then.
         match std::io::copy(payload, &mut &stream) {
@@ -382,13 +535,22 @@ impl Sandbox {
         // Everything is sent: a payload that came up short is seen as such
         // by the agent at once, instead of it waiting for the rest.
         let _ = stream.shutdown(std::net::Shutdown::Write);
-        let mut reader = BufReader::new(stream);
-        let mut answer = String::new();
-        reader.read_line(&mut answer).map_err(agent_io)?;
-        let answer = serde_json::from_str(&answer).map_err(|e| {
-            RuntimeError::Agent(format!("the agent's answer is not valid ({e}): {answer}"))
-        })?;
-        Ok((reader, answer))
+        read_answer(BufReader::new(stream))
+    }
+
+    /// Connects to the agent and sends one request line.
+    fn send_request(
+        &self,
+        request: &AgentRequest,
+        wait: Duration,
+    ) -> Result<UnixStream, RuntimeError> {
+        let stream = UnixStream::connect(self.dir.join("control/agent.sock")).map_err(agent_io)?;
+        stream.set_read_timeout(Some(wait)).map_err(agent_io)?;
+        let mut line = serde_json::to_vec(request)
+            .map_err(|e| RuntimeError::Agent(format!("encoding the request: {e}")))?;
+        line.push(b'\n');
+        (&stream).write_all(&line).map_err(agent_io)?;
+        Ok(stream)
     }
 
     /// What the sandbox uses right now, from the runtime's `events --stats`

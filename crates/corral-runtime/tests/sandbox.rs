@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use corral_runtime::{Limits, OciRuntime, Sandbox, SandboxSpec};
-use corral_types::agent::ExecRequest;
+use corral_types::agent::{ExecRequest, SpawnRequest};
+use corral_types::terminal::TerminalInput;
 
 /// The agent binary: `CORRAL_AGENT_BIN`, else the workspace's debug build
 /// (`make test` builds it first; so does `cargo build -p corral-agent`).
@@ -291,6 +292,8 @@ def call(nr, *args):
     return "ALLOWED" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
 print("tiocsti", call(16, 0, 0x5412, 0))
 print("tioclinux", call(16, 0, 0x541C, 0))
+# The kernel reads the request as 32 bits: high bits must not slip past.
+print("tiocsti-high", call(16, 0, 0x5412 | (1 << 32), 0))
 try:
     socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("1.1.1.1", 53)); print("udp ALLOWED")
 except OSError as e: print("udp", errno.errorcode[e.errno])
@@ -326,6 +329,7 @@ print("devmem", os.path.exists("/dev/mem"), "kmsg", os.path.exists("/dev/kmsg"))
     // finding no terminal (ENOTTY).
     assert!(out.contains("tiocsti ENOSYS"), "{out}");
     assert!(out.contains("tioclinux ENOSYS"), "{out}");
+    assert!(out.contains("tiocsti-high ENOSYS"), "{out}");
     assert!(out.contains("udp ENETUNREACH"), "{out}");
     assert!(out.contains("raw EPERM"), "{out}");
     assert!(out.contains("mknod EPERM"), "{out}");
@@ -395,4 +399,250 @@ fn nothing_survives_destroy() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(in_range(), 0, "processes of the sandbox survived destroy");
+}
+
+fn spawn(argv: &[&str]) -> SpawnRequest {
+    SpawnRequest {
+        argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+        env: vec![
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("TERM".into(), "xterm-256color".into()),
+        ],
+        cwd: "/tmp".into(),
+        cols: 80,
+        rows: 24,
+    }
+}
+
+/// An attached terminal connection, read until some text shows up.
+struct Attached {
+    stream: std::os::unix::net::UnixStream,
+    seen: Vec<u8>,
+}
+
+impl Attached {
+    fn new(sandbox: &Sandbox, id: &str) -> Attached {
+        let (_, stream, seen) = sandbox.terminal_attach(id).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Attached { stream, seen }
+    }
+
+    fn send(&mut self, input: &TerminalInput) {
+        use std::io::Write;
+        let mut line = serde_json::to_vec(input).unwrap();
+        line.push(b'\n');
+        self.stream.write_all(&line).unwrap();
+    }
+
+    fn type_text(&mut self, text: &str) {
+        self.send(&TerminalInput::Input { data: text.into() });
+    }
+
+    /// Reads until `needle` has been seen; everything read so far.
+    fn until(&mut self, needle: &str) -> String {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&self.seen).into_owned();
+            if text.contains(needle) {
+                return text;
+            }
+            let n = self
+                .stream
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("waiting for {needle:?}: {e}; saw {text:?}"));
+            assert!(n > 0, "the terminal ended before {needle:?}: {text:?}");
+            self.seen.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
+#[test]
+fn a_terminal_keeps_its_shell_and_screen_between_attachments() {
+    let running = start("terminal");
+    let sandbox = &running.sandbox;
+    let info = sandbox.terminal_open(spawn(&["/bin/sh"])).unwrap();
+    assert!(info.running && info.pid > 1, "{info:?}");
+    let mut first = Attached::new(sandbox, &info.id);
+    first.type_text("export KEPT=still-here; echo first-$((40+2))\n");
+    first.until("first-42");
+    first.send(&TerminalInput::Resize {
+        cols: 100,
+        rows: 30,
+    });
+    first.type_text("stty size\n");
+    first.until("30 100");
+    // The job has a controlling terminal: ^C interrupts it, not the shell.
+    first.type_text("sleep 30; echo after-sleep\n");
+    std::thread::sleep(Duration::from_millis(300));
+    first.type_text("\u{3}echo interrupted\n");
+    first.until("interrupted\r\n");
+    drop(first);
+
+    // Nobody attached: the shell keeps running.
+    let listed = sandbox.terminals().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].running);
+    assert_eq!((listed[0].cols, listed[0].rows), (100, 30));
+
+    // Re-attaching shows what came before, and the shell's state is intact.
+    let mut second = Attached::new(sandbox, &info.id);
+    let greeting = String::from_utf8_lossy(&second.seen).into_owned();
+    assert!(greeting.contains("first-42"), "{greeting:?}");
+    second.type_text("echo \"$KEPT\"\n");
+    second.until("still-here\r\n");
+
+    // Two clients see the same output.
+    let mut third = Attached::new(sandbox, &info.id);
+    second.type_text("echo both-$((6*7))\n");
+    second.until("both-42");
+    third.until("both-42");
+
+    // Closing ends the shell and the attached connections.
+    sandbox.terminal_close(&info.id).unwrap();
+    let mut rest = Vec::new();
+    use std::io::Read;
+    let _ = third.stream.read_to_end(&mut rest);
+    assert!(sandbox.terminals().unwrap().is_empty());
+    let error = sandbox.terminal_attach(&info.id).unwrap_err().to_string();
+    assert!(error.contains("no terminal"), "{error}");
+}
+
+#[test]
+fn a_terminal_that_exits_reports_its_status() {
+    let running = start("terminal-exit");
+    let sandbox = &running.sandbox;
+    let info = sandbox.terminal_open(spawn(&["/bin/sh"])).unwrap();
+    let mut client = Attached::new(sandbox, &info.id);
+    client.type_text("exit 7\n");
+    let mut rest = Vec::new();
+    use std::io::Read;
+    let _ = client.stream.read_to_end(&mut rest);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = sandbox.terminals().unwrap();
+        if !now[0].running {
+            assert_eq!(now[0].exit_code, Some(7), "{now:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{now:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused = sandbox.terminal_attach(&info.id).unwrap_err().to_string();
+    assert!(refused.contains("ended"), "{refused}");
+    // Bad sizes and programs are refused clearly.
+    let mut huge = spawn(&["/bin/sh"]);
+    huge.cols = 5000;
+    let error = sandbox.terminal_open(huge).unwrap_err().to_string();
+    assert!(error.contains("cols and rows"), "{error}");
+    let error = sandbox
+        .terminal_open(spawn(&["/no/such/shell"]))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("/no/such/shell"), "{error}");
+}
+
+/// Hostile program: typing into one's own terminal's input queue (TIOCSTI)
+/// would let a program inject commands into the shell that runs it.
+#[test]
+fn a_program_cannot_inject_input_into_its_terminal() {
+    let running = start("terminal-tiocsti");
+    let sandbox = &running.sandbox;
+    let info = sandbox.terminal_open(spawn(&["/bin/sh"])).unwrap();
+    let mut client = Attached::new(sandbox, &info.id);
+    let inject = r#"import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+for request in (0x5412, 0x5412 | (1 << 32), 0x5412 | (0xFFFFFFFF << 32)):
+    for c in b"echo INJECTED-$((1+1))\n":
+        r = libc.syscall(ctypes.c_long(16), ctypes.c_long(0), ctypes.c_long(request), ctypes.byref(ctypes.c_char(c)))
+        if r == 0: print("TIOCSTI worked for", hex(request))
+print("done-injecting")"#;
+    client.type_text(&format!(
+        "python3 -c '{}'; echo probe-finished\n",
+        inject.replace('\'', "'\\''")
+    ));
+    let text = client.until("probe-finished\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    client.type_text("echo end-$((2+2))\n");
+    let text = format!("{text}{}", client.until("end-4"));
+    assert!(text.contains("done-injecting"), "{text}");
+    assert!(!text.contains("INJECTED-2"), "{text}");
+    assert!(!text.contains("worked"), "{text}");
+}
+
+#[test]
+fn background_processes_keep_logs_take_input_and_signals() {
+    let running = start("processes");
+    let sandbox = &running.sandbox;
+    let echo = sandbox
+        .process_start(spawn(&[
+            "/bin/sh",
+            "-c",
+            "echo out-1; echo err-1 >&2; read line; echo got-$line; exit 4",
+        ]))
+        .unwrap();
+    assert_eq!(echo.status, "running");
+    sandbox.process_input(echo.pid, "abc\n", true).unwrap();
+    let mut text = String::new();
+    let mut last = None;
+    sandbox
+        .process_follow(echo.pid, 0, |logs| {
+            for chunk in &logs.chunks {
+                text.push_str(&chunk.data);
+            }
+            last = Some(logs.process);
+            true
+        })
+        .unwrap();
+    let last = last.unwrap();
+    assert_eq!((last.status.as_str(), last.exit_code), ("exited", Some(4)));
+    assert!(text.contains("out-1") && text.contains("err-1") && text.contains("got-abc"));
+
+    // Logs read later, from an offset, split by stream.
+    let logs = sandbox.process_logs(echo.pid, 0).unwrap();
+    assert!(!logs.truncated);
+    let err: Vec<_> = logs
+        .chunks
+        .iter()
+        .filter(|c| c.stream == "stderr")
+        .collect();
+    assert_eq!(err.len(), 1);
+    assert_eq!(err[0].data, "err-1\n");
+    let tail = sandbox.process_logs(echo.pid, logs.next_offset).unwrap();
+    assert!(tail.chunks.is_empty());
+
+    // Signals reach the process group.
+    let sleeper = sandbox
+        .process_start(spawn(&["/bin/sh", "-c", "sleep 60; sleep 60"]))
+        .unwrap();
+    sandbox.process_signal(sleeper.pid, 15).unwrap();
+    sandbox.process_follow(sleeper.pid, 0, |_| true).unwrap();
+    let listed = sandbox.processes().unwrap();
+    let ended = listed.iter().find(|p| p.pid == sleeper.pid).unwrap();
+    assert_eq!(ended.signal, Some(15), "{ended:?}");
+    let error = sandbox
+        .process_signal(sleeper.pid, 15)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("already exited"), "{error}");
+    let error = sandbox.process_logs(99_999, 0).unwrap_err().to_string();
+    assert!(error.contains("no background process"), "{error}");
+
+    // The log is bounded: a flood keeps only the most recent megabyte.
+    let flood = sandbox
+        .process_start(spawn(&[
+            "/bin/sh",
+            "-c",
+            "head -c 3000000 /dev/zero | tr '\\0' x; echo; echo the-end",
+        ]))
+        .unwrap();
+    sandbox.process_follow(flood.pid, 0, |_| true).unwrap();
+    let logs = sandbox.process_logs(flood.pid, 0).unwrap();
+    assert!(logs.truncated);
+    let kept: usize = logs.chunks.iter().map(|c| c.data.len()).sum();
+    assert!(kept <= 1024 * 1024, "{kept}");
+    assert!(logs.chunks.last().unwrap().data.ends_with("the-end\n"));
+    assert_eq!(logs.process.output_bytes, 3_000_009);
 }

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::terminal::{ProcessInfo, ProcessLogs, TerminalInfo};
+
 /// A request to the agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -94,6 +96,80 @@ pub enum AgentRequest {
         /// Permission bits (such as 0o755 = 493).
         mode: u32,
     },
+    /// Starts a program on a new PTY that outlives every connection:
+    /// answered with [`AgentResponse::Terminal`].
+    TerminalOpen(SpawnRequest),
+    /// Lists terminals: [`AgentResponse::Terminals`].
+    TerminalList,
+    /// Ends a terminal (hang-up, then kill) and forgets it.
+    TerminalClose {
+        /// Terminal id.
+        id: String,
+    },
+    /// Attaches to a terminal: answered with [`AgentResponse::Terminal`],
+    /// after which the connection carries the screen redrawn, recent
+    /// output and then live output as raw bytes from the agent, and
+    /// [`crate::terminal::TerminalInput`] lines from the host. The agent
+    /// closes it when the terminal's program ends.
+    TerminalAttach {
+        /// Terminal id.
+        id: String,
+    },
+    /// Starts a program in the background, its output kept in a bounded
+    /// log: answered with [`AgentResponse::Process`].
+    ProcessStart(SpawnRequest),
+    /// Lists background processes: [`AgentResponse::Processes`].
+    ProcessList,
+    /// A process's kept output from `offset` on: [`AgentResponse::Log`];
+    /// with `follow`, one [`AgentResponse::Log`] line per new piece until
+    /// the process is over (and an empty one every 15 s of silence).
+    ProcessLogs {
+        /// Its PID.
+        pid: i32,
+        /// Start here (0: the oldest kept).
+        #[serde(default)]
+        offset: u64,
+        /// Keep sending new output until it ends.
+        #[serde(default)]
+        follow: bool,
+    },
+    /// Writes to a process's standard input.
+    ProcessInput {
+        /// Its PID.
+        pid: i32,
+        /// The text.
+        data: String,
+        /// Close standard input afterwards.
+        #[serde(default)]
+        close: bool,
+    },
+    /// Sends a signal to a background process (and its process group).
+    ProcessSignal {
+        /// Its PID.
+        pid: i32,
+        /// Signal number.
+        signal: i32,
+    },
+}
+
+/// A program for a terminal or a background process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnRequest {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// The whole environment of the program.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    #[serde(default = "default_cwd")]
+    pub cwd: String,
+    /// PTY columns (terminals only).
+    #[serde(default)]
+    pub cols: u16,
+    /// PTY rows (terminals only).
+    #[serde(default)]
+    pub rows: u16,
 }
 
 /// One directory entry or stat result.
@@ -199,6 +275,23 @@ pub enum AgentResponse {
     },
     /// Done.
     Done,
+    /// One terminal.
+    Terminal(TerminalInfo),
+    /// All terminals, oldest first.
+    Terminals {
+        /// The terminals.
+        terminals: Vec<TerminalInfo>,
+    },
+    /// One background process.
+    Process(ProcessInfo),
+    /// All background processes, oldest first.
+    Processes {
+        /// The processes.
+        processes: Vec<ProcessInfo>,
+    },
+    /// A piece of a process's log (for a follower, the last one shows the
+    /// process ended).
+    Log(Box<ProcessLogs>),
     /// The request could not be carried out (bad request, program not found…).
     Error {
         /// Why.

@@ -8,5 +8,6 @@ pub mod error;
 pub mod identity;
 pub mod meta;
 pub mod sandbox;
+pub mod terminal;
 
 pub use error::{ErrorCode, FieldError, Problem};
