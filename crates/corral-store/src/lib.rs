@@ -82,6 +82,7 @@ pub struct PoolStats {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    url: RedactedUrl,
     max_connections: u32,
     epoch: changes::AuthEpoch,
 }
@@ -116,6 +117,7 @@ impl Store {
         Ok(Store {
             pool,
             backend,
+            url: RedactedUrl(config.url.as_str().into()),
             max_connections: config.max_connections,
             epoch: changes::AuthEpoch::default(),
         })
@@ -179,9 +181,34 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// The pool, for repositories inside this crate.
-    pub(crate) fn pool(&self) -> &AnyPool {
+    /// The pool. Repositories in this crate use it; so does `corral-queue`,
+    /// the one other crate that owns tables (its `queue_*` tables), and
+    /// callers that need a transaction spanning store writes and a
+    /// transactional enqueue (`pool().begin()`).
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A dedicated PostgreSQL connection for `LISTEN`; `None` on SQLite,
+    /// which has no notifications (one process by construction).
+    pub async fn pg_listener(&self) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        Ok(Some(
+            sqlx::postgres::PgListener::connect(&self.url.0).await?,
+        ))
+    }
+}
+
+/// The database URL, kept for opening listener connections; it may hold a
+/// password, so `Debug` does not show it.
+#[derive(Clone)]
+struct RedactedUrl(std::sync::Arc<str>);
+
+impl std::fmt::Debug for RedactedUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedactedUrl(..)")
     }
 }
 

@@ -1,0 +1,620 @@
+//! The database driver: jobs in the store's database, on SQLite or
+//! PostgreSQL through the store's `Any` pool, with portable SQL.
+//!
+//! Time is the database's clock (`{now}` in the statements below, one
+//! expression per backend), so leases, delays and backoff mean the same on
+//! every replica whatever their clocks say.
+//!
+//! The claim is one `UPDATE … WHERE id = (SELECT … LIMIT 1) RETURNING …`.
+//! On SQLite the statement holds the single write lock, so two workers can
+//! never take the same row; on PostgreSQL the inner select adds
+//! `FOR UPDATE SKIP LOCKED`, so concurrent claimers skip each other's rows
+//! instead of queueing behind them, and the outer `state = 'pending'`
+//! re-check covers a row claimed and committed meanwhile. Workers are woken
+//! by `NOTIFY corral_queue, '<queue>'`, sent inside the enqueueing
+//! transaction, so a rolled-back enqueue wakes no one.
+
+use corral_store::{Backend, Store};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe};
+
+use crate::QueueError;
+use crate::driver::{Ending, RawBatch, RawClaim, RawRecord, RawStats, StoredJob};
+use crate::job::{Enqueued, JobFilter};
+
+/// The PostgreSQL notification channel; the payload is the queue name.
+pub(crate) const CHANNEL: &str = "corral_queue";
+
+const CLAIM_COLUMNS: &str = "id, queue, kind, payload, sensitive, attempt, released, \
+     max_attempts, backoff_base_ms, backoff_max_ms, rate_key, batch_id, callback_for, run_at";
+
+const RECORD_COLUMNS: &str = "id, queue, kind, state, priority, attempt, released, max_attempts, \
+     run_at, last_error, payload, sensitive, unique_key, batch_id, chain_id, created_at, \
+     started_at, finished_at";
+
+/// Why a lease ran out, as kept in `last_error` of a reaped job.
+const LEASE_EXPIRED: &str = "lease expired: the worker stopped heartbeating";
+const LEASE_EXPIRED_LAST: &str =
+    "lease expired on the last attempt: the worker stopped heartbeating (poison job?)";
+
+/// What a transition returns: the job's queue, batch, chain and place in it.
+type Links = (String, Option<String>, Option<String>, Option<i64>);
+
+#[derive(Debug, Clone)]
+pub(crate) struct SqlDriver {
+    store: Store,
+}
+
+impl SqlDriver {
+    pub(crate) fn new(store: Store) -> SqlDriver {
+        SqlDriver { store }
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn pool(&self) -> &AnyPool {
+        self.store.pool()
+    }
+
+    fn backend(&self) -> Backend {
+        self.store.backend()
+    }
+
+    /// A statement with `{now}` replaced by the backend's "Unix ms now".
+    fn sql(&self, template: &str) -> AssertSqlSafe<String> {
+        let now = match self.backend() {
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        };
+        AssertSqlSafe(template.replace("{now}", now))
+    }
+
+    async fn notify(&self, conn: &mut AnyConnection, queue: &str) -> Result<(), QueueError> {
+        if self.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(queue)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Inserts a job on `conn` (autocommit, or the caller's transaction).
+    pub(crate) async fn insert(
+        &self,
+        conn: &mut AnyConnection,
+        job: &StoredJob,
+    ) -> Result<Enqueued, QueueError> {
+        let inserted: Option<String> = sqlx::query_scalar(self.sql(
+            "INSERT INTO queue_jobs (id, queue, kind, payload, sensitive, state, priority, run_at, \
+             max_attempts, backoff_base_ms, backoff_max_ms, unique_key, rate_key, batch_id, \
+             callback_for, chain_id, chain_pos, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 >= 0 THEN $8 ELSE {now} + $9 END, \
+             $10, $11, $12, $13, $14, $15, $16, $17, $18, {now}) \
+             ON CONFLICT (unique_key) DO NOTHING RETURNING id",
+        ))
+        .bind(&job.id)
+        .bind(&job.queue)
+        .bind(&job.kind)
+        .bind(&job.payload)
+        .bind(i64::from(job.sensitive))
+        .bind(if job.waiting { "waiting" } else { "pending" })
+        .bind(job.priority)
+        .bind(job.run_at.unwrap_or(-1))
+        .bind(job.delay_ms)
+        .bind(job.max_attempts)
+        .bind(job.backoff_base_ms)
+        .bind(job.backoff_max_ms)
+        .bind(job.unique_key.as_deref())
+        .bind(job.rate_key.as_deref())
+        .bind(job.batch_id.as_deref())
+        .bind(job.callback_for.as_deref())
+        .bind(job.chain_id.as_deref())
+        .bind(job.chain_pos)
+        .fetch_optional(&mut *conn)
+        .await?;
+        match inserted {
+            Some(id) => {
+                if !job.waiting {
+                    self.notify(conn, &job.queue).await?;
+                }
+                Ok(Enqueued::Created(id))
+            }
+            None => {
+                let key = job.unique_key.as_deref().unwrap_or_default();
+                let existing: Option<String> =
+                    sqlx::query_scalar("SELECT id FROM queue_jobs WHERE unique_key = $1")
+                        .bind(key)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                existing.map(Enqueued::Duplicate).ok_or_else(|| {
+                    QueueError::Corrupt(format!(
+                        "insert of job {} conflicted but no job holds its unique key",
+                        job.id
+                    ))
+                })
+            }
+        }
+    }
+
+    pub(crate) async fn enqueue(&self, job: &StoredJob) -> Result<Enqueued, QueueError> {
+        let mut conn = self.pool().acquire().await?;
+        self.insert(&mut conn, job).await
+    }
+
+    /// Inserts every row in one transaction, then the batch row if given.
+    pub(crate) async fn enqueue_all(
+        &self,
+        jobs: &[StoredJob],
+        batch: Option<(&str, i64, Option<&str>)>,
+    ) -> Result<(), QueueError> {
+        let mut tx = self.pool().begin().await?;
+        if let Some((id, allowed_failures, callback)) = batch {
+            let total = jobs.iter().filter(|j| j.batch_id.is_some()).count() as i64;
+            sqlx::query(self.sql(
+                "INSERT INTO queue_batches (id, total, allowed_failures, callback_job_id, \
+                 created_at, finished_at) \
+                 VALUES ($1, $2, $3, $4, {now}, CASE WHEN $2 = 0 THEN {now} END)",
+            ))
+            .bind(id)
+            .bind(total)
+            .bind(allowed_failures)
+            .bind(callback)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for job in jobs {
+            if !self.insert(&mut tx, job).await?.is_created() {
+                return Err(QueueError::Invalid(
+                    "jobs in a batch or chain cannot share a unique key with a kept job".into(),
+                ));
+            }
+        }
+        // An empty batch is finished at once: its callback is ready now.
+        if let Some((_, _, Some(callback))) = batch
+            && !jobs.iter().any(|j| j.batch_id.is_some())
+        {
+            let queue: Option<String> = sqlx::query_scalar(
+                "UPDATE queue_jobs SET state = 'pending' WHERE id = $1 AND state = 'waiting' \
+                 RETURNING queue",
+            )
+            .bind(callback)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(queue) = queue {
+                self.notify(&mut tx, &queue).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn claim(
+        &self,
+        queues: &[String],
+        worker: &str,
+        lease_ms: i64,
+    ) -> Result<Option<RawClaim>, QueueError> {
+        if queues.is_empty() {
+            return Ok(None);
+        }
+        let list = (0..queues.len())
+            .map(|i| format!("${}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let skip = match self.backend() {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = self.sql(&format!(
+            "UPDATE queue_jobs SET state = 'running', attempt = attempt + 1, \
+             locked_until = {{now}} + $1, locked_by = $2, started_at = {{now}} \
+             WHERE state = 'pending' AND id = (SELECT id FROM queue_jobs \
+               WHERE state = 'pending' AND queue IN ({list}) AND run_at <= {{now}} \
+               ORDER BY priority DESC, run_at, id LIMIT 1 {skip}) \
+             RETURNING {CLAIM_COLUMNS}, {{now}} AS db_now"
+        ));
+        let mut query = sqlx::query_as::<_, RawClaim>(sql)
+            .bind(lease_ms)
+            .bind(worker);
+        for queue in queues {
+            query = query.bind(queue);
+        }
+        Ok(query.fetch_optional(self.pool()).await?)
+    }
+
+    /// Extends the lease; `false` when it is no longer held.
+    pub(crate) async fn heartbeat(
+        &self,
+        id: &str,
+        attempt: i64,
+        lease_ms: i64,
+    ) -> Result<bool, QueueError> {
+        let done = sqlx::query(self.sql(
+            "UPDATE queue_jobs SET locked_until = {now} + $1 \
+             WHERE id = $2 AND attempt = $3 AND state = 'running'",
+        ))
+        .bind(lease_ms)
+        .bind(id)
+        .bind(attempt)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Ends a leased job; `false` when the lease is no longer held (nothing
+    /// was written). Batch progress and chain moves are in the same
+    /// transaction, so they happen exactly once per job.
+    pub(crate) async fn finish(
+        &self,
+        id: &str,
+        attempt: i64,
+        ending: Ending<'_>,
+    ) -> Result<bool, QueueError> {
+        let mut tx = self.pool().begin().await?;
+        let fence = "WHERE id = $1 AND attempt = $2 AND state = 'running' \
+                     RETURNING queue, batch_id, chain_id, chain_pos";
+        let (links, success): (Option<Links>, Option<bool>) = match ending {
+            Ending::Completed => {
+                let links = sqlx::query_as(self.sql(&format!(
+                    "UPDATE queue_jobs SET state = 'completed', finished_at = {{now}}, \
+                     locked_until = NULL, locked_by = NULL {fence}"
+                )))
+                .bind(id)
+                .bind(attempt)
+                .fetch_optional(&mut *tx)
+                .await?;
+                (links, Some(true))
+            }
+            Ending::Failed { error } => {
+                let links = sqlx::query_as(self.sql(&format!(
+                    "UPDATE queue_jobs SET state = 'failed', finished_at = {{now}}, last_error = $3, \
+                     locked_until = NULL, locked_by = NULL {fence}"
+                )))
+                .bind(id)
+                .bind(attempt)
+                .bind(error)
+                .fetch_optional(&mut *tx)
+                .await?;
+                (links, Some(false))
+            }
+            Ending::Retry { error, delay_ms } => {
+                let links = sqlx::query_as(self.sql(&format!(
+                    "UPDATE queue_jobs SET state = 'pending', run_at = {{now}} + $3, \
+                     last_error = $4, locked_until = NULL, locked_by = NULL {fence}"
+                )))
+                .bind(id)
+                .bind(attempt)
+                .bind(delay_ms)
+                .bind(error)
+                .fetch_optional(&mut *tx)
+                .await?;
+                (links, None)
+            }
+            Ending::Released { delay_ms } => {
+                let links = sqlx::query_as(self.sql(&format!(
+                    "UPDATE queue_jobs SET state = 'pending', run_at = {{now}} + $3, \
+                     released = released + 1, locked_until = NULL, locked_by = NULL {fence}"
+                )))
+                .bind(id)
+                .bind(attempt)
+                .bind(delay_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+                (links, None)
+            }
+        };
+        let Some((queue, batch_id, chain_id, chain_pos)) = links else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        if success.is_none() {
+            self.notify(&mut tx, &queue).await?;
+        }
+        if let Some(success) = success {
+            if let (Some(chain_id), Some(pos)) = (chain_id, chain_pos) {
+                self.chain_moved(&mut tx, &chain_id, pos, success).await?;
+            }
+            if let Some(batch_id) = batch_id {
+                self.batch_progress(&mut tx, &batch_id, success).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// After a chain member ended: release the next one, or cancel the rest.
+    async fn chain_moved(
+        &self,
+        conn: &mut AnyConnection,
+        chain_id: &str,
+        pos: i64,
+        success: bool,
+    ) -> Result<(), QueueError> {
+        if success {
+            let next: Option<String> = sqlx::query_scalar(self.sql(
+                "UPDATE queue_jobs SET state = 'pending', run_at = {now} \
+                 WHERE chain_id = $1 AND chain_pos = $2 AND state = 'waiting' RETURNING queue",
+            ))
+            .bind(chain_id)
+            .bind(pos + 1)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(queue) = next {
+                self.notify(conn, &queue).await?;
+            }
+        } else {
+            sqlx::query(self.sql(
+                "UPDATE queue_jobs SET state = 'cancelled', finished_at = {now} \
+                 WHERE chain_id = $1 AND chain_pos > $2 AND state = 'waiting'",
+            ))
+            .bind(chain_id)
+            .bind(pos)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Counts a batch member's end; the last one finishes the batch and
+    /// releases its callback.
+    async fn batch_progress(
+        &self,
+        conn: &mut AnyConnection,
+        batch_id: &str,
+        success: bool,
+    ) -> Result<(), QueueError> {
+        let row: Option<(i64, i64, i64, Option<String>)> = sqlx::query_as(
+            "UPDATE queue_batches SET succeeded = succeeded + $2, failed = failed + $3 \
+             WHERE id = $1 AND finished_at IS NULL \
+             RETURNING total, succeeded, failed, callback_job_id",
+        )
+        .bind(batch_id)
+        .bind(i64::from(success))
+        .bind(i64::from(!success))
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some((total, succeeded, failed, callback)) = row else {
+            return Ok(());
+        };
+        if succeeded + failed < total {
+            return Ok(());
+        }
+        sqlx::query(self.sql("UPDATE queue_batches SET finished_at = {now} WHERE id = $1"))
+            .bind(batch_id)
+            .execute(&mut *conn)
+            .await?;
+        if let Some(callback) = callback {
+            let queue: Option<String> = sqlx::query_scalar(self.sql(
+                "UPDATE queue_jobs SET state = 'pending', run_at = {now} \
+                 WHERE id = $1 AND state = 'waiting' RETURNING queue",
+            ))
+            .bind(&callback)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(queue) = queue {
+                self.notify(conn, &queue).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns jobs whose lease expired to pending, and fails those that
+    /// have no attempt left. Returns how many jobs were returned or failed.
+    pub(crate) async fn reap(&self) -> Result<u64, QueueError> {
+        let requeued: Vec<String> = sqlx::query_scalar(self.sql(
+            "UPDATE queue_jobs SET state = 'pending', locked_until = NULL, locked_by = NULL, \
+             last_error = $1 \
+             WHERE state = 'running' AND locked_until < {now} AND attempt - released < max_attempts \
+             RETURNING queue",
+        ))
+        .bind(LEASE_EXPIRED)
+        .fetch_all(self.pool())
+        .await?;
+        let mut count = requeued.len() as u64;
+        if !requeued.is_empty() && self.backend() == Backend::Postgres {
+            let mut conn = self.pool().acquire().await?;
+            let mut queues = requeued;
+            queues.sort();
+            queues.dedup();
+            for queue in queues {
+                self.notify(&mut conn, &queue).await?;
+            }
+        }
+        let exhausted: Vec<(String, i64)> = sqlx::query_as(self.sql(
+            "SELECT id, attempt FROM queue_jobs WHERE state = 'running' AND locked_until < {now} \
+             AND attempt - released >= max_attempts LIMIT 100",
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        for (id, attempt) in exhausted {
+            let ending = Ending::Failed {
+                error: LEASE_EXPIRED_LAST,
+            };
+            if self.finish(&id, attempt, ending).await? {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    pub(crate) async fn stats(&self) -> Result<Vec<RawStats>, QueueError> {
+        Ok(sqlx::query_as(self.sql(
+            "SELECT queue, \
+             COUNT(CASE WHEN state = 'pending' AND run_at <= n.now THEN 1 END) AS pending, \
+             COUNT(CASE WHEN state = 'pending' AND run_at > n.now THEN 1 END) AS scheduled, \
+             COUNT(CASE WHEN state = 'waiting' THEN 1 END) AS waiting, \
+             COUNT(CASE WHEN state = 'running' THEN 1 END) AS running, \
+             COUNT(CASE WHEN state = 'failed' THEN 1 END) AS failed, \
+             COUNT(CASE WHEN state = 'completed' THEN 1 END) AS completed, \
+             COUNT(CASE WHEN state = 'completed' AND finished_at >= n.now - 60000 THEN 1 END) \
+               AS completed_last_minute, \
+             MIN(CASE WHEN state = 'pending' AND run_at <= n.now THEN run_at END) AS oldest_ready, \
+             CAST(AVG(CASE WHEN state = 'completed' AND finished_at >= n.now - 300000 \
+               THEN started_at - run_at END) AS BIGINT) AS mean_wait_ms, \
+             MAX(n.now) AS db_now \
+             FROM queue_jobs, (SELECT {now} AS now) n GROUP BY queue ORDER BY queue",
+        ))
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    pub(crate) async fn job(&self, id: &str) -> Result<Option<RawRecord>, QueueError> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {RECORD_COLUMNS} FROM queue_jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    pub(crate) async fn list(&self, filter: &JobFilter) -> Result<Vec<RawRecord>, QueueError> {
+        let mut conditions = Vec::new();
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        if filter.queue.is_some() {
+            conditions.push(format!("queue = {}", next()));
+        }
+        if filter.state.is_some() {
+            conditions.push(format!("state = {}", next()));
+        }
+        if filter.before.is_some() {
+            conditions.push(format!("id < {}", next()));
+        }
+        let limit = next();
+        let conditions = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let sql = AssertSqlSafe(format!(
+            "SELECT {RECORD_COLUMNS} FROM queue_jobs {conditions} ORDER BY id DESC LIMIT {limit}"
+        ));
+        let mut query = sqlx::query_as::<_, RawRecord>(sql);
+        if let Some(queue) = &filter.queue {
+            query = query.bind(queue);
+        }
+        if let Some(state) = filter.state {
+            query = query.bind(state.as_str());
+        }
+        if let Some(before) = &filter.before {
+            query = query.bind(before);
+        }
+        let limit = i64::from(filter.limit.unwrap_or(50).clamp(1, 1000));
+        Ok(query.bind(limit).fetch_all(self.pool()).await?)
+    }
+
+    /// Puts a failed job back to pending with a fresh attempt budget;
+    /// `false` when it is not failed.
+    pub(crate) async fn retry(&self, id: &str) -> Result<bool, QueueError> {
+        let mut tx = self.pool().begin().await?;
+        let row: Option<Links> = sqlx::query_as(self.sql(
+            "UPDATE queue_jobs SET state = 'pending', run_at = {now}, released = attempt, \
+                 finished_at = NULL, locked_until = NULL, locked_by = NULL \
+                 WHERE id = $1 AND state = 'failed' RETURNING queue, batch_id, chain_id, chain_pos",
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((queue, batch_id, chain_id, chain_pos)) = row else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        if let Some(batch_id) = batch_id {
+            sqlx::query(
+                "UPDATE queue_batches SET failed = failed - 1 \
+                 WHERE id = $1 AND finished_at IS NULL AND failed > 0",
+            )
+            .bind(batch_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let (Some(chain_id), Some(pos)) = (chain_id, chain_pos) {
+            sqlx::query(
+                "UPDATE queue_jobs SET state = 'waiting', finished_at = NULL \
+                 WHERE chain_id = $1 AND chain_pos > $2 AND state = 'cancelled'",
+            )
+            .bind(chain_id)
+            .bind(pos)
+            .execute(&mut *tx)
+            .await?;
+        }
+        self.notify(&mut tx, &queue).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Ids of failed jobs (of one queue, or all), newest first.
+    pub(crate) async fn failed_ids(&self, queue: Option<&str>) -> Result<Vec<String>, QueueError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM queue_jobs WHERE state = 'failed' AND ($1 = '' OR queue = $1) \
+             ORDER BY id DESC",
+        )
+        .bind(queue.unwrap_or_default())
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Deletes every job of `queue` that no worker holds.
+    pub(crate) async fn clear(&self, queue: &str) -> Result<u64, QueueError> {
+        let done = sqlx::query("DELETE FROM queue_jobs WHERE queue = $1 AND state <> 'running'")
+            .bind(queue)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes completed jobs and finished batches older than `age_ms`.
+    pub(crate) async fn prune(&self, age_ms: i64) -> Result<u64, QueueError> {
+        let mut conn = self.pool().acquire().await?;
+        let done = sqlx::query(self.sql(
+            "DELETE FROM queue_jobs WHERE state IN ('completed', 'cancelled') \
+             AND finished_at < {now} - $1",
+        ))
+        .bind(age_ms)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(self.sql("DELETE FROM queue_batches WHERE finished_at < {now} - $1"))
+            .bind(age_ms)
+            .execute(&mut *conn)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub(crate) async fn batch(&self, id: &str) -> Result<Option<RawBatch>, QueueError> {
+        Ok(sqlx::query_as(
+            "SELECT id, total, succeeded, failed, allowed_failures, callback_job_id, finished_at \
+             FROM queue_batches WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Adds one hit to a fixed rate window (the store's shared counters).
+    pub(crate) async fn rate_hit(
+        &self,
+        name: &str,
+        window_start: i64,
+        window_ms: i64,
+    ) -> Result<i64, QueueError> {
+        Ok(self
+            .store
+            .rate_hit(name, window_start, window_start + window_ms)
+            .await?)
+    }
+
+    /// Listens for enqueue notifications (PostgreSQL only; `None` on SQLite).
+    pub(crate) async fn listener(&self) -> Result<Option<sqlx::postgres::PgListener>, QueueError> {
+        let Some(mut listener) = self.store.pg_listener().await? else {
+            return Ok(None);
+        };
+        listener.listen(CHANNEL).await?;
+        Ok(Some(listener))
+    }
+}
