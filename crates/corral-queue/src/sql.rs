@@ -1,9 +1,10 @@
 //! The database driver: jobs in the store's database, on SQLite or
 //! PostgreSQL through the store's `Any` pool, with portable SQL.
 //!
-//! Time is the database's clock (`{now}` in the statements below, one
-//! expression per backend), so leases, delays and backoff mean the same on
-//! every replica whatever their clocks say.
+//! Time is the database's clock (`{now}` in the statements below: SQLite's
+//! `julianday('now')`, PostgreSQL's `statement_timestamp()`, both fixed for
+//! the length of one statement), so leases, delays and backoff mean the
+//! same on every replica whatever their clocks say.
 //!
 //! The claim is one `UPDATE … WHERE id = (SELECT … LIMIT 1) RETURNING …`.
 //! On SQLite the statement holds the single write lock, so two workers can
@@ -65,7 +66,7 @@ impl SqlDriver {
     fn sql(&self, template: &str) -> AssertSqlSafe<String> {
         let now = match self.backend() {
             Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
-            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000 AS BIGINT)",
         };
         AssertSqlSafe(template.replace("{now}", now))
     }

@@ -127,7 +127,8 @@ on_all_drivers!(heartbeats_keep_a_long_job_leased, |h| {
 
 on_all_drivers!(a_stalled_worker_loses_its_job_and_its_result, |h| {
     // Worker A stalls past its lease without heartbeating; B reclaims the
-    // job and finishes it; A's late success must not be recorded twice.
+    // job and is still running it when A comes back and reports success:
+    // A's report must be refused (fenced), and B's recorded.
     let runs = Arc::new(Mutex::new(Vec::<i64>::new()));
     let register = |workers: &mut Workers, stall: bool| {
         let runs = runs.clone();
@@ -135,9 +136,8 @@ on_all_drivers!(a_stalled_worker_loses_its_job_and_its_result, |h| {
             let runs = runs.clone();
             async move {
                 runs.lock().unwrap().push(ctx.fence());
-                if stall && ctx.fence() == 1 {
-                    tokio::time::sleep(Duration::from_millis(1200)).await;
-                }
+                let ms = if stall { 1200 } else { 1500 };
+                tokio::time::sleep(Duration::from_millis(ms)).await;
                 Ok(())
             }
         });
@@ -168,8 +168,8 @@ on_all_drivers!(a_stalled_worker_loses_its_job_and_its_result, |h| {
         async move { queue.job(&id).await.unwrap().unwrap().state == JobState::Completed }
     })
     .await;
-    // A's run ends after B's; give it time to try to report.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The counters move just after the result is written.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(*runs.lock().unwrap(), vec![1, 2]);
     assert_eq!(
         a.completed() + b.completed(),
