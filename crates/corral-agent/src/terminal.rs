@@ -42,7 +42,7 @@ const MAX_CLIENTS: usize = 16;
 /// Raw output kept for a client that attaches (the "recent output").
 const RECENT_BYTES: usize = 64 * 1024;
 /// Output a client may have queued before it is dropped and redrawn.
-const CLIENT_QUEUE_BYTES: usize = 1024 * 1024;
+const CLIENT_QUEUE_BYTES: usize = 2 * 1024 * 1024;
 /// The most unparsed output parsed in one pass; older output is skipped.
 const PARSE_WINDOW: usize = 64 * 1024;
 /// Largest terminal, in rows or columns.

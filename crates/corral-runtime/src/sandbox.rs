@@ -66,7 +66,7 @@ fn unexpected(answer: AgentResponse) -> RuntimeError {
 }
 
 /// A running sandbox.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Sandbox {
     /// The container id at the OCI runtime.
     pub id: String,

@@ -63,6 +63,11 @@ pub struct SandboxConfig {
     /// Warm pools: classes of sandboxes kept started and unassigned, so a
     /// create that asks for exactly such a sandbox gets one at once.
     pub pool: Vec<PoolClass>,
+    /// A terminal WebSocket with no message from its client for this long
+    /// is closed (clients send `ping` to stay), seconds.
+    pub terminal_idle_secs: u64,
+    /// Largest message a terminal client may send, bytes.
+    pub terminal_max_message_bytes: usize,
 }
 
 /// One warm-pool class: an image and resources (each defaulting as a
@@ -105,6 +110,8 @@ impl Default for SandboxConfig {
             pull_missing_images: true,
             insecure_registries: Vec::new(),
             pool: Vec::new(),
+            terminal_idle_secs: 900,
+            terminal_max_message_bytes: 64 * 1024,
         }
     }
 }

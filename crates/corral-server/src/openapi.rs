@@ -25,13 +25,18 @@ use corral_types::identity::{
 };
 
 use crate::routes::{
-    account, admin, api_keys, auth, email, files, meta, orgs, sandboxes, sessions,
+    account, admin, api_keys, auth, email, files, meta, orgs, processes, sandboxes, sessions,
+    terminals,
 };
 use corral_types::agent::{ExecResult, FileInfo, SearchMatch};
 use corral_types::sandbox::{
     ChmodRequest, CreateSandboxRequest, DeleteRequest, ExecRequestBody, MkdirRequest, MoveRequest,
     ReplaceRequest, ReplaceResponse, Resources, SandboxPage, SandboxResponse, SandboxStats,
     SearchResponse, UpdateSandboxRequest,
+};
+use corral_types::terminal::{
+    LogChunk, OpenTerminalRequest, ProcessInfo, ProcessLogs, ProcessSignalRequest,
+    ProcessStdinRequest, StartProcessRequest, TerminalClientMessage, TerminalInfo,
 };
 
 #[derive(OpenApi)]
@@ -48,6 +53,8 @@ use corral_types::sandbox::{
         sandboxes::create, sandboxes::list, sandboxes::show, sandboxes::update, sandboxes::remove,
         sandboxes::start, sandboxes::stop, sandboxes::pause, sandboxes::resume, sandboxes::exec, sandboxes::stats,
         files::list, files::download, files::upload, files::mkdir, files::rename, files::delete, files::chmod, files::replace, files::search,
+        terminals::open, terminals::list, terminals::close, terminals::attach,
+        processes::start, processes::list, processes::logs, processes::stdin, processes::signal,
         email::verify_email, email::resend_verification, email::request_reset, email::confirm_reset, email::admin_reset,
         account::me, account::update_me, account::usage, account::change_password, account::plans,
         api_keys::create, api_keys::list, api_keys::update, api_keys::revoke,
@@ -64,6 +71,8 @@ use corral_types::sandbox::{
         AuditRecordResponse, AuditPage, AuditCount, AuditStats, ChangePasswordRequest, AdminUpdateUserRequest, UserPage,
         OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateSandboxRequest, Resources, SandboxResponse, SandboxPage, UpdateSandboxRequest, SandboxStats, ExecRequestBody, ExecResult, FileInfo, SearchMatch, SearchResponse, ReplaceRequest, ReplaceResponse, MkdirRequest, MoveRequest, DeleteRequest, ChmodRequest, VerifyEmailRequest, PasswordResetRequest, PasswordResetConfirm, AdminPasswordReset, Accepted, CreateInvitationRequest,
         InvitationResponse, CreatedInvitationResponse,
+        OpenTerminalRequest, TerminalInfo, TerminalClientMessage, StartProcessRequest, ProcessInfo,
+        ProcessLogs, LogChunk, ProcessStdinRequest, ProcessSignalRequest,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -73,6 +82,8 @@ use corral_types::sandbox::{
         (name = "api-keys", description = "Scoped API keys (`crl_…`)"),
         (name = "orgs", description = "Organizations, members, invitations and their audit log"),
         (name = "admin", description = "Platform administration"),
+        (name = "terminals", description = "Persistent terminals in a sandbox, attached over a WebSocket"),
+        (name = "processes", description = "Background processes in a sandbox and their logs"),
     ),
 )]
 struct ApiDoc;

@@ -120,6 +120,12 @@ pub struct SandboxResponse {
     /// When it was last stopped (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<String>,
+    /// Its terminals (in the detail of a running sandbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminals: Option<Vec<crate::terminal::TerminalInfo>>,
+    /// Its background processes (in the detail of a running sandbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Vec<crate::terminal::ProcessInfo>>,
 }
 
 /// A page of sandboxes.

@@ -30,6 +30,11 @@ pub enum Access {
     Public,
     /// A signed-in caller allowed to perform the action.
     Authenticated(Action),
+    /// A WebSocket for a caller allowed to perform the action. Browsers
+    /// cannot set headers on one, so the credentials may also come as
+    /// `?token=`, or (with none at all) in the first message, which the
+    /// handler checks with [`authorize_token`].
+    WebSocket(Action),
 }
 
 use Access::{Authenticated as Needs, Public};
@@ -99,6 +104,15 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("POST",   "/api/v1/sandboxes/{id}/files/chmod", Needs(Action::WriteSandboxes)),
     ("POST",   "/api/v1/sandboxes/{id}/files/replace", Needs(Action::WriteSandboxes)),
     ("GET",    "/api/v1/sandboxes/{id}/files/search", Needs(Action::ReadSandboxes)),
+    ("POST",   "/api/v1/sandboxes/{id}/terminals", Needs(Action::WriteSandboxes)),
+    ("GET",    "/api/v1/sandboxes/{id}/terminals", Needs(Action::ReadSandboxes)),
+    ("DELETE", "/api/v1/sandboxes/{id}/terminals/{tid}", Needs(Action::WriteSandboxes)),
+    ("GET",    "/api/v1/sandboxes/{id}/terminals/{tid}/ws", Access::WebSocket(Action::WriteSandboxes)),
+    ("POST",   "/api/v1/sandboxes/{id}/processes", Needs(Action::WriteSandboxes)),
+    ("GET",    "/api/v1/sandboxes/{id}/processes", Needs(Action::ReadSandboxes)),
+    ("GET",    "/api/v1/sandboxes/{id}/processes/{pid}/logs", Needs(Action::ReadSandboxes)),
+    ("POST",   "/api/v1/sandboxes/{id}/processes/{pid}/stdin", Needs(Action::WriteSandboxes)),
+    ("POST",   "/api/v1/sandboxes/{id}/processes/{pid}/signal", Needs(Action::WriteSandboxes)),
 ];
 
 /// The policy of a route, if declared.
@@ -184,7 +198,23 @@ pub async fn authorize(
         ))
         .into_response();
     };
-    if let Access::Authenticated(action) = access {
+    let action = match access {
+        Access::Public => None,
+        Access::Authenticated(action) => Some(action),
+        Access::WebSocket(action) => {
+            if !request.headers().contains_key(header::AUTHORIZATION)
+                && let Some(token) = query_token(request.uri())
+                && let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}"))
+            {
+                request.headers_mut().insert(header::AUTHORIZATION, value);
+            }
+            let has_credentials = request.headers().contains_key(header::AUTHORIZATION)
+                || session::session_token(&state.config, request.headers()).is_some();
+            // None at all: the first message carries them.
+            has_credentials.then_some(action)
+        }
+    };
+    if let Some(action) = action {
         // Routes under /orgs/{org} act in the org named by the path.
         let path_org = if route.contains("{org}") {
             let (mut parts, body) = request.into_parts();
@@ -218,6 +248,36 @@ pub async fn authorize(
         request.extensions_mut().insert(CurrentUser(caller.user));
     }
     next.run(request).await
+}
+
+/// `?token=` of a WebSocket URL.
+fn query_token(uri: &http::Uri) -> Option<String> {
+    uri.query()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| *name == "token")
+        .map(|(_, value)| value.to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// Authenticates a bearer token given in a message rather than a header
+/// (a WebSocket's first message) and applies what [`authorize`] would:
+/// the permission check and the caller's rate limits and quota.
+pub async fn authorize_token(
+    state: &AppState,
+    token: &str,
+    action: Action,
+) -> Result<(Principal, Arc<User>), ApiError> {
+    let mut headers = HeaderMap::new();
+    let value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+        .map_err(|_| unauthorized("the token is not valid"))?;
+    headers.insert(header::AUTHORIZATION, value);
+    let caller = authenticate(state, &headers, None).await?;
+    if !can(&caller.principal, action) {
+        return Err(forbidden(&caller.principal, action));
+    }
+    enforce_caller_limits(state, &caller, state.clock.now_ms()).await?;
+    Ok((caller.principal, caller.user))
 }
 
 /// Per-user and per-key rate limits, and the plan's daily quota of requests

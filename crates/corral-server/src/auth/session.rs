@@ -110,7 +110,7 @@ pub fn check_csrf(
 
 /// Whether `origin` is this server: the configured public URL's origin, else
 /// the origin the request's `Host` names.
-fn is_own_origin(config: &Config, headers: &HeaderMap, origin: &str) -> bool {
+pub(crate) fn is_own_origin(config: &Config, headers: &HeaderMap, origin: &str) -> bool {
     if let Some(public) = &config.server.public_url {
         return origin_of(public) == origin;
     }

@@ -52,7 +52,7 @@ pub struct PathQuery {
 }
 
 /// The agent's refusal as an API error.
-fn refused(error: RuntimeError) -> ApiError {
+pub(crate) fn refused(error: RuntimeError) -> ApiError {
     match error {
         RuntimeError::Refused { kind, message } => match kind.as_str() {
             "not_found" => ApiError::new(ErrorCode::NotFound, message),
@@ -64,8 +64,8 @@ fn refused(error: RuntimeError) -> ApiError {
     }
 }
 
-/// Runs a file operation on the sandbox `id` off the async threads.
-async fn on_sandbox<T: Send + 'static>(
+/// Runs an agent operation on the sandbox `id` off the async threads.
+pub(crate) async fn on_sandbox<T: Send + 'static>(
     state: &AppState,
     principal: &Principal,
     id: &str,

@@ -10,8 +10,10 @@ pub mod files;
 pub mod meta;
 pub mod orgs;
 pub mod pages;
+pub mod processes;
 pub mod sandboxes;
 pub mod sessions;
+pub mod terminals;
 
 use axum::Router;
 
@@ -29,4 +31,6 @@ pub fn api() -> Router<AppState> {
         .merge(email::routes())
         .merge(sandboxes::routes())
         .merge(files::routes())
+        .merge(terminals::routes())
+        .merge(processes::routes())
 }

@@ -65,6 +65,8 @@ fn response(r: SandboxRecord) -> SandboxResponse {
         auto_delete_minutes: r.auto_delete_minutes,
         last_active_at: rfc3339(r.last_active_at),
         stopped_at: r.stopped_at.map(rfc3339),
+        terminals: None,
+        processes: None,
     }
 }
 
@@ -528,7 +530,27 @@ pub async fn show(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxResponse>, ApiError> {
-    find(&state, &principal, &id).await.map(response).map(Json)
+    let record = find(&state, &principal, &id).await?;
+    let running = record.state == "running";
+    let sandbox = state.sandboxes.attach(&record.id);
+    let mut detail = response(record);
+    if running {
+        // What runs inside, from the agent; a sandbox that does not answer
+        // still has its record shown.
+        let inside = tokio::task::spawn_blocking(move || {
+            Ok::<_, corral_runtime::RuntimeError>((sandbox.terminals()?, sandbox.processes()?))
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        match inside {
+            Ok((terminals, processes)) => {
+                detail.terminals = Some(terminals);
+                detail.processes = Some(processes);
+            }
+            Err(error) => tracing::warn!(%error, id = %detail.id, "asking the agent what runs"),
+        }
+    }
+    Ok(Json(detail))
 }
 
 /// Stops and deletes a sandbox and everything in it.
@@ -620,18 +642,9 @@ pub async fn exec(
         ));
     }
     let record = running(&state, &principal, &id).await?;
-    let mut env = vec![
-        ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
-        ("HOME".to_owned(), "/tmp".to_owned()),
-        ("LANG".to_owned(), "C.UTF-8".to_owned()),
-    ];
-    let base: std::collections::BTreeMap<String, String> =
-        serde_json::from_str(&record.env).unwrap_or_default();
-    env.extend(base);
-    env.extend(body.env);
     let request = ExecRequest {
         argv,
-        env,
+        env: program_env(&record, body.env),
         cwd: body.cwd.unwrap_or_else(|| "/tmp".to_owned()),
         stdin: body.stdin.unwrap_or_default(),
         timeout_ms,
@@ -648,6 +661,24 @@ pub async fn exec(
         .map_err(exec_refused)?;
     audit_exec(&state, &client, &principal, &record.id, &result).await;
     Ok(Json(result).into_response())
+}
+
+/// The environment a program in the sandbox starts with: defaults, then
+/// the sandbox's own, then the request's.
+pub(crate) fn program_env(
+    record: &SandboxRecord,
+    extra: std::collections::BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
+        ("HOME".to_owned(), "/tmp".to_owned()),
+        ("LANG".to_owned(), "C.UTF-8".to_owned()),
+    ];
+    let base: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&record.env).unwrap_or_default();
+    env.extend(base);
+    env.extend(extra);
+    env
 }
 
 fn exec_refused(error: corral_runtime::RuntimeError) -> ApiError {
@@ -741,7 +772,7 @@ fn conflict(detail: impl Into<String>) -> ApiError {
 }
 
 /// Audits a lifecycle step on sandbox `id`.
-async fn audit_step(
+pub(crate) async fn audit_step(
     state: &AppState,
     client: &ClientInfo,
     principal: &Principal,
@@ -972,6 +1003,16 @@ pub(crate) async fn stop_sandbox(
 /// The automatic steps, run on a timer: stops sandboxes idle past their
 /// `auto_stop_minutes`, deletes those stopped past `auto_delete_minutes`.
 /// Each is audited with no actor. Returns (stopped, deleted).
+/// Whether a client is attached to one of the sandbox's terminals.
+async fn has_attached_terminal(state: &AppState, id: &str) -> bool {
+    let sandbox = state.sandboxes.attach(id);
+    tokio::task::spawn_blocking(move || sandbox.terminals())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .is_some_and(|terminals| terminals.iter().any(|t| t.attached > 0))
+}
+
 pub async fn sweep(state: &AppState) -> Result<(usize, usize), ApiError> {
     let now = state.clock.now_ms();
     let system = ClientInfo {
@@ -983,7 +1024,15 @@ pub async fn sweep(state: &AppState) -> Result<(usize, usize), ApiError> {
         let Some(idle) = record.auto_stop_minutes else {
             continue;
         };
-        if record.last_active_at + idle * 60_000 <= now && stop_sandbox(state, &record).await? {
+        if record.last_active_at + idle * 60_000 > now {
+            continue;
+        }
+        if record.state == "running" && has_attached_terminal(state, &record.id).await {
+            // Someone is at a terminal: that is activity.
+            state.store.sandbox_touch(now, &record.id).await?;
+            continue;
+        }
+        if stop_sandbox(state, &record).await? {
             audit(
                 state,
                 &system,

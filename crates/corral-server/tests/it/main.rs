@@ -22,3 +22,4 @@ mod middleware;
 mod orgs;
 mod sandboxes;
 mod sessions;
+mod terminals;

@@ -101,6 +101,19 @@ impl TestApp {
         }
     }
 
+    /// Serves the app on a loopback port, for what needs a real connection
+    /// (WebSockets); the server lives as long as the test's runtime.
+    pub async fn serve(&self) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = self
+            .router
+            .clone()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        address
+    }
+
     /// Sends `request` as if from 127.0.0.1 (the peer address a real
     /// connection would give; per-IP rate limits key on it).
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
