@@ -300,6 +300,8 @@ if "routed" in runs:
                  f"{num(m(hello, 'rps'))} (hello-axum `/health`)", f"{r:.2f}", "— (informational)", "—"))
     rows.append(("server CPU per routed request (µs)", f"{m('routed', 'cpu_us'):.1f}",
                  f"{m(hello, 'cpu_us'):.1f}", f"{m('routed', 'cpu_us') / m(hello, 'cpu_us'):.2f}", "—", "—"))
+    rows.append(("`wrk`'s own CPU per routed request (µs)", f"{m('routed', 'wrk_us'):.1f}",
+                 f"{m(hello, 'wrk_us'):.1f}", f"{m('routed', 'wrk_us') / m(hello, 'wrk_us'):.2f}", "—", "—"))
 for name, label in (("jwt", "a JWT"), ("key", "an API key")):
     if name in runs:
         r = m(name, "rps") / m(health, "rps")
@@ -311,6 +313,12 @@ for name, label in (("jwt", "a JWT"), ("key", "an API key")):
                          f"{num(m('routed', 'rps'))} (routed)", f"{r:.2f}", "— (informational)", "—"))
         rows.append((f"`/users/me` with {label}, latency p50 / p99 (ms)",
                      f"{m(name, 'p50'):.2f} / {m(name, 'p99'):.2f}", "", "", "—", "—"))
+        # Where the time goes: the server's own CPU and wrk's (they share the cores).
+        base = "routed" if "routed" in runs else health
+        rows.append((f"server CPU per `/users/me` request with {label} (µs)", f"{m(name, 'cpu_us'):.1f}",
+                     f"{m(base, 'cpu_us'):.1f} ({base})", f"{m(name, 'cpu_us') / m(base, 'cpu_us'):.2f}", "—", "—"))
+        rows.append((f"`wrk`'s own CPU per `/users/me` request with {label} (µs)", f"{m(name, 'wrk_us'):.1f}",
+                     f"{m(base, 'wrk_us'):.1f} ({base})", f"{m(name, 'wrk_us') / m(base, 'wrk_us'):.2f}", "—", "—"))
 
 def spread(name): return ", ".join(num(r["rps"]) for r in runs[name])
 lines = [

@@ -35,6 +35,16 @@ const LOCKOUT_TTL_MS: i64 = 24 * 3_600_000;
 /// Memory-backend entries kept before old windows are swept.
 const MEMORY_SWEEP_AT: usize = 50_000;
 
+/// The counter name of a rate-limited subject: `kind:id` (`ip:…`, `user:…`,
+/// `key:…`). Built by hand: `format!` costs more than the counting.
+pub fn subject(kind: &str, id: &str) -> String {
+    let mut subject = String::with_capacity(kind.len() + 1 + id.len());
+    subject.push_str(kind);
+    subject.push(':');
+    subject.push_str(id);
+    subject
+}
+
 /// Counts requests and sign-in failures; see the module docs.
 pub struct Limiter {
     counters: Counters,
@@ -145,7 +155,11 @@ impl Limiter {
                 if map.len() >= MEMORY_SWEEP_AT {
                     map.retain(|_, (start, _)| *start >= window);
                 }
-                let entry = map.entry(subject.to_owned()).or_insert((window, 0));
+                // Look up before inserting: a known subject costs no allocation.
+                let entry = match map.get_mut(subject) {
+                    Some(entry) => entry,
+                    None => map.entry(subject.to_owned()).or_insert((window, 0)),
+                };
                 if entry.0 != window {
                     *entry = (window, 0);
                 }

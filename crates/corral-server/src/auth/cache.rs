@@ -8,9 +8,15 @@
 //! is never used. On PostgreSQL other replicas' writes move it too, through
 //! `LISTEN/NOTIFY`; the TTL only bounds staleness if a notification is lost.
 //! Failures (unknown keys, non-members) are never cached.
+//!
+//! Entries are keyed by a SHA-256 over the credential and the requested org
+//! ([`CacheKey`]), so the cache holds no secret, a lookup allocates nothing,
+//! and only a credential that authenticated once (the same bytes) can hit.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
 
 use corral_core::auth::Principal;
 use corral_store::User;
@@ -20,15 +26,48 @@ const TTL_MS: i64 = 10_000;
 /// Entries kept at most; the cache empties itself when full (cheap, rare).
 const CAPACITY: usize = 10_000;
 
+/// Which kind of credential a [`CacheKey`] was made from; part of the hash,
+/// so the same bytes presented as different kinds never share an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An API key (`crl_…`).
+    ApiKey,
+    /// A JWT access token.
+    AccessToken,
+    /// A browser session token.
+    Session,
+}
+
+/// SHA-256 over (kind, credential, requested org): what entries are found by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CacheKey([u8; 32]);
+
+impl CacheKey {
+    /// The key of `credential` of `kind` acting in `org` (`None`: the
+    /// credential's own org).
+    pub fn new(kind: Kind, credential: &[u8], org: Option<&str>) -> CacheKey {
+        let mut hash = Sha256::new();
+        hash.update([kind as u8]);
+        hash.update(credential);
+        // 0xFF never occurs in UTF-8, so (credential, org) splits one way only.
+        hash.update([0xFF]);
+        if let Some(org) = org {
+            hash.update([1]);
+            hash.update(org.as_bytes());
+        }
+        CacheKey(hash.finalize().into())
+    }
+}
+
 /// Who a credential belongs to, as of `epoch`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Cached {
     /// The caller.
     pub principal: Principal,
     /// The caller's account.
     pub user: Arc<User>,
-    /// When the credential expires (Unix ms): an API key's expiry, a
-    /// browser session's end.
+    /// When the credential expires (Unix ms): an API key's expiry, an access
+    /// token's `exp`, a browser session's end.
     pub expires_at: Option<i64>,
     epoch: u64,
     stored_at: i64,
@@ -37,12 +76,12 @@ pub struct Cached {
 /// See the module docs.
 #[derive(Debug, Default)]
 pub struct AuthCache {
-    entries: Mutex<HashMap<String, Cached>>,
+    entries: Mutex<HashMap<CacheKey, Arc<Cached>>>,
 }
 
 impl AuthCache {
     /// The entry for `key` if it is from the current epoch and fresh.
-    pub fn get(&self, key: &str, epoch: u64, now: i64) -> Option<Cached> {
+    pub fn get(&self, key: &CacheKey, epoch: u64, now: i64) -> Option<Arc<Cached>> {
         let entries = self.entries.lock().ok()?;
         entries
             .get(key)
@@ -55,20 +94,20 @@ impl AuthCache {
     /// the entry already stale), and returns the entry.
     pub fn put(
         &self,
-        key: String,
+        key: CacheKey,
         epoch: u64,
         now: i64,
         principal: Principal,
         user: User,
         expires_at: Option<i64>,
-    ) -> Cached {
-        let entry = Cached {
+    ) -> Arc<Cached> {
+        let entry = Arc::new(Cached {
             principal,
             user: Arc::new(user),
             expires_at,
             epoch,
             stored_at: now,
-        };
+        });
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= CAPACITY {
                 entries.clear();
@@ -76,5 +115,30 @@ impl AuthCache {
             entries.insert(key, entry.clone());
         }
         entry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_separate_kinds_credentials_and_orgs() {
+        let key = |kind, credential: &str, org| CacheKey::new(kind, credential.as_bytes(), org);
+        let base = key(Kind::AccessToken, "token", None);
+        assert_eq!(base, key(Kind::AccessToken, "token", None));
+        for other in [
+            key(Kind::ApiKey, "token", None),
+            key(Kind::Session, "token", None),
+            key(Kind::AccessToken, "token2", None),
+            key(Kind::AccessToken, "token", Some("")),
+            key(Kind::AccessToken, "token", Some("org")),
+        ] {
+            assert_ne!(base, other);
+        }
+        assert_ne!(
+            key(Kind::AccessToken, "ab", Some("c")),
+            key(Kind::AccessToken, "a", Some("bc"))
+        );
     }
 }

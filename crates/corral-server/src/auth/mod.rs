@@ -22,6 +22,7 @@ use corral_store::User;
 use corral_types::ErrorCode;
 
 use crate::{ApiError, AppState};
+use cache::{CacheKey, Cached, Kind};
 
 /// What a route requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,13 +143,17 @@ impl ClientInfo {
             ip: extensions
                 .get::<ConnectInfo<std::net::SocketAddr>>()
                 .map(|c| c.0.ip().to_string()),
+            // `to_str` accepts visible ASCII only, so bytes are characters.
             user_agent: headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
-                .map(|v| v.chars().take(256).collect()),
+                .map(|v| v[..v.len().min(USER_AGENT_MAX)].to_owned()),
         }
     }
 }
+
+/// Characters of `User-Agent` kept.
+const USER_AGENT_MAX: usize = 256;
 
 /// For handlers outside `/api/v1` (which the authorizer does not wrap).
 impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
@@ -177,7 +182,7 @@ pub async fn authorize(
         && let Err(error) = state
             .limiter
             .check(
-                &format!("ip:{ip}"),
+                &crate::limits::subject("ip", ip),
                 state.config.limits.per_ip_per_minute,
                 now,
             )
@@ -186,12 +191,10 @@ pub async fn authorize(
         return error.into_response();
     }
     request.extensions_mut().insert(client);
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_default();
-    let Some(access) = policy(request.method().as_str(), &route) else {
+    // A cheap clone (the template is shared), so the request stays movable.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("", MatchedPath::as_str);
+    let Some(access) = policy(request.method().as_str(), route) else {
         return ApiError::internal(anyhow::anyhow!(
             "route {} {route} has no authorization policy",
             request.method()
@@ -291,7 +294,7 @@ async fn enforce_caller_limits(
     state
         .limiter
         .check(
-            &format!("user:{}", caller.principal.user_id),
+            &crate::limits::subject("user", &caller.principal.user_id),
             limits.per_user_per_minute,
             now,
         )
@@ -299,7 +302,11 @@ async fn enforce_caller_limits(
     if let Credential::ApiKey { key_id, .. } = &caller.principal.credential {
         state
             .limiter
-            .check(&format!("key:{key_id}"), limits.per_key_per_minute, now)
+            .check(
+                &crate::limits::subject("key", key_id),
+                limits.per_key_per_minute,
+                now,
+            )
             .await?;
         crate::quota::take(state, &caller.user, crate::quota::Daily::ApiCalls, now).await?;
     }
@@ -377,16 +384,12 @@ pub async fn authenticate(
         let session = session::session_token(&state.config, headers).ok_or_else(|| {
             unauthorized("missing credentials: `Authorization: Bearer` or a session cookie")
         })?;
-        let hash = credentials::sha256_hex(&session);
         let org = requested_org(path_org);
-        let cache_key = format!("c:{hash}:{}", org.as_deref().unwrap_or_default());
+        let cache_key = CacheKey::new(Kind::Session, session.as_bytes(), org.as_deref());
         let mut caller = match state.auth_cache.get(&cache_key, epoch, now) {
-            Some(cached) if cached.expires_at.is_some_and(|at| at > now) => Caller {
-                principal: cached.principal,
-                user: cached.user,
-                session: None,
-            },
+            Some(cached) if cached.expires_at.is_some_and(|at| at > now) => Caller::from(&*cached),
             _ => {
+                let hash = credentials::sha256_hex(&session);
                 let (user_id, expires_at) = state
                     .store
                     .session_by_hash(&hash, now)
@@ -409,11 +412,13 @@ pub async fn authenticate(
     };
 
     if token.starts_with(credentials::API_KEY_PREFIX) {
-        let cache_key = format!("k:{}", credentials::sha256_hex(token));
+        // A key acts in its own org, so the org is not part of its entry.
+        let cache_key = CacheKey::new(Kind::ApiKey, token.as_bytes(), None);
         let cached = match state.auth_cache.get(&cache_key, epoch, now) {
             Some(cached) => cached,
             None => {
-                let (principal, user, expires_at) = lookup_key(state, &cache_key[2..]).await?;
+                let hash = credentials::sha256_hex(token);
+                let (principal, user, expires_at) = lookup_key(state, &hash).await?;
                 state
                     .auth_cache
                     .put(cache_key, epoch, now, principal, user, expires_at)
@@ -432,26 +437,18 @@ pub async fn authenticate(
         if let Credential::ApiKey { key_id, .. } = &cached.principal.credential {
             state.key_usage.record(key_id, now);
         }
-        return Ok(Caller {
-            principal: cached.principal,
-            user: cached.user,
-            session: None,
-        });
+        return Ok(Caller::from(&*cached));
     }
 
     let org = requested_org(path_org);
     // Keyed by the whole token: only a token that verified once can hit, and
     // its expiry is checked on every hit. Saves the signature check and
     // claims parsing on repeated requests.
-    let cache_key = format!("j:{token}:{}", org.as_deref().unwrap_or_default());
+    let cache_key = CacheKey::new(Kind::AccessToken, token.as_bytes(), org.as_deref());
     if let Some(cached) = state.auth_cache.get(&cache_key, epoch, now)
         && cached.expires_at.is_some_and(|at| at > now)
     {
-        return Ok(Caller {
-            principal: cached.principal,
-            user: cached.user,
-            session: None,
-        });
+        return Ok(Caller::from(&*cached));
     }
     let claims = state
         .tokens
@@ -461,13 +458,23 @@ pub async fn authenticate(
     signed_in_caller(state, &claims.sub, org, cache_key, epoch, now, expires_at).await
 }
 
+impl From<&Cached> for Caller {
+    fn from(cached: &Cached) -> Caller {
+        Caller {
+            principal: cached.principal.clone(),
+            user: cached.user.clone(),
+            session: None,
+        }
+    }
+}
+
 /// A signed-in user (access token or browser session) acting in
 /// `requested_org` (else the personal org), from the database; cached.
 async fn signed_in_caller(
     state: &AppState,
     user_id: &str,
     requested_org: Option<String>,
-    cache_key: String,
+    cache_key: CacheKey,
     epoch: u64,
     now: i64,
     expires_at: Option<i64>,
@@ -494,11 +501,7 @@ async fn signed_in_caller(
     let cached = state
         .auth_cache
         .put(cache_key, epoch, now, principal, user, expires_at);
-    Ok(Caller {
-        principal: cached.principal,
-        user: cached.user,
-        session: None,
-    })
+    Ok(Caller::from(&*cached))
 }
 
 /// The bearer token of a request, if any.

@@ -27,7 +27,12 @@ impl UsageBuffer {
     /// Notes one use of `key_id` at `now`.
     pub fn record(&self, key_id: &str, now: i64) {
         if let Ok(mut pending) = self.pending.lock() {
-            let entry = pending.entry(key_id.to_owned()).or_insert((0, now));
+            // Look up before inserting: a key seen since the last flush
+            // costs no allocation.
+            let entry = match pending.get_mut(key_id) {
+                Some(entry) => entry,
+                None => pending.entry(key_id.to_owned()).or_insert((0, now)),
+            };
             entry.0 += 1;
             entry.1 = entry.1.max(now);
         }
@@ -56,26 +61,40 @@ impl UsageBuffer {
     }
 }
 
-/// Pending daily counts per (subject, metric, day).
+/// Pending daily counts per subject, then per (metric, day). Nested so that
+/// counting for a subject already pending looks it up by `&str`, with no
+/// allocation.
 #[derive(Debug, Default)]
 pub struct DailyBuffer {
-    pending: Mutex<HashMap<(String, &'static str, i64), i64>>,
+    pending: Mutex<HashMap<String, DailyCounts>>,
 }
+
+/// One subject's pending counts by (metric, day).
+type DailyCounts = HashMap<(&'static str, i64), i64>;
 
 impl DailyBuffer {
     /// Notes one unit of `metric` for `subject` on `day`.
     pub fn record(&self, subject: &str, metric: &'static str, day: i64) {
         if let Ok(mut pending) = self.pending.lock() {
-            *pending
-                .entry((subject.to_owned(), metric, day))
-                .or_insert(0) += 1;
+            let counts = match pending.get_mut(subject) {
+                Some(counts) => counts,
+                None => pending.entry(subject.to_owned()).or_default(),
+            };
+            *counts.entry((metric, day)).or_insert(0) += 1;
         }
     }
 
     /// Writes everything pending. On failure the unwritten counts are put back.
     pub async fn flush(&self, store: &Store) -> Result<(), StoreError> {
         let batch: Vec<((String, &'static str, i64), i64)> = match self.pending.lock() {
-            Ok(mut pending) => pending.drain().collect(),
+            Ok(mut pending) => pending
+                .drain()
+                .flat_map(|(subject, counts)| {
+                    counts
+                        .into_iter()
+                        .map(move |((metric, day), count)| ((subject.clone(), metric, day), count))
+                })
+                .collect(),
             Err(_) => return Ok(()),
         };
         let mut batch = batch.into_iter();
@@ -83,8 +102,12 @@ impl DailyBuffer {
             if let Err(error) = store.add_daily(&subject, metric, day, count).await {
                 if let Ok(mut pending) = self.pending.lock() {
                     let first = ((subject, metric, day), count);
-                    for (key, count) in std::iter::once(first).chain(batch) {
-                        *pending.entry(key).or_insert(0) += count;
+                    for ((subject, metric, day), count) in std::iter::once(first).chain(batch) {
+                        *pending
+                            .entry(subject)
+                            .or_default()
+                            .entry((metric, day))
+                            .or_insert(0) += count;
                     }
                 }
                 return Err(error);
