@@ -20,6 +20,7 @@
 //! ```
 
 mod error;
+mod terminal;
 
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ use corral_types::sandbox::{CreateSandboxRequest, ExecRequestBody, SandboxPage, 
 
 pub use corral_types as types;
 pub use error::{ApiError, ClientError};
+pub use terminal::{TerminalEvent, TerminalReader, TerminalSession, TerminalWriter};
 
 /// Results of client calls.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;

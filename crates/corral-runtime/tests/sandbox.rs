@@ -515,11 +515,24 @@ fn a_terminal_that_exits_reports_its_status() {
     let running = start("terminal-exit");
     let sandbox = &running.sandbox;
     let info = sandbox.terminal_open(spawn(&["/bin/sh"])).unwrap();
+    let mut early = Attached::new(sandbox, &info.id);
+    early.send(&TerminalInput::Resize {
+        cols: 100,
+        rows: 30,
+    });
+    early.type_text("sleep 60\n");
+    std::thread::sleep(Duration::from_millis(300));
+    early.type_text("\u{3}echo one-$((0+1))\n");
+    early.until("one-1");
+    drop(early);
     let mut client = Attached::new(sandbox, &info.id);
     client.type_text("exit 7\n");
     let mut rest = Vec::new();
     use std::io::Read;
-    let _ = client.stream.read_to_end(&mut rest);
+    client
+        .stream
+        .read_to_end(&mut rest)
+        .expect("the connection ends with the terminal");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let now = sandbox.terminals().unwrap();

@@ -788,3 +788,180 @@ fn stop_keeps_the_sandbox_and_start_brings_it_back() {
     }
     corral.cli(&["sandbox", "rm", &id]).ok();
 }
+
+/// A tmux server of its own (`-L`), so tests never touch a user's sessions.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        Tmux {
+            socket: format!("corral-test-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux is installed (scripts/deps.sh test installs it)");
+        assert!(out.status.success(), "tmux {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A detached session of `cols`×`rows` running `command` (kept open
+    /// after it exits, to read its last words).
+    fn session(&self, name: &str, cols: u16, rows: u16, command: &str) {
+        let size = (cols.to_string(), rows.to_string());
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            &size.0,
+            "-y",
+            &size.1,
+            &format!("{command}; echo EXITED-$?; sleep 60"),
+        ]);
+    }
+
+    /// Types `keys` (tmux key names: `Enter`, `C-c`, `C-]`…).
+    fn keys(&self, name: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", name];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    /// Waits until the pane (with its history) shows `needle`; the pane.
+    #[track_caller]
+    fn until(&self, name: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pane = self.run(&["capture-pane", "-p", "-J", "-S", "-200", "-t", name]);
+            if pane.contains(needle) {
+                return pane;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the pane:\n{pane}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// `corral shell` in a real terminal: raw mode (keys and ^C go to the
+/// sandbox), window size changes, detach and re-attach with the shell's
+/// state intact, and the end of the shell.
+#[test]
+fn shell_runs_in_a_real_terminal_detaches_and_reattaches() {
+    let corral = Corral::start();
+    corral.login();
+    let id = corral.create(&[]);
+    let tmux = Tmux::new();
+    let config = corral.config_dir();
+    let shell = |extra: &str| {
+        format!(
+            "env -i PATH=/usr/bin:/bin TERM=xterm HOME={home} CORRAL_CONFIG_DIR={config} {BIN} shell {id} {extra}",
+            home = corral.dir.path().display(),
+            config = config.display(),
+        )
+    };
+    tmux.session("first", 100, 30, &shell("-- /bin/sh"));
+    tmux.until("first", "attached to terminal t1");
+    tmux.keys(
+        "first",
+        &["export MARK=kept; echo typed-$((40+2))", "Enter"],
+    );
+    tmux.until("first", "typed-42");
+    // The PTY has the local window's size, and follows it.
+    tmux.keys("first", &["stty size", "Enter"]);
+    tmux.until("first", "30 100");
+    tmux.run(&["resize-window", "-t", "first", "-x", "120", "-y", "40"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.keys("first", &["stty size", "Enter"]);
+    tmux.until("first", "40 120");
+    // ^C reaches the program in the sandbox, not the local client.
+    tmux.keys("first", &["sleep 60; echo not-inter$((0))rupted", "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.keys("first", &["C-c"]);
+    tmux.keys("first", &["echo back-$((1+2))", "Enter"]);
+    let pane = tmux.until("first", "back-3");
+    assert!(!pane.contains("not-inter0rupted"), "{pane}");
+    // Detach: the client exits, the terminal keeps running.
+    tmux.keys("first", &["C-]"]);
+    let pane = tmux.until("first", "EXITED-0");
+    assert!(
+        pane.contains("corral shell") && pane.contains("--attach t1"),
+        "{pane}"
+    );
+    let ps = corral.cli(&["sandbox", "ps", &id]).ok();
+    assert!(
+        ps.contains("terminal t1 (0 attached)") && ps.contains("running"),
+        "{ps}"
+    );
+
+    // Re-attach: the earlier output is redrawn and the shell kept its state.
+    tmux.session("second", 100, 30, &shell("--attach t1"));
+    tmux.until("second", "typed-42");
+    tmux.keys("second", &["echo mark=$MARK", "Enter"]);
+    tmux.until("second", "mark=kept");
+    // Leaving the shell ends the terminal and the client.
+    tmux.keys("second", &["exit", "Enter"]);
+    let pane = tmux.until("second", "EXITED-0");
+    assert!(pane.contains("[the terminal ended]"), "{pane}");
+    // Attaching to what is gone is one clear error.
+    let gone = corral.cli(&["shell", &id, "--attach", "t1"]);
+    assert_eq!(gone.code, 1, "{gone:?}");
+    assert!(
+        gone.stderr.contains("ended") || gone.stderr.contains("no terminal"),
+        "{gone:?}"
+    );
+}
+
+#[test]
+fn background_processes_from_the_cli() {
+    let corral = Corral::start();
+    corral.login();
+    let id = corral.create(&[]);
+    let pid = corral
+        .cli(&[
+            "sandbox",
+            "exec",
+            &id,
+            "--background",
+            "-c",
+            "for i in 1 2 3; do echo line-$i; sleep 0.2; done; echo oops >&2; exit 5",
+        ])
+        .ok();
+    let pid = pid.trim();
+    assert!(pid.parse::<i32>().is_ok(), "{pid:?}");
+    let ps = corral.cli(&["sandbox", "ps", &id]).ok();
+    assert!(ps.contains(pid) && ps.contains("process"), "{ps}");
+    // Following prints everything and exits with the process's code.
+    let logs = corral.cli(&["sandbox", "logs", &id, pid, "-f"]);
+    assert_eq!(logs.code, 5, "{logs:?}");
+    assert_eq!(logs.out(), "line-1\nline-2\nline-3\n");
+    assert_eq!(logs.stderr, "oops\n");
+    let again = corral.cli(&["sandbox", "logs", &id, pid]).ok();
+    assert_eq!(again, "line-1\nline-2\nline-3\n");
+    let ps = corral.cli(&["sandbox", "ps", &id]).ok();
+    assert!(ps.contains("exited") && ps.contains(" 5 "), "{ps}");
+    let missing = corral.cli(&["sandbox", "logs", &id, "999999"]);
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(
+        missing.stderr.contains("no background process"),
+        "{missing:?}"
+    );
+}

@@ -594,3 +594,34 @@ async fn an_attached_terminal_keeps_the_sandbox_from_auto_stopping() {
         "stopped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_that_exits_ends_its_clients_and_shows_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(corral_store::Backend::Sqlite, dir.path()).await;
+    let address = app.serve().await;
+    let (key, id) = sandbox_of(&app, "leaver").await;
+    let path = format!("/api/v1/sandboxes/{id}/terminals");
+    let tid = app
+        .call("POST", &path, &key, Some(json!({"command": ["/bin/sh"]})))
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ws = format!("{path}/{tid}/ws?token={key}");
+    let mut first = Term::new(connect(address, &ws, &[]).await.unwrap());
+    first.type_text("echo one-$((0+1))\n").await;
+    first.until("one-1").await;
+    first.socket.close(None).await.unwrap();
+    drop(first);
+    let mut second = Term::new(connect(address, &ws, &[]).await.unwrap());
+    second.type_text("exit 3\n").await;
+    assert_eq!(
+        second.closed().await,
+        (1000, "the terminal ended".to_owned())
+    );
+    let listed = app.call("GET", &path, &key, None).await.json();
+    assert_eq!(listed[0]["running"], false, "{listed}");
+    assert_eq!(listed[0]["exit_code"], 3, "{listed}");
+}

@@ -1,5 +1,5 @@
 //! The user-facing client commands of the `corral` binary: `login`,
-//! `logout`, `sandbox …` and `run`. They talk to a server over HTTP through
+//! `logout`, `sandbox …`, `run` and `shell`. They talk to a server over HTTP through
 //! `corral-client`; nothing here touches the server's database.
 //!
 //! Exit codes: 0 success, 1 an API, network or file error, 2 a usage error
@@ -12,6 +12,7 @@ mod login;
 mod output;
 mod run;
 mod sandbox;
+mod shell;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,7 @@ use corral_client::{Client, ClientError};
 pub use login::{LoginArgs, LogoutArgs};
 pub use run::RunArgs;
 pub use sandbox::SandboxArgs;
+pub use shell::ShellArgs;
 
 /// The server a command talks to when neither a flag, the environment nor a
 /// saved login names one.
@@ -38,6 +40,9 @@ pub enum ClientCommand {
     /// Run one program file in a fresh sandbox, print its output, delete the
     /// sandbox, exit with the program's exit code.
     Run(RunArgs),
+    /// An interactive terminal in a sandbox (detach with Ctrl-], re-attach
+    /// with --attach).
+    Shell(ShellArgs),
 }
 
 /// Flags every client command takes (anywhere on the command line).
@@ -113,6 +118,7 @@ pub fn run(command: ClientCommand) -> ExitCode {
             ClientCommand::Logout(args) => login::logout(&args),
             ClientCommand::Sandbox(args) => sandbox::main(args).await,
             ClientCommand::Run(args) => run::main(args).await,
+            ClientCommand::Shell(args) => shell::main(args).await,
         }
     });
     match outcome {

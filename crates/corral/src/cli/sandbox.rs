@@ -11,6 +11,7 @@ use corral_client::types::agent::ExecResult;
 use corral_client::types::sandbox::{
     CreateSandboxRequest, ExecRequestBody, Resources, SandboxPage,
 };
+use corral_client::types::terminal::StartProcessRequest;
 use corral_client::{Client, SandboxFilter};
 
 use super::output;
@@ -51,6 +52,7 @@ enum SandboxCommand {
     #[command(after_help = "Examples:\n  \
         corral sandbox exec $ID -- python3 -c 'print(1)'\n  \
         corral sandbox exec $ID -c 'ls /tmp | wc -l'\n  \
+        corral sandbox exec $ID -d -c 'python3 -m http.server'   (background: prints its PID)\n  \
         echo hello | corral sandbox exec $ID -- cat")]
     Exec(ExecArgs),
     /// Copy a file into or out of a sandbox: one side is `ID:/path`, the
@@ -82,6 +84,23 @@ enum SandboxCommand {
     Stop {
         /// Sandbox id.
         id: String,
+    },
+    /// List a sandbox's background processes and terminals.
+    Ps {
+        /// Sandbox id.
+        id: String,
+    },
+    /// Print a background process's output (stdout to stdout, stderr to
+    /// stderr); with -f, keep printing until it ends and exit with its code.
+    #[command(after_help = "Example:\n  corral sandbox logs $ID 42 -f")]
+    Logs {
+        /// Sandbox id.
+        id: String,
+        /// The process's PID (from `corral sandbox ps`).
+        pid: i32,
+        /// Follow: print new output as it comes, until the process ends.
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
 }
 
@@ -137,6 +156,10 @@ struct ExecArgs {
     /// Do not send standard input even when it is not a terminal.
     #[arg(long)]
     no_stdin: bool,
+    /// Run it in the background: print its PID and return at once (see
+    /// `corral sandbox ps` and `corral sandbox logs`).
+    #[arg(short = 'd', long, conflicts_with_all = ["timeout_ms", "no_stdin"])]
+    background: bool,
     /// Program and arguments (after `--`).
     #[arg(
         trailing_var_arg = true,
@@ -209,11 +232,96 @@ pub async fn main(args: SandboxArgs) -> Outcome {
             let sandbox = client.stop_sandbox(&id).await?;
             show_state(global, &sandbox)?;
         }
+        SandboxCommand::Ps { id } => ps(&client, global, &id).await?,
+        SandboxCommand::Logs { id, pid, follow } => {
+            return logs(&client, &id, pid, follow).await;
+        }
         SandboxCommand::Rm { ids } => return remove(&client, global, &ids).await,
         SandboxCommand::Exec(exec) => return run_exec(&client, global, exec).await,
         SandboxCommand::Cp { src, dst } => return copy(&client, &src, &dst).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn ps(client: &Client, global: &GlobalArgs, id: &str) -> Result<(), Failure> {
+    let processes = client.processes(id).await?;
+    let terminals = client.terminals(id).await?;
+    if global.json {
+        return print_json(&serde_json::json!({
+            "processes": processes,
+            "terminals": terminals,
+        }));
+    }
+    let ended = |code: Option<i32>, signal: Option<i32>| match (code, signal) {
+        (Some(code), _) => code.to_string(),
+        (None, Some(signal)) => format!("signal {signal}"),
+        (None, None) => "-".to_owned(),
+    };
+    let rows: Vec<Vec<String>> = processes
+        .iter()
+        .map(|p| {
+            vec![
+                p.pid.to_string(),
+                "process".to_owned(),
+                p.status.clone(),
+                ended(p.exit_code, p.signal),
+                p.command.join(" "),
+            ]
+        })
+        .chain(terminals.iter().map(|t| {
+            vec![
+                t.pid.to_string(),
+                format!("terminal {} ({} attached)", t.id, t.attached),
+                if t.running { "running" } else { "exited" }.to_owned(),
+                ended(t.exit_code, t.signal),
+                t.command.join(" "),
+            ]
+        }))
+        .collect();
+    print!(
+        "{}",
+        output::table(["PID", "KIND", "STATUS", "EXIT", "COMMAND"], &rows)
+    );
+    Ok(())
+}
+
+/// Prints a process's output; following, polls for more until it ends.
+async fn logs(client: &Client, id: &str, pid: i32, follow: bool) -> Outcome {
+    let mut offset = 0;
+    loop {
+        let logs = client.process_logs(id, pid, offset).await?;
+        if logs.truncated && offset == 0 {
+            eprintln!("(older output was dropped: the log keeps the last megabyte)");
+        }
+        for chunk in &logs.chunks {
+            if chunk.stream == "stderr" {
+                let mut err = std::io::stderr();
+                let _ = err.write_all(chunk.data.as_bytes());
+                let _ = err.flush();
+            } else {
+                let mut out = std::io::stdout();
+                out.write_all(chunk.data.as_bytes())
+                    .and_then(|()| out.flush())
+                    .map_err(|e| Failure::Other(e.into()))?;
+            }
+        }
+        offset = logs.next_offset;
+        let over = logs.process.status != "running";
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if over && logs.chunks.is_empty() {
+            let code = match (logs.process.exit_code, logs.process.signal) {
+                (Some(code), _) => code,
+                (None, Some(signal)) => 128 + signal,
+                (None, None) => 1,
+            };
+            return Ok(ExitCode::from(
+                u8::try_from(code.clamp(0, 255)).unwrap_or(1),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 fn show_state(
@@ -252,6 +360,21 @@ async fn remove(client: &Client, global: &GlobalArgs, ids: &[String]) -> Outcome
 }
 
 async fn run_exec(client: &Client, global: &GlobalArgs, args: ExecArgs) -> Outcome {
+    if args.background {
+        let request = StartProcessRequest {
+            command: args.command,
+            argv: (!args.argv.is_empty()).then_some(args.argv),
+            cwd: args.cwd,
+            env: args.env.into_iter().collect(),
+        };
+        let process = client.start_process(&args.id, &request).await?;
+        if global.json {
+            print_json(&process)?;
+        } else {
+            println!("{}", process.pid);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let stdin = if args.no_stdin { None } else { read_stdin()? };
     let request = ExecRequestBody {
         command: args.command,
