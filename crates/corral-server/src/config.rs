@@ -36,6 +36,62 @@ pub struct Config {
     pub email: EmailConfig,
     /// Sandboxes: the OCI runtime and where sandboxes live.
     pub sandbox: SandboxConfig,
+    /// The job queue and the workers this process runs.
+    pub queue: QueueSettings,
+}
+
+/// The job queue (`corral-queue`) and this process's workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// Where jobs are kept.
+    pub driver: QueueDriver,
+    /// `redis://host:port[/db]`, for the `redis` driver.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key of the queue, so deployments can share a Redis.
+    pub prefix: String,
+    /// Standard base64 of 32 bytes (`openssl rand -base64 32`): the key that
+    /// seals sensitive job payloads. Without it, sensitive jobs are refused.
+    /// Best given as `CORRAL_QUEUE__ENCRYPTION_KEY`, not in a file.
+    pub encryption_key: Option<String>,
+    /// Jobs this process runs at once; 0 runs no workers here (jobs are
+    /// then left to `corral queue work` processes).
+    pub workers: usize,
+    /// The queues this process's workers take jobs from.
+    pub queues: Vec<String>,
+    /// How long in-flight jobs may run on at shutdown before they are
+    /// released for another worker, seconds.
+    pub shutdown_grace_secs: u64,
+    /// How long a claim lasts without a heartbeat, seconds.
+    pub lease_secs: u64,
+    /// Completed jobs older than this are deleted, hours.
+    pub prune_completed_after_hours: u64,
+}
+
+impl Default for QueueSettings {
+    fn default() -> QueueSettings {
+        QueueSettings {
+            driver: QueueDriver::Database,
+            redis_url: None,
+            prefix: "corral".to_owned(),
+            encryption_key: None,
+            workers: 4,
+            queues: vec!["default".to_owned(), "maintenance".to_owned()],
+            shutdown_grace_secs: 30,
+            lease_secs: 30,
+            prune_completed_after_hours: 24 * 7,
+        }
+    }
+}
+
+/// Where jobs are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueDriver {
+    /// In the store's database (transactional enqueue).
+    Database,
+    /// In Redis Streams.
+    Redis,
 }
 
 /// Sandboxes.
@@ -329,6 +385,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             email: EmailConfig::default(),
             sandbox: SandboxConfig::default(),
+            queue: QueueSettings::default(),
         }
     }
 }
@@ -394,6 +451,14 @@ pub enum ConfigError {
     },
 }
 
+/// A queue name as the admin API and `queue.queues` accept it.
+pub fn is_queue_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
 /// Flags given on the command line; they win over every other source.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -408,7 +473,7 @@ pub struct Overrides {
 /// Top-level keys the environment may set; other `CORRAL_*` variables
 /// (`CORRAL_CONFIG`, test settings) are not configuration keys.
 const ENV_SECTIONS: &[&str] = &[
-    "data_dir", "server", "database", "log", "auth", "limits", "email", "sandbox",
+    "data_dir", "server", "database", "log", "auth", "limits", "email", "sandbox", "queue",
 ];
 
 impl Config {
@@ -519,6 +584,7 @@ impl Config {
             }
             _ => {}
         }
+        self.validate_queue()?;
         if self.sandbox.default_memory_mb < 16 {
             return Err(invalid("sandbox.default_memory_mb", "must be at least 16"));
         }
@@ -552,6 +618,86 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", &e.to_string()))?;
         Ok(())
+    }
+
+    fn validate_queue(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_owned(),
+        };
+        let queue = &self.queue;
+        match (&queue.redis_url, queue.driver) {
+            (Some(url), _) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
+                return Err(invalid(
+                    "queue.redis_url",
+                    "must start with redis:// or rediss://",
+                ));
+            }
+            (None, QueueDriver::Redis) => {
+                return Err(invalid(
+                    "queue.redis_url",
+                    "is required when queue.driver is `redis`",
+                ));
+            }
+            _ => {}
+        }
+        if queue.prefix.is_empty() {
+            return Err(invalid("queue.prefix", "must not be empty"));
+        }
+        if let Some(key) = &queue.encryption_key {
+            corral_queue::EncryptionKey::from_base64(key).map_err(|_| {
+                invalid(
+                    "queue.encryption_key",
+                    "must be standard base64 of 32 bytes (make one with `openssl rand -base64 32`)",
+                )
+            })?;
+        }
+        if queue.workers > 1024 {
+            return Err(invalid("queue.workers", "must be at most 1024"));
+        }
+        if queue.workers > 0 && queue.queues.is_empty() {
+            return Err(invalid(
+                "queue.queues",
+                "must name at least one queue when queue.workers is above 0",
+            ));
+        }
+        if queue.queues.iter().any(|name| !is_queue_name(name)) {
+            return Err(invalid(
+                "queue.queues",
+                "names are 1 to 64 of a-z, 0-9, `-`, `_` and `.`",
+            ));
+        }
+        if queue.lease_secs < 2 {
+            return Err(invalid("queue.lease_secs", "must be at least 2"));
+        }
+        if queue.prune_completed_after_hours == 0 {
+            return Err(invalid(
+                "queue.prune_completed_after_hours",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// How to open the job queue.
+    pub fn queue_config(&self) -> corral_queue::QueueConfig {
+        let driver = match (&self.queue.driver, &self.queue.redis_url) {
+            (QueueDriver::Redis, Some(url)) => corral_queue::DriverConfig::Redis {
+                url: url.clone(),
+                prefix: self.queue.prefix.clone(),
+            },
+            _ => corral_queue::DriverConfig::Database,
+        };
+        corral_queue::QueueConfig {
+            driver,
+            // Checked by `validate`.
+            encryption_key: self
+                .queue
+                .encryption_key
+                .as_deref()
+                .and_then(|key| corral_queue::EncryptionKey::from_base64(key).ok()),
+            rate_limits: Vec::new(),
+        }
     }
 
     /// The database connection settings, SQLite in the data directory by default.
@@ -713,6 +859,31 @@ mod tests {
         with_env(&[("CORRAL_LIMITS__REDIS_URL", "http://nope")], |_| {
             let error = Config::load(&Overrides::default()).unwrap_err().to_string();
             assert!(error.contains("redis://"), "{error}");
+        });
+    }
+
+    #[test]
+    fn bad_queue_settings_name_their_key() {
+        for (var, value, key) in [
+            ("CORRAL_QUEUE__DRIVER", "redis", "queue.redis_url"),
+            ("CORRAL_QUEUE__REDIS_URL", "http://nope", "queue.redis_url"),
+            (
+                "CORRAL_QUEUE__ENCRYPTION_KEY",
+                "c2hvcnQ=",
+                "queue.encryption_key",
+            ),
+            ("CORRAL_QUEUE__LEASE_SECS", "1", "queue.lease_secs"),
+            ("CORRAL_QUEUE__QUEUES", "[\"Bad Name\"]", "queue.queues"),
+        ] {
+            with_env(&[(var, value)], |_| {
+                let error = Config::load(&Overrides::default()).unwrap_err().to_string();
+                assert!(error.contains(key), "{var}={value}: {error}");
+            });
+        }
+        let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        with_env(&[("CORRAL_QUEUE__ENCRYPTION_KEY", key)], |_| {
+            let config = Config::load(&Overrides::default()).unwrap();
+            assert!(config.queue_config().encryption_key.is_some());
         });
     }
 

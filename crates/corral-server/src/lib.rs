@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod jobs;
 pub mod limits;
 pub mod logging;
 pub mod mail;
@@ -83,6 +84,8 @@ pub struct Services {
     pub sandboxes: sandboxes::Sandboxes,
     /// Every plan, by id (plans change only with migrations).
     pub plans: Arc<std::collections::HashMap<String, corral_store::Plan>>,
+    /// The durable job queue (`[queue]`); handlers are registered in [`jobs`].
+    pub queue: corral_queue::Queue,
 }
 
 /// Why the server state could not be built.
@@ -97,6 +100,9 @@ pub enum StartError {
     /// The email backend.
     #[error("cannot set up email")]
     Mail(#[from] mail::MailError),
+    /// The job queue.
+    #[error("cannot open the job queue")]
+    Queue(#[from] corral_queue::QueueError),
 }
 
 impl AppState {
@@ -127,7 +133,9 @@ impl AppState {
             .map(|plan| (plan.id.clone(), plan))
             .collect();
         let mailer = mail::Mailer::new(&config)?;
+        let queue = corral_queue::Queue::open(store.clone(), config.queue_config()).await?;
         Ok(AppState(Arc::new(Services {
+            queue,
             mailer: Arc::new(mailer),
             sandboxes: sandboxes::Sandboxes::new(&config),
             limiter: Arc::new(limiter),

@@ -147,6 +147,8 @@ pub async fn serve(
             }
         })
     };
+    let queue_grace = Duration::from_secs(state.config.queue.shutdown_grace_secs);
+    let background = crate::jobs::start(&state, crate::jobs::worker_options(&state.config));
     let liveness = crate::routes::meta::LivenessProbe::new(&state);
     let router = app(state);
 
@@ -204,10 +206,13 @@ pub async fn serve(
         grace_secs = grace.as_secs(),
         "shutting down: finishing in-flight requests"
     );
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    // Workers stop claiming at once and get their own grace period, beside
+    // the requests' (a job may take longer than a request).
+    let (http, _) = tokio::join!(
+        tokio::time::timeout(grace, graceful.shutdown()),
+        background.shutdown(queue_grace),
+    );
+    if http.is_err() {
         tracing::warn!("grace period over; closing remaining connections");
     }
     flusher.abort();
