@@ -63,7 +63,14 @@ rm -f "$OUT"/wrk-*.txt "$OUT/summary.md" "$OUT/runs.tsv" "$OUT/noise.tsv" "$OUT/
 echo "==> building release binaries"
 cargo build --release -q -p corral -p hello-axum
 # The statically linked agent, next to corral (as `make build` installs it).
-make -s -C "$ROOT" agent >/dev/null
+if [ "$TARGET_DIR" = "$ROOT/target" ]; then
+  make -s -C "$ROOT" agent >/dev/null
+else
+  # A target directory of one's own (CARGO_TARGET_DIR): the same static build, kept there.
+  RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p corral-agent \
+    --target x86_64-unknown-linux-gnu --target-dir "$TARGET_DIR/static"
+  install -m 755 "$TARGET_DIR/static/x86_64-unknown-linux-gnu/release/corral-agent" "$TARGET_DIR/release/corral-agent"
+fi
 CORRAL_BIN="$TARGET_DIR/release/corral"
 HELLO_BIN="$TARGET_DIR/release/hello-axum"
 [ -x "$CORRAL_BIN" ] && [ -x "$HELLO_BIN" ] || die "release binaries not found under $TARGET_DIR/release"
@@ -352,5 +359,18 @@ if [ "${BENCH_SANDBOX:-1}" = 1 ] && [ "$AUTH" = 1 ]; then
   echo "==> sandboxes (cold create, exec, one-shot, agent memory; baselines: bare, runc run, bwrap)"
   command -v bwrap >/dev/null 2>&1 || { [ "$(id -u)" = 0 ] && apt-get install -y -qq bubblewrap >/dev/null 2>&1; } || true
   python3 "$ROOT/bench/sandbox.py" "$CORRAL" "$JWT" "${BENCH_SANDBOX_ROUNDS:-20}" | tee "$OUT/sandbox.md"
+fi
+if [ "${BENCH_TERMINAL:-1}" = 1 ] && [ "$AUTH" = 1 ]; then
+  echo "==> terminals (keystroke echo, cat of 100 MB through the WebSocket; baseline: a local PTY)"
+  command -v script >/dev/null 2>&1 || die "script (util-linux) is required for the terminal baseline"
+  if ! python3 -c 'import websockets' 2>/dev/null; then
+    echo "==> the Python package websockets is missing; installing it (pip)"
+    python3 -m pip install -q websockets >/dev/null 2>&1 \
+      || python3 -m pip install -q --break-system-packages websockets >/dev/null 2>&1 \
+      || { [ "$(id -u)" = 0 ] && apt-get install -y -qq python3-websockets >/dev/null 2>&1; } || true
+    python3 -c 'import websockets' 2>/dev/null \
+      || die "the Python package websockets is required (pip install websockets, or apt-get install python3-websockets)"
+  fi
+  python3 "$ROOT/bench/terminal.py" "$CORRAL" "$JWT" "${BENCH_TERMINAL_ROUNDS:-5}" "$CORRAL_PID" | tee "$OUT/terminal.md"
 fi
 echo "raw wrk output, runs.tsv and this table: bench/results/"
