@@ -36,6 +36,8 @@ pub struct Config {
     pub email: EmailConfig,
     /// Sandboxes: the OCI runtime and where sandboxes live.
     pub sandbox: SandboxConfig,
+    /// Executions (the judge).
+    pub executions: ExecutionsConfig,
     /// The job queue and the workers this process runs.
     pub queue: QueueSettings,
 }
@@ -66,6 +68,8 @@ pub struct QueueSettings {
     pub lease_secs: u64,
     /// Completed jobs older than this are deleted, hours.
     pub prune_completed_after_hours: u64,
+    /// Daily quota counts (usage history) older than this are deleted, days.
+    pub prune_usage_after_days: u64,
 }
 
 impl Default for QueueSettings {
@@ -80,6 +84,7 @@ impl Default for QueueSettings {
             shutdown_grace_secs: 30,
             lease_secs: 30,
             prune_completed_after_hours: 24 * 7,
+            prune_usage_after_days: 400,
         }
     }
 }
@@ -92,6 +97,18 @@ pub enum QueueDriver {
     Database,
     /// In Redis Streams.
     Redis,
+}
+
+/// Executions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutionsConfig {
+    /// The key of callbacks' `X-Corral-Signature` (HMAC-SHA256). Callbacks
+    /// are refused while it is empty.
+    pub callback_secret: String,
+    /// Let callbacks reach loopback and private addresses (for a judge
+    /// whose receiver runs on the same network; off by default: SSRF).
+    pub allow_private_callbacks: bool,
 }
 
 /// Sandboxes.
@@ -385,6 +402,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             email: EmailConfig::default(),
             sandbox: SandboxConfig::default(),
+            executions: ExecutionsConfig::default(),
             queue: QueueSettings::default(),
         }
     }
@@ -669,6 +687,9 @@ impl Config {
         }
         if queue.lease_secs < 2 {
             return Err(invalid("queue.lease_secs", "must be at least 2"));
+        }
+        if queue.prune_usage_after_days < 2 {
+            return Err(invalid("queue.prune_usage_after_days", "must be at least 2"));
         }
         if queue.prune_completed_after_hours == 0 {
             return Err(invalid(

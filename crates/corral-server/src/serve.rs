@@ -33,6 +33,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The periodic jobs could not be scheduled.
+    #[error("cannot schedule periodic jobs")]
+    Queue(#[source] corral_queue::QueueError),
 }
 
 /// Serves `state` on the configured address until `shutdown` resolves, then
@@ -109,46 +112,9 @@ pub async fn serve(
         })
     });
     let pool_owner = state.sandboxes.clone();
-    let sweeper = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let every = Duration::from_secs(state.config.sandbox.sweep_interval_secs);
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                match crate::routes::sandboxes::sweep(&state).await {
-                    Ok((0, 0)) => {}
-                    Ok((stopped, deleted)) => {
-                        tracing::info!(
-                            stopped,
-                            deleted,
-                            "sandboxes stopped and deleted automatically"
-                        );
-                    }
-                    Err(error) => tracing::warn!(?error, "the sandbox sweep failed; will retry"),
-                }
-                match state
-                    .sandboxes
-                    .reconcile(&state.store, state.clock.now_ms(), false)
-                    .await
-                {
-                    Ok(done) if done.failed + done.orphans > 0 => tracing::info!(
-                        failed = done.failed,
-                        orphans = done.orphans,
-                        "sandboxes reconciled with the runtime"
-                    ),
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::debug!(%error, "cannot reconcile sandboxes with the runtime")
-                    }
-                }
-            }
-        })
-    };
     let queue_grace = Duration::from_secs(state.config.queue.shutdown_grace_secs);
-    let background = crate::jobs::start(&state, crate::jobs::worker_options(&state.config));
+    // Workers, this host's sandbox sweep and the periodic jobs' scheduler.
+    let background = crate::jobs::start_for_server(&state).map_err(ServeError::Queue)?;
     let liveness = crate::routes::meta::LivenessProbe::new(&state);
     let router = app(state);
 
@@ -216,7 +182,6 @@ pub async fn serve(
         tracing::warn!("grace period over; closing remaining connections");
     }
     flusher.abort();
-    sweeper.abort();
     if let Some(refiller) = refiller {
         refiller.abort();
         // Warm sandboxes belong to nobody: they go with the server.

@@ -89,6 +89,16 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes daily counts of days before `day` (quotas only ever read
+    /// today's row; older rows are usage history); returns how many.
+    pub async fn prune_daily_usage(&self, before_day: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM usage_daily WHERE day < $1")
+            .bind(before_day)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// `subject`'s counts for `day`, by metric.
     pub async fn daily_usage(
         &self,
