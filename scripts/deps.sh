@@ -46,6 +46,8 @@ case "$want" in
     command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
     # The image-store tests push a busybox image to a real registry on loopback.
     apt_install docker-registry busybox-static
+    # Interpreter contexts are tested drawing a real matplotlib figure.
+    apt_install python3-matplotlib
     # `corral shell` is tested in a real terminal: a tmux session.
     apt_install tmux
     # Browser tests drive Debian's Chromium; no browser is ever downloaded.

@@ -25,10 +25,13 @@ use corral_types::identity::{
 };
 
 use crate::routes::{
-    account, admin, api_keys, auth, email, files, meta, orgs, processes, sandboxes, sessions,
-    terminals,
+    account, admin, api_keys, auth, contexts, email, files, meta, orgs, processes, sandboxes,
+    sessions, terminals,
 };
 use corral_types::agent::{ExecResult, FileInfo, SearchMatch};
+use corral_types::contexts::{
+    ContextInfo, CreateContextRequest, RunCodeRequest, RunError, RunResult,
+};
 use corral_types::sandbox::{
     ChmodRequest, CreateSandboxRequest, DeleteRequest, ExecRequestBody, MkdirRequest, MoveRequest,
     ReplaceRequest, ReplaceResponse, Resources, SandboxPage, SandboxResponse, SandboxStats,
@@ -55,6 +58,7 @@ use corral_types::terminal::{
         files::list, files::download, files::upload, files::mkdir, files::rename, files::delete, files::chmod, files::replace, files::search,
         terminals::open, terminals::list, terminals::close, terminals::attach,
         processes::start, processes::list, processes::logs, processes::stdin, processes::signal,
+        contexts::create, contexts::list, contexts::remove, contexts::run,
         email::verify_email, email::resend_verification, email::request_reset, email::confirm_reset, email::admin_reset,
         account::me, account::update_me, account::usage, account::change_password, account::plans,
         api_keys::create, api_keys::list, api_keys::update, api_keys::revoke,
@@ -73,6 +77,7 @@ use corral_types::terminal::{
         InvitationResponse, CreatedInvitationResponse,
         OpenTerminalRequest, TerminalInfo, TerminalClientMessage, StartProcessRequest, ProcessInfo,
         ProcessLogs, LogChunk, ProcessStdinRequest, ProcessSignalRequest,
+        CreateContextRequest, ContextInfo, RunCodeRequest, RunResult, RunError,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -84,6 +89,7 @@ use corral_types::terminal::{
         (name = "admin", description = "Platform administration"),
         (name = "terminals", description = "Persistent terminals in a sandbox, attached over a WebSocket"),
         (name = "processes", description = "Background processes in a sandbox and their logs"),
+        (name = "contexts", description = "Interpreter contexts: persistent interpreters in a sandbox that keep their state between runs"),
     ),
 )]
 struct ApiDoc;

@@ -4,6 +4,7 @@
 //! generated OpenAPI document cannot drift apart. It does no IO.
 
 pub mod agent;
+pub mod contexts;
 pub mod error;
 pub mod identity;
 pub mod meta;

@@ -114,6 +114,10 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("GET",    "/api/v1/sandboxes/{id}/processes/{pid}/logs", Needs(Action::ReadSandboxes)),
     ("POST",   "/api/v1/sandboxes/{id}/processes/{pid}/stdin", Needs(Action::WriteSandboxes)),
     ("POST",   "/api/v1/sandboxes/{id}/processes/{pid}/signal", Needs(Action::WriteSandboxes)),
+    ("POST",   "/api/v1/sandboxes/{id}/contexts", Needs(Action::WriteSandboxes)),
+    ("GET",    "/api/v1/sandboxes/{id}/contexts", Needs(Action::ReadSandboxes)),
+    ("DELETE", "/api/v1/sandboxes/{id}/contexts/{cid}", Needs(Action::WriteSandboxes)),
+    ("POST",   "/api/v1/sandboxes/{id}/contexts/{cid}/run", Needs(Action::WriteSandboxes)),
 ];
 
 /// The policy of a route, if declared.

@@ -4,6 +4,7 @@ pub mod account;
 pub mod admin;
 pub mod api_keys;
 pub mod auth;
+pub mod contexts;
 pub mod docs;
 pub mod email;
 pub mod files;
@@ -33,4 +34,5 @@ pub fn api() -> Router<AppState> {
         .merge(files::routes())
         .merge(terminals::routes())
         .merge(processes::routes())
+        .merge(contexts::routes())
 }

@@ -10,6 +10,7 @@
 
 mod support;
 
+mod contexts;
 mod docs;
 mod errors;
 mod hostile;
