@@ -28,7 +28,11 @@ use crate::routes::{
     account, admin, api_keys, auth, contexts, email, files, meta, orgs, processes, sandboxes,
     sessions, terminals,
 };
+use crate::routes::library;
 use corral_types::agent::{ExecResult, FileInfo, SearchMatch};
+use corral_types::library::{
+    CreateSnippetRequest, SnippetPage, SnippetResponse, SnippetSummary, UpdateSnippetRequest,
+};
 use corral_types::contexts::{
     ContextInfo, CreateContextRequest, RunCodeRequest, RunError, RunResult,
 };
@@ -58,6 +62,7 @@ use corral_types::terminal::{
         files::list, files::download, files::upload, files::mkdir, files::rename, files::delete, files::chmod, files::replace, files::search,
         terminals::open, terminals::list, terminals::close, terminals::attach,
         processes::start, processes::list, processes::logs, processes::stdin, processes::signal,
+        library::create, library::list, library::show, library::update, library::remove,
         contexts::create, contexts::list, contexts::remove, contexts::run,
         email::verify_email, email::resend_verification, email::request_reset, email::confirm_reset, email::admin_reset,
         account::me, account::update_me, account::usage, account::change_password, account::plans,
@@ -77,6 +82,7 @@ use corral_types::terminal::{
         InvitationResponse, CreatedInvitationResponse,
         OpenTerminalRequest, TerminalInfo, TerminalClientMessage, StartProcessRequest, ProcessInfo,
         ProcessLogs, LogChunk, ProcessStdinRequest, ProcessSignalRequest,
+        CreateSnippetRequest, UpdateSnippetRequest, SnippetResponse, SnippetSummary, SnippetPage,
         CreateContextRequest, ContextInfo, RunCodeRequest, RunResult, RunError,
     )),
     modifiers(&BearerAuth),
@@ -89,6 +95,7 @@ use corral_types::terminal::{
         (name = "admin", description = "Platform administration"),
         (name = "terminals", description = "Persistent terminals in a sandbox, attached over a WebSocket"),
         (name = "processes", description = "Background processes in a sandbox and their logs"),
+        (name = "library", description = "The code library: snippets, private or shared with every signed-in user"),
         (name = "contexts", description = "Interpreter contexts: persistent interpreters in a sandbox that keep their state between runs"),
     ),
 )]

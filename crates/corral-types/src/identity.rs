@@ -333,7 +333,8 @@ pub struct CreatedInvitationResponse {
 /// One quota of the caller's plan and how much of it is used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct QuotaUsage {
-    /// `executions`, `api_calls` (requests made with API keys) or `api_keys`.
+    /// `executions`, `api_calls` (requests made with API keys), `api_keys`
+    /// or `library_snippets`.
     pub name: String,
     /// `day` for daily quotas (reset at 00:00 UTC); absent for totals.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod contexts;
 pub mod error;
 pub mod identity;
+pub mod library;
 pub mod meta;
 pub mod sandbox;
 pub mod terminal;

@@ -150,6 +150,9 @@ pub async fn usage(
         i64::try_from(keys).unwrap_or(i64::MAX),
         max_keys,
     ));
+    let snippets = state.store.snippet_count(&user.id).await?;
+    let max_snippets = state.plans.get(&user.plan_id).and_then(|p| p.max_snippets);
+    quotas.push(quota_of("library_snippets", None, snippets, max_snippets));
     Ok(Json(UsageResponse {
         plan: user.plan_id.clone(),
         day: rfc3339(day * quota::DAY_MS)[..10].to_owned(),

@@ -8,6 +8,7 @@ pub mod contexts;
 pub mod docs;
 pub mod email;
 pub mod files;
+pub mod library;
 pub mod meta;
 pub mod orgs;
 pub mod pages;
@@ -34,5 +35,6 @@ pub fn api() -> Router<AppState> {
         .merge(files::routes())
         .merge(terminals::routes())
         .merge(processes::routes())
+        .merge(library::routes())
         .merge(contexts::routes())
 }

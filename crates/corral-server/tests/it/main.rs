@@ -15,6 +15,7 @@ mod docs;
 mod errors;
 mod hostile;
 mod identity;
+mod library;
 mod lifecycle;
 mod limits;
 mod mail;
