@@ -1,4 +1,5 @@
-//! Prometheus metrics: request counts and latency per route, database pool gauges.
+//! Prometheus metrics: request counts and latency per route, database pool
+//! gauges, job queue gauges.
 //!
 //! The registry belongs to the app state rather than to a process global, so
 //! tests can run many apps in one process and each sees only its own numbers.
@@ -10,6 +11,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use std::sync::atomic::AtomicU64;
+
+use corral_queue::QueueStats;
 use corral_store::PoolStats;
 
 /// Labels of one request. `&'static str` so recording allocates nothing:
@@ -65,9 +69,96 @@ fn route_label(route: &str) -> &'static str {
     leaked
 }
 
+/// Labels of one queue's job count.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueStateLabels {
+    queue: String,
+    state: &'static str,
+}
+
+/// Labels of one queue.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: String,
+}
+
+/// Per-queue gauges, set from `Queue::stats` at each scrape.
+#[derive(Debug, Default)]
+struct QueueGauges {
+    jobs: Family<QueueStateLabels, Gauge>,
+    completed_last_minute: Family<QueueLabels, Gauge>,
+    oldest_pending: Family<QueueLabels, Gauge<f64, AtomicU64>>,
+    mean_wait: Family<QueueLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl QueueGauges {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "queue_jobs",
+            "Jobs per queue and state (pending: ready now; scheduled: delayed or backing off)",
+            self.jobs.clone(),
+        );
+        registry.register(
+            "queue_completed_last_minute",
+            "Jobs completed in the last minute, per queue (throughput)",
+            self.completed_last_minute.clone(),
+        );
+        registry.register(
+            "queue_oldest_pending_seconds",
+            "How long the oldest ready job of each queue has waited",
+            self.oldest_pending.clone(),
+        );
+        registry.register(
+            "queue_mean_wait_seconds",
+            "Mean wait from ready to claim over the last five minutes, per queue",
+            self.mean_wait.clone(),
+        );
+    }
+
+    fn set(&self, stats: &[QueueStats]) {
+        // Queues that emptied out disappear rather than report stale numbers.
+        self.jobs.clear();
+        self.completed_last_minute.clear();
+        self.oldest_pending.clear();
+        self.mean_wait.clear();
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for s in stats {
+            for (state, n) in [
+                ("pending", s.pending),
+                ("scheduled", s.scheduled),
+                ("waiting", s.waiting),
+                ("running", s.running),
+                ("failed", s.failed),
+                ("completed", s.completed),
+            ] {
+                let labels = QueueStateLabels {
+                    queue: s.queue.clone(),
+                    state,
+                };
+                self.jobs.get_or_create(&labels).set(gauge(n));
+            }
+            let labels = QueueLabels {
+                queue: s.queue.clone(),
+            };
+            self.completed_last_minute
+                .get_or_create(&labels)
+                .set(gauge(s.completed_last_minute));
+            self.oldest_pending
+                .get_or_create(&labels)
+                .set(s.oldest_pending_ms as f64 / 1000.0);
+            if let Some(wait) = s.mean_wait_ms {
+                self.mean_wait
+                    .get_or_create(&labels)
+                    .set(wait as f64 / 1000.0);
+            }
+        }
+    }
+}
+
 /// The server's metrics.
 #[derive(Debug)]
 pub struct Metrics {
+    queues: QueueGauges,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
@@ -90,6 +181,8 @@ impl Metrics {
         let pool_size = Gauge::default();
         let pool_idle = Gauge::default();
         let pool_max = Gauge::default();
+        let queues = QueueGauges::default();
+        queues.register(&mut registry);
         registry.register(
             "http_requests",
             "HTTP requests by method, route template and status",
@@ -116,6 +209,7 @@ impl Metrics {
             pool_max.clone(),
         );
         Metrics {
+            queues,
             registry,
             requests,
             latency,
@@ -150,6 +244,11 @@ impl Metrics {
         self.latency
             .get_or_create(&RouteLabels { method, route })
             .observe(seconds);
+    }
+
+    /// Sets the queue gauges from `Queue::stats` (at each scrape).
+    pub fn set_queue_stats(&self, stats: &[QueueStats]) {
+        self.queues.set(stats);
     }
 
     /// The OpenMetrics text exposition, with pool gauges read now.

@@ -6,6 +6,9 @@
 use utoipa::OpenApi;
 
 use corral_types::meta::{Check, Health, Ready};
+use corral_types::queue::{
+    JobPage, JobResponse, QueueActionResponse, QueueList, QueueStatsResponse,
+};
 use corral_types::{ErrorCode, FieldError, Problem};
 
 use utoipa::Modify;
@@ -24,17 +27,22 @@ use corral_types::identity::{
     UsageResponse, VerifyEmailRequest,
 };
 
-use crate::routes::{
-    account, admin, api_keys, auth, contexts, email, files, meta, orgs, processes, sandboxes,
-    sessions, terminals,
-};
 use crate::routes::library;
-use corral_types::agent::{ExecResult, FileInfo, SearchMatch};
-use corral_types::library::{
-    CreateSnippetRequest, SnippetPage, SnippetResponse, SnippetSummary, UpdateSnippetRequest,
+use crate::routes::queues;
+use crate::routes::{
+    account, admin, api_keys, auth, contexts, email, executions, files, meta, orgs, processes,
+    sandboxes, sessions, terminals,
 };
+use corral_types::agent::{ExecResult, FileInfo, SearchMatch};
 use corral_types::contexts::{
     ContextInfo, CreateContextRequest, RunCodeRequest, RunError, RunResult,
+};
+use corral_types::executions::{
+    BatchRequest, BatchResponse, CreateExecutionRequest, ExecutionFile, ExecutionLimits,
+    ExecutionPage, ExecutionResponse, LanguageResponse, RunSnippetRequest,
+};
+use corral_types::library::{
+    CreateSnippetRequest, SnippetPage, SnippetResponse, SnippetSummary, UpdateSnippetRequest,
 };
 use corral_types::sandbox::{
     ChmodRequest, CreateSandboxRequest, DeleteRequest, ExecRequestBody, MkdirRequest, MoveRequest,
@@ -61,6 +69,8 @@ use corral_types::terminal::{
         sandboxes::start, sandboxes::stop, sandboxes::pause, sandboxes::resume, sandboxes::exec, sandboxes::stats,
         files::list, files::download, files::upload, files::mkdir, files::rename, files::delete, files::chmod, files::replace, files::search,
         terminals::open, terminals::list, terminals::close, terminals::attach,
+        executions::list_languages, executions::create, executions::create_batch, executions::batch,
+        executions::show, executions::history, executions::admin_history, executions::run_snippet,
         processes::start, processes::list, processes::logs, processes::stdin, processes::signal,
         library::create, library::list, library::show, library::update, library::remove,
         contexts::create, contexts::list, contexts::remove, contexts::run,
@@ -69,6 +79,8 @@ use corral_types::terminal::{
         api_keys::create, api_keys::list, api_keys::update, api_keys::revoke,
         admin::audit_log, admin::audit_stats, admin::audit_actions, admin::audit_resource_types,
         admin::list_users, admin::update_user,
+        queues::list_queues, queues::list_jobs, queues::get_job, queues::retry_job,
+        queues::retry_queue, queues::clear_queue,
         orgs::create, orgs::list, orgs::show, orgs::rename, orgs::remove, orgs::members,
         orgs::update_member, orgs::remove_member, orgs::invite, orgs::invitations,
         orgs::uninvite, orgs::accept, orgs::org_audit,
@@ -80,10 +92,13 @@ use corral_types::terminal::{
         AuditRecordResponse, AuditPage, AuditCount, AuditStats, ChangePasswordRequest, AdminUpdateUserRequest, UserPage,
         OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateSandboxRequest, Resources, SandboxResponse, SandboxPage, UpdateSandboxRequest, SandboxStats, ExecRequestBody, ExecResult, FileInfo, SearchMatch, SearchResponse, ReplaceRequest, ReplaceResponse, MkdirRequest, MoveRequest, DeleteRequest, ChmodRequest, VerifyEmailRequest, PasswordResetRequest, PasswordResetConfirm, AdminPasswordReset, Accepted, CreateInvitationRequest,
         InvitationResponse, CreatedInvitationResponse,
+        CreateExecutionRequest, ExecutionResponse, ExecutionPage, ExecutionLimits, ExecutionFile,
+        BatchRequest, BatchResponse, LanguageResponse, RunSnippetRequest,
         OpenTerminalRequest, TerminalInfo, TerminalClientMessage, StartProcessRequest, ProcessInfo,
         ProcessLogs, LogChunk, ProcessStdinRequest, ProcessSignalRequest,
         CreateSnippetRequest, UpdateSnippetRequest, SnippetResponse, SnippetSummary, SnippetPage,
         CreateContextRequest, ContextInfo, RunCodeRequest, RunResult, RunError,
+        QueueList, QueueStatsResponse, JobResponse, JobPage, QueueActionResponse,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -93,6 +108,7 @@ use corral_types::terminal::{
         (name = "api-keys", description = "Scoped API keys (`crl_…`)"),
         (name = "orgs", description = "Organizations, members, invitations and their audit log"),
         (name = "admin", description = "Platform administration"),
+        (name = "executions", description = "One-shot runs to a verdict (the judge), batches and history"),
         (name = "terminals", description = "Persistent terminals in a sandbox, attached over a WebSocket"),
         (name = "processes", description = "Background processes in a sandbox and their logs"),
         (name = "library", description = "The code library: snippets, private or shared with every signed-in user"),

@@ -6,9 +6,11 @@
 pub mod agent;
 pub mod contexts;
 pub mod error;
+pub mod executions;
 pub mod identity;
 pub mod library;
 pub mod meta;
+pub mod queue;
 pub mod sandbox;
 pub mod terminal;
 

@@ -140,12 +140,22 @@ fn failed_check(error: String) -> Check {
     }
 }
 
+/// How long a scrape waits for the queue's numbers.
+const QUEUE_STATS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Prometheus metrics in the OpenMetrics text format.
 #[utoipa::path(
     get, path = "/metrics", tag = "meta",
     responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String))
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    // Queue numbers are read at each scrape; a slow or failing queue
+    // backend leaves them out rather than holding up the scrape.
+    match tokio::time::timeout(QUEUE_STATS_TIMEOUT, state.queue.stats()).await {
+        Ok(Ok(stats)) => state.metrics.set_queue_stats(&stats),
+        Ok(Err(error)) => tracing::warn!(%error, "cannot read queue stats for /metrics"),
+        Err(_) => tracing::warn!("reading queue stats for /metrics timed out"),
+    }
     let body = state.metrics.render(state.store.pool_stats());
     (
         [(

@@ -7,12 +7,14 @@ pub mod auth;
 pub mod contexts;
 pub mod docs;
 pub mod email;
+pub mod executions;
 pub mod files;
 pub mod library;
 pub mod meta;
 pub mod orgs;
 pub mod pages;
 pub mod processes;
+pub mod queues;
 pub mod sandboxes;
 pub mod sessions;
 pub mod terminals;
@@ -28,6 +30,7 @@ pub fn api() -> Router<AppState> {
         .merge(account::routes())
         .merge(api_keys::routes())
         .merge(admin::routes())
+        .merge(queues::routes())
         .merge(orgs::routes())
         .merge(sessions::routes())
         .merge(email::routes())
@@ -37,4 +40,5 @@ pub fn api() -> Router<AppState> {
         .merge(processes::routes())
         .merge(library::routes())
         .merge(contexts::routes())
+        .merge(executions::routes())
 }
