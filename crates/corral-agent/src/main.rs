@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{WaitStatus, waitpid};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use corral_types::agent::{AgentRequest, AgentResponse, ExecRequest, ExecResult};
@@ -39,17 +39,29 @@ const MAX_REQUEST: u64 = 16 * 1024 * 1024;
 /// How a child ended: exit code or signal.
 type Ended = (Option<i32>, Option<i32>);
 
+/// What a child used, as `wait4` reports it (its own and that of the
+/// descendants it waited for): CPU milliseconds (user + system) and the
+/// largest resident set, KiB.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    cpu_ms: u64,
+    max_rss_kb: u64,
+}
+
+/// How a child ended, and what it used.
+type Exit = (Ended, Usage);
+
 /// Children the host is waiting for: pid → where to send how it ended.
 /// The reaper reaps everything; only these are reported.
 #[derive(Default)]
 struct Waiters {
-    waiting: Mutex<HashMap<i32, Sender<Ended>>>,
+    waiting: Mutex<HashMap<i32, Sender<Exit>>>,
     /// Wakes the reaper when a child is spawned while it has none to wait for.
     spawned: Condvar,
 }
 
 impl Waiters {
-    fn lock(&self) -> MutexGuard<'_, HashMap<i32, Sender<Ended>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<i32, Sender<Exit>>> {
         self.waiting
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -128,21 +140,48 @@ fn adopt_listener() -> std::io::Result<UnixListener> {
 /// Reaps every exiting child, forever; reports the ones someone waits for.
 fn reap(waiters: &Waiters) {
     loop {
-        match waitpid(Pid::from_raw(-1), None) {
-            Ok(WaitStatus::Exited(pid, code)) => report(waiters, pid, (Some(code), None)),
-            Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                report(waiters, pid, (None, Some(signal as i32)));
+        match wait_any() {
+            Some((WaitStatus::Exited(pid, code), usage)) => {
+                report(waiters, pid, ((Some(code), None), usage));
             }
-            Ok(_) => {}
+            Some((WaitStatus::Signaled(pid, signal, _), usage)) => {
+                report(waiters, pid, ((None, Some(signal as i32)), usage));
+            }
+            Some(_) => {}
             // No children right now: sleep until one is spawned.
-            Err(_) => waiters.wait_for_spawn(),
+            None => waiters.wait_for_spawn(),
         }
     }
 }
 
-fn report(waiters: &Waiters, pid: Pid, ended: Ended) {
+/// `wait4(-1)`: the next child to end, with its resource usage.
+fn wait_any() -> Option<(WaitStatus, Usage)> {
+    use nix::libc;
+    let mut status: libc::c_int = 0;
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: wait4 writes one int and one `rusage` through the two
+    // pointers, which point at live locals of the right types.
+    let pid = unsafe { libc::wait4(-1, &raw mut status, 0, usage.as_mut_ptr()) };
+    if pid <= 0 {
+        return None;
+    }
+    // SAFETY: zero is a valid `rusage` (plain integers), and wait4 filled it.
+    let usage = unsafe { usage.assume_init() };
+    let millis = |t: libc::timeval| {
+        u64::try_from(t.tv_sec).unwrap_or(0) * 1000 + u64::try_from(t.tv_usec).unwrap_or(0) / 1000
+    };
+    let used = Usage {
+        cpu_ms: millis(usage.ru_utime) + millis(usage.ru_stime),
+        max_rss_kb: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+    };
+    WaitStatus::from_raw(Pid::from_raw(pid), status)
+        .ok()
+        .map(|ws| (ws, used))
+}
+
+fn report(waiters: &Waiters, pid: Pid, exit: Exit) {
     if let Some(tx) = waiters.lock().remove(&pid.as_raw()) {
-        let _ = tx.send(ended);
+        let _ = tx.send(exit);
     }
 }
 
@@ -152,7 +191,7 @@ fn report(waiters: &Waiters, pid: Pid, ended: Ended) {
 fn spawn_watched(
     command: &mut Command,
     waiters: &Waiters,
-) -> std::io::Result<(std::process::Child, Receiver<Ended>)> {
+) -> std::io::Result<(std::process::Child, Receiver<Exit>)> {
     let (tx, rx) = channel();
     let mut waiting = waiters.lock();
     let child = command.spawn()?;
@@ -318,7 +357,7 @@ fn exec(request: ExecRequest, waiters: &Waiters, sink: Option<&Sink>) -> AgentRe
         .stderr
         .take()
         .map(|s| capped(s, request.output_limit, forward("stderr")));
-    let (ended, timed_out) = wait(&rx, pgid, Duration::from_millis(request.timeout_ms));
+    let ((ended, usage), timed_out) = wait(&rx, pgid, Duration::from_millis(request.timeout_ms));
     let (stdout, out_cut) = stdout.and_then(|h| h.join().ok()).unwrap_or_default();
     let (stderr, err_cut) = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
     AgentResponse::Exited(ExecResult {
@@ -329,23 +368,26 @@ fn exec(request: ExecRequest, waiters: &Waiters, sink: Option<&Sink>) -> AgentRe
         truncated: out_cut || err_cut,
         timed_out,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        cpu_ms: usage.cpu_ms,
+        memory_kb: usage.max_rss_kb,
     })
 }
 
 /// Waits for the end of the process `pgid` leads; past `timeout`, kills its
 /// whole group.
-fn wait(rx: &Receiver<Ended>, pgid: Pid, timeout: Duration) -> (Ended, bool) {
+fn wait(rx: &Receiver<Exit>, pgid: Pid, timeout: Duration) -> (Exit, bool) {
     match rx.recv_timeout(timeout) {
-        Ok(ended) => {
+        Ok(exit) => {
             // The leader is gone; stragglers in its group go too.
             let _ = killpg(pgid, Signal::SIGKILL);
-            (ended, false)
+            (exit, false)
         }
         Err(RecvTimeoutError::Timeout) => {
             let _ = killpg(pgid, Signal::SIGKILL);
-            (rx.recv().unwrap_or((None, Some(9))), true)
+            let killed = ((None, Some(9)), Usage::default());
+            (rx.recv().unwrap_or(killed), true)
         }
-        Err(RecvTimeoutError::Disconnected) => ((None, None), false),
+        Err(RecvTimeoutError::Disconnected) => (((None, None), Usage::default()), false),
     }
 }
 

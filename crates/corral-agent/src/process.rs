@@ -235,7 +235,7 @@ impl Processes {
         {
             let process = process.clone();
             std::thread::spawn(move || {
-                let how = ended.recv().unwrap_or((None, None));
+                let how = ended.recv().map_or((None, None), |(how, _)| how);
                 let mut state = lock(&process.state);
                 state.ended = Some(how);
                 state.ended_at = Some(unix_now());

@@ -435,7 +435,7 @@ impl Terminals {
         {
             let terminal = terminal.clone();
             std::thread::spawn(move || {
-                let how = ended.recv().unwrap_or((None, None));
+                let how = ended.recv().map_or((None, None), |(how, _)| how);
                 lock(&terminal.output).ended = Some(how);
                 // The program is gone: its group's leftovers go with it, so
                 // the PTY closes and attached clients see the end.

@@ -689,7 +689,10 @@ impl Config {
             return Err(invalid("queue.lease_secs", "must be at least 2"));
         }
         if queue.prune_usage_after_days < 2 {
-            return Err(invalid("queue.prune_usage_after_days", "must be at least 2"));
+            return Err(invalid(
+                "queue.prune_usage_after_days",
+                "must be at least 2",
+            ));
         }
         if queue.prune_completed_after_hours == 0 {
             return Err(invalid(

@@ -5,8 +5,10 @@
 //! listener and runs it until SIGTERM/SIGINT.
 
 pub mod auth;
+pub mod callbacks;
 pub mod config;
 pub mod error;
+pub mod executions;
 pub mod extract;
 pub mod jobs;
 pub mod limits;

@@ -208,6 +208,22 @@ impl Pool {
         }
     }
 
+    /// A sandbox of class `key` for one-off work with no record (an
+    /// execution): a warm one when there is one, else started now. It is
+    /// protected from the reconciler until [`Pool::settle`]; the caller
+    /// destroys it and settles.
+    pub async fn take_or_start(
+        &self,
+        sandboxes: &crate::sandboxes::Sandboxes,
+        store: &corral_store::Store,
+        key: &PoolKey,
+    ) -> Result<Warm, String> {
+        match self.take(key) {
+            Some(warm) => Ok(warm),
+            None => self.make(sandboxes, store, key).await,
+        }
+    }
+
     /// Starts one warm sandbox of class `key` in a free slot.
     async fn make(
         &self,

@@ -319,4 +319,11 @@ pub struct ExecResult {
     pub timed_out: bool,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
+    /// CPU time (user + system) of the program and the descendants it
+    /// waited for, milliseconds.
+    #[serde(default)]
+    pub cpu_ms: u64,
+    /// Largest resident memory of the program or one of those descendants, KiB.
+    #[serde(default)]
+    pub memory_kb: u64,
 }

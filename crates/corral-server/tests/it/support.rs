@@ -189,6 +189,26 @@ impl TestApp {
     }
 
     /// Registers `name` (email `name@example.com`) and returns its access and refresh tokens.
+    /// A new user on `plan` (set before their first authenticated request,
+    /// so nothing has cached the old plan); their access token.
+    pub async fn register_on_plan(&self, name: &str, plan: &str) -> String {
+        let res = self
+            .post_json(
+                "/api/v1/auth/register",
+                &serde_json::json!({"email": format!("{name}@example.com"), "username": name, "password": "correct horse battery"}).to_string(),
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.text());
+        sqlx::query("UPDATE users SET plan_id = $1 WHERE username = $2")
+            .bind(plan)
+            .bind(name)
+            .execute(self.state.store.pool())
+            .await
+            .unwrap();
+        let tokens = self.login(name, "correct horse battery").await;
+        tokens.json()["access_token"].as_str().unwrap().to_owned()
+    }
+
     pub async fn register_and_login(&self, name: &str) -> (String, String) {
         let res = self
             .post_json(

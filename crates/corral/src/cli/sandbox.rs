@@ -536,6 +536,8 @@ mod tests {
             truncated: false,
             timed_out,
             duration_ms: 1,
+            cpu_ms: 0,
+            memory_kb: 0,
         }
     }
 

@@ -1,0 +1,136 @@
+//! Result callbacks: a finished execution POSTed to the URL its request
+//! named, signed, and only to public addresses.
+//!
+//! SSRF: the host is resolved here and every address is checked (loopback,
+//! private, link-local — cloud metadata lives at 169.254.169.254 —,
+//! carrier-grade NAT, multicast, unspecified, IPv6 unique-local and
+//! link-local, and IPv4-mapped forms of those are refused); the request is
+//! then pinned to the checked address, so a second DNS answer cannot
+//! point it elsewhere (DNS rebinding). Redirects are not followed.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use corral_types::executions::ExecutionResponse;
+
+use crate::AppState;
+
+/// How long a callback may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether an address is one a callback must never reach.
+pub fn forbidden_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => forbidden_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return forbidden_v4(v4);
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || v6 == Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0xa9fe, 0xa9fe)
+        }
+    }
+}
+
+fn forbidden_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b))
+        || (a == 198 && (18..20).contains(&b))
+}
+
+/// Checks a callback URL and resolves it to one allowed address.
+pub async fn resolve(url: &str, allow_private: bool) -> Result<(reqwest::Url, SocketAddr), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("the scheme must be http or https".to_owned());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("credentials in the URL are not allowed".to_owned());
+    }
+    let host = parsed
+        .host_str()
+        .ok_or("the URL has no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    let first = *addresses.first().ok_or("the host has no address")?;
+    if !allow_private && let Some(bad) = addresses.iter().find(|a| forbidden_address(a.ip())) {
+        return Err(format!(
+            "{host} resolves to {}: loopback, private, link-local and metadata addresses are refused",
+            bad.ip()
+        ));
+    }
+    Ok((parsed, first))
+}
+
+/// `sha256=<hex HMAC-SHA256 of the body>` under the instance's secret.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    // HMAC takes keys of any length: this cannot fail.
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret) else {
+        return String::new();
+    };
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// POSTs a finished execution to its callback URL (best effort: a failure
+/// is logged; the result stays available at `GET /api/v1/executions/{id}`).
+pub async fn deliver(state: &AppState, url: &str, execution: &ExecutionResponse) {
+    let allow_private = state.config.executions.allow_private_callbacks;
+    let (url, address) = match resolve(url, allow_private).await {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            tracing::warn!(%error, id = %execution.id, "callback refused");
+            return;
+        }
+    };
+    let Ok(body) = serde_json::to_vec(execution) else {
+        return;
+    };
+    let host = url.host_str().unwrap_or_default().to_owned();
+    let client = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(&host, address)
+        .build();
+    let Ok(client) = client else { return };
+    let sent = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header(
+            "x-corral-signature",
+            signature(state.config.executions.callback_secret.as_bytes(), &body),
+        )
+        .header("x-corral-execution", &execution.id)
+        .body(body)
+        .send()
+        .await;
+    match sent {
+        Ok(response) if response.status().is_success() => {}
+        Ok(response) => {
+            tracing::warn!(status = %response.status(), id = %execution.id, "callback answered with an error");
+        }
+        Err(error) => tracing::warn!(%error, id = %execution.id, "callback failed"),
+    }
+}

@@ -1,0 +1,344 @@
+//! The judge: runs one program to a verdict in a sandbox of its own.
+//!
+//! Every execution gets a fresh sandbox (a warm one from the pool when a
+//! class matches), used once and destroyed, so nothing crosses from one
+//! run to the next. The source and extra files are written by the agent;
+//! compilation and the run are two execs in that sandbox, under its
+//! memory limit; CPU time and peak memory are the agent's `wait4` figures
+//! for each exec.
+
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+
+use corral_store::{ExecutionOutcome, ExecutionRecord};
+use corral_types::agent::ExecRequest;
+use corral_types::executions::{ExecutionLimits, ExecutionResponse, LanguageResponse};
+
+use crate::AppState;
+use crate::pool::PoolKey;
+
+/// Where the program lives inside its sandbox.
+const WORK_DIR: &str = "/tmp/run";
+/// Wall time a compiler may take, ms.
+const COMPILE_WALL_MS: u64 = 30_000;
+/// Compiler output kept.
+const COMPILE_OUTPUT: usize = 64 * 1024;
+/// CPU of an execution's sandbox, thousandths of a core.
+const EXECUTION_CPU: i64 = 1000;
+
+/// One language, from `languages/<name>.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Language {
+    /// Its name in requests.
+    pub name: String,
+    /// For people.
+    pub display_name: String,
+    /// The image it runs in.
+    pub image: String,
+    /// The file the source is written to.
+    pub source_file: String,
+    /// Compiler command, run in the work directory.
+    #[serde(default)]
+    pub compile: Option<Vec<String>>,
+    /// Run command.
+    pub run: Vec<String>,
+    /// Programs the image must have.
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// Default limits.
+    pub limits: DefaultLimits,
+}
+
+/// A language's default limits.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultLimits {
+    /// CPU ms.
+    pub time_ms: u64,
+    /// MiB.
+    pub memory_mb: u64,
+    /// KiB per stream.
+    pub output_kb: u64,
+}
+
+/// The language files in the repository, embedded.
+const LANGUAGE_FILES: &[(&str, &str)] = &[
+    ("python", include_str!("../languages/python.yaml")),
+    ("bash", include_str!("../languages/bash.yaml")),
+    ("c", include_str!("../languages/c.yaml")),
+    ("cpp", include_str!("../languages/cpp.yaml")),
+    ("javascript", include_str!("../languages/javascript.yaml")),
+];
+
+/// The languages this host can run: those whose required programs exist
+/// (only the `host` image is offered here; its programs are the host's).
+pub fn languages() -> &'static [Language] {
+    static LANGUAGES: OnceLock<Vec<Language>> = OnceLock::new();
+    LANGUAGES.get_or_init(|| {
+        LANGUAGE_FILES
+            .iter()
+            .filter_map(|(file, text)| {
+                use figment::providers::Format;
+                let parsed = figment::Figment::from(figment::providers::Yaml::string(text))
+                    .extract::<Language>();
+                match parsed {
+                    Ok(language) => Some(language),
+                    Err(error) => {
+                        tracing::error!(%error, file, "a language file does not parse");
+                        None
+                    }
+                }
+            })
+            .filter(|l| {
+                l.image == crate::sandboxes::HOST_IMAGE
+                    && l.requires.iter().all(|p| std::path::Path::new(p).exists())
+            })
+            .collect()
+    })
+}
+
+/// The language called `name`, if this host runs it.
+pub fn language(name: &str) -> Option<&'static Language> {
+    languages().iter().find(|l| l.name == name)
+}
+
+impl Language {
+    /// As `GET /api/v1/languages` shows it.
+    pub fn describe(&self) -> LanguageResponse {
+        LanguageResponse {
+            name: self.name.clone(),
+            display_name: self.display_name.clone(),
+            compiled: self.compile.is_some(),
+            source_file: self.source_file.clone(),
+            limits: ExecutionLimits {
+                time_ms: Some(self.limits.time_ms),
+                memory_mb: Some(self.limits.memory_mb),
+                output_kb: Some(self.limits.output_kb),
+            },
+        }
+    }
+}
+
+/// An execution as the API shows it.
+pub fn response(r: &ExecutionRecord) -> ExecutionResponse {
+    let u = |v: i64| Some(u64::try_from(v).unwrap_or(0));
+    ExecutionResponse {
+        id: r.id.clone(),
+        language: r.language.clone(),
+        status: r.status.clone(),
+        exit_code: r.exit_code,
+        signal: r.signal,
+        stdout: r.stdout.clone(),
+        stderr: r.stderr.clone(),
+        compile_output: r.compile_output.clone(),
+        time_ms: r.time_ms,
+        wall_ms: r.wall_ms,
+        memory_kb: r.memory_kb,
+        limits: ExecutionLimits {
+            time_ms: u(r.time_limit_ms),
+            memory_mb: u(r.memory_limit_mb),
+            output_kb: u(r.output_limit_kb),
+        },
+        batch_id: r.batch_id.clone(),
+        error: r.error.clone(),
+        created_at: corral_core::clock::rfc3339(r.created_at),
+        finished_at: r.finished_at.map(corral_core::clock::rfc3339),
+    }
+}
+
+/// Output as judged: trailing whitespace of each line and trailing empty
+/// lines do not count.
+fn normalized(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    lines.join("\n").trim_end().to_owned()
+}
+
+fn to_i64(v: u64) -> Option<i64> {
+    i64::try_from(v).ok()
+}
+
+/// Runs a recorded execution and writes its outcome (once: a second
+/// delivery of the same job finds it finished and does nothing).
+pub async fn run_recorded(state: &AppState, id: &str) -> Result<(), String> {
+    let Some(record) = state
+        .store
+        .execution(None, id)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(());
+    };
+    if !matches!(record.status.as_str(), "queued" | "running") {
+        return Ok(());
+    }
+    let now = state.clock.now_ms();
+    state
+        .store
+        .execution_started(now, id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let outcome = match run(state, &record).await {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            tracing::error!(%error, id, "an execution could not run");
+            ExecutionOutcome {
+                status: "internal_error".to_owned(),
+                error: Some(error),
+                ..ExecutionOutcome::default()
+            }
+        }
+    };
+    let finished = state
+        .store
+        .execution_finished(state.clock.now_ms(), id, &outcome)
+        .await
+        .map_err(|e| e.to_string())?;
+    if finished
+        && let Some(url) = &record.callback_url
+        && let Ok(Some(done)) = state.store.execution(None, id).await
+    {
+        crate::callbacks::deliver(state, url, &response(&done)).await;
+    }
+    Ok(())
+}
+
+/// Runs one execution in a sandbox of its own.
+async fn run(state: &AppState, record: &ExecutionRecord) -> Result<ExecutionOutcome, String> {
+    let language = language(&record.language)
+        .ok_or_else(|| format!("the language {} is not available here", record.language))?;
+    let key = PoolKey {
+        image: language.image.clone(),
+        memory_mb: record.memory_limit_mb,
+        cpu_millicores: EXECUTION_CPU,
+        pids: crate::routes::sandboxes::SANDBOX_PIDS,
+        disk_mb: crate::routes::sandboxes::SANDBOX_DISK_MB,
+    };
+    let pool = state.sandboxes.pool.clone();
+    let warm = pool
+        .take_or_start(&state.sandboxes, &state.store, &key)
+        .await?;
+    let sandbox = state.sandboxes.attach(&warm.id);
+    let files: Vec<corral_types::executions::ExecutionFile> =
+        serde_json::from_str(&record.files).unwrap_or_default();
+    let (record, language) = (record.clone(), language.clone());
+    let judged = tokio::task::spawn_blocking(move || {
+        let outcome = judge(&sandbox, &record, &language, &files);
+        // Used once: nothing of this run reaches the next one.
+        sandbox.destroy();
+        outcome
+    })
+    .await
+    .map_err(|e| e.to_string());
+    pool.settle(&warm.id);
+    judged?
+}
+
+/// Writes the files, compiles, runs and decides (blocking).
+fn judge(
+    sandbox: &corral_runtime::Sandbox,
+    record: &ExecutionRecord,
+    language: &Language,
+    files: &[corral_types::executions::ExecutionFile],
+) -> Result<ExecutionOutcome, String> {
+    let failed = |what: &str, e: corral_runtime::RuntimeError| format!("{what}: {e}");
+    let mkdir = corral_types::agent::AgentRequest::Mkdir {
+        path: WORK_DIR.to_owned(),
+        parents: true,
+    };
+    sandbox
+        .file_op(&mkdir)
+        .map_err(|e| failed("making the work directory", e))?;
+    let source = format!("{WORK_DIR}/{}", language.source_file);
+    sandbox
+        .write_file(&source, record.code.as_bytes(), None)
+        .map_err(|e| failed("writing the source", e))?;
+    for file in files {
+        sandbox
+            .write_file(
+                &format!("{WORK_DIR}/{}", file.name),
+                file.content.as_bytes(),
+                None,
+            )
+            .map_err(|e| failed("writing a file", e))?;
+    }
+    let env: Vec<(String, String)> = [
+        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        ("HOME", "/tmp"),
+        ("LANG", "C.UTF-8"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let exec = |argv: &[String], stdin: &str, timeout_ms: u64, output_limit: usize| {
+        sandbox.exec(ExecRequest {
+            argv: argv.to_vec(),
+            env: env.clone(),
+            cwd: WORK_DIR.to_owned(),
+            stdin: stdin.to_owned(),
+            timeout_ms,
+            output_limit,
+            stream: false,
+        })
+    };
+    let mut outcome = ExecutionOutcome::default();
+    if let Some(compile) = &language.compile {
+        let compiled = exec(compile, "", COMPILE_WALL_MS, COMPILE_OUTPUT)
+            .map_err(|e| failed("compiling", e))?;
+        outcome.compile_output = format!("{}{}", compiled.stdout, compiled.stderr);
+        if compiled.exit_code != Some(0) {
+            outcome.status = "compile_error".to_owned();
+            outcome.exit_code = compiled.exit_code.map(i64::from);
+            outcome.signal = compiled.signal.map(i64::from);
+            return Ok(outcome);
+        }
+    }
+    let time_limit = u64::try_from(record.time_limit_ms).unwrap_or(1000);
+    let output_limit = usize::try_from(record.output_limit_kb).unwrap_or(64) * 1024;
+    // CPU time is the limit; the wall clock gets room for waiting on I/O
+    // but still ends a program that sleeps forever.
+    let wall = time_limit * 2 + 1000;
+    let ran =
+        exec(&language.run, &record.stdin, wall, output_limit).map_err(|e| failed("running", e))?;
+    outcome.exit_code = ran.exit_code.map(i64::from);
+    outcome.signal = ran.signal.map(i64::from);
+    outcome.stdout = ran.stdout;
+    outcome.stderr = ran.stderr;
+    outcome.time_ms = to_i64(ran.cpu_ms);
+    outcome.wall_ms = to_i64(ran.duration_ms);
+    outcome.memory_kb = to_i64(ran.memory_kb);
+    let memory_limit_kb = u64::try_from(record.memory_limit_mb).unwrap_or(0) * 1024;
+    outcome.status = if ran.timed_out || ran.cpu_ms > time_limit {
+        "time_limit"
+    } else if ran.signal == Some(9)
+        || (ran.exit_code != Some(0) && ran.memory_kb >= memory_limit_kb)
+    {
+        // Nobody else sends SIGKILL to it: the memory cgroup's OOM killer.
+        "memory_limit"
+    } else if ran.truncated {
+        "output_limit"
+    } else if ran.exit_code != Some(0) {
+        "runtime_error"
+    } else if record
+        .expected_output
+        .as_deref()
+        .is_some_and(|expected| normalized(expected) != normalized(&outcome.stdout))
+    {
+        "wrong_answer"
+    } else {
+        "ok"
+    }
+    .to_owned();
+    Ok(outcome)
+}
+
+/// Checks a language's extra file names: plain names, no directories.
+pub fn valid_file_name(name: &str) -> bool {
+    (1..=100).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
