@@ -2,6 +2,7 @@
 
 mod cli;
 mod image_cmd;
+mod queue_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +60,9 @@ enum Command {
     /// Images on this host: pull, import, list, remove.
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
+    /// The job queue: stats, failed jobs, retry, clear, and workers without the HTTP server.
+    #[command(subcommand)]
+    Queue(queue_cmd::QueueCommand),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Client(command) => return cli::run(command),
         Command::Image(command) => image_cmd::run(command),
+        Command::Queue(command) => queue_cmd::run(command),
         Command::Version => {
             println!("corral {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -82,6 +82,11 @@ struct Corral {
 
 impl Corral {
     fn start() -> Corral {
+        Corral::start_with(&[])
+    }
+
+    /// [`Corral::start`] with extra environment for the server.
+    fn start_with(env: &[(&str, &str)]) -> Corral {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         for (user, admin) in [("root", true), ("alice", false)] {
@@ -114,6 +119,7 @@ impl Corral {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("CORRAL_LOG__LEVEL", "warn")
             .env("CORRAL_SANDBOX__AGENT", agent())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -964,4 +970,136 @@ fn background_processes_from_the_cli() {
         missing.stderr.contains("no background process"),
         "{missing:?}"
     );
+}
+
+/// An access token of alice's.
+fn alice_token(corral: &Corral) -> String {
+    let url = corral.url.clone();
+    block_on(async move {
+        let token: serde_json::Value = reqwest::Client::new()
+            .post(format!("{url}/api/v1/auth/login"))
+            .json(&serde_json::json!({"login": "alice", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        token["access_token"].as_str().unwrap().to_owned()
+    })
+}
+
+/// `corral queue work` runs jobs the server queued, without an HTTP server
+/// of its own; a worker killed mid-job (SIGKILL) loses nothing: the job is
+/// run again by the next worker once its lease runs out; SIGTERM stops a
+/// worker cleanly.
+#[test]
+fn queue_workers_run_apart_from_the_server_and_survive_a_kill() {
+    let lease = [
+        ("CORRAL_QUEUE__WORKERS", "0"),
+        ("CORRAL_QUEUE__LEASE_SECS", "2"),
+    ];
+    let corral = Corral::start_with(&lease);
+    let token = alice_token(&corral);
+    let url = corral.url.clone();
+    let submit = |code: &str| {
+        let (url, token, code) = (url.clone(), token.clone(), code.to_owned());
+        block_on(async move {
+            let res = reqwest::Client::new()
+                .post(format!("{url}/api/v1/executions"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"language": "bash", "code": code}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 202);
+            res.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+    };
+    let status = |id: &str| {
+        let (url, token, id) = (url.clone(), token.clone(), id.to_owned());
+        block_on(async move {
+            let v: serde_json::Value = reqwest::Client::new()
+                .get(format!("{url}/api/v1/executions/{id}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v
+        })
+    };
+    let wait_for = |id: &str, want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = status(id);
+            if now["status"] == want {
+                return now;
+            }
+            assert!(Instant::now() < deadline, "{now}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let data = corral.dir.path().join("data");
+    let worker = || {
+        Command::new(BIN)
+            .args([
+                "queue",
+                "work",
+                "--queues",
+                "default",
+                "--concurrency",
+                "1",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .env("CORRAL_SANDBOX__AGENT", agent())
+            .env("CORRAL_LOG__LEVEL", "warn")
+            .envs(lease.iter().copied())
+            .env("CORRAL_QUEUE__WORKERS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Nothing runs it until a worker process comes.
+    let slow = submit("sleep 3; echo survived");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(status(&slow)["status"], "queued");
+    let mut first = worker();
+    wait_for(&slow, "running");
+    // Killed mid-job: no goodbye, the lease is left to run out.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let second = worker();
+    let done = wait_for(&slow, "ok");
+    assert_eq!(done["stdout"], "survived\n", "{done}");
+    let quick = submit("echo hi");
+    assert_eq!(wait_for(&quick, "ok")["stdout"], "hi\n");
+    // SIGTERM: a clean stop.
+    let pid = nix::unistd::Pid::from_raw(second.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = second.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // The queue commands see the jobs.
+    let stats = raw_run(
+        corral.dir.path(),
+        &["queue", "stats", "--data-dir", data.to_str().unwrap()],
+        b"",
+        &[],
+    );
+    assert_eq!(stats.code, 0, "{stats:?}");
+    assert!(stats.out().contains("default"), "{stats:?}");
+    let failed = raw_run(
+        corral.dir.path(),
+        &["queue", "failed", "--data-dir", data.to_str().unwrap()],
+        b"",
+        &[],
+    );
+    assert_eq!(failed.out(), "no failed jobs\n", "{failed:?}");
 }
