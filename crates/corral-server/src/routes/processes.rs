@@ -17,7 +17,7 @@ use corral_types::terminal::{
 
 use crate::auth::ClientInfo;
 use crate::extract::ApiJson;
-use crate::routes::sandboxes::{audit_step, program_env, running};
+use crate::routes::sandboxes::{audit_step, command_argv, program_env, running};
 use crate::routes::terminals::agent_refused;
 use crate::{ApiError, AppState};
 
@@ -51,18 +51,7 @@ pub async fn start(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<StartProcessRequest>,
 ) -> Result<(StatusCode, Json<ProcessInfo>), ApiError> {
-    let argv = match (body.command, body.argv) {
-        (Some(command), None) if !command.trim().is_empty() => {
-            vec!["/bin/sh".to_owned(), "-c".to_owned(), command]
-        }
-        (None, Some(argv)) if !argv.is_empty() => argv,
-        _ => {
-            return Err(ApiError::invalid_field(
-                "command",
-                "give either `command` (a shell command line) or a non-empty `argv`",
-            ));
-        }
-    };
+    let argv = command_argv(body.command, body.argv)?;
     let record = running(&state, &principal, &id).await?;
     let request = SpawnRequest {
         argv,

@@ -621,16 +621,7 @@ pub async fn exec(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/event-stream"));
-    let argv = match (body.command, body.argv) {
-        (Some(command), None) => vec!["/bin/sh".to_owned(), "-c".to_owned(), command],
-        (None, Some(argv)) if !argv.is_empty() => argv,
-        _ => {
-            return Err(ApiError::invalid_field(
-                "command",
-                "give either `command` (a shell command line) or a non-empty `argv`",
-            ));
-        }
-    };
+    let argv = command_argv(body.command, body.argv)?;
     let max_ms = state.plans.get(&user.plan_id).map_or(30_000, |p| {
         u64::try_from(p.max_time_secs).unwrap_or(30) * 1000
     });
@@ -661,6 +652,24 @@ pub async fn exec(
         .map_err(exec_refused)?;
     audit_exec(&state, &client, &principal, &record.id, &result).await;
     Ok(Json(result).into_response())
+}
+
+/// The program a request names: `command` (a shell command line, run by
+/// `/bin/sh -c`) or a non-empty `argv`, never both.
+pub(crate) fn command_argv(
+    command: Option<String>,
+    argv: Option<Vec<String>>,
+) -> Result<Vec<String>, ApiError> {
+    match (command, argv) {
+        (Some(command), None) if !command.trim().is_empty() => {
+            Ok(vec!["/bin/sh".to_owned(), "-c".to_owned(), command])
+        }
+        (None, Some(argv)) if !argv.is_empty() => Ok(argv),
+        _ => Err(ApiError::invalid_field(
+            "command",
+            "give either `command` (a shell command line) or a non-empty `argv`",
+        )),
+    }
 }
 
 /// The environment a program in the sandbox starts with: defaults, then

@@ -537,6 +537,14 @@ on_both_backends!(background_processes_run_log_take_input_and_signals, |app| {
     app.call("POST", &path, &key, Some(json!({})))
         .await
         .assert_problem(422, "validation_failed");
+    // A blank command line is refused, for processes and exec alike.
+    app.call("POST", &path, &key, Some(json!({"command": "  "})))
+        .await
+        .assert_problem(422, "validation_failed");
+    let exec = format!("/api/v1/sandboxes/{id}/exec");
+    app.call("POST", &exec, &key, Some(json!({"command": ""})))
+        .await
+        .assert_problem(422, "validation_failed");
     app.call("POST", &path, &key, Some(json!({"argv": ["/no/such"]})))
         .await
         .assert_problem(422, "validation_failed");
