@@ -57,6 +57,11 @@ pub struct Reconciled {
     pub orphans: usize,
 }
 
+/// How long the periodic reconciler leaves a running sandbox with no record
+/// alone: longer than any execution takes (the plans' longest run, its
+/// wall-clock allowance and a compilation).
+const UNOWNED_GRACE: Duration = Duration::from_secs(20 * 60);
+
 /// Where and how this host runs sandboxes.
 #[derive(Debug, Clone)]
 pub struct Sandboxes {
@@ -290,6 +295,19 @@ impl Sandboxes {
                 _ => {}
             }
         }
+        // A container with no record may be another process's on this
+        // host: executions' one-off sandboxes have no record, and `corral
+        // queue work` runs them too. On the timer only those older than
+        // any execution can take are orphans; at start-up (after a crash)
+        // all are.
+        let age = |id: &str| {
+            std::fs::metadata(self.dir.join(id.trim_start_matches("corral-")))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+        };
+        let running_ids: std::collections::HashSet<String> =
+            containers.iter().map(|(id, _)| id.clone()).collect();
         let mut stray: Vec<String> = containers
             .into_iter()
             .map(|(id, _)| id)
@@ -297,20 +315,20 @@ impl Sandboxes {
                 id.starts_with("corral-")
                     && !claimed.contains(id)
                     && !self.pool.holds(id.trim_start_matches("corral-"))
+                    && (startup || age(id).is_none_or(|a| a >= UNOWNED_GRACE))
             })
             .collect();
         // Directories without a container or record (a crash mid-create).
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
                 let id = Self::container_id(&entry.file_name().to_string_lossy());
-                let young = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_none_or(|age| age < Duration::from_secs(60));
+                let young = age(&id).is_none_or(|age| age < Duration::from_secs(60));
                 let warm = self.pool.holds(id.trim_start_matches("corral-"));
-                if !claimed.contains(&id) && !stray.contains(&id) && !warm && (startup || !young) {
+                if !claimed.contains(&id)
+                    && !running_ids.contains(&id)
+                    && !warm
+                    && (startup || !young)
+                {
                     stray.push(id);
                 }
             }

@@ -995,9 +995,12 @@ fn alice_token(corral: &Corral) -> String {
 /// worker cleanly.
 #[test]
 fn queue_workers_run_apart_from_the_server_and_survive_a_kill() {
+    // The server's reconciler sweeps every 2 s meanwhile: it must leave the
+    // worker process's record-less execution sandboxes alone.
     let lease = [
         ("CORRAL_QUEUE__WORKERS", "0"),
         ("CORRAL_QUEUE__LEASE_SECS", "2"),
+        ("CORRAL_SANDBOX__SWEEP_INTERVAL_SECS", "2"),
     ];
     let corral = Corral::start_with(&lease);
     let token = alice_token(&corral);
