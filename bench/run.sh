@@ -360,6 +360,10 @@ if [ "${BENCH_SANDBOX:-1}" = 1 ] && [ "$AUTH" = 1 ]; then
   command -v bwrap >/dev/null 2>&1 || { [ "$(id -u)" = 0 ] && apt-get install -y -qq bubblewrap >/dev/null 2>&1; } || true
   python3 "$ROOT/bench/sandbox.py" "$CORRAL" "$JWT" "${BENCH_SANDBOX_ROUNDS:-20}" | tee "$OUT/sandbox.md"
 fi
+if [ "${BENCH_EXECUTION:-1}" = 1 ] && [ "$AUTH" = 1 ]; then
+  echo "==> executions (print(1) in python through the API, ${BENCH_EXEC_CLIENTS:-8} clients; baseline: bare /usr/bin/python3 -c)"
+  python3 "$ROOT/bench/execution.py" "$CORRAL" "$JWT" "${BENCH_EXECUTION_ROUNDS:-5}" "$CORRAL_PID" | tee "$OUT/execution.md"
+fi
 if [ "${BENCH_TERMINAL:-1}" = 1 ] && [ "$AUTH" = 1 ]; then
   echo "==> terminals (keystroke echo, cat of 100 MB through the WebSocket; baseline: a local PTY)"
   command -v script >/dev/null 2>&1 || die "script (util-linux) is required for the terminal baseline"

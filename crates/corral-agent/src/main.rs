@@ -29,6 +29,7 @@ use corral_types::agent::{AgentRequest, AgentResponse, ExecRequest, ExecResult};
 
 mod fs;
 mod process;
+mod reset;
 mod terminal;
 
 /// The descriptor the host passes the listening socket on.
@@ -80,16 +81,49 @@ impl Waiters {
 }
 
 /// What lives as long as the agent: children being waited for, terminals
-/// and background processes.
-#[derive(Default)]
+/// and background processes, and the state a reset returns to.
 struct Agent {
     waiters: Arc<Waiters>,
     terminals: Arc<terminal::Terminals>,
     processes: process::Processes,
+    baseline: reset::Baseline,
+}
+
+impl Agent {
+    /// Why the sandbox must not be reset right now, if it must not.
+    fn busy(&self) -> Option<String> {
+        if !self.terminals.is_empty() {
+            Some("the sandbox has terminals".to_owned())
+        } else if !self.processes.is_empty() {
+            Some("the sandbox has background processes".to_owned())
+        } else if !self.waiters.lock().is_empty() {
+            Some("a program is still running".to_owned())
+        } else {
+            None
+        }
+    }
 }
 
 fn main() {
-    let agent = Arc::new(Agent::default());
+    // Not dumpable: the programs run with the agent's uid, and without this
+    // they could open /proc/1/mem, /proc/1/fd or /proc/1/environ and take
+    // the agent over (in a sandbox that is reset and reused, for the next
+    // program too). Children become dumpable again when they exec.
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) changes only this process's flag.
+    if unsafe { nix::libc::prctl(nix::libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        eprintln!(
+            "corral-agent: cannot make itself non-dumpable: {}",
+            std::io::Error::last_os_error()
+        );
+        std::process::exit(2);
+    }
+    let agent = Arc::new(Agent {
+        waiters: Arc::default(),
+        terminals: Arc::default(),
+        processes: process::Processes::default(),
+        // Before anything runs: what the sandbox held when it started.
+        baseline: reset::baseline(),
+    });
     {
         let waiters = agent.waiters.clone();
         std::thread::spawn(move || reap(&waiters));
@@ -217,6 +251,10 @@ fn serve(stream: UnixStream, agent: &Agent) {
         Ok(_) => match serde_json::from_str::<AgentRequest>(&line) {
             Ok(AgentRequest::Ping) => AgentResponse::Pong {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+            Ok(AgentRequest::Reset) => match reset::reset(&agent.baseline, agent.busy()) {
+                Ok(()) => AgentResponse::Done,
+                Err(message) => fs::error("reset", message),
             },
             Ok(AgentRequest::Exec(request)) if request.stream => {
                 let Ok(writer) = stream.try_clone() else {

@@ -158,6 +158,11 @@ impl Process {
 }
 
 impl Processes {
+    /// Whether there are none (a reset is refused while there are).
+    pub fn is_empty(&self) -> bool {
+        lock(&self.all).is_empty()
+    }
+
     fn find(&self, pid: i32) -> Option<Arc<Process>> {
         lock(&self.all).iter().find(|p| p.pid == pid).cloned()
     }

@@ -333,6 +333,11 @@ fn open_pty(rows: u16, cols: u16) -> std::io::Result<(File, OwnedFd)> {
 }
 
 impl Terminals {
+    /// Whether there are none (a reset is refused while there are).
+    pub fn is_empty(&self) -> bool {
+        lock(&self.by_id).is_empty()
+    }
+
     fn find(&self, id: &str) -> Option<Arc<Terminal>> {
         lock(&self.by_id).iter().find(|t| t.id == id).cloned()
     }

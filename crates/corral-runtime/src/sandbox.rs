@@ -237,6 +237,16 @@ impl Sandbox {
         }
     }
 
+    /// Returns the sandbox to the state it started in, so it can run the
+    /// next program (see the agent's reset); an error means it could not
+    /// and the sandbox must be discarded.
+    pub fn reset(&self) -> Result<(), RuntimeError> {
+        match self.file_op(&AgentRequest::Reset)? {
+            AgentResponse::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Runs a program inside the sandbox, handing each piece of output to
     /// `on_output(stream, text)` as it is written; `false` from it ends the
     /// program (the agent kills it when the connection closes).

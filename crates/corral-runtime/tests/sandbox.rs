@@ -660,3 +660,125 @@ fn background_processes_keep_logs_take_input_and_signals() {
     assert!(logs.chunks.last().unwrap().data.ends_with("the-end\n"));
     assert_eq!(logs.process.output_bytes, 3_000_009);
 }
+
+/// Hostile program 9, the other way in: a program runs with the agent's
+/// uid, but cannot read or write the agent's memory, steal its descriptors
+/// (the listening socket) or read its environment, because the agent is
+/// not dumpable.
+#[test]
+fn the_agent_cannot_be_taken_over_through_proc() {
+    let running = start("agent-proc");
+    let out = probe(
+        &running,
+        r"
+import os
+def attempt(what, f):
+    try:
+        f()
+        print(what, 'OPEN')
+    except OSError as e:
+        print(what, 'refused', e.errno)
+attempt('mem', lambda: open('/proc/1/mem', 'r+b'))
+attempt('environ', lambda: open('/proc/1/environ', 'rb').read())
+attempt('fd', lambda: open('/proc/1/fd/0', 'rb'))
+attempt('socket', lambda: os.open('/proc/1/fd/3', os.O_RDWR))
+",
+    );
+    for what in ["mem", "environ", "fd", "socket"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{what} refused"))),
+            "/proc/1 {what} must be refused: {out}"
+        );
+    }
+    // The agent still answers.
+    assert_eq!(
+        running.sandbox.exec(sh("echo ok", 5_000)).unwrap().stdout,
+        "ok\n"
+    );
+}
+
+/// A reset returns the sandbox to how it started: what one program left
+/// (files in /tmp, /dev/shm and /dev, a POSIX message queue, System V IPC,
+/// processes that detached, a changed mode of /tmp) is gone for the next.
+#[test]
+fn a_reset_leaves_nothing_of_the_last_program() {
+    let running = start("reset");
+    let leave = "mkdir -p /tmp/d/e && echo x > /tmp/d/e/f && echo y > /tmp/top && \
+                 echo z > /dev/shm/s && touch /dev/extra && ln -s /etc/passwd /tmp/link && \
+                 ipcmk -M 4096 >/dev/null && ipcmk -Q >/dev/null && ipcmk -S 1 >/dev/null && \
+                 python3 -c \"import ctypes; l = ctypes.CDLL(None, use_errno=True); \
+                   assert l.mq_open(b'/left', 0o100 | 2, 0o600, None) >= 0, ctypes.get_errno()\" && \
+                 (setsid sleep 1000 >/dev/null 2>&1 &) && \
+                 chmod 700 /tmp && echo left";
+    let fresh = running
+        .sandbox
+        .exec(sh("stat -c %a /tmp", 10_000))
+        .unwrap()
+        .stdout;
+    let out = running.sandbox.exec(sh(leave, 10_000)).unwrap();
+    assert_eq!(out.stdout, "left\n", "{}", out.stderr);
+    let look = |script: &str| running.sandbox.exec(sh(script, 10_000)).unwrap().stdout;
+    let state = || {
+        [
+            look("ls -A /tmp"),
+            look("ls -A /dev/shm"),
+            look("ls -A /dev/mqueue"),
+            look("ls /dev/extra 2>&1; true"),
+            look("stat -c %a /tmp"),
+            look("ipcs | grep -c '^0x'; true"),
+            look("grep -l sleep /proc/[0-9]*/comm 2>/dev/null | wc -l"),
+        ]
+    };
+    let before = state();
+    assert_eq!(before[0], "d\nlink\ntop\n", "{before:?}");
+    assert_eq!(before[1], "s\n", "{before:?}");
+    assert_eq!(before[2], "left\n", "{before:?}");
+    assert_eq!(before[3], "/dev/extra\n", "{before:?}");
+    assert_eq!(before[4], "700\n", "{before:?}");
+    assert_eq!(before[5], "3\n", "{before:?}");
+    // The exec's process group is killed when it ends; the sleeper that
+    // left it with setsid lives on.
+    assert_eq!(
+        before[6], "1\n",
+        "the sleeper runs before the reset: {before:?}"
+    );
+
+    running.sandbox.reset().unwrap();
+    let after = state();
+    assert_eq!(after[..3], ["", "", ""], "{after:?}");
+    assert!(
+        after[3].contains("No such file"),
+        "/dev/extra is gone: {after:?}"
+    );
+    assert_eq!(after[4], fresh, "/tmp's mode is back: {after:?}");
+    assert_eq!(after[5], "0\n", "no IPC object is left: {after:?}");
+    assert_eq!(after[6], "0\n", "no sleeper is left: {after:?}");
+    // The devices are still there and the sandbox still runs programs.
+    assert_eq!(
+        running
+            .sandbox
+            .exec(sh(
+                "echo ok > /dev/null && ls /dev/null /dev/pts >/dev/null && echo ok",
+                5_000
+            ))
+            .unwrap()
+            .stdout,
+        "ok\n"
+    );
+    // It can be reset again and again.
+    running.sandbox.reset().unwrap();
+}
+
+/// A reset is refused while something lives that the host started on
+/// purpose (a background process), instead of killing it.
+#[test]
+fn a_reset_is_refused_while_a_background_process_lives() {
+    let running = start("reset-busy");
+    running
+        .sandbox
+        .process_start(spawn(&["/bin/sleep", "30"]))
+        .unwrap();
+    let refused = running.sandbox.reset().unwrap_err().to_string();
+    assert!(refused.contains("background"), "{refused}");
+}

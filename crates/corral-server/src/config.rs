@@ -100,15 +100,29 @@ pub enum QueueDriver {
 }
 
 /// Executions.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExecutionsConfig {
+    /// Sandboxes kept after an execution, reset to how they started, for
+    /// the next execution of the same organization with the same limits
+    /// (0: every execution starts a sandbox of its own and destroys it).
+    pub reuse_sandboxes: usize,
     /// The key of callbacks' `X-Corral-Signature` (HMAC-SHA256). Callbacks
     /// are refused while it is empty.
     pub callback_secret: String,
     /// Let callbacks reach loopback and private addresses (for a judge
     /// whose receiver runs on the same network; off by default: SSRF).
     pub allow_private_callbacks: bool,
+}
+
+impl Default for ExecutionsConfig {
+    fn default() -> ExecutionsConfig {
+        ExecutionsConfig {
+            reuse_sandboxes: 8,
+            callback_secret: String::new(),
+            allow_private_callbacks: false,
+        }
+    }
 }
 
 /// Sandboxes.

@@ -1,8 +1,12 @@
 //! The judge: runs one program to a verdict in a sandbox of its own.
 //!
-//! Every execution gets a fresh sandbox (a warm one from the pool when a
-//! class matches), used once and destroyed, so nothing crosses from one
-//! run to the next. The source and extra files are written by the agent;
+//! Every execution gets a sandbox that is new or as new: one its
+//! organization used before and the agent reset to how it started (every
+//! process killed, every writable filesystem back to its start, System V
+//! IPC removed), else a warm one from the pool when a class matches, else
+//! one started now. Nothing crosses from one run to the next; a sandbox
+//! that cannot be reset is destroyed, and sandboxes are never shared
+//! between organizations. The source and extra files are written by the agent;
 //! compilation and the run are two execs in that sandbox, under its
 //! memory limit; CPU time and peak memory are the agent's `wait4` figures
 //! for each exec.
@@ -216,23 +220,49 @@ async fn run(state: &AppState, record: &ExecutionRecord) -> Result<ExecutionOutc
         disk_mb: crate::routes::sandboxes::SANDBOX_DISK_MB,
     };
     let pool = state.sandboxes.pool.clone();
-    let warm = pool
-        .take_or_start(&state.sandboxes, &state.store, &key)
-        .await?;
+    let warm = match pool.take_reused(&key, &record.org_id) {
+        Some(warm) => warm,
+        None => {
+            pool.take_or_start(&state.sandboxes, &state.store, &key)
+                .await?
+        }
+    };
     let sandbox = state.sandboxes.attach(&warm.id);
     let files: Vec<corral_types::executions::ExecutionFile> =
         serde_json::from_str(&record.files).unwrap_or_default();
-    let (record, language) = (record.clone(), language.clone());
+    let (org_id, record, language) = (record.org_id.clone(), record.clone(), language.clone());
+    let id = warm.id.clone();
     let judged = tokio::task::spawn_blocking(move || {
         let outcome = judge(&sandbox, &record, &language, &files);
-        // Used once: nothing of this run reaches the next one.
-        sandbox.destroy();
-        outcome
+        // Nothing of this run reaches the next one: the sandbox is reset to
+        // how it started (and kept for this organization's next run), or,
+        // where that fails, destroyed.
+        let reset = sandbox.reset();
+        if let Err(error) = &reset {
+            tracing::debug!(%error, sandbox = %id, "not reusable; destroying it");
+            sandbox.destroy();
+        }
+        (outcome, reset.is_ok())
     })
     .await
     .map_err(|e| e.to_string());
-    pool.settle(&warm.id);
-    judged?
+    match judged {
+        Ok((outcome, true)) => {
+            if let Some(evicted) = pool.keep_reused(key, &org_id, warm) {
+                state.sandboxes.destroy_blocking(&evicted.id).await;
+                pool.settle(&evicted.id);
+            }
+            outcome
+        }
+        Ok((outcome, false)) => {
+            pool.settle(&warm.id);
+            outcome
+        }
+        Err(error) => {
+            pool.settle(&warm.id);
+            Err(error)
+        }
+    }
 }
 
 /// Writes the files, compiles, runs and decides (blocking).

@@ -13,7 +13,7 @@
 //! After a crash, warm sandboxes have no record and the start-up
 //! reconciler removes them like any orphan.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -48,12 +48,24 @@ pub struct Warm {
     pub slot: i64,
 }
 
+/// A reset execution sandbox waiting for its organization's next run.
+#[derive(Debug)]
+struct Reused {
+    key: PoolKey,
+    org_id: String,
+    warm: Warm,
+}
+
 /// The warm pools of this host.
 #[derive(Debug, Default)]
 pub struct Pool {
     /// Each class and how many to keep ready.
     classes: Vec<(PoolKey, usize)>,
     ready: Mutex<HashMap<PoolKey, Vec<Warm>>>,
+    /// Execution sandboxes that were reset after a run, oldest first, each
+    /// kept for its organization only (`executions.reuse_sandboxes` at most).
+    reused: Mutex<VecDeque<Reused>>,
+    reuse_limit: usize,
     /// Ids ready or being claimed: not orphans.
     held: Mutex<HashSet<String>>,
     /// Wakes the refill loop after a take.
@@ -101,6 +113,7 @@ impl Pool {
             .collect();
         Pool {
             classes,
+            reuse_limit: config.executions.reuse_sandboxes,
             ..Pool::default()
         }
     }
@@ -141,6 +154,41 @@ impl Pool {
             .values()
             .flatten()
             .any(|warm| warm.slot == slot)
+            || lock(&self.reused).iter().any(|r| r.warm.slot == slot)
+    }
+
+    /// A reset execution sandbox of class `key` that last ran for `org_id`
+    /// (the most recently kept: its pages are the warmest). Settle it like
+    /// a taken one.
+    pub fn take_reused(&self, key: &PoolKey, org_id: &str) -> Option<Warm> {
+        let mut reused = lock(&self.reused);
+        let at = reused
+            .iter()
+            .rposition(|r| r.key == *key && r.org_id == org_id)?;
+        reused.remove(at).map(|r| r.warm)
+    }
+
+    /// Keeps a reset execution sandbox for `org_id`'s next run of class
+    /// `key`; it stays held. Returns what no longer fits (the oldest kept,
+    /// or this one when reuse is off), for the caller to destroy and settle.
+    pub fn keep_reused(&self, key: PoolKey, org_id: &str, warm: Warm) -> Option<Warm> {
+        if self.reuse_limit == 0 {
+            return Some(warm);
+        }
+        let mut reused = lock(&self.reused);
+        reused.push_back(Reused {
+            key,
+            org_id: org_id.to_owned(),
+            warm,
+        });
+        (reused.len() > self.reuse_limit)
+            .then(|| reused.pop_front().map(|r| r.warm))
+            .flatten()
+    }
+
+    /// How many reset execution sandboxes are kept.
+    pub fn reused(&self) -> usize {
+        lock(&self.reused).len()
     }
 
     /// How many are ready in class `key`.
@@ -155,7 +203,8 @@ impl Pool {
 
     /// Every ready sandbox, removed from the pool (for shutdown).
     pub fn drain(&self) -> Vec<Warm> {
-        let drained: Vec<Warm> = lock(&self.ready).drain().flat_map(|(_, v)| v).collect();
+        let mut drained: Vec<Warm> = lock(&self.ready).drain().flat_map(|(_, v)| v).collect();
+        drained.extend(lock(&self.reused).drain(..).map(|r| r.warm));
         let mut held = lock(&self.held);
         for warm in &drained {
             held.remove(&warm.id);

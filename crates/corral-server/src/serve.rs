@@ -184,10 +184,10 @@ pub async fn serve(
     flusher.abort();
     if let Some(refiller) = refiller {
         refiller.abort();
-        // Warm sandboxes belong to nobody: they go with the server.
-        for warm in pool_owner.pool.drain() {
-            pool_owner.destroy_blocking(&warm.id).await;
-        }
+    }
+    // Warm and reset execution sandboxes belong to nobody: they go with the server.
+    for warm in pool_owner.pool.drain() {
+        pool_owner.destroy_blocking(&warm.id).await;
     }
     if let Err(error) = key_usage.flush(&store).await {
         tracing::warn!(%error, "writing API-key usage at shutdown failed");

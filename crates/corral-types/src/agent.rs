@@ -15,6 +15,10 @@ pub enum AgentRequest {
     Ping,
     /// Runs a program to completion inside the sandbox.
     Exec(ExecRequest),
+    /// Returns the sandbox to the state it started in (every other process
+    /// killed, writable filesystems emptied back to their start, System V
+    /// IPC removed), or refuses: answered [`AgentResponse::Done`].
+    Reset,
     /// Lists a directory.
     List {
         /// Absolute path inside the sandbox.

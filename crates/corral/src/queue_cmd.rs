@@ -185,6 +185,10 @@ async fn work(
     corral_server::shutdown_signal().await;
     println!("stopping: in-flight jobs get {}s", grace.as_secs());
     let report = background.shutdown(grace).await;
+    // Reset execution sandboxes kept for the next run go with the worker.
+    for kept in state.sandboxes.pool.drain() {
+        state.sandboxes.destroy_blocking(&kept.id).await;
+    }
     println!("stopped ({report:?})");
     Ok(())
 }

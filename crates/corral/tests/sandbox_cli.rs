@@ -991,10 +991,11 @@ fn alice_token(corral: &Corral) -> String {
 
 /// `corral queue work` runs jobs the server queued, without an HTTP server
 /// of its own; a worker killed mid-job (SIGKILL) loses nothing: the job is
-/// run again by the next worker once its lease runs out; SIGTERM stops a
-/// worker cleanly.
+/// run again by the next worker once its lease runs out; one stopped past
+/// its lease (SIGSTOP, SIGCONT) has its late result rejected; SIGTERM stops
+/// a worker cleanly.
 #[test]
-fn queue_workers_run_apart_from_the_server_and_survive_a_kill() {
+fn queue_workers_run_apart_from_the_server_and_survive_kill_and_stop() {
     // The server's reconciler sweeps every 2 s meanwhile: it must leave the
     // worker process's record-less execution sandboxes alone.
     let lease = [
@@ -1084,11 +1085,36 @@ fn queue_workers_run_apart_from_the_server_and_survive_a_kill() {
     assert_eq!(done["stdout"], "survived\n", "{done}");
     let quick = submit("echo hi");
     assert_eq!(wait_for(&quick, "ok")["stdout"], "hi\n");
-    // SIGTERM: a clean stop.
+
+    // Fault 7: a worker stopped past its lease (SIGSTOP) while its job is
+    // reclaimed and finished by another; resumed (SIGCONT), its late
+    // result is rejected by the fencing attempt number, and the visible
+    // result stays the one the other worker recorded.
+    use nix::sys::signal::{Signal, kill};
     let pid = nix::unistd::Pid::from_raw(second.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let fenced = submit("sleep 3; cat /proc/sys/kernel/random/uuid");
+    wait_for(&fenced, "running");
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let third = worker();
+    let recorded = wait_for(&fenced, "ok");
+    kill(pid, Signal::SIGCONT).unwrap();
+    // Long enough for the resumed worker to finish its run and report it.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(status(&fenced), recorded, "the late run changed nothing");
+
+    // SIGTERM: a clean stop.
+    kill(pid, Signal::SIGTERM).unwrap();
     let out = second.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
+    let log =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("lease lost") || log.contains("result rejected"),
+        "the stopped worker's result was rejected: {log}"
+    );
+    let third_pid = nix::unistd::Pid::from_raw(third.id() as i32);
+    kill(third_pid, Signal::SIGTERM).unwrap();
+    assert!(third.wait_with_output().unwrap().status.success());
     // The queue commands see the jobs.
     let stats = raw_run(
         corral.dir.path(),

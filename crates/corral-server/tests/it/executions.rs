@@ -411,3 +411,91 @@ on_both_backends!(library_snippets_run_as_executions, |app| {
         .await;
     assert_eq!(own.status, 202, "{}", own.text());
 });
+
+on_both_backends!(
+    sandboxes_are_reset_and_reused_within_an_organization_only,
+    |app| {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_in(app.state.store.backend(), dir.path()).await;
+        let alice = app.register_on_plan("reuse-a", "enterprise").await;
+        let bob = app.register_on_plan("reuse-b", "enterprise").await;
+        // The host uid range a sandbox's root maps to tells sandboxes apart.
+        let identity = "head -1 /proc/self/uid_map";
+        let leave = format!(
+            "{identity}; echo x > /tmp/left; echo y > /dev/shm/left; ipcmk -M 4096 >/dev/null; \
+             (setsid sleep 1000 >/dev/null 2>&1 &); chmod 700 /tmp"
+        );
+        let first = judge(
+            &app,
+            &alice,
+            json!({"language": "bash", "code": leave, "wait": true}),
+        )
+        .await;
+        assert_eq!(first["status"], "ok", "{first}");
+        let look = format!(
+            "{identity}; ls -A /tmp/left /dev/shm/left 2>&1; ipcs -m | grep -c '^0x'; \
+             grep -l sleep /proc/[0-9]*/comm 2>/dev/null | wc -l; stat -c %a /tmp"
+        );
+        let second = judge(
+            &app,
+            &alice,
+            json!({"language": "bash", "code": look, "wait": true}),
+        )
+        .await;
+        let (was, now) = (
+            first["stdout"].as_str().unwrap(),
+            second["stdout"].as_str().unwrap(),
+        );
+        let sandbox_of = |out: &str| out.lines().next().unwrap().to_owned();
+        assert_eq!(
+            sandbox_of(now),
+            sandbox_of(was),
+            "the sandbox was reused: {was} / {now}"
+        );
+        let rest: Vec<&str> = now.lines().skip(1).collect();
+        assert_eq!(rest.len(), 5, "{now}");
+        assert!(
+            rest[0].contains("No such file") && rest[1].contains("No such file"),
+            "{now}"
+        );
+        assert_eq!(
+            rest[2..],
+            ["0", "0", "755"],
+            "nothing of the first run is left: {now}"
+        );
+        // Another organization never gets that sandbox.
+        let other = judge(
+            &app,
+            &bob,
+            json!({"language": "bash", "code": identity, "wait": true}),
+        )
+        .await;
+        assert_ne!(
+            sandbox_of(other["stdout"].as_str().unwrap()),
+            sandbox_of(was),
+            "{other}"
+        );
+        assert!(app.state.sandboxes.pool.reused() >= 2);
+    }
+);
+
+on_both_backends!(with_reuse_off_every_execution_gets_a_new_sandbox, |app| {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_configured(app.state.store.backend(), dir.path(), |c| {
+        c.executions.reuse_sandboxes = 0;
+    })
+    .await;
+    let token = app.register_on_plan("no-reuse", "enterprise").await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let out = judge(
+            &app,
+            &token,
+            json!({"language": "bash", "code": "head -1 /proc/self/uid_map", "wait": true}),
+        )
+        .await;
+        seen.push(out["stdout"].as_str().unwrap().to_owned());
+    }
+    assert_ne!(seen[0], seen[1]);
+    assert_eq!(app.state.sandboxes.pool.reused(), 0);
+});

@@ -1,0 +1,373 @@
+//! Reset: puts a used sandbox back into the state it started in, so the
+//! judge can run its next program here instead of starting a new sandbox.
+//!
+//! All or nothing: either every trace of what ran is gone (every other
+//! process killed, every writable filesystem back to what it held when the
+//! agent started, System V IPC objects removed), or the reset is refused
+//! and the host discards the sandbox. It is refused where something
+//! writable cannot be restored from here (an image's overlay root, a
+//! volume), and while a terminal, a background process or an exec is live.
+//!
+//! The baseline is taken when the agent starts, before it serves anyone.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::libc;
+
+/// How long the processes killed may take to be gone.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+
+/// What one entry of a writable filesystem was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    /// `st_mode`: type and permissions.
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    /// Size and modification time of a regular file, target of a link.
+    content: String,
+}
+
+/// One writable mount and what it held at start.
+#[derive(Debug)]
+struct Writable {
+    root: PathBuf,
+    dev: u64,
+    /// Relative path → entry; "" is the mount's root.
+    entries: BTreeMap<PathBuf, Entry>,
+}
+
+/// The state a reset returns to.
+#[derive(Debug)]
+pub struct Baseline {
+    writable: Vec<Writable>,
+    hostname: String,
+    /// Why this sandbox cannot be reset at all, found at start.
+    refusal: Option<String>,
+}
+
+/// Filesystems a program can write to that reset restores.
+const RESTORABLE: &[&str] = &["tmpfs", "mqueue"];
+/// Filesystems that are "rw" but hold nothing a program can leave behind
+/// (processes' entries vanish with them; ptys close with their holders).
+const STATELESS: &[&str] = &["proc", "devpts", "sysfs", "cgroup", "cgroup2"];
+
+/// Takes the baseline (at start, before serving).
+pub fn baseline() -> Baseline {
+    let mut refusal = None;
+    let mut writable = Vec::new();
+    for (point, fstype) in writable_mounts() {
+        if STATELESS.contains(&fstype.as_str()) {
+            continue;
+        }
+        // A device node bound in (`/dev/null`): a file, not a place to
+        // leave files in, and the node itself belongs to the host.
+        if fstype == "devtmpfs" && !point.is_dir() {
+            continue;
+        }
+        if !RESTORABLE.contains(&fstype.as_str()) {
+            refusal.get_or_insert(format!(
+                "{} is a writable {fstype} filesystem, which a reset cannot restore",
+                point.display()
+            ));
+            continue;
+        }
+        match std::fs::symlink_metadata(&point) {
+            Ok(meta) => {
+                let mut entries = BTreeMap::new();
+                walk(&point, Path::new(""), meta.dev(), &mut entries);
+                writable.push(Writable {
+                    root: point,
+                    dev: meta.dev(),
+                    entries,
+                });
+            }
+            Err(error) => {
+                refusal.get_or_insert(format!("{}: {error}", point.display()));
+            }
+        }
+    }
+    Baseline {
+        writable,
+        hostname: hostname(),
+        refusal,
+    }
+}
+
+/// Resets the sandbox to `baseline`. `busy` says why it must not now.
+pub fn reset(baseline: &Baseline, busy: Option<String>) -> Result<(), String> {
+    if let Some(why) = &baseline.refusal {
+        return Err(why.clone());
+    }
+    if let Some(why) = busy {
+        return Err(why);
+    }
+    kill_everyone_else()?;
+    remove_ipc()?;
+    for mount in &baseline.writable {
+        restore(mount)?;
+    }
+    if hostname() != baseline.hostname {
+        return Err("the hostname changed".to_owned());
+    }
+    Ok(())
+}
+
+/// `SIGKILL` to every process but the agent (PID 1), then waits until the
+/// reaper has reaped them all.
+fn kill_everyone_else() -> Result<(), String> {
+    // SAFETY: kill(2) with pid -1 and a valid signal has no memory effects;
+    // from PID 1 it reaches every other process of the namespace.
+    let killed = unsafe { libc::kill(-1, libc::SIGKILL) };
+    if killed != 0 {
+        let error = std::io::Error::last_os_error();
+        // ESRCH: there was nobody else.
+        if error.raw_os_error() != Some(libc::ESRCH) {
+            return Err(format!("killing the sandbox's processes: {error}"));
+        }
+    }
+    let deadline = Instant::now() + KILL_WAIT;
+    loop {
+        let others = other_processes();
+        if others == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{others} processes did not end after SIGKILL"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Processes in the namespace other than PID 1 (zombies count: the reaper
+/// has not reaped them yet).
+fn other_processes() -> usize {
+    std::fs::read_dir("/proc").map_or(usize::MAX, |dir| {
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| *pid != 1)
+            .count()
+    })
+}
+
+/// Removes every System V shared memory segment, semaphore set and
+/// message queue of the sandbox's IPC namespace.
+fn remove_ipc() -> Result<(), String> {
+    for (table, kind) in [("shm", 0), ("sem", 1), ("msg", 2)] {
+        let path = format!("/proc/sysvipc/{table}");
+        let ids = ipc_ids(&path);
+        for id in ids {
+            // SAFETY: IPC_RMID takes no buffer (a null pointer is what it
+            // expects); the calls have no other memory effects.
+            let removed = unsafe {
+                match kind {
+                    0 => libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+                    1 => libc::semctl(id, 0, libc::IPC_RMID),
+                    _ => libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+                }
+            };
+            if removed != 0 {
+                let error = std::io::Error::last_os_error();
+                if error.raw_os_error() != Some(libc::EINVAL)
+                    && error.raw_os_error() != Some(libc::EIDRM)
+                {
+                    return Err(format!("removing IPC {table} {id}: {error}"));
+                }
+            }
+        }
+        // A shared memory segment still attached is only marked; nobody
+        // is left to hold one, so every table must now be empty.
+        if !ipc_ids(&path).is_empty() {
+            return Err(format!("System V IPC {table} objects remain"));
+        }
+    }
+    Ok(())
+}
+
+/// The ids in a `/proc/sysvipc` table (second column; first line is a header).
+fn ipc_ids(path: &str) -> Vec<i32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse().ok())
+        .collect()
+}
+
+/// Brings one mount back to its baseline: removes what was not there,
+/// restores owner and mode of what was, refuses what cannot be restored.
+fn restore(mount: &Writable) -> Result<(), String> {
+    let mut now = BTreeMap::new();
+    walk(&mount.root, Path::new(""), mount.dev, &mut now);
+    // Deepest first would not matter: a whole new directory goes at once.
+    for relative in now.keys() {
+        if mount.entries.contains_key(relative) {
+            continue;
+        }
+        // Inside a directory already removed.
+        if relative
+            .ancestors()
+            .skip(1)
+            .any(|a| !a.as_os_str().is_empty() && !mount.entries.contains_key(a))
+        {
+            continue;
+        }
+        let path = mount.root.join(relative);
+        let removed = if now[relative].mode & libc::S_IFMT == libc::S_IFDIR {
+            // Symlink-safe (it never follows a link out of the tree).
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| format!("removing {}: {e}", path.display()))?;
+    }
+    for (relative, was) in &mount.entries {
+        let path = mount.root.join(relative);
+        let Some(is) = now.get(relative) else {
+            return Err(format!("{} is gone", path.display()));
+        };
+        if is == was {
+            continue;
+        }
+        let same_kind = is.mode & libc::S_IFMT == was.mode & libc::S_IFMT;
+        if !same_kind || is.content != was.content || was.mode & libc::S_IFMT == libc::S_IFLNK {
+            return Err(format!("{} changed", path.display()));
+        }
+        std::os::unix::fs::lchown(&path, Some(was.uid), Some(was.gid))
+            .map_err(|e| format!("restoring the owner of {}: {e}", path.display()))?;
+        std::fs::set_permissions(
+            &path,
+            std::os::unix::fs::PermissionsExt::from_mode(was.mode & 0o7777),
+        )
+        .map_err(|e| format!("restoring the mode of {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Records every entry under `root/relative` on device `dev` (not crossing
+/// into other mounts: their mount points are recorded, not entered).
+fn walk(root: &Path, relative: &Path, dev: u64, into: &mut BTreeMap<PathBuf, Entry>) {
+    let path = root.join(relative);
+    let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        return;
+    };
+    let kind = meta.mode() & libc::S_IFMT;
+    let content = match kind {
+        libc::S_IFREG => format!("{} {}.{}", meta.size(), meta.mtime(), meta.mtime_nsec()),
+        libc::S_IFLNK => std::fs::read_link(&path)
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    into.insert(
+        relative.to_path_buf(),
+        Entry {
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            content,
+        },
+    );
+    if kind != libc::S_IFDIR || meta.dev() != dev {
+        return;
+    }
+    let Ok(dir) = std::fs::read_dir(&path) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        walk(root, &relative.join(entry.file_name()), dev, into);
+    }
+}
+
+/// Mount points whose mount and superblock are both read-write, with
+/// their filesystem type (from `/proc/self/mountinfo`).
+fn writable_mounts() -> Vec<(PathBuf, String)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            // id parent major:minor root point options [optional…] - type source super
+            let (left, right) = line.split_once(" - ")?;
+            let left: Vec<&str> = left.split(' ').collect();
+            let right: Vec<&str> = right.split(' ').collect();
+            let point = unescape(left.get(4)?);
+            let options = left.get(5)?;
+            let fstype = right.first()?;
+            let super_options = right.get(2).copied().unwrap_or("");
+            let rw = |opts: &str| opts.split(',').any(|o| o == "rw");
+            (rw(options) && rw(super_options)).then(|| (PathBuf::from(point), (*fstype).to_owned()))
+        })
+        .collect()
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(octal) = field.get(i + 1..i + 4)
+            && let Ok(value) = u8::from_str_radix(octal, 8)
+        {
+            out.push(value);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The UTS namespace's host name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape(r"/tmp/a\040b"), "/tmp/a b");
+        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(unescape(r"/odd\9"), r"/odd\9");
+    }
+
+    #[test]
+    fn a_directory_is_restored_to_its_baseline() {
+        let dir = std::env::temp_dir().join(format!("corral-reset-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("kept")).unwrap();
+        std::fs::write(dir.join("kept/file"), b"x").unwrap();
+        let dev = std::fs::metadata(&dir).unwrap().dev();
+        let mut entries = BTreeMap::new();
+        walk(&dir, Path::new(""), dev, &mut entries);
+        let mount = Writable {
+            root: dir.clone(),
+            dev,
+            entries,
+        };
+        std::fs::create_dir_all(dir.join("new/deep")).unwrap();
+        std::fs::write(dir.join("new/deep/f"), b"y").unwrap();
+        std::fs::write(dir.join("kept/extra"), b"z").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("link")).unwrap();
+        std::fs::set_permissions(
+            dir.join("kept"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        restore(&mount).unwrap();
+        let mut after = BTreeMap::new();
+        walk(&dir, Path::new(""), dev, &mut after);
+        assert_eq!(after, mount.entries);
+        assert!(std::fs::symlink_metadata("/etc/passwd").is_ok());
+        // A file of the baseline that changed cannot be restored: refused.
+        std::fs::write(dir.join("kept/file"), b"changed!").unwrap();
+        assert!(restore(&mount).unwrap_err().contains("changed"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
