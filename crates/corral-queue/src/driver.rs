@@ -45,6 +45,7 @@ pub(crate) struct RawClaim {
     pub batch_id: Option<String>,
     pub callback_for: Option<String>,
     pub run_at: i64,
+    pub priority: i64,
     pub db_now: i64,
 }
 

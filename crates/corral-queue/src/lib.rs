@@ -241,6 +241,24 @@ impl Queue {
         Ok(done)
     }
 
+    /// Enqueues many independent jobs in one round trip (one transaction on
+    /// the database, one script on Redis): all of them or, on error, none.
+    /// Unlike a batch, members may carry unique keys; each answer says, in
+    /// the order given, whether its job was created or which kept job (or
+    /// earlier member of the same call) already has its key.
+    pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = jobs
+            .iter()
+            .map(|job| self.stored(new_id(), job))
+            .collect::<Result<Vec<_>, _>>()?;
+        let done = on_driver!(self, d => d.enqueue_many(&rows).await)?;
+        self.wake();
+        Ok(done)
+    }
+
     /// Enqueues a job inside the caller's transaction (begun on
     /// [`Store::pool`]): it exists, and workers hear of it, only if the
     /// transaction commits. Database driver only. On SQLite, local workers
@@ -340,29 +358,51 @@ impl Queue {
         worker: &str,
         lease: Duration,
     ) -> Result<Option<Claimed>, QueueError> {
+        Ok(self.claim_many(queues, worker, lease, 1).await?.pop())
+    }
+
+    /// Leases up to `max` of the best ready jobs of `queues` at once (one
+    /// statement on the database), best first. Each is its own lease under
+    /// its own attempt, exactly as [`Queue::claim`] would give it; rate
+    /// limits and unreadable payloads are handled per job as there.
+    pub async fn claim_many(
+        &self,
+        queues: &[String],
+        worker: &str,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Claimed>, QueueError> {
         let lease_ms = millis(lease).max(1);
+        let mut claimed = Vec::new();
         for _ in 0..MAX_DEFERRALS {
-            let Some(raw) = on_driver!(self, d => d.claim(queues, worker, lease_ms).await)? else {
-                return Ok(None);
-            };
-            if let Some(until) = self.over_rate_limit(&raw).await? {
-                let delay_ms = (until - raw.db_now).max(1);
-                let ending = Ending::Released { delay_ms };
-                on_driver!(self, d => d.finish(&raw.id, raw.attempt, ending).await)?;
-                continue;
+            let want = max - claimed.len();
+            let raws = on_driver!(self, d => d.claim(queues, worker, lease_ms, want).await)?;
+            if raws.is_empty() {
+                break;
             }
-            let (id, attempt) = (raw.id.clone(), raw.attempt);
-            match self.open_claim(raw) {
-                Ok(claimed) => return Ok(Some(claimed)),
-                Err(error) => {
-                    tracing::error!(job = %id, %error, "failing a job whose payload cannot be read");
-                    let message = error.to_string();
-                    let ending = Ending::Failed { error: &message };
-                    on_driver!(self, d => d.finish(&id, attempt, ending).await)?;
+            for raw in raws {
+                if let Some(until) = self.over_rate_limit(&raw).await? {
+                    let delay_ms = (until - raw.db_now).max(1);
+                    let ending = Ending::Released { delay_ms };
+                    on_driver!(self, d => d.finish(&raw.id, raw.attempt, ending).await)?;
+                    continue;
+                }
+                let (id, attempt) = (raw.id.clone(), raw.attempt);
+                match self.open_claim(raw) {
+                    Ok(job) => claimed.push(job),
+                    Err(error) => {
+                        tracing::error!(job = %id, %error, "failing a job whose payload cannot be read");
+                        let message = error.to_string();
+                        let ending = Ending::Failed { error: &message };
+                        on_driver!(self, d => d.finish(&id, attempt, ending).await)?;
+                    }
                 }
             }
+            if !claimed.is_empty() {
+                break;
+            }
         }
-        Ok(None)
+        Ok(claimed)
     }
 
     /// The end of the window a claimed job must wait for, if a rate limit
@@ -425,6 +465,20 @@ impl Queue {
         })
     }
 
+    /// Completes `(id, attempt)` pairs, answering whether each lease was held.
+    pub(crate) async fn complete_fenced(
+        &self,
+        jobs: &[(&str, i64)],
+    ) -> Result<Vec<bool>, QueueError> {
+        let held = on_driver!(self, d => d.complete_many(jobs).await)?;
+        self.wake();
+        Ok(held)
+    }
+
+    pub(crate) fn lost_lease(job: &Claimed) -> QueueError {
+        Queue::lost(job)
+    }
+
     fn lost(job: &Claimed) -> QueueError {
         QueueError::LeaseLost {
             id: job.id.clone(),
@@ -453,6 +507,29 @@ impl Queue {
     /// Records `job` as completed (and moves its batch or chain on).
     pub async fn complete(&self, job: &Claimed) -> Result<(), QueueError> {
         self.finish(job, Ending::Completed).await
+    }
+
+    /// Records several jobs as completed, in one statement on the database
+    /// for jobs outside batches and chains (the others each in their own
+    /// transaction, as [`Queue::complete`] does). Each job is fenced by its
+    /// own attempt: the answers, in the order given, are `Ok` or
+    /// [`QueueError::LeaseLost`]. An outer error means the database failed
+    /// part way: some completions may be recorded, and those that are not
+    /// run again once their leases expire.
+    pub async fn complete_many(
+        &self,
+        jobs: &[Claimed],
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pairs: Vec<(&str, i64)> = jobs.iter().map(|j| (j.id.as_str(), j.attempt)).collect();
+        let held = self.complete_fenced(&pairs).await?;
+        Ok(jobs
+            .iter()
+            .zip(held)
+            .map(|(job, held)| if held { Ok(()) } else { Err(Queue::lost(job)) })
+            .collect())
     }
 
     /// Records a failed attempt: retried after the backoff while attempts

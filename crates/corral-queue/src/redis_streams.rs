@@ -129,10 +129,10 @@ for i = 3, #ARGV do
         count(queue, 'running', 1)
         local g = redis.call('HMGET', j, 'id', 'queue', 'kind', 'payload', 'sensitive',
           'attempt', 'released', 'max_attempts', 'backoff_base_ms', 'backoff_max_ms',
-          'rate_key', 'batch_id', 'callback_for', 'run_at')
+          'rate_key', 'batch_id', 'callback_for', 'run_at', 'priority')
         local out = {}
-        for k = 1, 14 do out[k] = str(g[k]) end
-        out[15] = tostring(now)
+        for k = 1, 15 do out[k] = str(g[k]) end
+        out[16] = tostring(now)
         return out
       end
       -- A stale entry (its job was cleared or has moved on): drop it.
@@ -476,6 +476,35 @@ impl RedisDriver {
         }
     }
 
+    pub(crate) async fn enqueue_many(
+        &self,
+        jobs: &[StoredJob],
+    ) -> Result<Vec<Enqueued>, QueueError> {
+        let mut invocation = self.scripts.enqueue.prepare_invoke();
+        invocation.key(&self.prefix).arg(jobs.len());
+        for job in jobs {
+            RedisDriver::push_job(&mut invocation, job, "");
+        }
+        let out: Vec<String> = invocation.invoke_async(&mut self.conn.clone()).await?;
+        if out.len() != jobs.len() * 2 {
+            return Err(QueueError::Corrupt(
+                "redis enqueue answered oddly".to_owned(),
+            ));
+        }
+        let statuses = out.iter().step_by(2);
+        let ids = out.iter().skip(1).step_by(2);
+        Ok(statuses
+            .zip(ids)
+            .map(|(status, id)| {
+                if status == "new" {
+                    Enqueued::Created(id.clone())
+                } else {
+                    Enqueued::Duplicate(id.clone())
+                }
+            })
+            .collect())
+    }
+
     pub(crate) async fn enqueue_all(
         &self,
         jobs: &[StoredJob],
@@ -507,7 +536,38 @@ impl RedisDriver {
         Ok(())
     }
 
+    /// Up to `limit` claims, one script call each (each call is one atomic
+    /// claim; Redis answers in microseconds, so batching them buys little).
     pub(crate) async fn claim(
+        &self,
+        queues: &[String],
+        worker: &str,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<RawClaim>, QueueError> {
+        let mut claims = Vec::new();
+        while claims.len() < limit {
+            match self.claim_one(queues, worker, lease_ms).await? {
+                Some(claim) => claims.push(claim),
+                None => break,
+            }
+        }
+        Ok(claims)
+    }
+
+    /// Completes each job in turn (one script call each).
+    pub(crate) async fn complete_many(
+        &self,
+        jobs: &[(&str, i64)],
+    ) -> Result<Vec<bool>, QueueError> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for (id, attempt) in jobs {
+            out.push(self.finish(id, *attempt, Ending::Completed).await?);
+        }
+        Ok(out)
+    }
+
+    async fn claim_one(
         &self,
         queues: &[String],
         worker: &str,
@@ -519,7 +579,7 @@ impl RedisDriver {
             invocation.arg(queue);
         }
         let out: Vec<String> = invocation.invoke_async(&mut self.conn.clone()).await?;
-        if out.len() < 15 {
+        if out.len() < 16 {
             return Ok(None);
         }
         let o = |i: usize| Some(out[i].clone()).filter(|v| !v.is_empty());
@@ -538,7 +598,8 @@ impl RedisDriver {
             batch_id: o(11),
             callback_for: o(12),
             run_at: parse_int(&out[13])?,
-            db_now: parse_int(&out[14])?,
+            priority: parse_int(&out[14])?,
+            db_now: parse_int(&out[15])?,
         }))
     }
 

@@ -6,17 +6,32 @@
 //! the length of one statement), so leases, delays and backoff mean the
 //! same on every replica whatever their clocks say.
 //!
-//! The claim is one `UPDATE … WHERE id = (SELECT … LIMIT 1) RETURNING …`.
+//! The claim is one `UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING …`
+//! for up to `n` jobs (workers ask for as many as they have free slots).
 //! On SQLite the statement holds the single write lock, so two workers can
 //! never take the same row; on PostgreSQL the inner select adds
-//! `FOR UPDATE SKIP LOCKED`, so concurrent claimers skip each other's rows
-//! instead of queueing behind them, and the outer `state = 'pending'`
-//! re-check covers a row claimed and committed meanwhile. Workers are woken
-//! by `NOTIFY corral_queue, '<queue>'`, sent inside the enqueueing
-//! transaction, so a rolled-back enqueue wakes no one.
+//! `FOR UPDATE SKIP LOCKED` inside `= ANY(ARRAY(…))` (evaluated once), so
+//! concurrent claimers skip each other's rows instead of queueing behind
+//! them, and the outer `state = 'pending'` re-check covers a row claimed
+//! and committed meanwhile. Each claimed row is its own lease under its own
+//! attempt. Completions of jobs outside batches and chains are written many
+//! to a statement, each row fenced by its own `(id, attempt)`; batch and
+//! chain members complete in a transaction of their own, which moves the
+//! batch or chain on.
+//!
+//! Workers are woken by `NOTIFY corral_queue, '<queue>'`. A transactional
+//! enqueue (`enqueue_in`) sends it inside the caller's transaction, so a
+//! rolled-back enqueue wakes no one. The queue's own enqueues announce the
+//! queue after their commit instead, coalesced by one task per driver into
+//! one notifying statement that does not wait for the disk: PostgreSQL
+//! serializes the commits of notifying transactions, so a `NOTIFY` inside
+//! every enqueue would make enqueues wait for each other's WAL flushes.
+
+use std::collections::HashSet;
 
 use corral_store::{Backend, Store};
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe};
+use tokio::sync::mpsc;
 
 use crate::QueueError;
 use crate::driver::{Ending, RawBatch, RawClaim, RawRecord, RawStats, StoredJob};
@@ -32,6 +47,22 @@ const RECORD_COLUMNS: &str = "id, queue, kind, state, priority, attempt, release
      run_at, last_error, payload, sensitive, unique_key, batch_id, chain_id, created_at, \
      started_at, finished_at";
 
+/// The columns a new job is inserted with, in the order of its
+/// [`INSERT_PARAMS`] parameters (`created_at` last, from the clock).
+const INSERT_COLUMNS: &str = "id, queue, kind, payload, sensitive, state, priority, run_at, \
+     max_attempts, backoff_base_ms, backoff_max_ms, unique_key, rate_key, batch_id, \
+     callback_for, chain_id, chain_pos, created_at";
+
+/// Parameters per inserted row.
+const INSERT_PARAMS: usize = 18;
+
+/// Rows per multi-row insert: well under SQLite's 32 766 and PostgreSQL's
+/// 65 535 parameters per statement.
+const ROWS_PER_INSERT: usize = 500;
+
+/// `(id, attempt)` pairs per batched completion statement.
+const COMPLETIONS_PER_STATEMENT: usize = 256;
+
 /// Why a lease ran out, as kept in `last_error` of a reaped job.
 const LEASE_EXPIRED: &str = "lease expired: the worker stopped heartbeating";
 const LEASE_EXPIRED_LAST: &str =
@@ -43,11 +74,22 @@ type Links = (String, Option<String>, Option<String>, Option<i64>);
 #[derive(Debug, Clone)]
 pub(crate) struct SqlDriver {
     store: Store,
+    /// Queues to announce once the enqueue that filled them has committed
+    /// (PostgreSQL, when a runtime was there to run the announcer).
+    wakes: Option<mpsc::UnboundedSender<String>>,
 }
 
 impl SqlDriver {
     pub(crate) fn new(store: Store) -> SqlDriver {
-        SqlDriver { store }
+        let wakes = match (store.backend(), tokio::runtime::Handle::try_current()) {
+            (Backend::Postgres, Ok(runtime)) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                runtime.spawn(announce(store.clone(), rx));
+                Some(tx)
+            }
+            _ => None,
+        };
+        SqlDriver { store, wakes }
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -82,8 +124,48 @@ impl SqlDriver {
         Ok(())
     }
 
-    /// Inserts a job on `conn` (autocommit, or the caller's transaction).
+    /// Tells other processes' workers, after the commit that made them
+    /// ready, that `queues` have jobs. A wake-up only saves a poll: if it is
+    /// lost (a crash right after the commit), workers find the jobs at their
+    /// next poll.
+    async fn announce(&self, queues: &[&str]) -> Result<(), QueueError> {
+        if self.backend() != Backend::Postgres || queues.is_empty() {
+            return Ok(());
+        }
+        match &self.wakes {
+            Some(wakes) => {
+                for queue in queues {
+                    // Fails only once the announcer is gone (runtime shut down).
+                    let _ = wakes.send((*queue).to_owned());
+                }
+                Ok(())
+            }
+            None => {
+                let mut conn = self.pool().acquire().await?;
+                for queue in queues {
+                    self.notify(&mut conn, queue).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Inserts a job inside the caller's transaction; its wake-up is sent
+    /// in the same transaction, so only a commit wakes anyone.
     pub(crate) async fn insert(
+        &self,
+        conn: &mut AnyConnection,
+        job: &StoredJob,
+    ) -> Result<Enqueued, QueueError> {
+        let done = self.insert_row(conn, job).await?;
+        if done.is_created() && !job.waiting {
+            self.notify(conn, &job.queue).await?;
+        }
+        Ok(done)
+    }
+
+    /// Inserts a job on `conn`, sending no wake-up.
+    async fn insert_row(
         &self,
         conn: &mut AnyConnection,
         job: &StoredJob,
@@ -117,12 +199,7 @@ impl SqlDriver {
         .fetch_optional(&mut *conn)
         .await?;
         match inserted {
-            Some(id) => {
-                if !job.waiting {
-                    self.notify(conn, &job.queue).await?;
-                }
-                Ok(Enqueued::Created(id))
-            }
+            Some(id) => Ok(Enqueued::Created(id)),
             None => {
                 let key = job.unique_key.as_deref().unwrap_or_default();
                 let existing: Option<String> =
@@ -140,9 +217,92 @@ impl SqlDriver {
         }
     }
 
+    /// Inserts independent jobs in one transaction, [`ROWS_PER_INSERT`] rows
+    /// per statement, and wakes each queue once.
+    pub(crate) async fn enqueue_many(
+        &self,
+        jobs: &[StoredJob],
+    ) -> Result<Vec<Enqueued>, QueueError> {
+        let mut tx = self.pool().begin().await?;
+        let mut created = HashSet::with_capacity(jobs.len());
+        for chunk in jobs.chunks(ROWS_PER_INSERT) {
+            let values = (0..chunk.len())
+                .map(|row| {
+                    let p = |i: usize| format!("${}", row * INSERT_PARAMS + i);
+                    format!(
+                        "({}, {}, {}, {}, {}, {}, {}, CASE WHEN {} >= 0 THEN {} ELSE {{now}} + {} END, \
+                         {}, {}, {}, {}, {}, {}, {}, {}, {}, {{now}})",
+                        p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8), p(8), p(9),
+                        p(10), p(11), p(12), p(13), p(14), p(15), p(16), p(17), p(18)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = self.sql(&format!(
+                "INSERT INTO queue_jobs ({INSERT_COLUMNS}) VALUES {values} \
+                 ON CONFLICT (unique_key) DO NOTHING RETURNING id"
+            ));
+            let mut query = sqlx::query_scalar::<_, String>(sql);
+            for job in chunk {
+                query = query
+                    .bind(job.id.as_str())
+                    .bind(job.queue.as_str())
+                    .bind(job.kind.as_str())
+                    .bind(job.payload.as_str())
+                    .bind(i64::from(job.sensitive))
+                    .bind(if job.waiting { "waiting" } else { "pending" })
+                    .bind(job.priority)
+                    .bind(job.run_at.unwrap_or(-1))
+                    .bind(job.delay_ms)
+                    .bind(job.max_attempts)
+                    .bind(job.backoff_base_ms)
+                    .bind(job.backoff_max_ms)
+                    .bind(job.unique_key.as_deref())
+                    .bind(job.rate_key.as_deref())
+                    .bind(job.batch_id.as_deref())
+                    .bind(job.callback_for.as_deref())
+                    .bind(job.chain_id.as_deref())
+                    .bind(job.chain_pos);
+            }
+            created.extend(query.fetch_all(&mut *tx).await?);
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut woken: Vec<&str> = Vec::new();
+        for job in jobs {
+            if created.contains(&job.id) {
+                if !job.waiting && !woken.contains(&job.queue.as_str()) {
+                    woken.push(&job.queue);
+                }
+                out.push(Enqueued::Created(job.id.clone()));
+                continue;
+            }
+            let key = job.unique_key.as_deref().unwrap_or_default();
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT id FROM queue_jobs WHERE unique_key = $1")
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            out.push(Enqueued::Duplicate(existing.ok_or_else(|| {
+                QueueError::Corrupt(format!(
+                    "insert of job {} conflicted but no job holds its unique key",
+                    job.id
+                ))
+            })?));
+        }
+        tx.commit().await?;
+        self.announce(&woken).await?;
+        Ok(out)
+    }
+
+    /// Inserts a job (one autocommit statement), then announces it.
     pub(crate) async fn enqueue(&self, job: &StoredJob) -> Result<Enqueued, QueueError> {
         let mut conn = self.pool().acquire().await?;
-        self.insert(&mut conn, job).await
+        let done = self.insert_row(&mut conn, job).await?;
+        drop(conn);
+        if done.is_created() && !job.waiting {
+            self.announce(&[&job.queue]).await?;
+        }
+        Ok(done)
     }
 
     /// Inserts every row in one transaction, then the batch row if given.
@@ -166,8 +326,12 @@ impl SqlDriver {
             .execute(&mut *tx)
             .await?;
         }
+        let mut woken: Vec<&str> = Vec::new();
         for job in jobs {
-            if !self.insert(&mut tx, job).await?.is_created() {
+            if !job.waiting && !woken.contains(&job.queue.as_str()) {
+                woken.push(&job.queue);
+            }
+            if !self.insert_row(&mut tx, job).await?.is_created() {
                 return Err(QueueError::Invalid(
                     "jobs in a batch or chain cannot share a unique key with a kept job".into(),
                 ));
@@ -189,41 +353,61 @@ impl SqlDriver {
             }
         }
         tx.commit().await?;
+        self.announce(&woken).await?;
         Ok(())
     }
 
+    /// Leases up to `limit` of the best ready jobs of `queues` in one
+    /// statement, best first (each row is its own lease under its own
+    /// attempt, exactly as if claimed one by one).
     pub(crate) async fn claim(
         &self,
         queues: &[String],
         worker: &str,
         lease_ms: i64,
-    ) -> Result<Option<RawClaim>, QueueError> {
-        if queues.is_empty() {
-            return Ok(None);
+        limit: usize,
+    ) -> Result<Vec<RawClaim>, QueueError> {
+        if queues.is_empty() || limit == 0 {
+            return Ok(Vec::new());
         }
         let list = (0..queues.len())
-            .map(|i| format!("${}", i + 3))
+            .map(|i| format!("${}", i + 4))
             .collect::<Vec<_>>()
             .join(", ");
-        let skip = match self.backend() {
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
+        // On PostgreSQL the candidates must be picked exactly once: as a
+        // plain `IN (subquery)` the planner may rescan the subquery, and
+        // every rescan skips the rows locked so far and finds new ones, so
+        // more than `limit` rows would be claimed. `ARRAY(…)` is evaluated
+        // once, before the update.
+        let (open, close) = match self.backend() {
+            Backend::Postgres => ("= ANY(ARRAY(", " FOR UPDATE SKIP LOCKED))"),
+            Backend::Sqlite => ("IN (", ")"),
         };
         let sql = self.sql(&format!(
             "UPDATE queue_jobs SET state = 'running', attempt = attempt + 1, \
              locked_until = {{now}} + $1, locked_by = $2, started_at = {{now}} \
-             WHERE state = 'pending' AND id = (SELECT id FROM queue_jobs \
+             WHERE state = 'pending' AND id {open}SELECT id FROM queue_jobs \
                WHERE state = 'pending' AND queue IN ({list}) AND run_at <= {{now}} \
-               ORDER BY priority DESC, run_at, id LIMIT 1 {skip}) \
-             RETURNING {CLAIM_COLUMNS}, {{now}} AS db_now"
+               ORDER BY priority DESC, run_at, id LIMIT $3{close} \
+             RETURNING {CLAIM_COLUMNS}, priority, {{now}} AS db_now"
         ));
         let mut query = sqlx::query_as::<_, RawClaim>(sql)
             .bind(lease_ms)
-            .bind(worker);
+            .bind(worker)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
         for queue in queues {
             query = query.bind(queue);
         }
-        Ok(query.fetch_optional(self.pool()).await?)
+        let mut claims = query.fetch_all(self.pool()).await?;
+        if claims.len() > limit {
+            return Err(QueueError::Corrupt(format!(
+                "a claim of at most {limit} jobs leased {}",
+                claims.len()
+            )));
+        }
+        // RETURNING has no order of its own.
+        claims.sort_by(|a, b| (b.priority, a.run_at, &a.id).cmp(&(a.priority, b.run_at, &b.id)));
+        Ok(claims)
     }
 
     /// Extends the lease; `false` when it is no longer held.
@@ -324,6 +508,44 @@ impl SqlDriver {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Completes leased jobs (`(id, attempt)` pairs) in one statement where
+    /// it can: jobs outside batches and chains, still running under their
+    /// attempt. The others (batch or chain members, whose progress needs a
+    /// transaction of its own, and lost leases) go through [`Self::finish`].
+    /// Answers, in order, whether each lease was still held.
+    pub(crate) async fn complete_many(
+        &self,
+        jobs: &[(&str, i64)],
+    ) -> Result<Vec<bool>, QueueError> {
+        let mut held = HashSet::with_capacity(jobs.len());
+        for chunk in jobs.chunks(COMPLETIONS_PER_STATEMENT) {
+            let fence = (0..chunk.len())
+                .map(|k| format!("(id = ${} AND attempt = ${})", 2 * k + 1, 2 * k + 2))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            let sql = self.sql(&format!(
+                "UPDATE queue_jobs SET state = 'completed', finished_at = {{now}}, \
+                 locked_until = NULL, locked_by = NULL \
+                 WHERE state = 'running' AND batch_id IS NULL AND chain_id IS NULL \
+                 AND ({fence}) RETURNING id, attempt"
+            ));
+            let mut query = sqlx::query_as::<_, (String, i64)>(sql);
+            for (id, attempt) in chunk {
+                query = query.bind(*id).bind(*attempt);
+            }
+            held.extend(query.fetch_all(self.pool()).await?);
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for (id, attempt) in jobs {
+            if held.contains(&((*id).to_owned(), *attempt)) {
+                out.push(true);
+            } else {
+                out.push(self.finish(id, *attempt, Ending::Completed).await?);
+            }
+        }
+        Ok(out)
     }
 
     /// After a chain member ended: release the next one, or cancel the rest.
@@ -617,5 +839,33 @@ impl SqlDriver {
         };
         listener.listen(CHANNEL).await?;
         Ok(Some(listener))
+    }
+}
+
+/// Sends the wake-ups [`SqlDriver::announce`] queued: every queue named
+/// since the last send, in one statement. The statement writes nothing but
+/// the notifications, so its commit need not wait for the disk
+/// (`synchronous_commit` off for that one transaction); a notification is
+/// lost in a crash either way. Ends when every driver handle is gone.
+async fn announce(store: Store, mut wakes: mpsc::UnboundedReceiver<String>) {
+    while let Some(first) = wakes.recv().await {
+        let mut queues = vec![first];
+        while let Ok(queue) = wakes.try_recv() {
+            if !queues.contains(&queue) {
+                queues.push(queue);
+            }
+        }
+        let calls = (0..queues.len())
+            .map(|i| format!("pg_notify($1, ${})", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("SELECT set_config('synchronous_commit', 'off', true), {calls}");
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(CHANNEL);
+        for queue in &queues {
+            query = query.bind(queue.as_str());
+        }
+        if let Err(error) = query.execute(store.pool()).await {
+            tracing::debug!(%error, "queue wake-up not sent; workers will poll");
+        }
     }
 }

@@ -1,23 +1,28 @@
-//! Workers: handlers registered by job kind, run by N concurrent loops that
-//! claim, heartbeat, and report, with graceful shutdown.
+//! Workers: handlers registered by job kind, run up to `concurrency` at a
+//! time, with heartbeats and graceful shutdown.
 //!
-//! Each handler runs in its own task, so a panic fails the attempt instead
-//! of the worker. While it runs, the loop heartbeats the lease; if the
-//! lease turns out lost (the job was reclaimed), the handler is aborted and
-//! nothing is reported. On shutdown the loops stop claiming, in-flight jobs
-//! get the grace period to finish, and whatever is still running after it is
-//! aborted and released (back to pending, attempt not counted).
+//! One loop claims jobs for every free slot at once (one statement on the
+//! database) and runs each in a task of its own, so a panic fails the
+//! attempt instead of the worker. While a handler runs, its lease is
+//! heartbeated; if the lease turns out lost (the job was reclaimed), the
+//! handler is aborted and nothing is reported. A finished handler frees its
+//! slot at once, and its completion is written together with the others
+//! that finished meanwhile (one statement for many). On shutdown the loop
+//! stops claiming, in-flight jobs get the grace period to finish, and
+//! whatever is still running after it is aborted and released (back to
+//! pending, attempt not counted).
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt as _, StreamExt as _};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -312,11 +317,12 @@ impl Workers {
             in_flight: AtomicUsize::new(0),
             released: AtomicU64::new(0),
             completed: AtomicU64::new(0),
+            completions: Mutex::default(),
         });
         let mut tasks = JoinSet::new();
-        for slot in 0..shared.options.concurrency.max(1) {
+        {
             let shared = shared.clone();
-            tasks.spawn(async move { shared.work(slot).await });
+            tasks.spawn(async move { shared.work().await });
         }
         let mut side = JoinSet::new();
         {
@@ -347,49 +353,178 @@ struct Shared {
     in_flight: AtomicUsize,
     released: AtomicU64,
     completed: AtomicU64,
+    completions: Mutex<Completions>,
+}
+
+/// Most jobs one claim asks for.
+const MAX_CLAIM: usize = 64;
+
+/// Completions waiting to be written, and whether a write is under way.
+#[derive(Default)]
+struct Completions {
+    writing: bool,
+    /// Job id, attempt, and where to answer: `Some(held)`, or `None` when
+    /// the write failed (the job then completes on its own).
+    waiting: Vec<(String, i64, oneshot::Sender<Option<bool>>)>,
+}
+
+/// Hands the writer's role back even if the writing task is dropped
+/// mid-write; whoever arrives next writes what is waiting.
+struct WriterGuard<'a> {
+    completions: &'a Mutex<Completions>,
+    /// Cleared once the writer has handed its role back itself.
+    armed: bool,
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut pending = self.completions.lock().unwrap_or_else(|e| e.into_inner());
+        pending.writing = false;
+        // Anyone still waiting completes on its own.
+        pending.waiting.clear();
+    }
 }
 
 impl Shared {
-    async fn work(&self, slot: usize) {
-        let name = format!("{}/{slot}", self.options.name);
+    /// Claims jobs for every free slot at once (one statement on the
+    /// database), runs each in a task of its own, and when nothing is ready
+    /// waits for a wake-up or the poll interval. On stop, waits for the
+    /// runs in flight.
+    async fn work(self: Arc<Self>) {
+        let slots = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
+        let mut running = JoinSet::new();
         loop {
+            while running.try_join_next().is_some() {}
             if self.stop.is_cancelled() {
-                return;
+                break;
+            }
+            let mut permits = tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                () = self.stop.cancelled() => break,
+            };
+            let free = slots.available_permits().min(MAX_CLAIM - 1);
+            if free > 0
+                && let Ok(more) = slots.clone().try_acquire_many_owned(free as u32)
+            {
+                permits.merge(more);
             }
             // Registered before the claim, so a wake-up between an empty
             // claim and the wait is not lost.
             let woken = self.queue.wake_signal().notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            match self
+            let claimed = self
                 .queue
-                .claim(&self.options.queues, &name, self.options.lease)
-                .await
-            {
-                Ok(Some(job)) => {
-                    self.in_flight.fetch_add(1, Ordering::SeqCst);
-                    self.run(job).await;
-                    self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                .claim_many(
+                    &self.options.queues,
+                    &self.options.name,
+                    self.options.lease,
+                    permits.num_permits(),
+                )
+                .await;
+            match claimed {
+                Ok(jobs) if !jobs.is_empty() => {
+                    for job in jobs {
+                        let Some(permit) = permits.split(1) else {
+                            // Never more than asked for; should it happen,
+                            // give the job back rather than sit on its lease.
+                            if let Err(error) = self.queue.release(&job, Duration::ZERO).await {
+                                tracing::warn!(job = %job.id, %error, "could not give back an extra claim");
+                            }
+                            continue;
+                        };
+                        self.in_flight.fetch_add(1, Ordering::SeqCst);
+                        let shared = self.clone();
+                        running.spawn(async move {
+                            shared.run(job, permit).await;
+                            shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                        });
+                    }
                 }
-                Ok(None) => {
+                Ok(_) => {
+                    drop(permits);
                     tokio::select! {
                         () = &mut woken => {}
                         () = tokio::time::sleep(self.options.poll_interval) => {}
-                        () = self.stop.cancelled() => return,
+                        () = self.stop.cancelled() => break,
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "claiming a job failed; retrying after the poll interval");
+                    drop(permits);
+                    tracing::warn!(%error, "claiming jobs failed; retrying after the poll interval");
                     tokio::select! {
                         () = tokio::time::sleep(self.options.poll_interval) => {}
-                        () = self.stop.cancelled() => return,
+                        () = self.stop.cancelled() => break,
                     }
                 }
             }
         }
+        while running.join_next().await.is_some() {}
     }
 
-    async fn run(&self, job: Claimed) {
+    /// Records a completion together with whichever others finish
+    /// meanwhile: the first to arrive writes every completion waiting (one
+    /// statement on the database) while later ones queue up for the next
+    /// write, so completions cost about one round trip per write, not per job.
+    async fn complete(&self, job: &Claimed) -> Result<(), QueueError> {
+        let (tx, rx) = oneshot::channel();
+        let lead = {
+            let mut pending = self.completions.lock().unwrap_or_else(|e| e.into_inner());
+            pending.waiting.push((job.id.clone(), job.attempt, tx));
+            !std::mem::replace(&mut pending.writing, true)
+        };
+        if lead {
+            let mut writer = WriterGuard {
+                completions: &self.completions,
+                armed: true,
+            };
+            loop {
+                let batch = {
+                    let mut pending = self.completions.lock().unwrap_or_else(|e| e.into_inner());
+                    if pending.waiting.is_empty() {
+                        pending.writing = false;
+                        writer.armed = false;
+                        break;
+                    }
+                    std::mem::take(&mut pending.waiting)
+                };
+                let fences: Vec<(&str, i64)> = batch
+                    .iter()
+                    .map(|(id, attempt, _)| (id.as_str(), *attempt))
+                    .collect();
+                let held = self.queue.complete_fenced(&fences).await;
+                match held {
+                    Ok(held) => {
+                        for ((_, _, tx), held) in batch.into_iter().zip(held) {
+                            let _ = tx.send(Some(held));
+                        }
+                    }
+                    // Each is retried on its own below, for its own answer.
+                    Err(_) => {
+                        for (_, _, tx) in batch {
+                            let _ = tx.send(None);
+                        }
+                    }
+                }
+            }
+        }
+        match rx.await {
+            Ok(Some(true)) => Ok(()),
+            Ok(Some(false)) => Err(Queue::lost_lease(job)),
+            Ok(None) | Err(_) => self.queue.complete(job).await,
+        }
+    }
+
+    /// Runs one job in the slot `permit` holds. The slot is given back as
+    /// soon as the handler has finished, so the next claim overlaps with
+    /// the writing of this result (the run itself ends once it is written).
+    async fn run(&self, job: Claimed, permit: OwnedSemaphorePermit) {
         let cancelled = CancellationToken::new();
         let ctx = JobContext {
             inner: Arc::new(ContextInner {
@@ -456,8 +591,9 @@ impl Shared {
                 }
             }
         };
+        drop(permit);
         let report = match outcome {
-            Ok(Ok(())) => self.queue.complete(&job).await.map(|()| None),
+            Ok(Ok(())) => self.complete(&job).await.map(|()| None),
             Ok(Err(error)) => self
                 .queue
                 .fail(&job, error.message(), error.is_retryable())

@@ -8,6 +8,7 @@
     reason = "test code: a failed step should fail the test"
 )]
 
+mod batching;
 mod periodic;
 mod queue;
 mod workers;
