@@ -32,7 +32,7 @@ const KIND: &str = "noop";
 #[command(about = "corral-queue throughput against a raw-SQL floor in the same run")]
 struct Args {
     /// Jobs per measurement.
-    #[arg(long, env = "QUEUE_BENCH_JOBS", default_value_t = 20_000)]
+    #[arg(long, env = "QUEUE_BENCH_JOBS", default_value_t = 10_000)]
     jobs: u64,
     /// Rounds (each runs the floor, then the queue).
     #[arg(long, env = "QUEUE_BENCH_ROUNDS", default_value_t = 3)]
@@ -260,6 +260,9 @@ struct Setup {
     queue: Queue,
     pg_admin: Option<(String, String)>,
     redis: Option<(redis::aio::ConnectionManager, String)>,
+    /// Wakes idle floor consumers when a floor producer has added rows (the
+    /// in-process wake-up the queue's own enqueues give its workers).
+    floor_wake: Arc<tokio::sync::Notify>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -331,6 +334,7 @@ async fn setup(args: &Args, target: Target) -> anyhow::Result<Setup> {
         queue,
         pg_admin,
         redis,
+        floor_wake: Arc::default(),
         _dir: dir,
     })
 }
@@ -559,6 +563,7 @@ async fn floor_produce(args: &Args, setup: &Setup, per_call: usize) -> anyhow::R
         let count = share(args.jobs, args.producers, p);
         let pool = setup.store.pool().clone();
         let redis = setup.redis.clone();
+        let wake = setup.floor_wake.clone();
         tasks.spawn(async move {
             let mut left = count;
             while left > 0 {
@@ -577,6 +582,10 @@ async fn floor_produce(args: &Args, setup: &Setup, per_call: usize) -> anyhow::R
                         }
                         let () = pipe.query_async(&mut conn.clone()).await?;
                     }
+                }
+                // One consumer per row, as a queue would wake them.
+                for _ in 0..take {
+                    wake.notify_one();
                 }
                 left -= take;
             }
@@ -604,7 +613,7 @@ async fn floor_insert(pool: &AnyPool, rows: u64) -> anyhow::Result<()> {
 }
 
 /// Raw claims and completions until `args.jobs` are done. While producers
-/// still run (`concurrent`), an empty claim waits a millisecond and retries.
+/// still run (`concurrent`), an empty claim waits for a producer's wake-up.
 async fn floor_consume(args: &Args, setup: &Setup, concurrent: bool) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let done = Arc::new(AtomicU64::new(0));
@@ -625,6 +634,7 @@ async fn floor_consume(args: &Args, setup: &Setup, concurrent: bool) -> anyhow::
         let done = done.clone();
         let claim = claim.clone();
         let jobs = args.jobs;
+        let wake = setup.floor_wake.clone();
         tasks.spawn(async move {
             while done.load(Ordering::SeqCst) < jobs {
                 let got = match &redis {
@@ -678,7 +688,9 @@ async fn floor_consume(args: &Args, setup: &Setup, concurrent: bool) -> anyhow::
                 if got {
                     done.fetch_add(1, Ordering::SeqCst);
                 } else if concurrent {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    // Until a producer adds rows (or, in case the last
+                    // rows went to other consumers, a short while).
+                    let _ = tokio::time::timeout(Duration::from_millis(20), wake.notified()).await;
                 } else {
                     break;
                 }

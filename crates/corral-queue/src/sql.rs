@@ -12,8 +12,9 @@
 //! never take the same row; on PostgreSQL the inner select adds
 //! `FOR UPDATE SKIP LOCKED` inside `= ANY(ARRAY(…))` (evaluated once), so
 //! concurrent claimers skip each other's rows instead of queueing behind
-//! them, and the outer `state = 'pending'` re-check covers a row claimed
-//! and committed meanwhile. Each claimed row is its own lease under its own
+//! them; the locks, taken on each row's latest version with the conditions
+//! re-checked, cover a row claimed and committed meanwhile, and the outer
+//! update finds the rows by primary key. Each claimed row is its own lease under its own
 //! attempt. Completions of jobs outside batches and chains are written many
 //! to a statement, each row fenced by its own `(id, attempt)`; batch and
 //! chain members complete in a transaction of their own, which moves the
@@ -379,14 +380,24 @@ impl SqlDriver {
         // every rescan skips the rows locked so far and finds new ones, so
         // more than `limit` rows would be claimed. `ARRAY(…)` is evaluated
         // once, before the update.
-        let (open, close) = match self.backend() {
-            Backend::Postgres => ("= ANY(ARRAY(", " FOR UPDATE SKIP LOCKED))"),
-            Backend::Sqlite => ("IN (", ")"),
+        //
+        // The outer update finds the rows by primary key alone on
+        // PostgreSQL: with `state = 'pending'` there too, the planner may
+        // (when the table was last analyzed nearly empty, as a drained queue
+        // often is) look them up through the partial ready index instead,
+        // which scans every ready job of the queue per claim. The re-check
+        // is not needed there: the subquery holds the rows' locks, taken on
+        // their latest versions with its conditions re-checked, until the
+        // update commits. SQLite's single writer needs no re-check either,
+        // but it costs nothing there.
+        let (recheck, open, close) = match self.backend() {
+            Backend::Postgres => ("", "= ANY(ARRAY(", " FOR UPDATE SKIP LOCKED))"),
+            Backend::Sqlite => ("state = 'pending' AND ", "IN (", ")"),
         };
         let sql = self.sql(&format!(
             "UPDATE queue_jobs SET state = 'running', attempt = attempt + 1, \
              locked_until = {{now}} + $1, locked_by = $2, started_at = {{now}} \
-             WHERE state = 'pending' AND id {open}SELECT id FROM queue_jobs \
+             WHERE {recheck}id {open}SELECT id FROM queue_jobs \
                WHERE state = 'pending' AND queue IN ({list}) AND run_at <= {{now}} \
                ORDER BY priority DESC, run_at, id LIMIT $3{close} \
              RETURNING {CLAIM_COLUMNS}, priority, {{now}} AS db_now"
