@@ -15,6 +15,7 @@ in machine load hits both. Prints a markdown table of medians and ratios.
 import http.client
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -53,6 +54,60 @@ def bare(_conn):
 def cpu_seconds(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def data_dir():
+    """The bench server's --data-dir (its sandboxes' roots are under it)."""
+    argv = open(f"/proc/{CORRAL_PID}/cmdline", "rb").read().split(b"\0")
+    return os.path.realpath(argv[argv.index(b"--data-dir") + 1].decode())
+
+
+DATA_DIR = data_dir()
+
+
+def sandbox_cpu_seconds():
+    """CPU of the bench server's sandboxes' cgroups (the agent and what it
+    ran), found from the agents' own cgroups; agents of other servers on the
+    host are told apart by the sandbox directory the cgroup's name points
+    to: (seconds, number of sandboxes)."""
+    total, seen = 0.0, set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0] != b"/.corral/agent":
+                continue
+            lines = open(f"/proc/{pid}/cgroup").read().splitlines()
+            # The cgroup is named after the sandbox, whose directory is the server's.
+            name = os.path.basename(lines[0].split(":", 2)[2])
+            if not (name.startswith("corral-")
+                    and os.path.isdir(os.path.join(DATA_DIR, "sandboxes", name[len("corral-"):]))):
+                continue
+        except OSError:
+            continue
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if "cpuacct" in controllers.split(","):
+                where = next(d for d in ("/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpuacct")
+                             if os.path.isdir(d))
+                key, read = where + path, lambda k: int(open(k + "/cpuacct.usage").read()) / 1e9
+                break
+        else:
+            path = next(line.split(":", 2)[2] for line in lines if line.startswith("0::"))
+            key = "/sys/fs/cgroup" + path
+            read = lambda k: int(next(l.split()[1] for l in open(k + "/cpu.stat") if l.startswith("usage_usec"))) / 1e6
+        if key not in seen:
+            seen.add(key)
+            try:
+                total += read(key)
+            except OSError:
+                pass
+    return total, len(seen)
+
+
+def children_cpu_seconds():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def busy_ticks():
@@ -110,19 +165,27 @@ def main():
     load(execute, 3)
     rows = {"bare": [], "corral": []}
     lat = {"bare": [], "corral": []}
-    server_cpu, busy, verdict_ms = [], [], []
+    server_cpu, sandbox_cpu, bare_cpu, busy, verdict_ms, sandboxes = [], [], [], [], [], []
     ticks = os.sysconf("SC_CLK_TCK")
     for _ in range(ROUNDS):
         for name, target in (("bare", bare), ("corral", execute)):
             cpu0, busy0, t0 = cpu_seconds(CORRAL_PID), busy_ticks(), time.perf_counter()
+            (box0, _), child0 = sandbox_cpu_seconds(), children_cpu_seconds()
             rate, latencies, results = load(target, SECONDS)
             wall = time.perf_counter() - t0
             rows[name].append(rate)
             lat[name].extend(latencies)
             busy.append((name, (busy_ticks() - busy0) / ticks / wall))
+            n = max(1, len(latencies))
             if name == "corral":
-                server_cpu.append((cpu_seconds(CORRAL_PID) - cpu0) / max(1, len(latencies)) * 1000)
+                time.sleep(0.2)  # the last programs are reaped; counters settle
+                box1, boxes = sandbox_cpu_seconds()
+                server_cpu.append((cpu_seconds(CORRAL_PID) - cpu0) / n * 1000)
+                sandbox_cpu.append((box1 - box0) / n * 1000)
+                sandboxes.append(boxes)
                 verdict_ms.extend(r["wall_ms"] for r in results if r.get("wall_ms") is not None)
+            else:
+                bare_cpu.append((children_cpu_seconds() - child0) / n * 1000)
     b, c = statistics.median(rows["bare"]), statistics.median(rows["corral"])
     ratio = c / b if b else 0.0
     print(f"## Executions: `print(1)` in python, {CLIENTS} concurrent clients, {ROUNDS} rounds of {SECONDS:g} s each\n")
@@ -132,7 +195,10 @@ def main():
     print(f"| latency per execution p50 / p99, ms | {pct(lat['corral'], 0.5):.1f} / {pct(lat['corral'], 0.99):.1f} | {pct(lat['bare'], 0.5):.1f} / {pct(lat['bare'], 0.99):.1f} | {pct(lat['corral'], 0.5) / pct(lat['bare'], 0.5):.2f} (p50) | — | — |")
     if verdict_ms:
         print(f"| the program's own wall time in the sandbox (`wall_ms`), p50 | {statistics.median(verdict_ms):.0f} ms | — | — | — | — |")
-    print(f"| `corral serve` CPU per execution (median of rounds; the sandbox's processes are not in it) | {statistics.median(server_cpu):.2f} ms | — | — | — | — |")
+    srv, box, raw = statistics.median(server_cpu), statistics.median(sandbox_cpu), statistics.median(bare_cpu)
+    print(f"| CPU per execution, ms: `corral serve` + the sandboxes' cgroups (agent and python) = total | {srv:.2f} + {box:.2f} = {srv + box:.2f} | {raw:.2f} (the bare process) | {(srv + box) / raw:.2f} | — | — |")
+    print(f"| capacity on idle CPUs (bare CPU per run ÷ Corral's CPU per execution; the client's own CPU is in neither) | {raw / (srv + box):.2f} | — | — | ≥ 0.7 | {'pass' if raw / (srv + box) >= 0.7 else '**FAIL**'} |")
+    print(f"| sandboxes in use at the end of each round (reset and reused) | {', '.join(map(str, sandboxes))} | — | — | — | — |")
     print()
     print("Per round, executions/s: Corral " + ", ".join(f"{r:.1f}" for r in rows["corral"])
           + "; bare " + ", ".join(f"{r:.1f}" for r in rows["bare"])
