@@ -242,21 +242,21 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         match limit_body(&mut request, self.limit) {
             Ok(()) => futures_util::future::Either::Left(self.inner.call(request)),
-            Err(too_large) => {
-                futures_util::future::Either::Right(std::future::ready(Ok(too_large)))
+            Err(status) => {
+                futures_util::future::Either::Right(std::future::ready(Ok(status.into_response())))
             }
         }
     }
 }
 
-fn limit_body(request: &mut Request, limit: usize) -> Result<(), Response> {
+fn limit_body(request: &mut Request, limit: usize) -> Result<(), StatusCode> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
     let limit = match declared {
         Some(len) if len > limit => {
-            return Err(StatusCode::PAYLOAD_TOO_LARGE.into_response());
+            return Err(StatusCode::PAYLOAD_TOO_LARGE);
         }
         Some(len) => limit.min(len),
         None => limit,

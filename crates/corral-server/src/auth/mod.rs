@@ -321,7 +321,7 @@ fn authorize_now(state: &AppState, mut request: Request) -> Now {
     let (action, path_org) = match requirement(state, &mut request) {
         Ok(Some(needed)) => needed,
         Ok(None) => return Now::Pass(request),
-        Err(response) => return Now::Refuse(response),
+        Err(error) => return Now::Refuse(error.into_response()),
     };
     let caller = match authenticate_cached(state, request.headers(), path_org.as_deref(), now) {
         Some(Ok(caller)) => caller,
@@ -340,18 +340,17 @@ fn authorize_now(state: &AppState, mut request: Request) -> Now {
     if let Err(error) = permit(state, &request, &caller, action) {
         return Now::Refuse(error.into_response());
     }
+    let user = Subject::new("user", &caller.principal.user_id);
+    let key = match &caller.principal.credential {
+        Credential::ApiKey { key_id, .. } => Some(Subject::new("key", key_id)),
+        Credential::Session => None,
+    };
     let checks = [
-        Some(Subject::new("user", &caller.principal.user_id))
-            .map(|s| (s, limits.per_user_per_minute)),
-        match &caller.principal.credential {
-            Credential::ApiKey { key_id, .. } => {
-                Some((Subject::new("key", key_id), limits.per_key_per_minute))
-            }
-            Credential::Session => None,
-        },
+        Some((&user, limits.per_user_per_minute)),
+        key.as_ref().map(|key| (key, limits.per_key_per_minute)),
     ];
-    for (subject, per_minute) in checks.iter().flatten() {
-        if let Some(Err(error)) = state.limiter.check_now(subject, *per_minute, now) {
+    for (subject, per_minute) in checks.into_iter().flatten() {
+        if let Some(Err(error)) = state.limiter.check_now(subject, per_minute, now) {
             return Now::Refuse(error.into_response());
         }
     }
@@ -382,7 +381,7 @@ async fn authorize_later(
                     .await
                     .map_err(refuse)?;
             }
-            let Some((action, path_org)) = requirement(state, &mut request)? else {
+            let Some((action, path_org)) = requirement(state, &mut request).map_err(refuse)? else {
                 return Ok(request);
             };
             let caller = authenticate(state, request.headers(), path_org)
@@ -432,7 +431,7 @@ fn peer_ip(request: &Request) -> Option<std::net::IpAddr> {
 fn requirement(
     state: &AppState,
     request: &mut Request,
-) -> Result<Option<(Action, Option<String>)>, Response> {
+) -> Result<Option<(Action, Option<String>)>, ApiError> {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -441,8 +440,7 @@ fn requirement(
         return Err(ApiError::internal(anyhow::anyhow!(
             "route {} {route} has no authorization policy",
             request.method()
-        ))
-        .into_response());
+        )));
     };
     let names_org = route.contains("{org}");
     let action = match access {
@@ -474,8 +472,7 @@ fn requirement(
         let Some(params) = params else {
             return Err(ApiError::internal(anyhow::anyhow!(
                 "reading the path's org did not complete at once"
-            ))
-            .into_response());
+            )));
         };
         params.ok().and_then(|p| {
             p.iter()
