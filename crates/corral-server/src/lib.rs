@@ -28,8 +28,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::response::IntoResponse;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use corral_core::clock::{Clock, SystemClock};
 use corral_store::Store;
@@ -165,11 +163,8 @@ pub fn app(state: AppState) -> Router {
 #[doc(hidden)]
 pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
     let config = state.config.clone();
-    let api = routes::api().route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::authorize,
-    ));
-    let mut router = Router::new()
+    let api = routes::api().route_layer(auth::AuthorizeLayer::new(state.clone()));
+    let router = Router::new()
         .merge(api)
         .merge(routes::meta::routes())
         .merge(routes::docs::routes())
@@ -185,22 +180,21 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
         })
         .with_state(state.clone());
 
-    // Layers run outermost-last: the envelope (request id, problem bodies,
-    // metrics) wraps the body limit and CORS so their rejections become
-    // problems too; security headers go on last, onto every response.
-    router = router.layer(RequestBodyLimitLayer::new(config.server.body_limit_bytes));
-    if let Some(cors) = cors_layer(&config) {
-        router = router.layer(cors);
-    }
-    router = router.layer(axum::middleware::from_fn_with_state(
-        state.metrics.clone(),
-        middleware::envelope,
-    ));
-    // `if_not_present`: a route may set a stricter policy (the docs pages do).
-    for (name, value) in middleware::security_headers(config.hsts()) {
-        router = router.layer(SetResponseHeaderLayer::if_not_present(name, value));
-    }
-    router
+    // One `layer` call: axum boxes each one around every route, and every
+    // boxed level is cloned on every request. Outermost first: the envelope
+    // (request id, problem bodies, metrics, security headers) wraps CORS and
+    // the body limit, so their rejections become problems too.
+    router.layer(
+        tower::ServiceBuilder::new()
+            .layer(middleware::EnvelopeLayer::new(
+                state.metrics.clone(),
+                config.hsts(),
+            ))
+            .option_layer(cors_layer(&config))
+            .layer(middleware::BodyLimitLayer::new(
+                config.server.body_limit_bytes,
+            )),
+    )
 }
 
 /// CORS for the configured origins only; never a wildcard and never a

@@ -36,13 +36,153 @@ const LOCKOUT_TTL_MS: i64 = 24 * 3_600_000;
 const MEMORY_SWEEP_AT: usize = 50_000;
 
 /// The counter name of a rate-limited subject: `kind:id` (`ip:…`, `user:…`,
-/// `key:…`). Built by hand: `format!` costs more than the counting.
-pub fn subject(kind: &str, id: &str) -> String {
-    let mut subject = String::with_capacity(kind.len() + 1 + id.len());
-    subject.push_str(kind);
-    subject.push(':');
-    subject.push_str(id);
-    subject
+/// `key:…`). Built on the stack when it fits (ids are UUIDs, addresses at
+/// most 45 characters), so naming the subjects of a request allocates
+/// nothing.
+pub struct Subject {
+    inline: [u8; SUBJECT_INLINE],
+    len: usize,
+    /// Only for a subject longer than `SUBJECT_INLINE`.
+    long: Option<String>,
+}
+
+const SUBJECT_INLINE: usize = 96;
+
+impl Subject {
+    /// `kind:id`, with `id` written by its `Display`.
+    pub fn new(kind: &str, id: impl std::fmt::Display) -> Subject {
+        use std::fmt::Write;
+        let mut subject = Subject {
+            inline: [0; SUBJECT_INLINE],
+            len: 0,
+            long: None,
+        };
+        // Writing to a Subject cannot fail (it spills to the heap).
+        let _ = write!(subject, "{kind}:{id}");
+        subject
+    }
+
+    /// `ip:ADDRESS`, in the address's usual text form. IPv4 is written by
+    /// hand: `Display` for addresses goes through the formatter per octet,
+    /// which costs more than the counting it names.
+    pub fn ip(addr: std::net::IpAddr) -> Subject {
+        let std::net::IpAddr::V4(v4) = addr else {
+            return Subject::new("ip", addr);
+        };
+        let mut subject = Subject {
+            inline: [0; SUBJECT_INLINE],
+            len: 0,
+            long: None,
+        };
+        let mut push = |byte: u8| {
+            subject.inline[subject.len] = byte;
+            subject.len += 1;
+        };
+        for byte in *b"ip:" {
+            push(byte);
+        }
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                push(b'.');
+            }
+            if octet >= 100 {
+                push(b'0' + octet / 100);
+            }
+            if octet >= 10 {
+                push(b'0' + octet / 10 % 10);
+            }
+            push(b'0' + octet % 10);
+        }
+        subject
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        match &self.long {
+            Some(long) => long,
+            // Only whole `&str`s are ever appended, so the bytes are UTF-8.
+            None => std::str::from_utf8(&self.inline[..self.len]).unwrap_or(""),
+        }
+    }
+}
+
+impl std::fmt::Write for Subject {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if let Some(long) = &mut self.long {
+            long.push_str(s);
+        } else if let Some(room) = self.inline.get_mut(self.len..self.len + s.len()) {
+            room.copy_from_slice(s.as_bytes());
+            self.len += s.len();
+        } else {
+            let mut long = String::with_capacity(self.len + s.len());
+            long.push_str(std::str::from_utf8(&self.inline[..self.len]).unwrap_or(""));
+            long.push_str(s);
+            self.long = Some(long);
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Subject {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// Allows a request counted `count`th in its window, or refuses it with 429.
+fn verdict(
+    subject: &str,
+    count: Result<i64, anyhow::Error>,
+    per_minute: u32,
+    window: i64,
+    now: i64,
+) -> Result<(), ApiError> {
+    let count = match count {
+        Ok(count) => count,
+        Err(error) => {
+            tracing::warn!(%error, subject, "rate-limit counter failed; letting the request through");
+            return Ok(());
+        }
+    };
+    if count <= i64::from(per_minute) {
+        return Ok(());
+    }
+    let secs = u64::try_from(window + WINDOW_MS - now)
+        .unwrap_or(0)
+        .div_ceil(1000)
+        .max(1);
+    let what = subject.split(':').next().unwrap_or("client");
+    Err(ApiError::new(
+        ErrorCode::RateLimited,
+        format!("too many requests for this {what}: at most {per_minute} a minute"),
+    )
+    .retry_after(secs))
+}
+
+/// One hit on the in-process counters.
+fn memory_hit(
+    map: &Mutex<HashMap<String, (i64, i64)>>,
+    subject: &str,
+    window: i64,
+) -> Result<i64, anyhow::Error> {
+    let mut map = map
+        .lock()
+        .map_err(|_| anyhow::anyhow!("rate-limit map poisoned"))?;
+    if map.len() >= MEMORY_SWEEP_AT {
+        map.retain(|_, (start, _)| *start >= window);
+    }
+    // Look up before inserting: a known subject costs no allocation.
+    let entry = match map.get_mut(subject) {
+        Some(entry) => entry,
+        None => map.entry(subject.to_owned()).or_insert((window, 0)),
+    };
+    if entry.0 != window {
+        *entry = (window, 0);
+    }
+    entry.1 += 1;
+    Ok(entry.1)
 }
 
 /// Counts requests and sign-in failures; see the module docs.
@@ -124,48 +264,37 @@ impl Limiter {
             return Ok(());
         }
         let window = now - now.rem_euclid(WINDOW_MS);
-        let count = match self.hit(subject, window, now).await {
-            Ok(count) => count,
-            Err(error) => {
-                tracing::warn!(%error, subject, "rate-limit counter failed; letting the request through");
-                return Ok(());
-            }
+        let count = self.hit(subject, window, now).await;
+        verdict(subject, count, per_minute, window, now)
+    }
+
+    /// [`Limiter::check`] without waiting, when the counters are in this
+    /// process (`memory`); `None` when they are in the database or Redis.
+    pub fn check_now(
+        &self,
+        subject: &str,
+        per_minute: u32,
+        now: i64,
+    ) -> Option<Result<(), ApiError>> {
+        let Counters::Memory(map) = &self.counters else {
+            return None;
         };
-        if count <= i64::from(per_minute) {
-            return Ok(());
+        if per_minute == 0 {
+            return Some(Ok(()));
         }
-        let secs = u64::try_from(window + WINDOW_MS - now)
-            .unwrap_or(0)
-            .div_ceil(1000)
-            .max(1);
-        let what = subject.split(':').next().unwrap_or("client");
-        Err(ApiError::new(
-            ErrorCode::RateLimited,
-            format!("too many requests for this {what}: at most {per_minute} a minute"),
-        )
-        .retry_after(secs))
+        let window = now - now.rem_euclid(WINDOW_MS);
+        let count = memory_hit(map, subject, window);
+        Some(verdict(subject, count, per_minute, window, now))
+    }
+
+    /// Whether [`Limiter::check_now`] answers (the counters are in memory).
+    pub fn is_immediate(&self) -> bool {
+        matches!(self.counters, Counters::Memory(_))
     }
 
     async fn hit(&self, subject: &str, window: i64, now: i64) -> Result<i64, anyhow::Error> {
         match &self.counters {
-            Counters::Memory(map) => {
-                let mut map = map
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("rate-limit map poisoned"))?;
-                if map.len() >= MEMORY_SWEEP_AT {
-                    map.retain(|_, (start, _)| *start >= window);
-                }
-                // Look up before inserting: a known subject costs no allocation.
-                let entry = match map.get_mut(subject) {
-                    Some(entry) => entry,
-                    None => map.entry(subject.to_owned()).or_insert((window, 0)),
-                };
-                if entry.0 != window {
-                    *entry = (window, 0);
-                }
-                entry.1 += 1;
-                Ok(entry.1)
-            }
+            Counters::Memory(map) => memory_hit(map, subject, window),
             Counters::Database(store) => {
                 Ok(store.rate_hit(subject, window, window + WINDOW_MS).await?)
             }
@@ -285,4 +414,34 @@ fn lockout_unavailable(error: redis::RedisError) -> ApiError {
     )
     .retry_after(5)
     .with_cause(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Subject;
+
+    #[test]
+    fn subjects_read_as_kind_colon_id() {
+        let check = |subject: Subject, expected: &str| assert_eq!(subject.as_str(), expected);
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.99.100",
+            "127.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let addr: std::net::IpAddr = ip.parse().unwrap();
+            check(Subject::ip(addr), &format!("ip:{ip}"));
+            check(Subject::new("ip", addr), &format!("ip:{ip}"));
+        }
+        check(
+            Subject::new("user", "0190d3c4-e5f6-7a8b-9c0d-1e2f3a4b5c6d"),
+            "user:0190d3c4-e5f6-7a8b-9c0d-1e2f3a4b5c6d",
+        );
+        // Longer than the inline buffer: spills to the heap, whole.
+        let long = "x".repeat(300);
+        check(Subject::new("key", &long), &format!("key:{long}"));
+    }
 }

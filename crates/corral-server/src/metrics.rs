@@ -50,22 +50,24 @@ fn method_label(method: &str) -> &'static str {
 
 /// Interns a route template. Templates come from the router's fixed route
 /// table (or the single "unmatched" label), so the set is small and bounded;
-/// each is leaked once and shared by every later request.
+/// each is leaked once and shared by every later request. A hash set, so a
+/// request's lookup is one hash of its template, not a scan of them all.
 fn route_label(route: &str) -> &'static str {
-    static ROUTES: std::sync::RwLock<Vec<&'static str>> = std::sync::RwLock::new(Vec::new());
+    static ROUTES: std::sync::LazyLock<std::sync::RwLock<std::collections::HashSet<&'static str>>> =
+        std::sync::LazyLock::new(Default::default);
     if let Ok(routes) = ROUTES.read()
-        && let Some(found) = routes.iter().find(|r| **r == route)
+        && let Some(found) = routes.get(route)
     {
         return found;
     }
     let Ok(mut routes) = ROUTES.write() else {
         return "unknown";
     };
-    if let Some(found) = routes.iter().find(|r| **r == route) {
+    if let Some(found) = routes.get(route) {
         return found;
     }
     let leaked: &'static str = Box::leak(route.to_owned().into_boxed_str());
-    routes.push(leaked);
+    routes.insert(leaked);
     leaked
 }
 

@@ -1,14 +1,26 @@
 //! Cross-cutting HTTP behaviour: request ids, problem+json for every error,
-//! security headers.
+//! metrics, security headers and the body limit, in one hand-written tower
+//! layer ([`EnvelopeLayer`]).
+//!
+//! One layer rather than a stack of them: axum boxes every layer added to a
+//! router as a `Route`, and each boxed level is cloned (allocated) on every
+//! request, once per level below it; a `from_fn` middleware adds a boxed
+//! future and a boxed clone of the rest of the stack on top. The envelope is
+//! a plain `Service` whose future is a struct, so the whole stack is one
+//! boxed level.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
-use http::{HeaderName, HeaderValue, header};
-use tracing::Instrument;
+use axum::body::Body;
+use axum::body::HttpBody as _;
+use axum::extract::{MatchedPath, Request};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, StatusCode, header};
 
 use corral_types::error::PROBLEM_CONTENT_TYPE;
 use corral_types::{ErrorCode, Problem};
@@ -19,65 +31,303 @@ use crate::metrics::Metrics;
 /// The header carrying the request id, in both directions.
 pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The id of the request being served; in request extensions.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+/// Longest request id accepted from a caller.
+const REQUEST_ID_MAX: usize = 64;
 
-/// The one middleware every request passes (one layer rather than three,
-/// because each axum `from_fn` layer costs a boxed service clone per request):
-///
-/// - gives the request an id: the caller's `X-Request-Id` when it is short
-///   and plain (so ids can follow a request across proxies), else a new
-///   UUIDv7, echoed in the response header and in every problem body;
-/// - runs it in a tracing span carrying that id;
-/// - makes every error response problem+json with `instance` and
-///   `request_id`, whoever produced it (a handler, an axum rejection, a tower
-///   layer such as the body limit, or the 404/405 fallbacks), and logs
-///   internal errors with their cause;
-/// - records the request in the metrics, by route template.
-pub async fn envelope(
-    State(metrics): State<Arc<Metrics>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let id = request
-        .headers()
-        .get(&REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_plain_id(v))
-        .map_or_else(corral_core::id::new_id, str::to_owned);
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let method = request.method().clone();
-    let uri = request.uri().clone();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let span =
-        tracing::info_span!("request", request_id = %id, method = %method, path = %uri.path());
+/// The id of the request being served; in request extensions. Held inline
+/// (ids are at most 64 ASCII characters), so making one allocates nothing.
+#[derive(Clone, Copy)]
+pub struct RequestId {
+    bytes: [u8; REQUEST_ID_MAX],
+    len: u8,
+}
 
-    let response = next.run(request).instrument(span).await;
-    let mut response = render_problem(response, &method, uri.path(), &id);
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(&REQUEST_ID_HEADER, value);
+impl RequestId {
+    /// The caller's `X-Request-Id` when it is short and plain (so ids can
+    /// follow a request across proxies), else a new UUIDv7.
+    fn for_request(request: &Request) -> RequestId {
+        if let Some(given) = request.headers().get(&REQUEST_ID_HEADER)
+            && is_plain_id(given.as_bytes())
+        {
+            let given = given.as_bytes();
+            let mut bytes = [0; REQUEST_ID_MAX];
+            bytes[..given.len()].copy_from_slice(given);
+            // `is_plain_id` bounds the length by REQUEST_ID_MAX (64).
+            return RequestId {
+                bytes,
+                len: u8::try_from(given.len()).unwrap_or(0),
+            };
+        }
+        let mut bytes = [0; REQUEST_ID_MAX];
+        let len = uuid::Uuid::now_v7()
+            .hyphenated()
+            .encode_lower(&mut bytes)
+            .len();
+        RequestId {
+            bytes,
+            len: u8::try_from(len).unwrap_or(0),
+        }
     }
-    metrics.observe(
-        method.as_str(),
-        route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str),
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
+
+    /// The id (ASCII letters, digits, `-`, `_`, `.`).
+    pub fn as_str(&self) -> &str {
+        // Only plain ASCII ids are ever stored, so this never falls back.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RequestId").field(&self.as_str()).finish()
+    }
+}
+
+fn is_plain_id(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= REQUEST_ID_MAX
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// What every envelope of one app shares (one `Arc`, so the per-request
+/// clone of the route that axum makes costs one reference count).
+#[derive(Debug)]
+struct Shared {
+    metrics: Arc<Metrics>,
+    security_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The one layer every routed request passes (it wraps CORS, when
+/// configured, which wraps the [`BodyLimit`], which wraps the route):
+///
+/// - gives the request an id ([`RequestId`]), echoed in the response header
+///   and in every problem body;
+/// - runs it in a tracing span carrying that id (when `info` is enabled);
+/// - makes every error response problem+json with `instance` and
+///   `request_id`, whoever produced it (a handler, an axum rejection, CORS,
+///   the body limit, or the 404/405 fallbacks), and logs internal errors with
+///   their cause;
+/// - records the request in the metrics, by route template;
+/// - adds the security headers a response does not set itself.
+#[derive(Debug, Clone)]
+pub struct EnvelopeLayer {
+    shared: Arc<Shared>,
+}
+
+impl EnvelopeLayer {
+    /// The envelope of an app with these metrics, with HSTS or not.
+    pub fn new(metrics: Arc<Metrics>, hsts: bool) -> EnvelopeLayer {
+        EnvelopeLayer {
+            shared: Arc::new(Shared {
+                metrics,
+                security_headers: security_headers(hsts),
+            }),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for EnvelopeLayer {
+    type Service = Envelope<S>;
+
+    fn layer(&self, inner: S) -> Envelope<S> {
+        Envelope {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// See [`EnvelopeLayer`].
+#[derive(Debug, Clone)]
+pub struct Envelope<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> tower::Service<Request> for Envelope<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Unpin,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = EnvelopeFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let started = Instant::now();
+        let id = RequestId::for_request(&request);
+        let span = tracing::info_span!(
+            "request",
+            request_id = id.as_str(),
+            method = %request.method(),
+            path = request.uri().path(),
+        );
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        request.extensions_mut().insert(id);
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        EnvelopeFuture {
+            inner,
+            span,
+            started,
+            method,
+            uri,
+            route,
+            id,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The body limit (`server.body_limit_bytes`), as `tower_http`'s
+/// `RequestBodyLimit` applies it: a declared length over the limit is
+/// refused at once (413); otherwise the body is cut at the limit (or its
+/// declared length), which extractors answer with 413. Unlike that layer,
+/// a body whose exact size is known and within bounds (every bodiless
+/// request, every request with a `Content-Length`, which hyper enforces) is
+/// left as it is, and the response keeps axum's body type: neither costs an
+/// allocation.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimitLayer {
+    limit: usize,
+}
+
+impl BodyLimitLayer {
+    /// At most `limit` bytes.
+    pub fn new(limit: usize) -> BodyLimitLayer {
+        BodyLimitLayer { limit }
+    }
+}
+
+impl<S> tower::Layer<S> for BodyLimitLayer {
+    type Service = BodyLimit<S>;
+
+    fn layer(&self, inner: S) -> BodyLimit<S> {
+        BodyLimit {
+            inner,
+            limit: self.limit,
+        }
+    }
+}
+
+/// See [`BodyLimitLayer`].
+#[derive(Debug, Clone)]
+pub struct BodyLimit<S> {
+    inner: S,
+    limit: usize,
+}
+
+impl<S> tower::Service<Request> for BodyLimit<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future =
+        futures_util::future::Either<S::Future, std::future::Ready<Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        match limit_body(&mut request, self.limit) {
+            Ok(()) => futures_util::future::Either::Left(self.inner.call(request)),
+            Err(status) => {
+                futures_util::future::Either::Right(std::future::ready(Ok(status.into_response())))
+            }
+        }
+    }
+}
+
+fn limit_body(request: &mut Request, limit: usize) -> Result<(), StatusCode> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+    let limit = match declared {
+        Some(len) if len > limit => {
+            return Err(StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        Some(len) => limit.min(len),
+        None => limit,
+    };
+    let within = request
+        .body()
+        .size_hint()
+        .upper()
+        .is_some_and(|upper| usize::try_from(upper).is_ok_and(|upper| upper <= limit));
+    if !within {
+        let body = std::mem::take(request.body_mut());
+        *request.body_mut() = Body::new(http_body_util::Limited::new(body, limit));
+    }
+    Ok(())
+}
+
+/// The future of [`Envelope`]: the inner service's, then the response's
+/// finishing touches.
+pub struct EnvelopeFuture<F> {
+    inner: F,
+    span: tracing::Span,
+    started: Instant,
+    method: http::Method,
+    uri: http::Uri,
+    route: Option<MatchedPath>,
+    id: RequestId,
+    shared: Arc<Shared>,
+}
+
+impl<F> Future for EnvelopeFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>> + Unpin,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let response = {
+            let _entered = this.span.enter();
+            match ready!(Pin::new(&mut this.inner).poll(cx)) {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        };
+        let id = this.id.as_str();
+        let mut response = render_problem(response, &this.method, this.uri.path(), id);
+        if let Ok(value) = HeaderValue::from_str(id) {
+            response.headers_mut().insert(&REQUEST_ID_HEADER, value);
+        }
+        this.shared.metrics.observe(
+            this.method.as_str(),
+            this.route
+                .as_ref()
+                .map_or(UNMATCHED_ROUTE, MatchedPath::as_str),
+            response.status().as_u16(),
+            this.started.elapsed().as_secs_f64(),
+        );
+        // Only where the response does not set one: a route may have a
+        // stricter policy (the docs pages do).
+        let headers = response.headers_mut();
+        for (name, value) in &this.shared.security_headers {
+            if !headers.contains_key(name) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// Route label for requests that matched no route.
 const UNMATCHED_ROUTE: &str = "unmatched";
-
-fn is_plain_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
 
 fn render_problem(
     response: Response,

@@ -53,6 +53,18 @@ pub fn day_of(now_ms: i64) -> i64 {
     now_ms.div_euclid(DAY_MS)
 }
 
+/// [`take`] without waiting, when the plan has no limit for `quota` (the
+/// unit is only counted, in memory); `None` when the database must be asked.
+pub fn take_now(state: &AppState, user: &User, quota: Daily, now: i64) -> Option<()> {
+    if quota.limit(state, user).is_some() {
+        return None;
+    }
+    state
+        .daily_usage
+        .record(&user.id, quota.name(), day_of(now));
+    Some(())
+}
+
 /// Takes one unit of `quota` for `user`, or refuses with 429.
 pub async fn take(state: &AppState, user: &User, quota: Daily, now: i64) -> Result<(), ApiError> {
     let limit = quota.limit(state, user);

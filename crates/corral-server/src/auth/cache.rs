@@ -39,8 +39,43 @@ pub enum Kind {
 }
 
 /// SHA-256 over (kind, credential, requested org): what entries are found by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheKey([u8; 32]);
+
+/// Hashes a key by its first eight bytes: they already are SHA-256 output,
+/// so hashing them again (SipHash, the map's default) buys nothing. Only
+/// credentials that authenticated are ever stored, so nobody can fill the
+/// map with chosen keys.
+impl std::hash::Hash for CacheKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut prefix = [0; 8];
+        prefix.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(prefix));
+    }
+}
+
+/// A hasher that passes on the one `u64` a [`CacheKey`] writes.
+#[derive(Debug, Default)]
+struct PrefixHasher(u64);
+
+impl std::hash::Hasher for PrefixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by CacheKey; fold anything else in rather than drop it.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type PrefixHash = std::hash::BuildHasherDefault<PrefixHasher>;
 
 impl CacheKey {
     /// The key of `credential` of `kind` acting in `org` (`None`: the
@@ -76,7 +111,7 @@ pub struct Cached {
 /// See the module docs.
 #[derive(Debug, Default)]
 pub struct AuthCache {
-    entries: Mutex<HashMap<CacheKey, Arc<Cached>>>,
+    entries: Mutex<HashMap<CacheKey, Arc<Cached>, PrefixHash>>,
 }
 
 impl AuthCache {

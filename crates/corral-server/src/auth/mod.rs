@@ -10,17 +10,22 @@ pub mod credentials;
 pub mod session;
 pub mod usage;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
 
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request, State};
-use axum::middleware::Next;
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Either, Ready};
 use http::{HeaderMap, HeaderValue, header};
 
 use corral_core::auth::{Action, Credential, OrgRole, Principal, can};
 use corral_store::User;
 use corral_types::ErrorCode;
 
+use crate::limits::Subject;
 use crate::{ApiError, AppState};
 use cache::{CacheKey, Cached, Kind};
 
@@ -142,10 +147,21 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
 
 /// The policy of a route, if declared.
 pub fn policy(method: &str, route: &str) -> Option<Access> {
-    POLICIES
+    // By route template, then method: built once from the table, so a
+    // request's lookup is one hash and a scan of at most a few methods.
+    static BY_ROUTE: LazyLock<HashMap<&'static str, Vec<(&'static str, Access)>>> =
+        LazyLock::new(|| {
+            let mut by_route: HashMap<&'static str, Vec<(&'static str, Access)>> = HashMap::new();
+            for (method, route, access) in POLICIES {
+                by_route.entry(route).or_default().push((method, *access));
+            }
+            by_route
+        });
+    BY_ROUTE
+        .get(route)?
         .iter()
-        .find(|(m, r, _)| *m == method && *r == route)
-        .map(|(_, _, access)| *access)
+        .find(|(m, _)| *m == method)
+        .map(|(_, access)| *access)
 }
 
 /// Where a request came from, for the audit log.
@@ -158,10 +174,6 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    fn from_request(request: &Request) -> ClientInfo {
-        ClientInfo::from_parts(request.extensions(), request.headers())
-    }
-
     fn from_parts(extensions: &http::Extensions, headers: &HeaderMap) -> ClientInfo {
         ClientInfo {
             ip: extensions
@@ -179,7 +191,7 @@ impl ClientInfo {
 /// Characters of `User-Agent` kept.
 const USER_AGENT_MAX: usize = 256;
 
-/// For handlers outside `/api/v1` (which the authorizer does not wrap).
+/// Built when a handler asks for it (an audit entry), not for every request.
 impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
     type Rejection = std::convert::Infallible;
 
@@ -191,43 +203,249 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
     }
 }
 
-/// Enforces [`POLICIES`] on the API router. On success the handler finds a
-/// [`Principal`] (for authenticated routes) and a [`ClientInfo`] in the
-/// request extensions.
-pub async fn authorize(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let client = ClientInfo::from_request(&request);
-    let now = state.clock.now_ms();
-    // Per-IP first, so guessing credentials is limited too.
-    if let Some(ip) = &client.ip
-        && let Err(error) = state
-            .limiter
-            .check(
-                &crate::limits::subject("ip", ip),
-                state.config.limits.per_ip_per_minute,
-                now,
-            )
-            .await
-    {
-        return error.into_response();
+/// Enforces [`POLICIES`] on the API router (as its `route_layer`). On
+/// success the handler finds a [`Principal`] and a [`CurrentUser`] in the
+/// request extensions (for authenticated routes).
+///
+/// A hand-written service rather than a `from_fn` middleware: when
+/// everything it needs is in memory (the rate-limit counters, a cached
+/// credential, an unlimited quota) it decides before calling the route,
+/// with no boxed future and no clone of the route; otherwise the rest is
+/// done in a boxed future, exactly as far as it got.
+#[derive(Debug, Clone)]
+pub struct AuthorizeLayer {
+    state: AppState,
+}
+
+impl AuthorizeLayer {
+    /// Authorization with `state`'s store, limiter and caches.
+    pub fn new(state: AppState) -> AuthorizeLayer {
+        AuthorizeLayer { state }
     }
-    request.extensions_mut().insert(client);
-    // A cheap clone (the template is shared), so the request stays movable.
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("", MatchedPath::as_str);
+}
+
+impl<S> tower::Layer<S> for AuthorizeLayer {
+    type Service = Authorize<S>;
+
+    fn layer(&self, inner: S) -> Authorize<S> {
+        Authorize {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// See [`AuthorizeLayer`].
+#[derive(Debug, Clone)]
+pub struct Authorize<S> {
+    inner: S,
+    state: AppState,
+}
+
+type Answer = Result<Response, Infallible>;
+
+impl<S> tower::Service<Request> for Authorize<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, Either<Ready<Answer>, BoxFuture<'static, Answer>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match authorize_now(&self.state, request) {
+            Now::Pass(request) => Either::Left(self.inner.call(request)),
+            Now::Refuse(response) => {
+                Either::Right(Either::Left(futures_util::future::ready(Ok(response))))
+            }
+            Now::Later(request, stage) => {
+                let state = self.state.clone();
+                let mut inner = self.inner.clone();
+                Either::Right(Either::Right(Box::pin(async move {
+                    match authorize_later(&state, request, stage).await {
+                        Ok(request) => inner.call(request).await,
+                        Err(response) => Ok(response),
+                    }
+                })))
+            }
+        }
+    }
+}
+
+/// How far [`authorize_now`] got.
+enum Now {
+    /// Allowed: call the route.
+    Pass(Request),
+    /// Refused with this response.
+    Refuse(Response),
+    /// The rest needs the database or Redis, from this stage on.
+    Later(Request, Stage),
+}
+
+/// Where [`authorize_later`] picks up. Every step with a side effect (a
+/// counted hit, recorded key usage) is done exactly once, in one of the two.
+enum Stage {
+    /// Nothing done yet (the rate-limit counters are not in memory).
+    Start,
+    /// The IP limit and the route's policy are done; authenticate next.
+    Authenticate {
+        action: Action,
+        path_org: Option<String>,
+        now: i64,
+    },
+    /// Everything but the plan's daily quota, which the database takes.
+    Quota { caller: Caller, now: i64 },
+}
+
+/// Authorization as far as it can go without waiting; see [`Authorize`].
+fn authorize_now(state: &AppState, mut request: Request) -> Now {
+    if !state.limiter.is_immediate() {
+        return Now::Later(request, Stage::Start);
+    }
+    let now = state.clock.now_ms();
+    let limits = &state.config.limits;
+    // Per-IP first, so guessing credentials is limited too.
+    if let Some(ip) = peer_ip(&request)
+        && let Some(Err(error)) =
+            state
+                .limiter
+                .check_now(&Subject::ip(ip), limits.per_ip_per_minute, now)
+    {
+        return Now::Refuse(error.into_response());
+    }
+    let (action, path_org) = match requirement(state, &mut request) {
+        Ok(Some(needed)) => needed,
+        Ok(None) => return Now::Pass(request),
+        Err(error) => return Now::Refuse(error.into_response()),
+    };
+    let caller = match authenticate_cached(state, request.headers(), path_org.as_deref(), now) {
+        Some(Ok(caller)) => caller,
+        Some(Err(error)) => return Now::Refuse(error.into_response()),
+        None => {
+            return Now::Later(
+                request,
+                Stage::Authenticate {
+                    action,
+                    path_org,
+                    now,
+                },
+            );
+        }
+    };
+    if let Err(error) = permit(state, &request, &caller, action) {
+        return Now::Refuse(error.into_response());
+    }
+    let user = Subject::new("user", &caller.principal.user_id);
+    let key = match &caller.principal.credential {
+        Credential::ApiKey { key_id, .. } => Some(Subject::new("key", key_id)),
+        Credential::Session => None,
+    };
+    let checks = [
+        Some((&user, limits.per_user_per_minute)),
+        key.as_ref().map(|key| (key, limits.per_key_per_minute)),
+    ];
+    for (subject, per_minute) in checks.into_iter().flatten() {
+        if let Some(Err(error)) = state.limiter.check_now(subject, per_minute, now) {
+            return Now::Refuse(error.into_response());
+        }
+    }
+    if matches!(caller.principal.credential, Credential::ApiKey { .. })
+        && crate::quota::take_now(state, &caller.user, crate::quota::Daily::ApiCalls, now).is_none()
+    {
+        return Now::Later(request, Stage::Quota { caller, now });
+    }
+    admit(&mut request, caller);
+    Now::Pass(request)
+}
+
+/// Authorization from `stage` on, waiting for the store or Redis.
+async fn authorize_later(
+    state: &AppState,
+    mut request: Request,
+    stage: Stage,
+) -> Result<Request, Response> {
+    let refuse = |error: ApiError| error.into_response();
+    let (caller, now, counted) = match stage {
+        Stage::Start => {
+            let now = state.clock.now_ms();
+            if let Some(ip) = peer_ip(&request) {
+                let subject = Subject::ip(ip);
+                state
+                    .limiter
+                    .check(&subject, state.config.limits.per_ip_per_minute, now)
+                    .await
+                    .map_err(refuse)?;
+            }
+            let Some((action, path_org)) = requirement(state, &mut request).map_err(refuse)? else {
+                return Ok(request);
+            };
+            let caller = authenticate(state, request.headers(), path_org)
+                .await
+                .map_err(refuse)?;
+            permit(state, &request, &caller, action).map_err(refuse)?;
+            (caller, now, false)
+        }
+        Stage::Authenticate {
+            action,
+            path_org,
+            now,
+        } => {
+            let caller = authenticate(state, request.headers(), path_org)
+                .await
+                .map_err(refuse)?;
+            permit(state, &request, &caller, action).map_err(refuse)?;
+            (caller, now, false)
+        }
+        Stage::Quota { caller, now } => (caller, now, true),
+    };
+    if counted {
+        crate::quota::take(state, &caller.user, crate::quota::Daily::ApiCalls, now)
+            .await
+            .map_err(refuse)?;
+    } else {
+        enforce_caller_limits(state, &caller, now)
+            .await
+            .map_err(refuse)?;
+    }
+    admit(&mut request, caller);
+    Ok(request)
+}
+
+/// The peer's address (every request served on a socket has one).
+fn peer_ip(request: &Request) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// What the route needs: nothing (`None`: public, or a WebSocket whose
+/// credentials come in its first message), or an action and, for routes
+/// under `/orgs/{org}`, the org named by the path. A route missing from
+/// [`POLICIES`] is refused (500), so a new route fails closed.
+fn requirement(
+    state: &AppState,
+    request: &mut Request,
+) -> Result<Option<(Action, Option<String>)>, ApiError> {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str);
     let Some(access) = policy(request.method().as_str(), route) else {
-        return ApiError::internal(anyhow::anyhow!(
+        return Err(ApiError::internal(anyhow::anyhow!(
             "route {} {route} has no authorization policy",
             request.method()
-        ))
-        .into_response();
+        )));
     };
+    let names_org = route.contains("{org}");
     let action = match access {
-        Access::Public => None,
-        Access::Authenticated(action) => Some(action),
+        Access::Public => return Ok(None),
+        Access::Authenticated(action) => action,
         Access::WebSocket(action) => {
             if !request.headers().contains_key(header::AUTHORIZATION)
                 && let Some(token) = query_token(request.uri())
@@ -237,44 +455,56 @@ pub async fn authorize(
             }
             let has_credentials = request.headers().contains_key(header::AUTHORIZATION)
                 || session::session_token(&state.config, request.headers()).is_some();
-            // None at all: the first message carries them.
-            has_credentials.then_some(action)
+            if !has_credentials {
+                // None at all: the first message carries them.
+                return Ok(None);
+            }
+            action
         }
     };
-    if let Some(action) = action {
-        // Routes under /orgs/{org} act in the org named by the path.
-        let path_org = if route.contains("{org}") {
-            let (mut parts, body) = request.into_parts();
-            let params = RawPathParams::from_request_parts(&mut parts, &state).await;
-            request = Request::from_parts(parts, body);
-            params.ok().and_then(|p| {
-                p.iter()
-                    .find(|(name, _)| *name == "org")
-                    .map(|(_, value)| value.to_owned())
-            })
-        } else {
-            None
+    // Routes under /orgs/{org} act in the org named by the path.
+    let path_org = if names_org {
+        let (mut parts, body) = std::mem::take(request).into_parts();
+        // Reading path parameters never waits; if it ever did, refuse
+        // rather than act in another org.
+        let params = RawPathParams::from_request_parts(&mut parts, state).now_or_never();
+        *request = Request::from_parts(parts, body);
+        let Some(params) = params else {
+            return Err(ApiError::internal(anyhow::anyhow!(
+                "reading the path's org did not complete at once"
+            )));
         };
-        let caller = match authenticate(&state, request.headers(), path_org).await {
-            Ok(caller) => caller,
-            Err(error) => return error.into_response(),
-        };
-        if let Some(session) = &caller.session
-            && let Err(error) =
-                session::check_csrf(&state.config, request.method(), request.headers(), session)
-        {
-            return error.into_response();
-        }
-        if !can(&caller.principal, action) {
-            return forbidden(&caller.principal, action).into_response();
-        }
-        if let Err(error) = enforce_caller_limits(&state, &caller, now).await {
-            return error.into_response();
-        }
-        request.extensions_mut().insert(caller.principal);
-        request.extensions_mut().insert(CurrentUser(caller.user));
+        params.ok().and_then(|p| {
+            p.iter()
+                .find(|(name, _)| *name == "org")
+                .map(|(_, value)| value.to_owned())
+        })
+    } else {
+        None
+    };
+    Ok(Some((action, path_org)))
+}
+
+/// CSRF for cookie sessions, then the permission itself.
+fn permit(
+    state: &AppState,
+    request: &Request,
+    caller: &Caller,
+    action: Action,
+) -> Result<(), ApiError> {
+    if let Some(session) = &caller.session {
+        session::check_csrf(&state.config, request.method(), request.headers(), session)?;
     }
-    next.run(request).await
+    if !can(&caller.principal, action) {
+        return Err(forbidden(&caller.principal, action));
+    }
+    Ok(())
+}
+
+/// Hands the caller to the handler.
+fn admit(request: &mut Request, caller: Caller) {
+    request.extensions_mut().insert(caller.principal);
+    request.extensions_mut().insert(CurrentUser(caller.user));
 }
 
 /// `?token=` of a WebSocket URL.
@@ -318,7 +548,7 @@ async fn enforce_caller_limits(
     state
         .limiter
         .check(
-            &crate::limits::subject("user", &caller.principal.user_id),
+            &Subject::new("user", &caller.principal.user_id),
             limits.per_user_per_minute,
             now,
         )
@@ -326,11 +556,7 @@ async fn enforce_caller_limits(
     if let Credential::ApiKey { key_id, .. } = &caller.principal.credential {
         state
             .limiter
-            .check(
-                &crate::limits::subject("key", key_id),
-                limits.per_key_per_minute,
-                now,
-            )
+            .check(&Subject::new("key", key_id), limits.per_key_per_minute, now)
             .await?;
         crate::quota::take(state, &caller.user, crate::quota::Daily::ApiCalls, now).await?;
     }
@@ -393,6 +619,9 @@ pub async fn authenticate(
     path_org: Option<String>,
 ) -> Result<Caller, ApiError> {
     let now = state.clock.now_ms();
+    if let Some(known) = authenticate_cached(state, headers, path_org.as_deref(), now) {
+        return known;
+    }
     // Read before any lookup: a change racing the lookups leaves the entry stale.
     let epoch = state.store.auth_epoch();
     let requested_org = |path_org: Option<String>| {
@@ -480,6 +709,55 @@ pub async fn authenticate(
         .ok_or_else(|| unauthorized("invalid or expired access token"))?;
     let expires_at = Some(claims.exp.saturating_mul(1000));
     signed_in_caller(state, &claims.sub, org, cache_key, epoch, now, expires_at).await
+}
+
+/// [`authenticate`] from the cache alone: `None` when the credential is
+/// not there (or its entry is stale) and the store must be asked. Has no
+/// side effect unless it answers.
+fn authenticate_cached(
+    state: &AppState,
+    headers: &HeaderMap,
+    path_org: Option<&str>,
+    now: i64,
+) -> Option<Result<Caller, ApiError>> {
+    let epoch = state.store.auth_epoch();
+    let requested_org =
+        || path_org.or_else(|| headers.get("x-corral-org").and_then(|v| v.to_str().ok()));
+    let Some(token) = bearer_token(headers) else {
+        let Some(session) = session::session_token(&state.config, headers) else {
+            return Some(Err(unauthorized(
+                "missing credentials: `Authorization: Bearer` or a session cookie",
+            )));
+        };
+        let cache_key = CacheKey::new(Kind::Session, session.as_bytes(), requested_org());
+        let cached = state
+            .auth_cache
+            .get(&cache_key, epoch, now)
+            .filter(|cached| cached.expires_at.is_some_and(|at| at > now))?;
+        let mut caller = Caller::from(&*cached);
+        caller.session = Some(session);
+        return Some(Ok(caller));
+    };
+    if token.starts_with(credentials::API_KEY_PREFIX) {
+        let cache_key = CacheKey::new(Kind::ApiKey, token.as_bytes(), None);
+        let cached = state.auth_cache.get(&cache_key, epoch, now)?;
+        if cached.expires_at.is_some_and(|at| at <= now) {
+            return Some(Err(unauthorized("this API key has expired")));
+        }
+        if path_org.is_some_and(|org| org != cached.principal.org_id) {
+            return Some(Err(ApiError::not_found("organization")));
+        }
+        if let Credential::ApiKey { key_id, .. } = &cached.principal.credential {
+            state.key_usage.record(key_id, now);
+        }
+        return Some(Ok(Caller::from(&*cached)));
+    }
+    let cache_key = CacheKey::new(Kind::AccessToken, token.as_bytes(), requested_org());
+    let cached = state
+        .auth_cache
+        .get(&cache_key, epoch, now)
+        .filter(|cached| cached.expires_at.is_some_and(|at| at > now))?;
+    Some(Ok(Caller::from(&*cached)))
 }
 
 impl From<&Cached> for Caller {

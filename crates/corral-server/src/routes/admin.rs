@@ -302,7 +302,7 @@ pub async fn list_users(
 pub async fn update_user(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AdminUpdateUserRequest>,
 ) -> Result<Json<UserResponse>, ApiError> {

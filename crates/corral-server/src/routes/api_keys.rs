@@ -53,7 +53,7 @@ fn response(key: corral_store::ApiKey) -> ApiKeyResponse {
 pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<CreateApiKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedApiKeyResponse>), ApiError> {
     let name = body.name.trim().to_owned();
@@ -181,7 +181,7 @@ pub async fn list(
 pub async fn update(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateApiKeyRequest>,
 ) -> Result<Json<ApiKeyResponse>, ApiError> {
@@ -223,7 +223,7 @@ pub async fn update(
 pub async fn revoke(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     if !state.store.delete_api_key(&principal.user_id, &id).await? {

@@ -1,6 +1,6 @@
 //! Sign-up, sign-in, token refresh and sign-out.
 
-use axum::extract::{Extension, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -50,7 +50,7 @@ fn lock_ms(failures: i64) -> Option<i64> {
 )]
 pub async fn register(
     State(state): State<AppState>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
     let now = state.clock.now_ms();
@@ -197,7 +197,7 @@ async fn create_account(
 )]
 pub async fn login(
     State(state): State<AppState>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let user = check_sign_in(&state, &client, body).await?;
@@ -319,7 +319,7 @@ async fn issue_tokens(
 )]
 pub async fn refresh(
     State(state): State<AppState>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let hash = credentials::sha256_hex(&body.refresh_token);
@@ -370,7 +370,7 @@ pub async fn refresh(
 )]
 pub async fn logout(
     State(state): State<AppState>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<StatusCode, ApiError> {
     let hash = credentials::sha256_hex(&body.refresh_token);

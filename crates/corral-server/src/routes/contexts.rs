@@ -98,7 +98,7 @@ pub fn routes() -> Router<AppState> {
 pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(mut body): ApiJson<CreateContextRequest>,
 ) -> Result<(StatusCode, Json<ContextInfo>), ApiError> {
@@ -240,7 +240,7 @@ pub async fn list(
 pub async fn remove(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path((id, cid)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let record = running(&state, &principal, &id).await?;
@@ -290,7 +290,7 @@ pub async fn run(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path((id, cid)): Path<(String, String)>,
     ApiJson(body): ApiJson<RunCodeRequest>,
 ) -> Result<Json<RunResult>, ApiError> {

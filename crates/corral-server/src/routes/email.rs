@@ -117,7 +117,7 @@ fn bad_token() -> ApiError {
 )]
 pub async fn verify_email(
     State(state): State<AppState>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<VerifyEmailRequest>,
 ) -> Result<StatusCode, ApiError> {
     verify_with_token(&state, &client, &body.token).await?;
@@ -196,7 +196,7 @@ pub async fn resend_verification(
 )]
 pub async fn request_reset(
     State(state): State<AppState>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<PasswordResetRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let email = normalize_email(&body.email).map_err(|m| ApiError::invalid_field("email", m))?;
@@ -239,7 +239,7 @@ pub async fn request_reset(
 )]
 pub async fn confirm_reset(
     State(state): State<AppState>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<PasswordResetConfirm>,
 ) -> Result<StatusCode, ApiError> {
     reset_with_token(&state, &client, &body.token, body.new_password).await?;
@@ -317,7 +317,7 @@ async fn set_password(state: &AppState, user_id: &str, password: String) -> Resu
 pub async fn admin_reset(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AdminPasswordReset>,
 ) -> Result<(StatusCode, Json<Option<Accepted>>), ApiError> {

@@ -215,7 +215,7 @@ pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<CreateExecutionRequest>,
 ) -> Result<Response, ApiError> {
     submit(&state, &principal, &user, &client, &body).await
@@ -238,7 +238,7 @@ pub async fn run_snippet(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RunSnippetRequest>,
 ) -> Result<Response, ApiError> {
@@ -310,7 +310,7 @@ pub async fn create_batch(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<BatchRequest>,
 ) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
     if body.executions.is_empty() || body.executions.len() > MAX_BATCH {

@@ -178,7 +178,7 @@ pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<CreateSnippetRequest>,
 ) -> Result<(StatusCode, Json<SnippetResponse>), ApiError> {
     let mut problems = Problems::default();
@@ -329,7 +329,7 @@ pub async fn show(
 pub async fn update(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateSnippetRequest>,
 ) -> Result<Json<SnippetResponse>, ApiError> {
@@ -378,7 +378,7 @@ pub async fn update(
 pub async fn remove(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let owner = if principal.platform_role >= PlatformRole::Admin {

@@ -120,7 +120,7 @@ fn owners_only() -> ApiError {
 pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<OrgRequest>,
 ) -> Result<(StatusCode, Json<OrgResponse>), ApiError> {
     let name = org_name(&body.name)?;
@@ -188,7 +188,7 @@ pub async fn show(
 pub async fn rename(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<OrgRequest>,
 ) -> Result<Json<OrgResponse>, ApiError> {
     let name = org_name(&body.name)?;
@@ -219,7 +219,7 @@ pub async fn rename(
 pub async fn remove(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
 ) -> Result<StatusCode, ApiError> {
     state
         .store
@@ -279,7 +279,7 @@ async fn member_role(state: &AppState, org: &str, user: &str) -> Result<OrgRole,
 pub async fn update_member(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path((_org, user)): Path<(String, String)>,
     ApiJson(body): ApiJson<UpdateMemberRequest>,
 ) -> Result<Json<MemberResponse>, ApiError> {
@@ -332,7 +332,7 @@ pub async fn update_member(
 pub async fn remove_member(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path((_org, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let current = member_role(&state, &principal.org_id, &user).await?;
@@ -377,7 +377,7 @@ pub async fn remove_member(
 pub async fn invite(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<CreateInvitationRequest>,
 ) -> Result<(StatusCode, Json<CreatedInvitationResponse>), ApiError> {
     let email = normalize_email(&body.email).map_err(|m| ApiError::invalid_field("email", m))?;
@@ -463,7 +463,7 @@ pub async fn invitations(
 pub async fn uninvite(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path((_org, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     if !state
@@ -500,7 +500,7 @@ pub async fn uninvite(
 pub async fn accept(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(token): Path<String>,
 ) -> Result<Json<OrgResponse>, ApiError> {
     let user = state

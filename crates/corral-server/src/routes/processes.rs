@@ -47,7 +47,7 @@ pub fn routes() -> Router<AppState> {
 pub async fn start(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<StartProcessRequest>,
 ) -> Result<(StatusCode, Json<ProcessInfo>), ApiError> {
@@ -234,7 +234,7 @@ pub async fn stdin(
 pub async fn signal(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path((id, pid)): Path<(String, i32)>,
     ApiJson(body): ApiJson<ProcessSignalRequest>,
 ) -> Result<StatusCode, ApiError> {

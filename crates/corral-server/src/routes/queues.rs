@@ -208,7 +208,7 @@ pub async fn get_job(
 pub async fn retry_job(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<Json<JobResponse>, ApiError> {
     let job = state
@@ -256,7 +256,7 @@ pub async fn retry_job(
 pub async fn retry_queue(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(name): Path<String>,
 ) -> Result<Json<QueueActionResponse>, ApiError> {
     checked_queue(&name)?;
@@ -292,7 +292,7 @@ pub async fn retry_queue(
 pub async fn clear_queue(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(name): Path<String>,
 ) -> Result<Json<QueueActionResponse>, ApiError> {
     checked_queue(&name)?;

@@ -148,7 +148,7 @@ pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<CreateSandboxRequest>,
 ) -> Result<(StatusCode, Json<SandboxResponse>), ApiError> {
     let (image, image_env) = resolve_image(&state, body.image.as_deref()).await?;
@@ -565,7 +565,7 @@ pub async fn show(
 pub async fn remove(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let record = find(&state, &principal, &id).await?;
@@ -611,7 +611,7 @@ pub async fn exec(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
     headers: http::HeaderMap,
     ApiJson(body): ApiJson<ExecRequestBody>,
@@ -825,7 +825,7 @@ async fn current(
 pub async fn update(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateSandboxRequest>,
 ) -> Result<Json<SandboxResponse>, ApiError> {
@@ -887,7 +887,7 @@ pub async fn update(
 pub async fn start(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxResponse>, ApiError> {
     let record = find(&state, &principal, &id).await?;
@@ -957,7 +957,7 @@ pub async fn start(
 pub async fn stop(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxResponse>, ApiError> {
     let record = find(&state, &principal, &id).await?;
@@ -1101,7 +1101,7 @@ pub async fn sweep(state: &AppState) -> Result<(usize, usize), ApiError> {
 pub async fn pause(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxResponse>, ApiError> {
     freeze_step(&state, &client, &principal, &id, true).await
@@ -1120,7 +1120,7 @@ pub async fn pause(
 pub async fn resume(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxResponse>, ApiError> {
     freeze_step(&state, &client, &principal, &id, false).await

@@ -38,7 +38,7 @@ pub fn routes() -> Router<AppState> {
 )]
 pub async fn sign_in(
     State(state): State<AppState>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let user = check_sign_in(&state, &client, body).await?;
@@ -109,7 +109,7 @@ pub async fn current(
 pub async fn sign_out(
     State(state): State<AppState>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if let Some(token) = session::session_token(&state.config, &headers) {

@@ -85,7 +85,7 @@ const DEFAULT_SHELL: &[&str] = &[
 pub async fn open(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<OpenTerminalRequest>,
 ) -> Result<(StatusCode, Json<TerminalInfo>), ApiError> {
@@ -164,7 +164,7 @@ pub async fn list(
 pub async fn close(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Extension(client): Extension<ClientInfo>,
+    client: ClientInfo,
     Path((id, tid)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let record = running(&state, &principal, &id).await?;
