@@ -183,7 +183,9 @@ def local_script_cat(path):
 
 
 def local_pty_cat(path):
-    """A Python PTY reader (what the agent does, minus the relay): (seconds, bytes)."""
+    """A Python PTY reader (what the agent does, minus the relay): (seconds, bytes, CPU seconds of the
+    reader, CPU seconds of cat)."""
+    r0, c0 = self_seconds(), children_seconds()
     start = time.perf_counter()
     master, slave = os.openpty()
     proc = subprocess.Popen(["cat", path], stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
@@ -198,9 +200,10 @@ def local_pty_cat(path):
             break
         got += len(chunk)
     took = time.perf_counter() - start
+    reader = self_seconds() - r0
     proc.wait()
     os.close(master)
-    return took, got
+    return took, got, reader, children_seconds() - c0
 
 
 # --- Corral -------------------------------------------------------------------
@@ -387,7 +390,9 @@ def report(rounds):
         (f"`cat` of a {FILE_MB} MB file through the WebSocket, MB/s received", f"{tput:.0f}",
          f"{med(script_mbps):.0f} (`script -qc cat`)", f"**{tput / med(script_mbps):.2f}**", "≥ 100 MB/s",
          ok(tput >= 100 and exact)),
-        ("same file, Python PTY reader (baseline), MB/s", f"{med(py_mbps):.0f}", "—", "—", "—", "—"),
+        ("same file, Python PTY reader (baseline), MB/s; its CPU seconds: reader / `cat`", f"{med(py_mbps):.0f}; "
+         f"{med(r['pyreader'][2] for r in rounds):.2f} / {med(r['pyreader'][3] for r in rounds):.2f}",
+         "—", "—", "—", "—"),
         ("bytes received per `cat` (expected: file + one CR per LF)",
          f"{len(rounds) - len(short)} of {len(rounds)} rounds complete (median "
          f"{med(r['cat']['bytes'] for r in rounds):,.0f} of {EXPECTED:,})".replace(",", " "),
@@ -429,6 +434,15 @@ def report(rounds):
     print(f"- output frames per `cat`: {', '.join(str(r['cat']['frames']) for r in rounds)} "
           f"(mean {med(r['cat']['bytes'] / max(1, r['cat']['frames']) for r in rounds):.0f} bytes a frame; "
           f"the server sends at most 64 KiB a frame)")
+    def each(values):
+        return ", ".join(f"{v:.2f}" for v in values)
+
+    per_byte = med(r["cat"]["agent_cpu"] / max(1, r["cat"]["bytes"]) * 1e9 for r in rounds)
+    print(f"- CPU seconds per `cat` per round: agent {each(r['cat']['agent_cpu'] for r in rounds)}; "
+          f"server {each(r['cat']['server_cpu'] or 0 for r in rounds)}; "
+          f"bench client {each(r['cat']['client_cpu'] for r in rounds)}; "
+          f"Python PTY reader {each(r['pyreader'][2] for r in rounds)} "
+          f"(the agent's median per byte received: {per_byte:.1f} ns)")
     if base_short:
         print(f"- `script` delivered {base_short} bytes instead of {EXPECTED} in some rounds")
     busy = ", ".join(f"{r['busy']:.0f}%" for r in rounds)

@@ -639,7 +639,9 @@ async fn floor_consume(args: &Args, setup: &Setup, concurrent: bool) -> anyhow::
             while done.load(Ordering::SeqCst) < jobs {
                 let got = match &redis {
                     None => {
+                        // Planned on every call, as the queue's claim is.
                         let id: Option<String> = sqlx::query_scalar(AssertSqlSafe(claim.clone()))
+                            .persistent(false)
                             .fetch_optional(&pool)
                             .await?;
                         match id {

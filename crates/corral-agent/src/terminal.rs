@@ -1,19 +1,29 @@
 //! Persistent terminals: a program on a PTY that keeps running with no
 //! client attached, like a tmux session.
 //!
-//! Output flows from one reader thread per PTY to every attached client
-//! through a bounded queue per client. A client that falls behind loses its
-//! queue and gets the screen redrawn instead, so it never holds up the PTY
-//! or the other clients.
+//! Output flows from one reader thread per PTY to every attached client.
+//! The reader sends each read straight to a client's connection when that
+//! connection has room and nothing is queued for it (a non-blocking send:
+//! one system call, no hand-off to another thread); what does not fit is
+//! queued, bounded by [`CLIENT_QUEUE_BYTES`], for the client's pump thread,
+//! which writes it in large pieces. A client whose queue fills is waited
+//! for, as any terminal waits for its reader, but at most [`CATCH_UP`] and
+//! only once: a client that gets back to half a queue in that time keeps
+//! receiving every byte (it paces the program); one that does not is slow:
+//! it loses its queue, gets the screen redrawn when it catches up, and is
+//! never waited for again. So no client holds up the PTY or the others for
+//! longer than that one wait.
 //!
 //! The screen (a `vt100` parser) is kept off that path: parsing runs at
-//! about 10 MB/s, far below what a PTY delivers, so a parser thread takes
-//! the unparsed output in passes. When more than [`PARSE_WINDOW`] piles up
-//! (a flood, such as `cat` of a big file) only the last window is parsed,
-//! onto a blank screen: the visible screen after a flood is determined by
-//! its last lines, and the agent never spends more than a share of a core
-//! keeping up. A redraw first parses whatever is still pending, so what it
-//! paints matches the output that follows it exactly.
+//! about 10 MB/s, far below what a PTY delivers, so a parser thread parses
+//! the recent-output ring in passes, once output pauses (or every
+//! [`PARSE_STALE`] during a flood). When more than [`PARSE_WINDOW`] came
+//! since the last pass (a flood, such as `cat` of a big file) only the last
+//! window is parsed, onto a blank screen: the visible screen after a flood
+//! is determined by its last lines, and the agent spends a few percent of a
+//! core keeping up, never a share per byte. A redraw first parses whatever
+//! is still unparsed, so what it paints matches the output that follows it
+//! exactly.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -39,14 +49,31 @@ use crate::{Waiters, fs, send, spawn_watched, unix_now};
 const MAX_TERMINALS: usize = 32;
 /// Most clients attached to one terminal at once.
 const MAX_CLIENTS: usize = 16;
-/// Raw output kept for a client that attaches (the "recent output").
+/// Raw output kept for a client that attaches (the "recent output"); the
+/// parser reads its input from the same ring.
 const RECENT_BYTES: usize = 64 * 1024;
-/// Output a client may have queued before it is dropped and redrawn.
+/// Output a client may be behind (queued, or taken by its pump and not yet
+/// written) before it is waited for, or dropped and redrawn.
 const CLIENT_QUEUE_BYTES: usize = 2 * 1024 * 1024;
-/// The most unparsed output parsed in one pass; older output is skipped.
+/// How long the reader waits, once per client, for a full client to get
+/// back to half a queue before it counts as slow.
+const CATCH_UP: Duration = Duration::from_millis(500);
+/// Largest write of the pump: the backlog shrinks piece by piece, so a
+/// reader waiting for it sees the client's progress.
+const WRITE_PIECE: usize = 64 * 1024;
+/// A queue buffer larger than this is given back once the client caught up.
+const KEEP_QUEUE_BYTES: usize = 256 * 1024;
+/// The most output parsed in one pass; older output is skipped.
 const PARSE_WINDOW: usize = 64 * 1024;
+/// The parser waits for output to pause this long before a pass...
+const PARSE_QUIET: Duration = Duration::from_millis(10);
+/// ...but no longer than this during a flood.
+const PARSE_STALE: Duration = Duration::from_millis(250);
 /// Largest terminal, in rows or columns.
 const MAX_SIZE: u16 = 1000;
+
+// The parser's input is the tail of the recent-output ring.
+const _: () = assert!(PARSE_WINDOW <= RECENT_BYTES);
 
 nix::ioctl_write_ptr_bad!(set_window_size, nix::libc::TIOCSWINSZ, nix::pty::Winsize);
 nix::ioctl_write_int_bad!(set_controlling_tty, nix::libc::TIOCSCTTY);
@@ -54,6 +81,10 @@ nix::ioctl_write_int_bad!(open_peer, nix::libc::TIOCGPTPEER);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    condvar.wait(guard).unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Every terminal of the sandbox.
@@ -83,11 +114,9 @@ struct Screen {
 
 impl Screen {
     /// Parses output taken by [`Output::take_unparsed`].
-    fn apply(&mut self, (mut unparsed, skipped): (Vec<u8>, bool), rows: u16, cols: u16) {
+    fn apply(&mut self, (unparsed, skipped): (Vec<u8>, bool), rows: u16, cols: u16) {
         if skipped {
             self.parser = new_parser(rows, cols);
-            let keep = unparsed.len().min(PARSE_WINDOW);
-            unparsed.drain(..unparsed.len() - keep);
         }
         self.parser.process(&unparsed);
     }
@@ -96,10 +125,12 @@ impl Screen {
 struct Output {
     /// The most recent raw output, at most [`RECENT_BYTES`].
     recent: VecDeque<u8>,
-    /// Output not yet given to the parser.
-    pending: Vec<u8>,
-    /// Output was skipped: the parser starts again on a blank screen.
-    skipped: bool,
+    /// Bytes of output so far.
+    written: u64,
+    /// Bytes of output the screen has been given (or has skipped).
+    parsed: u64,
+    /// The parser thread waits for output: the reader must wake it.
+    parser_waiting: bool,
     clients: Vec<Arc<Client>>,
     cols: u16,
     rows: u16,
@@ -110,50 +141,198 @@ struct Output {
 }
 
 impl Output {
-    /// The unparsed output, and whether the screen must start blank (output
-    /// was skipped, or there is more than a window of it).
+    /// Appends one read to the recent-output ring.
+    fn record(&mut self, data: &[u8]) {
+        self.recent.extend(data);
+        let excess = self.recent.len().saturating_sub(RECENT_BYTES);
+        self.recent.drain(..excess);
+        self.written += data.len() as u64;
+    }
+
+    /// The output the screen has not seen, and whether the screen must
+    /// start blank (more than a window of it came since the last pass).
     fn take_unparsed(&mut self) -> (Vec<u8>, bool) {
-        let pending = std::mem::take(&mut self.pending);
-        let skipped = std::mem::take(&mut self.skipped) || pending.len() > PARSE_WINDOW;
-        (pending, skipped)
+        let behind = self.written - self.parsed;
+        self.parsed = self.written;
+        let skipped = behind > PARSE_WINDOW as u64;
+        let take = usize::try_from(behind)
+            .unwrap_or(usize::MAX)
+            .min(PARSE_WINDOW)
+            .min(self.recent.len());
+        (tail(&self.recent, take), skipped)
     }
 }
 
-/// One attached connection's queue.
-#[derive(Default)]
-struct Client {
-    queue: Mutex<ClientQueue>,
-    ready: Condvar,
+/// The last `n` bytes of a ring (`n` at most its length).
+fn tail(ring: &VecDeque<u8>, n: usize) -> Vec<u8> {
+    let (front, back) = ring.as_slices();
+    let mut out = Vec::with_capacity(n);
+    if n > back.len() {
+        let from_front = (n - back.len()).min(front.len());
+        out.extend_from_slice(&front[front.len() - from_front..]);
+        out.extend_from_slice(back);
+    } else {
+        out.extend_from_slice(&back[back.len() - n..]);
+    }
+    out
 }
 
-#[derive(Default)]
+/// One attached connection.
+struct Client {
+    queue: Mutex<ClientQueue>,
+    /// Wakes the pump.
+    ready: Condvar,
+    /// Wakes a reader waiting for this client to catch up.
+    drained: Condvar,
+    /// The connection, for the reader's non-blocking sends.
+    socket: UnixStream,
+}
+
 struct ClientQueue {
-    chunks: VecDeque<Arc<[u8]>>,
-    bytes: usize,
+    /// Output for the pump to write, oldest first.
+    queued: Vec<u8>,
+    /// Output the pump took and has not written yet.
+    in_flight: usize,
+    /// The pump owns the connection (it has output to write, or the
+    /// greeting is still being sent): the reader only queues.
+    pumping: bool,
     /// The queue overflowed: send a redraw instead of what was dropped.
     redraw: bool,
-    /// No more output will come (the terminal ended, or it was closed).
+    /// No more output will come (the terminal ended, it was closed, or the
+    /// connection broke).
     done: bool,
+    /// This client fell behind once: it is never waited for again.
+    slow: bool,
+    /// The reader waits on `drained`.
+    reader_waiting: bool,
+}
+
+impl ClientQueue {
+    /// How far behind the client is.
+    fn behind(&self) -> usize {
+        self.queued.len() + self.in_flight
+    }
+
+    /// Drops what is queued: the client gets a redraw instead.
+    fn drop_for_redraw(&mut self) {
+        self.queued.clear();
+        self.redraw = true;
+    }
 }
 
 impl Client {
-    fn push(&self, chunk: &Arc<[u8]>) {
-        let mut queue = lock(&self.queue);
-        if queue.bytes + chunk.len() > CLIENT_QUEUE_BYTES {
-            queue.chunks.clear();
-            queue.bytes = 0;
-            queue.redraw = true;
-        } else {
-            queue.bytes += chunk.len();
-            queue.chunks.push_back(chunk.clone());
+    /// A client whose pump is about to send the greeting.
+    fn new(socket: UnixStream) -> Client {
+        Client {
+            queue: Mutex::new(ClientQueue {
+                queued: Vec::new(),
+                in_flight: 0,
+                pumping: true,
+                redraw: false,
+                done: false,
+                slow: false,
+                reader_waiting: false,
+            }),
+            ready: Condvar::new(),
+            drained: Condvar::new(),
+            socket,
         }
-        self.ready.notify_one();
+    }
+
+    /// Gives the client one read of output without ever blocking: straight
+    /// to its connection when nothing is queued, else to its queue. `true`
+    /// when the client is a queue behind and may be waited for
+    /// ([`Client::catch_up`]).
+    fn push(&self, data: &[u8]) -> bool {
+        let mut queue = lock(&self.queue);
+        if queue.redraw || queue.done {
+            // The redraw will paint this output; after the end there is none.
+            return false;
+        }
+        if !queue.pumping {
+            let sent = match send_now(&self.socket, data) {
+                Ok(sent) => sent,
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => 0,
+                Err(_) => {
+                    // The host went away: the pump ends the connection.
+                    queue.done = true;
+                    self.ready.notify_one();
+                    return false;
+                }
+            };
+            if sent == data.len() {
+                return false;
+            }
+            queue.queued.extend_from_slice(&data[sent..]);
+            queue.pumping = true;
+            self.ready.notify_one();
+            return false;
+        }
+        if queue.behind() + data.len() > CLIENT_QUEUE_BYTES {
+            if queue.slow {
+                queue.drop_for_redraw();
+                return false;
+            }
+            // Over by one read at most: the reader now waits for it.
+            queue.queued.extend_from_slice(data);
+            return true;
+        }
+        queue.queued.extend_from_slice(data);
+        false
+    }
+
+    /// Waits (until `deadline`) for a full client to get back to half a
+    /// queue; a client that does not is slow: dropped, redrawn, and never
+    /// waited for again.
+    fn catch_up(&self, deadline: Instant) {
+        let mut queue = lock(&self.queue);
+        while queue.behind() > CLIENT_QUEUE_BYTES / 2 && !queue.redraw && !queue.done {
+            let now = Instant::now();
+            if now >= deadline {
+                queue.drop_for_redraw();
+                queue.slow = true;
+                break;
+            }
+            queue.reader_waiting = true;
+            queue = self
+                .drained
+                .wait_timeout(queue, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        queue.reader_waiting = false;
+    }
+
+    /// Counts `written` bytes off the backlog; `true` when a redraw is due
+    /// (it replaces what is left in flight).
+    fn wrote(&self, written: usize) -> bool {
+        let mut queue = lock(&self.queue);
+        queue.in_flight = queue.in_flight.saturating_sub(written);
+        if queue.reader_waiting && queue.behind() <= CLIENT_QUEUE_BYTES / 2 {
+            queue.reader_waiting = false;
+            self.drained.notify_one();
+        }
+        if queue.redraw {
+            queue.in_flight = 0;
+        }
+        queue.redraw
     }
 
     fn finish(&self) {
         lock(&self.queue).done = true;
         self.ready.notify_one();
+        self.drained.notify_one();
     }
+}
+
+/// One non-blocking send on a client's connection.
+fn send_now(socket: &UnixStream, data: &[u8]) -> nix::Result<usize> {
+    use nix::sys::socket::{MsgFlags, send};
+    send(
+        socket.as_raw_fd(),
+        data,
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    )
 }
 
 fn size(rows: u16, cols: u16) -> (NonZeroU16, NonZeroU16) {
@@ -199,20 +378,33 @@ impl Terminal {
         then(&mut output, &bytes);
     }
 
-    /// The parser thread: keeps the screen close to the output, using at
-    /// most about a quarter of a core during a flood.
+    /// The parser thread: keeps the screen close to the output, a pass
+    /// each time output pauses (every [`PARSE_STALE`] during a flood), and
+    /// at most about a quarter of a core even then.
     fn parse_forever(&self) {
         loop {
             {
                 let mut output = lock(&self.output);
-                while output.pending.is_empty() && !output.closed {
-                    output = self
-                        .unparsed
-                        .wait(output)
-                        .unwrap_or_else(PoisonError::into_inner);
+                while output.written == output.parsed && !output.closed {
+                    output.parser_waiting = true;
+                    output = wait(&self.unparsed, output);
                 }
-                if output.pending.is_empty() && output.closed {
+                output.parser_waiting = false;
+                if output.written == output.parsed {
+                    // Closed, and everything parsed.
                     return;
+                }
+                // Let a burst finish: one pass over its end, not many over
+                // its middle.
+                let burst = Instant::now();
+                while !output.closed && burst.elapsed() < PARSE_STALE {
+                    let seen = output.written;
+                    drop(output);
+                    std::thread::sleep(PARSE_QUIET);
+                    output = lock(&self.output);
+                    if output.written == seen {
+                        break;
+                    }
                 }
             }
             let started = Instant::now();
@@ -235,27 +427,36 @@ impl Terminal {
     /// The PTY reader: fans output out to the clients.
     fn read_forever(&self, mut pty: File) {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut behind: Vec<Arc<Client>> = Vec::new();
         loop {
             let n = match pty.read(&mut buf) {
+                Ok(n) if n > 0 => n,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
                 // EIO: every holder of the PTY's other side has gone.
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
+                _ => break,
             };
-            let chunk: Arc<[u8]> = Arc::from(&buf[..n]);
-            let mut output = lock(&self.output);
-            output.recent.extend(chunk.iter());
-            let excess = output.recent.len().saturating_sub(RECENT_BYTES);
-            output.recent.drain(..excess);
-            if output.pending.len() > 4 * PARSE_WINDOW {
-                // Far behind: what is pending will be skipped anyway.
-                output.pending.clear();
-                output.skipped = true;
+            let data = &buf[..n];
+            {
+                let mut output = lock(&self.output);
+                output.record(data);
+                if output.parser_waiting {
+                    output.parser_waiting = false;
+                    self.unparsed.notify_one();
+                }
+                for client in &output.clients {
+                    if client.push(data) {
+                        behind.push(client.clone());
+                    }
+                }
             }
-            output.pending.extend_from_slice(&chunk);
-            for client in &output.clients {
-                client.push(&chunk);
+            // Flow control, outside the output lock: attaching, redraws
+            // and the other clients go on meanwhile.
+            if !behind.is_empty() {
+                let deadline = Instant::now() + CATCH_UP;
+                for client in behind.drain(..) {
+                    client.catch_up(deadline);
+                }
             }
-            self.unparsed.notify_one();
         }
         let mut output = lock(&self.output);
         output.closed = true;
@@ -418,8 +619,9 @@ impl Terminals {
             }),
             output: Mutex::new(Output {
                 recent: VecDeque::new(),
-                pending: Vec::new(),
-                skipped: false,
+                written: 0,
+                parsed: 0,
+                parser_waiting: false,
                 clients: Vec::new(),
                 cols,
                 rows,
@@ -488,10 +690,11 @@ impl Terminals {
             );
             return;
         };
-        let Ok(mut writer) = stream.try_clone() else {
+        let (Ok(mut writer), Ok(direct)) = (stream.try_clone(), stream.try_clone()) else {
             return;
         };
-        let client = Arc::new(Client::default());
+        // The pump owns the connection until the greeting is out.
+        let client = Arc::new(Client::new(direct));
         let mut refused = None;
         let mut greeting = Vec::new();
         terminal.redraw(|output, screen| {
@@ -559,42 +762,220 @@ fn detach(terminal: &Terminal, client: &Arc<Client>) {
     client.finish();
 }
 
-/// Writes a client's queue to its connection, redrawing after an overflow.
+/// Writes what the reader could not send at once to the client's
+/// connection, redrawing after an overflow.
 fn pump(terminal: &Terminal, client: &Client, mut out: UnixStream) {
+    enum Work {
+        Write,
+        Redraw,
+        Done,
+    }
+    let mut taken: Vec<u8> = Vec::new();
     loop {
-        let mut queue = lock(&client.queue);
-        while queue.chunks.is_empty() && !queue.redraw && !queue.done {
-            queue = client
-                .ready
-                .wait(queue)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        if queue.redraw {
-            drop(queue);
-            let mut screen_bytes = Vec::new();
-            terminal.redraw(|_, screen| {
-                let mut queue = lock(&client.queue);
-                queue.chunks.clear();
-                queue.bytes = 0;
-                queue.redraw = false;
-                screen_bytes = screen.to_vec();
-            });
-            // Clear first: the client's screen holds a torn mix.
-            if out.write_all(b"\x1b[H\x1b[2J").is_err() || out.write_all(&screen_bytes).is_err() {
-                break;
+        let work = {
+            let mut queue = lock(&client.queue);
+            loop {
+                if queue.redraw {
+                    break Work::Redraw;
+                }
+                if !queue.queued.is_empty() {
+                    taken.clear();
+                    std::mem::swap(&mut taken, &mut queue.queued);
+                    queue.in_flight = taken.len();
+                    break Work::Write;
+                }
+                if queue.done {
+                    break Work::Done;
+                }
+                // Caught up: the reader sends directly again.
+                queue.pumping = false;
+                if queue.queued.capacity() > KEEP_QUEUE_BYTES {
+                    queue.queued = Vec::new();
+                }
+                if taken.capacity() > KEEP_QUEUE_BYTES {
+                    taken = Vec::new();
+                }
+                queue = wait(&client.ready, queue);
             }
-            continue;
-        }
-        let Some(chunk) = queue.chunks.pop_front() else {
-            // Done and drained.
-            break;
         };
-        queue.bytes -= chunk.len();
-        drop(queue);
-        if out.write_all(&chunk).is_err() {
+        match work {
+            Work::Done => break,
+            Work::Redraw => {
+                // Clear first: the client's screen holds a torn mix.
+                taken.clear();
+                taken.extend_from_slice(b"\x1b[H\x1b[2J");
+                terminal.redraw(|_, screen| {
+                    let mut queue = lock(&client.queue);
+                    queue.queued.clear();
+                    queue.redraw = false;
+                    taken.extend_from_slice(screen);
+                    queue.in_flight = taken.len();
+                });
+            }
+            Work::Write => {}
+        }
+        if write_out(client, &mut out, &taken).is_err() {
             break;
         }
     }
-    // No more output: the host sees the end of the stream.
+    // No more output: the host sees the end of the stream, and the reader
+    // neither sends nor waits for this client any more.
     let _ = out.shutdown(std::net::Shutdown::Write);
+    let mut queue = lock(&client.queue);
+    queue.done = true;
+    queue.queued = Vec::new();
+    queue.in_flight = 0;
+    client.drained.notify_one();
+}
+
+/// Writes `bytes` a piece at a time, counting each piece off the client's
+/// backlog; stops early when a redraw is due (it replaces the rest).
+fn write_out(client: &Client, out: &mut UnixStream, bytes: &[u8]) -> std::io::Result<()> {
+    for piece in bytes.chunks(WRITE_PIECE) {
+        out.write_all(piece)?;
+        if client.wrote(piece.len()) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The output path against real PTYs, with the host's side of each
+    //! connection read here.
+    use super::*;
+
+    const REDRAW: &[u8] = b"\x1b[H\x1b[2J";
+    /// `x`s the program prints between its markers.
+    const FLOOD: usize = 24_000_000;
+
+    /// A terminal printing `START`, [`FLOOD`] `x`s (no newline, so the TTY
+    /// adds nothing) and `END` once it reads a line.
+    fn flood_terminal() -> (Arc<Terminals>, String) {
+        let terminals = Arc::new(Terminals::default());
+        let script =
+            format!("read go; printf START; head -c {FLOOD} /dev/zero | tr '\\0' x; printf END");
+        let request = SpawnRequest {
+            argv: vec!["/bin/sh".into(), "-c".into(), script],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: "/".into(),
+            cols: 80,
+            rows: 24,
+        };
+        // Kept for the life of the test: a terminal whose exit can no longer
+        // be reported counts as ended and is hung up.
+        let waiters = Box::leak(Box::new(Arc::new(Waiters::default())));
+        let AgentResponse::Terminal(info) = terminals.open(request, waiters) else {
+            panic!("the terminal did not open");
+        };
+        (terminals, info.id)
+    }
+
+    /// Attaches a client: the host's end of its connection, past the answer.
+    fn attach(terminals: &Arc<Terminals>, id: &str) -> BufReader<UnixStream> {
+        let (agent, host) = UnixStream::pair().unwrap();
+        let (terminals, id) = (terminals.clone(), id.to_owned());
+        std::thread::spawn(move || terminals.attach(&id, &agent, BufReader::new(&agent)));
+        let mut host = BufReader::new(host);
+        let mut answer = String::new();
+        host.read_line(&mut answer).unwrap();
+        assert!(answer.contains("\"terminal\""), "{answer}");
+        host
+    }
+
+    fn type_line(host: &BufReader<UnixStream>, data: &str) {
+        let mut line = serde_json::to_vec(&TerminalInput::Input { data: data.into() }).unwrap();
+        line.push(b'\n');
+        host.get_ref().write_all(&line).unwrap();
+    }
+
+    /// Reads to the end, pausing `pause` after every `every` bytes.
+    fn read_all(host: &mut BufReader<UnixStream>, every: usize, pause: Duration) -> Vec<u8> {
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut next_pause = every;
+        loop {
+            let n = host.read(&mut buf).unwrap();
+            if n == 0 {
+                return seen;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if seen.len() >= next_pause {
+                std::thread::sleep(pause);
+                next_pause += every;
+            }
+        }
+    }
+
+    fn count(haystack: &[u8], needle: &[u8]) -> usize {
+        haystack
+            .windows(needle.len())
+            .filter(|w| *w == needle)
+            .count()
+    }
+
+    /// The output between the markers, which must be every `x`.
+    fn check_complete(seen: &[u8]) {
+        let start = seen
+            .windows(5)
+            .position(|w| w == b"START")
+            .unwrap_or_else(|| {
+                panic!(
+                    "no START in {:?}",
+                    String::from_utf8_lossy(&seen[..seen.len().min(2000)])
+                )
+            });
+        let flood = &seen[start + 5..];
+        assert_eq!(
+            count(flood, REDRAW),
+            0,
+            "a client that keeps up was redrawn"
+        );
+        let xs = flood.iter().take_while(|b| **b == b'x').count();
+        assert_eq!(xs, FLOOD, "bytes lost");
+        assert_eq!(&flood[xs..], b"END");
+    }
+
+    #[test]
+    fn a_client_that_keeps_up_receives_every_byte_of_a_flood() {
+        let (terminals, id) = flood_terminal();
+        let mut host = attach(&terminals, &id);
+        type_line(&host, "go\n");
+        // Pauses well past what the 2 MiB queue holds at PTY speed.
+        let seen = read_all(&mut host, 4_000_000, Duration::from_millis(150));
+        check_complete(&seen);
+    }
+
+    #[test]
+    fn a_stalled_client_is_redrawn_and_holds_up_no_one_for_long() {
+        let (terminals, id) = flood_terminal();
+        let mut stalled = attach(&terminals, &id);
+        let mut reader = attach(&terminals, &id);
+        type_line(&reader, "go\n");
+        let started = Instant::now();
+        let seen = read_all(&mut reader, usize::MAX, Duration::ZERO);
+        let took = started.elapsed();
+        // Every byte for the reader, which the stalled client held up only
+        // once, for at most CATCH_UP.
+        check_complete(&seen);
+        eprintln!("{FLOOD} bytes past a stalled client in {took:?}");
+        // The stalled client catches up by a redraw that shows the end of
+        // the flood, without all of it.
+        let late = read_all(&mut stalled, usize::MAX, Duration::ZERO);
+        assert!(
+            late.len() < FLOOD / 2,
+            "{} bytes: nothing was dropped",
+            late.len()
+        );
+        let redraw = late
+            .windows(REDRAW.len())
+            .rposition(|w| w == REDRAW)
+            .expect("a redraw");
+        let after = String::from_utf8_lossy(&late[redraw..]);
+        assert!(
+            after.contains("END"),
+            "the redraw does not show the end: {after:?}"
+        );
+    }
 }

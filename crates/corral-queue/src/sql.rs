@@ -402,7 +402,12 @@ impl SqlDriver {
                ORDER BY priority DESC, run_at, id LIMIT $3{close} \
              RETURNING {CLAIM_COLUMNS}, priority, {{now}} AS db_now"
         ));
+        // Planned afresh on every claim, not prepared once per connection:
+        // a queue's size swings from empty to a backlog, and a generic plan
+        // fixed while the table was empty (PostgreSQL switches to one after
+        // five executions) would sort the whole backlog on every claim.
         let mut query = sqlx::query_as::<_, RawClaim>(sql)
+            .persistent(false)
             .bind(lease_ms)
             .bind(worker)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX));

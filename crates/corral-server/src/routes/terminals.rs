@@ -3,8 +3,9 @@
 //!
 //! Each WebSocket is one agent connection. Output is relayed as fast as
 //! that client takes it; a client that stops reading backs up only its own
-//! connection, and the agent drops its queue and redraws its screen when
-//! it catches up, so the PTY and the other clients never wait for it.
+//! connection, and the agent (after waiting for it once, at most 500 ms)
+//! drops its queue and redraws its screen when it catches up, so the PTY
+//! and the other clients do not wait for it again.
 
 use std::time::Duration;
 
@@ -39,6 +40,8 @@ const MAX_SIZE: u16 = 1000;
 const AUTH_WAIT: Duration = Duration::from_secs(10);
 /// Largest output frame sent to a client.
 const OUTPUT_FRAME: usize = 64 * 1024;
+/// Least room offered to a read from the agent.
+const MIN_READ: usize = 16 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -341,16 +344,27 @@ async fn relay(state: AppState, (_record, agent, early): Attached, socket: WebSo
         return;
     }
     let idle = Duration::from_secs(state.config.sandbox.terminal_idle_secs.max(1));
-    let mut idle_at = tokio::time::Instant::now() + idle;
-    let mut buf = vec![0u8; OUTPUT_FRAME];
+    // One timer for the whole connection, pushed back on each client message
+    // (not a new one per output frame).
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    // Output is read straight into the frames' buffer (no copy per frame);
+    // frames share one allocation until less than a good read is left.
+    let mut buf = bytes::BytesMut::new();
     let end: (u16, String) = loop {
+        if buf.capacity() < MIN_READ {
+            buf.reserve(OUTPUT_FRAME);
+        }
         tokio::select! {
-            read = from_agent.read(&mut buf) => match read {
+            read = from_agent.read_buf(&mut buf) => match read {
                 Ok(0) | Err(_) => break (1000, "the terminal ended".to_owned()),
-                Ok(n) => {
-                    let frame = Message::Binary(bytes::Bytes::copy_from_slice(&buf[..n]));
-                    if to_client.send(frame).await.is_err() {
-                        return;
+                Ok(_) => {
+                    // `reserve` may have given more room than a frame.
+                    while !buf.is_empty() {
+                        let frame = buf.split_to(buf.len().min(OUTPUT_FRAME)).freeze();
+                        if to_client.send(Message::Binary(frame)).await.is_err() {
+                            return;
+                        }
                     }
                 }
             },
@@ -389,7 +403,7 @@ async fn relay(state: AppState, (_record, agent, early): Attached, socket: WebSo
                         break (1009, format!("{error}"));
                     }
                 };
-                idle_at = tokio::time::Instant::now() + idle;
+                idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
                 if let Some(input) = input {
                     let mut line = serde_json::to_vec(&input).unwrap_or_default();
                     line.push(b'\n');
@@ -398,7 +412,7 @@ async fn relay(state: AppState, (_record, agent, early): Attached, socket: WebSo
                     }
                 }
             },
-            () = tokio::time::sleep_until(idle_at) => {
+            () = &mut idle_timer => {
                 break (1000, "closed after a long time without a message from the client".to_owned());
             },
         }
