@@ -60,8 +60,8 @@ exec 9>"$OUT/.lock"
 flock -n 9 || die "another bench/run.sh is running (lock: bench/results/.lock); wait for it to finish"
 rm -f "$OUT"/wrk-*.txt "$OUT/summary.md" "$OUT/runs.tsv" "$OUT/noise.tsv" "$OUT/corral.log"
 
-echo "==> building release binaries"
-cargo build --release -q -p corral -p hello-axum
+echo "==> building release binaries (corral, hello-axum, queue-bench)"
+cargo build --release -q -p corral -p hello-axum -p queue-bench
 # The statically linked agent, next to corral (as `make build` installs it).
 if [ "$TARGET_DIR" = "$ROOT/target" ]; then
   make -s -C "$ROOT" agent >/dev/null
@@ -363,6 +363,10 @@ fi
 if [ "${BENCH_EXECUTION:-1}" = 1 ] && [ "$AUTH" = 1 ]; then
   echo "==> executions (print(1) in python through the API, ${BENCH_EXEC_CLIENTS:-8} clients; baseline: bare /usr/bin/python3 -c)"
   python3 "$ROOT/bench/execution.py" "$CORRAL" "$JWT" "${BENCH_EXECUTION_ROUNDS:-5}" "$CORRAL_PID" | tee "$OUT/execution.md"
+fi
+if [ "${BENCH_QUEUE:-1}" = 1 ]; then
+  echo "==> queue (no-op jobs on SQLite, PostgreSQL and Redis; baseline: the raw statements a leased queue needs)"
+  CARGO_TARGET_DIR="$TARGET_DIR" bash "$ROOT/bench/queue.sh" --out "$OUT/queue.md"
 fi
 if [ "${BENCH_TERMINAL:-1}" = 1 ] && [ "$AUTH" = 1 ]; then
   echo "==> terminals (keystroke echo, cat of 100 MB through the WebSocket; baseline: a local PTY)"
