@@ -362,6 +362,11 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Largest accepted request body, in bytes.
     pub body_limit_bytes: usize,
+    /// Largest streamed file upload (`PUT …/files/content` with a
+    /// `Content-Length`; it goes to the sandbox as it arrives, whose disk
+    /// caps it too), in bytes. An upload without a length is taken whole
+    /// and stays under `body_limit_bytes`.
+    pub upload_limit_bytes: usize,
     /// Seconds a client may take to send its request headers.
     pub header_read_timeout_secs: u64,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
@@ -428,6 +433,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             body_limit_bytes: 10 * 1024 * 1024,
+            upload_limit_bytes: 1024 * 1024 * 1024,
             header_read_timeout_secs: 10,
             shutdown_grace_secs: 30,
             hsts: None,
@@ -560,6 +566,12 @@ impl Config {
         }
         if self.server.body_limit_bytes == 0 {
             return Err(invalid("server.body_limit_bytes", "must be greater than 0"));
+        }
+        if self.server.upload_limit_bytes < self.server.body_limit_bytes {
+            return Err(invalid(
+                "server.upload_limit_bytes",
+                "must be at least server.body_limit_bytes",
+            ));
         }
         if self.server.header_read_timeout_secs == 0 {
             return Err(invalid(

@@ -193,6 +193,7 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
             .option_layer(cors_layer(&config))
             .layer(middleware::BodyLimitLayer::new(
                 config.server.body_limit_bytes,
+                config.server.upload_limit_bytes,
             )),
     )
 }

@@ -195,16 +195,22 @@ where
 /// a body whose exact size is known and within bounds (every bodiless
 /// request, every request with a `Content-Length`, which hyper enforces) is
 /// left as it is, and the response keeps axum's body type: neither costs an
-/// allocation.
+/// allocation. A streamed file upload (`PUT …/files/content` with a
+/// `Content-Length`: the route hands it to the sandbox as it arrives, never
+/// whole) may be as large as `server.upload_limit_bytes` instead.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimitLayer {
     limit: usize,
+    upload_limit: usize,
 }
 
 impl BodyLimitLayer {
-    /// At most `limit` bytes.
-    pub fn new(limit: usize) -> BodyLimitLayer {
-        BodyLimitLayer { limit }
+    /// At most `limit` bytes; `upload_limit` for streamed uploads.
+    pub fn new(limit: usize, upload_limit: usize) -> BodyLimitLayer {
+        BodyLimitLayer {
+            limit,
+            upload_limit,
+        }
     }
 }
 
@@ -215,6 +221,7 @@ impl<S> tower::Layer<S> for BodyLimitLayer {
         BodyLimit {
             inner,
             limit: self.limit,
+            upload_limit: self.upload_limit,
         }
     }
 }
@@ -224,6 +231,16 @@ impl<S> tower::Layer<S> for BodyLimitLayer {
 pub struct BodyLimit<S> {
     inner: S,
     limit: usize,
+    upload_limit: usize,
+}
+
+/// Whether `request` is a file upload the route streams to a sandbox: one
+/// with a declared length (without one the route must take it whole).
+fn is_streamed_upload(request: &Request) -> bool {
+    request.method() == http::Method::PUT
+        && request.headers().contains_key(header::CONTENT_LENGTH)
+        && request.uri().path().starts_with("/api/v1/sandboxes/")
+        && request.uri().path().ends_with("/files/content")
 }
 
 impl<S> tower::Service<Request> for BodyLimit<S>
@@ -240,7 +257,12 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        match limit_body(&mut request, self.limit) {
+        let limit = if is_streamed_upload(&request) {
+            self.upload_limit
+        } else {
+            self.limit
+        };
+        match limit_body(&mut request, limit) {
             Ok(()) => futures_util::future::Either::Left(self.inner.call(request)),
             Err(status) => {
                 futures_util::future::Either::Right(std::future::ready(Ok(status.into_response())))

@@ -166,8 +166,10 @@ pub async fn download(
         .into_response())
 }
 
-/// Uploads a file: the request body's raw bytes replace it (the server's
-/// body limit applies).
+/// Uploads a file: the request body's raw bytes replace it. With a
+/// `Content-Length` it is streamed to the sandbox and may be as large as
+/// `server.upload_limit_bytes` (and the sandbox's disk); without one it is
+/// taken whole, under `server.body_limit_bytes`.
 #[utoipa::path(
     put, path = "/api/v1/sandboxes/{id}/files/content", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox id"), PathQuery),
@@ -175,7 +177,7 @@ pub async fn download(
     responses(
         (status = 204, description = "Written"),
         (status = 404, description = "No such sandbox or directory", body = corral_types::Problem),
-        (status = 413, description = "Larger than the body limit", body = corral_types::Problem),
+        (status = 413, description = "Larger than the upload limit (or, without a Content-Length, the body limit)", body = corral_types::Problem),
     )
 )]
 pub async fn upload(

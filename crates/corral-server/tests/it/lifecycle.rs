@@ -862,3 +862,53 @@ on_both_backends!(
         assert_eq!(out["stdout"], "one two.\n..\nf\n", "{out}");
     }
 );
+
+on_both_backends!(
+    a_streamed_upload_may_pass_the_body_limit_up_to_the_upload_limit,
+    |app| {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_configured(app.state.store.backend(), dir.path(), |c| {
+            c.server.body_limit_bytes = 1 << 20;
+            c.server.upload_limit_bytes = 4 << 20;
+        })
+        .await;
+        let (key, _) = app.register_and_login("big-uploader").await;
+        let created = app
+            .call("POST", "/api/v1/sandboxes", &key, Some(json!({})))
+            .await;
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+        let put = |size: usize, declared: bool| {
+            let mut request = Request::put(format!(
+                "/api/v1/sandboxes/{id}/files/content?path=/tmp/big"
+            ))
+            .header("authorization", format!("Bearer {key}"));
+            if declared {
+                request = request.header("content-length", size.to_string());
+            }
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                (0..size / 65_536).map(|_| Ok(vec![b'z'; 65_536])).collect();
+            let request = request
+                .body(Body::from_stream(tokio_stream::iter(chunks)))
+                .unwrap();
+            let app = &app;
+            async move { app.send(request).await }
+        };
+        // 3 MiB with a length: streamed to the sandbox, past the 1 MiB body limit.
+        let streamed = put(3 << 20, true).await;
+        assert_eq!(streamed.status, 204, "{}", streamed.text());
+        let size = sh(&app, &key, &id, "stat -c %s /tmp/big").await.json();
+        assert_eq!(size["stdout"], "3145728\n", "{size}");
+        // Without a length it would be taken whole: the body limit holds.
+        put(3 << 20, false)
+            .await
+            .assert_problem(413, "payload_too_large");
+        // Past the upload limit: refused before anything is written.
+        put(5 << 20, true)
+            .await
+            .assert_problem(413, "payload_too_large");
+        let size = sh(&app, &key, &id, "stat -c %s /tmp/big").await.json();
+        assert_eq!(size["stdout"], "3145728\n", "the file is unchanged: {size}");
+        app.call("DELETE", &format!("/api/v1/sandboxes/{id}"), &key, None)
+            .await;
+    }
+);
