@@ -38,13 +38,27 @@ const DOCS_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 
 
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", api_doc()))
+        // The document is built on its first request, not at start: it is
+        // large, and building it touches megabytes of code and heap that an
+        // idle server never needs.
+        .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
+        .route("/openapi.json", get(openapi_json))
         .route("/redoc", get(redoc_page))
         .route("/redoc/redoc.standalone.js", get(redoc_js))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(DOCS_CSP),
         ))
+}
+
+async fn openapi_json() -> Response {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let json = DOCUMENT.get_or_init(|| {
+        api_doc()
+            .to_json()
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    });
+    ([(header::CONTENT_TYPE, "application/json")], json.as_str()).into_response()
 }
 
 async fn redoc_page() -> Html<&'static str> {
