@@ -164,6 +164,32 @@ impl OciRuntime {
             .collect())
     }
 
+    /// The host PID of container `id`'s first process (a sandbox's agent),
+    /// from the runtime's `state`.
+    pub fn init_pid(&self, id: &str) -> Result<u32, RuntimeError> {
+        let out = self
+            .command()
+            .args(["state", id])
+            .output()
+            .map_err(|source| RuntimeError::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(RuntimeError::Runtime {
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| RuntimeError::Spec(format!("unreadable `state` output: {e}")))?;
+        state
+            .get("pid")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|pid| u32::try_from(pid).ok())
+            .filter(|pid| *pid > 0)
+            .ok_or_else(|| RuntimeError::Spec(format!("`state` of {id} names no pid")))
+    }
+
     /// Waits for `child` until `deadline`, then kills the container.
     fn wait(
         &self,
