@@ -136,22 +136,10 @@ impl OciRuntime {
 
     /// The containers in this runtime's state directory: (id, status).
     pub fn list(&self) -> Result<Vec<(String, String)>, RuntimeError> {
-        let out = self
-            .command()
-            .args(["list", "--format", "json"])
-            .output()
-            .map_err(|source| RuntimeError::Spawn {
-                binary: self.binary.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(RuntimeError::Runtime {
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
         // `null` when there are none.
-        let listed: Option<Vec<serde_json::Value>> = serde_json::from_slice(&out.stdout)
-            .map_err(|e| RuntimeError::Spec(format!("unreadable `list` output: {e}")))?;
+        let listed: Option<Vec<serde_json::Value>> =
+            serde_json::from_value(self.json(&["list", "--format", "json"])?)
+                .map_err(|e| RuntimeError::Spec(format!("unreadable `list` output: {e}")))?;
         Ok(listed
             .unwrap_or_default()
             .iter()
@@ -167,9 +155,19 @@ impl OciRuntime {
     /// The host PID of container `id`'s first process (a sandbox's agent),
     /// from the runtime's `state`.
     pub fn init_pid(&self, id: &str) -> Result<u32, RuntimeError> {
+        self.json(&["state", id])?
+            .get("pid")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|pid| u32::try_from(pid).ok())
+            .filter(|pid| *pid > 0)
+            .ok_or_else(|| RuntimeError::Spec(format!("`state` of {id} names no pid")))
+    }
+
+    /// Runs a runtime command that answers JSON on stdout.
+    fn json(&self, args: &[&str]) -> Result<serde_json::Value, RuntimeError> {
         let out = self
             .command()
-            .args(["state", id])
+            .args(args)
             .output()
             .map_err(|source| RuntimeError::Spawn {
                 binary: self.binary.clone(),
@@ -180,14 +178,8 @@ impl OciRuntime {
                 stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             });
         }
-        let state: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| RuntimeError::Spec(format!("unreadable `state` output: {e}")))?;
-        state
-            .get("pid")
-            .and_then(serde_json::Value::as_u64)
-            .and_then(|pid| u32::try_from(pid).ok())
-            .filter(|pid| *pid > 0)
-            .ok_or_else(|| RuntimeError::Spec(format!("`state` of {id} names no pid")))
+        serde_json::from_slice(&out.stdout)
+            .map_err(|e| RuntimeError::Spec(format!("unreadable `{}` output: {e}", args[0])))
     }
 
     /// Waits for `child` until `deadline`, then kills the container.
