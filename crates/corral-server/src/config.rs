@@ -511,7 +511,16 @@ pub struct Overrides {
 /// Top-level keys the environment may set; other `CORRAL_*` variables
 /// (`CORRAL_CONFIG`, test settings) are not configuration keys.
 const ENV_SECTIONS: &[&str] = &[
-    "data_dir", "server", "database", "log", "auth", "limits", "email", "sandbox", "queue",
+    "data_dir",
+    "server",
+    "database",
+    "log",
+    "auth",
+    "limits",
+    "email",
+    "sandbox",
+    "executions",
+    "queue",
 ];
 
 impl Config {
@@ -957,6 +966,8 @@ mod tests {
             &[
                 ("CORRAL_SERVER__LISTEN", "127.0.0.1:2222"),
                 ("CORRAL_SERVER__BODY_LIMIT_BYTES", "7"),
+                ("CORRAL_EXECUTIONS__REUSE_SANDBOXES", "3"),
+                ("CORRAL_EXECUTIONS__CALLBACK_SECRET", "from-env"),
                 ("CORRAL_DATA_DIR", "/from-env"),
                 ("CORRAL_TEST_POSTGRES_URL", "ignored: not a config key"),
                 ("DATABASE_URL", "postgres://env/db"),
@@ -976,6 +987,8 @@ mod tests {
                 assert_eq!(config.data_dir, PathBuf::from("/from-env"));
                 assert_eq!(config.server.listen.to_string(), "127.0.0.1:3333");
                 assert_eq!(config.server.body_limit_bytes, 7);
+                assert_eq!(config.executions.reuse_sandboxes, 3);
+                assert_eq!(config.executions.callback_secret, "from-env");
                 assert_eq!(config.database.max_connections, 3);
                 assert_eq!(config.store().url, "postgres://env/db");
             },
@@ -1021,6 +1034,18 @@ mod tests {
                 &[("CORRAL_SERVER__BODY_LIMIT_BYTES", "0")],
                 &["server.body_limit_bytes", "greater than 0"],
             ),
+            (
+                &[("CORRAL_SERVER__UPLOAD_LIMIT_BYTES", "1024")],
+                &[
+                    "server.upload_limit_bytes",
+                    "at least server.body_limit_bytes",
+                ],
+            ),
+            (
+                &[("CORRAL_EXECUTIONS__REUSE_SANDBOXES", "-1")],
+                &["executions.reuse_sandboxes"],
+            ),
+            (&[("CORRAL_EXECUTIONS__NO_SUCH_KEY", "1")], &["no_such_key"]),
             (&[("CORRAL_LOG__FORMAT", "xml")], &["log.format", "xml"]),
             (&[("CORRAL_LOG__LEVEL", "info,[[[")], &["log.level"]),
             (
