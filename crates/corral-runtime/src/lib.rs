@@ -21,6 +21,7 @@ pub mod image;
 pub mod oci;
 pub mod rootfs;
 pub mod sandbox;
+pub mod state;
 
 pub use bundle::{AGENT_PATH, Bundle, Limits, SandboxSpec};
 pub use oci::{OciRuntime, RunOutput, RuntimeError};

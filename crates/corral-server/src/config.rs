@@ -132,9 +132,12 @@ pub struct SandboxConfig {
     /// The OCI runtime binary (`runc`, `crun`, `youki`, `runsc`…), by path
     /// or looked up in `PATH`.
     pub runtime: PathBuf,
-    /// The runtime's state directory (default `<data_dir>/runtime`).
+    /// The runtime's state directory (default `runtime` in this data
+    /// directory's memory-backed state directory, see
+    /// [`corral_runtime::state`]; `<data_dir>/runtime` when not root).
     pub runtime_root: Option<PathBuf>,
-    /// Where sandbox directories go (default `<data_dir>/sandboxes`).
+    /// Where sandbox directories go (default `sandboxes` beside the
+    /// runtime's default state directory).
     pub dir: Option<PathBuf>,
     /// The `corral-agent` binary (default: next to the `corral` binary).
     pub agent: Option<PathBuf>,

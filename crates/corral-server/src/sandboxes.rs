@@ -43,6 +43,30 @@ fn reachable_by_sandboxes(dir: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Where this data directory's sandbox state goes by default: a directory
+/// of its own in memory (see [`corral_runtime::state`]), named by a hash of
+/// the data directory so several servers on one host stay apart; the data
+/// directory itself when that cannot be had (not root, no tmpfs).
+fn state_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    use sha2::Digest;
+    let canonical = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
+    let digest = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    let name = hex::encode(&digest[..8]);
+    match corral_runtime::state::memory_dir(&name) {
+        Ok(dir) => dir,
+        // Not root: sandboxes cannot run anyway; say nothing.
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+            data_dir.to_path_buf()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "no memory-backed sandbox state directory; keeping it in the data directory");
+            data_dir.to_path_buf()
+        }
+    }
+}
+
 /// The image made of the host's own programs.
 pub const HOST_IMAGE: &str = "host";
 
@@ -84,6 +108,10 @@ impl Sandboxes {
                 .and_then(|exe| exe.parent().map(|dir| dir.join("corral-agent")))
                 .filter(|path| path.is_file())
         });
+        let state = match (&config.sandbox.runtime_root, &config.sandbox.dir) {
+            (Some(_), Some(_)) => config.data_dir.clone(),
+            _ => state_dir(&config.data_dir),
+        };
         Sandboxes {
             runtime: OciRuntime {
                 binary: config.sandbox.runtime.clone(),
@@ -91,13 +119,13 @@ impl Sandboxes {
                     .sandbox
                     .runtime_root
                     .clone()
-                    .unwrap_or_else(|| config.data_dir.join("runtime")),
+                    .unwrap_or_else(|| state.join("runtime")),
             },
             dir: config
                 .sandbox
                 .dir
                 .clone()
-                .unwrap_or_else(|| config.data_dir.join("sandboxes")),
+                .unwrap_or_else(|| state.join("sandboxes")),
             agent,
             images: config.data_dir.join("images"),
             pool: std::sync::Arc::new(crate::pool::Pool::new(config)),
