@@ -104,6 +104,10 @@ pub struct Cached {
     /// When the credential expires (Unix ms): an API key's expiry, an access
     /// token's `exp`, a browser session's end.
     pub expires_at: Option<i64>,
+    /// `GET /users/me`'s body for this account, rendered on first use: the
+    /// most frequent authenticated request then copies bytes instead of
+    /// formatting the account anew. As fresh as `user`, with which it goes.
+    pub me_body: Arc<std::sync::OnceLock<bytes::Bytes>>,
     epoch: u64,
     stored_at: i64,
 }
@@ -140,6 +144,7 @@ impl AuthCache {
             principal,
             user: Arc::new(user),
             expires_at,
+            me_body: Arc::default(),
             epoch,
             stored_at: now,
         });

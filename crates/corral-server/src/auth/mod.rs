@@ -505,6 +505,7 @@ fn permit(
 fn admit(request: &mut Request, caller: Caller) {
     request.extensions_mut().insert(caller.principal);
     request.extensions_mut().insert(CurrentUser(caller.user));
+    request.extensions_mut().insert(MeBody(caller.me_body));
 }
 
 /// `?token=` of a WebSocket URL.
@@ -600,7 +601,14 @@ pub struct Caller {
     pub user: Arc<User>,
     /// The browser session's token, when a session cookie authenticated.
     pub session: Option<String>,
+    /// See [`cache::Cached::me_body`].
+    pub me_body: Arc<std::sync::OnceLock<bytes::Bytes>>,
 }
+
+/// `GET /users/me`'s body for the caller's account, once rendered (see
+/// [`cache::Cached::me_body`]), in request extensions of authenticated routes.
+#[derive(Debug, Clone)]
+pub struct MeBody(pub Arc<std::sync::OnceLock<bytes::Bytes>>);
 
 /// The caller's account row, in request extensions of authenticated routes.
 #[derive(Debug, Clone)]
@@ -766,6 +774,7 @@ impl From<&Cached> for Caller {
             principal: cached.principal.clone(),
             user: cached.user.clone(),
             session: None,
+            me_body: cached.me_body.clone(),
         }
     }
 }

@@ -993,3 +993,48 @@ on_both_backends!(
         .assert_problem(403, "forbidden");
     }
 );
+
+on_both_backends!(users_me_answers_the_account_as_it_is_now, |app| {
+    // `GET /users/me` is rendered once per cached sign-in; a change to the
+    // account must show at once, through a token and through a key.
+    let (access, _) = app.register_and_login("alice").await;
+    let (key, _) = app.create_key(&access, &["sandboxes:read"]).await;
+    for credential in [&access, &key] {
+        for _ in 0..2 {
+            let me = app.call("GET", "/api/v1/users/me", credential, None).await;
+            assert_eq!(me.status, 200, "{}", me.text());
+            assert_eq!(me.json()["username"], "alice");
+        }
+    }
+    let patched = app
+        .call(
+            "PATCH",
+            "/api/v1/users/me",
+            &access,
+            Some(json!({"username": "alice2"})),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text());
+    for credential in [&access, &key] {
+        let me = app.call("GET", "/api/v1/users/me", credential, None).await;
+        assert_eq!(me.json()["username"], "alice2", "{}", me.text());
+    }
+    let admin = privileged(&app, "admin1", PlatformRole::Admin).await;
+    let id = app.call("GET", "/api/v1/users/me", &key, None).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let changed = app
+        .call(
+            "PATCH",
+            &format!("/api/v1/admin/users/{id}"),
+            &admin,
+            Some(json!({"plan": "premium"})),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.text());
+    for credential in [&access, &key] {
+        let me = app.call("GET", "/api/v1/users/me", credential, None).await;
+        assert_eq!(me.json()["plan"], "premium", "{}", me.text());
+    }
+});
