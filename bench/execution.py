@@ -12,6 +12,7 @@ back to back; each baseline client is a thread running the bare process back
 to back. Targets alternate (baseline, Corral, baseline, Corral, ...) so drift
 in machine load hits both. Prints a markdown table of medians and ratios.
 """
+import hashlib
 import http.client
 import json
 import os
@@ -63,6 +64,13 @@ def data_dir():
 
 
 DATA_DIR = data_dir()
+# Where the server keeps its sandbox directories: in memory, under
+# /run/corral/<first 8 bytes of sha256(data dir)>, when it runs as root
+# (see corral-runtime's `state`); else in the data directory.
+SANDBOX_DIRS = [
+    os.path.join("/run/corral", hashlib.sha256(os.fsencode(DATA_DIR)).hexdigest()[:16], "sandboxes"),
+    os.path.join(DATA_DIR, "sandboxes"),
+]
 
 
 def sandbox_cpu_seconds():
@@ -81,7 +89,7 @@ def sandbox_cpu_seconds():
             # The cgroup is named after the sandbox, whose directory is the server's.
             name = os.path.basename(lines[0].split(":", 2)[2])
             if not (name.startswith("corral-")
-                    and os.path.isdir(os.path.join(DATA_DIR, "sandboxes", name[len("corral-"):]))):
+                    and any(os.path.isdir(os.path.join(d, name[len("corral-"):])) for d in SANDBOX_DIRS)):
                 continue
         except OSError:
             continue
