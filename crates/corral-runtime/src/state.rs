@@ -24,6 +24,34 @@ pub const RUN_DIR: &str = "/run/corral";
 /// are a few dozen KiB each, agent logs small; the cap only stops a runaway.
 const RUN_DIR_SIZE: &str = "size=512m";
 
+/// The state directory of the server with data directory `data_dir`:
+/// `RUN_DIR/<first 8 bytes of sha256 of its canonical path, in hex>`, so
+/// several servers on one host stay apart. Only names it; see [`memory_dir`].
+pub fn dir_of(data_dir: &Path) -> PathBuf {
+    use sha2::Digest;
+    let canonical = canonical_even_if_missing(data_dir);
+    let digest = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    Path::new(RUN_DIR).join(hex::encode(&digest[..8]))
+}
+
+/// `path` made absolute with its symlinks resolved as far as it exists, so
+/// it names the same directory before and after that is created.
+fn canonical_even_if_missing(path: &Path) -> PathBuf {
+    let Ok(absolute) = std::path::absolute(path) else {
+        return path.to_path_buf();
+    };
+    for ancestor in absolute.ancestors() {
+        if let Ok(canonical) = ancestor.canonicalize() {
+            return match absolute.strip_prefix(ancestor) {
+                // (`join("")` would add a trailing slash.)
+                Ok(rest) if !rest.as_os_str().is_empty() => canonical.join(rest),
+                _ => canonical,
+            };
+        }
+    }
+    absolute
+}
+
 /// `RUN_DIR/<name>` (created, mode 711 so sandbox users can pass through
 /// to their bundles), with `RUN_DIR` on tmpfs, mounted here if it is not.
 /// Needs root; an error means the caller keeps its state on disk instead.
@@ -88,6 +116,17 @@ fn is_tmpfs(dir: &Path) -> std::io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_directory_names_the_same_state_before_and_after_it_exists() {
+        let base = tempfile::tempdir().expect("a temporary directory");
+        let data = base.path().join("data");
+        let before = dir_of(&data);
+        fs::create_dir(&data).expect("mkdir");
+        assert_eq!(before, dir_of(&data));
+        assert_ne!(before, dir_of(base.path()));
+        assert!(before.starts_with(RUN_DIR));
+    }
 
     #[test]
     fn names_that_could_leave_the_directory_are_refused() {

@@ -48,12 +48,11 @@ fn reachable_by_sandboxes(dir: &std::path::Path) -> Result<(), String> {
 /// the data directory so several servers on one host stay apart; the data
 /// directory itself when that cannot be had (not root, no tmpfs).
 fn state_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
-    use sha2::Digest;
-    let canonical = data_dir
-        .canonicalize()
-        .unwrap_or_else(|_| data_dir.to_path_buf());
-    let digest = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
-    let name = hex::encode(&digest[..8]);
+    let dir = corral_runtime::state::dir_of(data_dir);
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     match corral_runtime::state::memory_dir(&name) {
         Ok(dir) => dir,
         // Not root: sandboxes cannot run anyway; say nothing.

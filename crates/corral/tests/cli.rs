@@ -522,7 +522,9 @@ fn after_a_crash_sandboxes_are_re_adopted_or_cleaned_up() {
     // Crash.
     server.child.kill().unwrap();
     server.child.wait().unwrap();
-    let runtime_root = dir.path().join("data/runtime");
+    // Where the server keeps sandbox state by default (in memory).
+    let state = corral_runtime::state::dir_of(&dir.path().join("data"));
+    let runtime_root = state.join("runtime");
     // Bob's sandbox dies while Corral is down.
     let deleted = Command::new("runc")
         .arg("--root")
@@ -531,7 +533,7 @@ fn after_a_crash_sandboxes_are_re_adopted_or_cleaned_up() {
         .status()
         .unwrap();
     assert!(deleted.success());
-    std::fs::create_dir_all(dir.path().join("data/sandboxes/left-behind")).unwrap();
+    std::fs::create_dir_all(state.join("sandboxes/left-behind")).unwrap();
 
     let server = Server::start(dir.path(), &args, &[]);
     block_on(async {
@@ -573,5 +575,5 @@ fn after_a_crash_sandboxes_are_re_adopted_or_cleaned_up() {
                 .unwrap();
         }
     });
-    assert!(!dir.path().join("data/sandboxes/left-behind").exists());
+    assert!(!state.join("sandboxes/left-behind").exists());
 }

@@ -278,7 +278,8 @@ impl Drop for Corral {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // Sandboxes a failed test left behind: their containers.
-        let runtime_root = self.dir.path().join("data/runtime");
+        let runtime_root =
+            corral_runtime::state::dir_of(&self.dir.path().join("data")).join("runtime");
         if let Ok(out) = Command::new("runc")
             .arg("--root")
             .arg(&runtime_root)
