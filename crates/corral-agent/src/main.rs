@@ -30,6 +30,7 @@ use corral_types::agent::{AgentRequest, AgentResponse, ExecRequest, ExecResult};
 mod fs;
 mod process;
 mod reset;
+mod seccomp;
 mod terminal;
 
 /// The descriptor the host passes the listening socket on.
@@ -115,6 +116,12 @@ fn main() {
             "corral-agent: cannot make itself non-dumpable: {}",
             std::io::Error::last_os_error()
         );
+        std::process::exit(2);
+    }
+    // Before anything else runs: the sandbox's seccomp filter, which runc
+    // is not given for agent sandboxes (see seccomp.rs). Fail closed.
+    if let Err(error) = seccomp::install() {
+        eprintln!("corral-agent: cannot install the seccomp filter: {error}");
         std::process::exit(2);
     }
     let agent = Arc::new(Agent {

@@ -9,6 +9,10 @@ are refused wholesale. A few syscalls are allowed only with safe arguments.
 
 Run it again after reviewing DENIED; commit the result. The file is data the
 runtime embeds and a test checks, not generated at build time.
+
+`generate.py --syscalls > syscalls_x86_64.txt` writes the header's names and
+numbers: the agent's build compiles the profile into BPF itself (see
+corral-agent's build.rs) and needs the numbers libseccomp knows for runc.
 """
 import json
 import re
@@ -85,6 +89,12 @@ def ioctl_rules():
 
 
 def main():
+    if sys.argv[1:] == ["--syscalls"]:
+        numbers = {m.group(1): int(m.group(2))
+                   for m in re.finditer(r"#define __NR_(\w+)\s+(\d+)", open(HEADER).read())}
+        for name, number in sorted(numbers.items(), key=lambda item: item[1]):
+            print(name, number)
+        return
     names = sorted({m.group(1) for m in re.finditer(r"#define __NR_(\w+)\s+\d+", open(HEADER).read())})
     allowed = [n for n in names if n not in DENIED]
     profile = {

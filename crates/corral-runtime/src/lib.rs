@@ -12,7 +12,9 @@
 //! network (loopback only), ipc, uts and cgroup namespaces; memory without
 //! swap, CPU, pids, a size- and inode-capped tmpfs `/tmp`, open files, file
 //! size and core dumps capped; the seccomp allowlist in
-//! `seccomp/profile.json`; a minimal capability set; `no_new_privs`; masked
+//! `seccomp/profile.json` (installed by runc, or, when the agent is PID 1,
+//! by the agent itself from a copy compiled at its build); a minimal
+//! capability set; `no_new_privs`; masked
 //! `/proc` paths, read-only `/sys`, a read-only root; only the environment
 //! the spec names.
 
