@@ -251,6 +251,19 @@ fn probe(running: &Running, python: &str) -> String {
     out.stdout
 }
 
+/// [`probe`] with `call(nr, *args)` defined: a raw system call's outcome,
+/// `ALLOWED` or the errno's name.
+fn probe_calls(running: &Running, python: &str) -> String {
+    const CALL: &str = r#"
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+def call(nr, *args):
+    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+    return "ALLOWED" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+"#;
+    probe(running, &format!("{CALL}{python}"))
+}
+
 /// Hostile program 9: the agent binary cannot be replaced from inside, and
 /// the host's copy is unchanged afterwards.
 #[test]
@@ -302,14 +315,10 @@ fn tmp_is_nosuid_and_no_new_privs_is_set() {
 #[test]
 fn abi_tty_network_and_device_tricks_fail() {
     let running = start("tricks");
-    let out = probe(
+    let out = probe_calls(
         &running,
         r#"
-import ctypes, os, socket, errno
-libc = ctypes.CDLL(None, use_errno=True)
-def call(nr, *args):
-    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
-    return "ALLOWED" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+import os, socket
 print("tiocsti", call(16, 0, 0x5412, 0))
 print("tioclinux", call(16, 0, 0x541C, 0))
 # The kernel reads the request as 32 bits: high bits must not slip past.
@@ -373,14 +382,9 @@ fn the_agent_installs_the_seccomp_profile_on_itself_and_its_programs() {
         "runc was given the profile too: {}",
         config["linux"]
     );
-    let out = probe(
+    let out = probe_calls(
         &running,
         r#"
-import ctypes, errno
-libc = ctypes.CDLL(None, use_errno=True)
-def call(nr, *args):
-    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
-    return "ALLOWED" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
 print("unshare", call(272, 0x10000000))
 print("io_uring_setup", call(425, 1, 0))
 print("ptrace", call(101, 16, 1, 0, 0))
