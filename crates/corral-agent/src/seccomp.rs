@@ -7,18 +7,22 @@
 //! before this point, and the agent serves no request until it succeeds: if
 //! it fails the agent exits and the sandbox never starts (fail closed).
 
+/// A compiled program, aligned for the kernel's `struct sock_filter`.
+#[repr(C, align(8))]
+struct Program<T: ?Sized>(T);
+
 /// The allowlist (everything else: ENOSYS) and the deny list (EPERM), as
 /// `struct sock_filter` arrays; installed in this order (see `build.rs`).
-const PROGRAMS: [(&str, &[u8]); 2] = [
-    (
-        "allowlist",
-        include_bytes!(concat!(env!("OUT_DIR"), "/seccomp-allow.bpf")),
-    ),
-    (
-        "deny list",
-        include_bytes!(concat!(env!("OUT_DIR"), "/seccomp-deny.bpf")),
-    ),
-];
+/// Used in place, from the binary: a heap copy would stay in the agent's
+/// memory for its whole life.
+static ALLOWLIST: &Program<[u8]> = &Program(*include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/seccomp-allow.bpf"
+)));
+static DENY_LIST: &Program<[u8]> = &Program(*include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/seccomp-deny.bpf"
+)));
 
 /// Installs both filters on the calling thread; call it while the process
 /// has no other thread, so everything started later inherits them.
@@ -28,27 +32,23 @@ pub fn install() -> Result<(), String> {
     if unsafe { nix::libc::prctl(nix::libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
     }
-    for (name, bytes) in PROGRAMS {
-        let program: Vec<nix::libc::sock_filter> = bytes
-            .chunks_exact(8)
-            .map(|i| nix::libc::sock_filter {
-                code: u16::from_ne_bytes([i[0], i[1]]),
-                jt: i[2],
-                jf: i[3],
-                k: u32::from_ne_bytes([i[4], i[5], i[6], i[7]]),
-            })
-            .collect();
-        let len = u16::try_from(program.len()).map_err(|_| format!("the {name} is too long"))?;
-        if len == 0 || bytes.len() % 8 != 0 {
+    for (name, program) in [("allowlist", ALLOWLIST), ("deny list", DENY_LIST)] {
+        let bytes = &program.0;
+        let size = std::mem::size_of::<nix::libc::sock_filter>();
+        let len =
+            u16::try_from(bytes.len() / size).map_err(|_| format!("the {name} is too long"))?;
+        if len == 0 || bytes.len() % size != 0 {
             return Err(format!("the {name} is not a BPF program"));
         }
+        // `sock_filter` is 8 bytes of plain integers (u16, u8, u8, u32, no
+        // padding), and `Program` aligns the bytes for it.
         let fprog = nix::libc::sock_fprog {
             len,
-            filter: program.as_ptr().cast_mut(),
+            filter: bytes.as_ptr().cast::<nix::libc::sock_filter>().cast_mut(),
         };
-        // SAFETY: seccomp(SECCOMP_SET_MODE_FILTER) reads `fprog` and the
-        // `len` instructions it points to, both alive for the call; the
-        // kernel copies the program.
+        // SAFETY: seccomp(SECCOMP_SET_MODE_FILTER) only reads `fprog` and
+        // the `len` instructions it points to (static, aligned, exactly
+        // `len` whole instructions as checked above); the kernel copies them.
         let rc = unsafe {
             nix::libc::syscall(
                 nix::libc::SYS_seccomp,
