@@ -108,8 +108,24 @@ pub struct Cached {
     /// most frequent authenticated request then copies bytes instead of
     /// formatting the account anew. As fresh as `user`, with which it goes.
     pub me_body: Arc<std::sync::OnceLock<bytes::Bytes>>,
+    /// An API key's usage counter (see `usage::KeyUse`): a request counts
+    /// into it without a lock.
+    pub key_use: Option<Arc<super::usage::KeyUse>>,
     epoch: u64,
     stored_at: i64,
+}
+
+/// What an authentication found, for [`AuthCache::put`].
+#[derive(Debug)]
+pub struct Authenticated {
+    /// The caller.
+    pub principal: Principal,
+    /// The caller's account.
+    pub user: User,
+    /// When the credential expires (Unix ms).
+    pub expires_at: Option<i64>,
+    /// An API key's usage counter.
+    pub key_use: Option<Arc<super::usage::KeyUse>>,
 }
 
 /// See the module docs.
@@ -131,20 +147,13 @@ impl AuthCache {
     /// Remembers a successful authentication made at `epoch` (read before
     /// the lookups that produced it, so a change racing the lookups leaves
     /// the entry already stale), and returns the entry.
-    pub fn put(
-        &self,
-        key: CacheKey,
-        epoch: u64,
-        now: i64,
-        principal: Principal,
-        user: User,
-        expires_at: Option<i64>,
-    ) -> Arc<Cached> {
+    pub fn put(&self, key: CacheKey, epoch: u64, now: i64, found: Authenticated) -> Arc<Cached> {
         let entry = Arc::new(Cached {
-            principal,
-            user: Arc::new(user),
-            expires_at,
+            principal: found.principal,
+            user: Arc::new(found.user),
+            expires_at: found.expires_at,
             me_body: Arc::default(),
+            key_use: found.key_use,
             epoch,
             stored_at: now,
         });

@@ -345,14 +345,16 @@ fn authorize_now(state: &AppState, mut request: Request) -> Now {
         Credential::ApiKey { key_id, .. } => Some(Subject::new("key", key_id)),
         Credential::Session => None,
     };
-    let checks = [
-        Some((&user, limits.per_user_per_minute)),
-        key.as_ref().map(|key| (key, limits.per_key_per_minute)),
-    ];
-    for (subject, per_minute) in checks.into_iter().flatten() {
-        if let Some(Err(error)) = state.limiter.check_now(subject, per_minute, now) {
-            return Now::Refuse(error.into_response());
-        }
+    let user_check = (user.as_str(), limits.per_user_per_minute);
+    let checked = match &key {
+        Some(key) => state.limiter.check_all_now(
+            &[user_check, (key.as_str(), limits.per_key_per_minute)],
+            now,
+        ),
+        None => state.limiter.check_all_now(&[user_check], now),
+    };
+    if let Some(Err(error)) = checked {
+        return Now::Refuse(error.into_response());
     }
     if matches!(caller.principal.credential, Credential::ApiKey { .. })
         && crate::quota::take_now(state, &caller.user, crate::quota::Daily::ApiCalls, now).is_none()
@@ -680,9 +682,17 @@ pub async fn authenticate(
             None => {
                 let hash = credentials::sha256_hex(token);
                 let (principal, user, expires_at) = lookup_key(state, &hash).await?;
-                state
-                    .auth_cache
-                    .put(cache_key, epoch, now, principal, user, expires_at)
+                let key_use = match &principal.credential {
+                    Credential::ApiKey { key_id, .. } => Some(state.key_usage.counter(key_id)),
+                    Credential::Session => None,
+                };
+                let found = cache::Authenticated {
+                    principal,
+                    user,
+                    expires_at,
+                    key_use,
+                };
+                state.auth_cache.put(cache_key, epoch, now, found)
             }
         };
         if cached.expires_at.is_some_and(|at| at <= now) {
@@ -695,8 +705,8 @@ pub async fn authenticate(
         {
             return Err(ApiError::not_found("organization"));
         }
-        if let Credential::ApiKey { key_id, .. } = &cached.principal.credential {
-            state.key_usage.record(key_id, now);
+        if let Some(key_use) = &cached.key_use {
+            key_use.record(now);
         }
         return Ok(Caller::from(&*cached));
     }
@@ -755,8 +765,8 @@ fn authenticate_cached(
         if path_org.is_some_and(|org| org != cached.principal.org_id) {
             return Some(Err(ApiError::not_found("organization")));
         }
-        if let Credential::ApiKey { key_id, .. } = &cached.principal.credential {
-            state.key_usage.record(key_id, now);
+        if let Some(key_use) = &cached.key_use {
+            key_use.record(now);
         }
         return Some(Ok(Caller::from(&*cached)));
     }
@@ -809,9 +819,17 @@ async fn signed_in_caller(
         org_role,
         credential: Credential::Session,
     };
-    let cached = state
-        .auth_cache
-        .put(cache_key, epoch, now, principal, user, expires_at);
+    let cached = state.auth_cache.put(
+        cache_key,
+        epoch,
+        now,
+        cache::Authenticated {
+            principal,
+            user,
+            expires_at,
+            key_use: None,
+        },
+    );
     Ok(Caller::from(&*cached))
 }
 

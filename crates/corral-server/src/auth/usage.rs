@@ -13,46 +13,76 @@
 //! are taken atomically in the database.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use corral_store::{Store, StoreError};
 
-/// Pending usage per key id: (uses, last use in Unix ms).
+/// One key's uses since the last flush, counted without a lock: the auth
+/// cache's entry for the key holds it, so a request adds to it directly.
+#[derive(Debug, Default)]
+pub struct KeyUse {
+    uses: AtomicI64,
+    last: AtomicI64,
+}
+
+impl KeyUse {
+    /// Notes one use at `now`.
+    pub fn record(&self, now: i64) {
+        self.uses.fetch_add(1, Ordering::Relaxed);
+        self.last.fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+/// Pending usage per key id; see [`KeyUse`].
 #[derive(Debug, Default)]
 pub struct UsageBuffer {
-    pending: Mutex<HashMap<String, (i64, i64)>>,
+    keys: Mutex<HashMap<String, Arc<KeyUse>>>,
 }
 
 impl UsageBuffer {
-    /// Notes one use of `key_id` at `now`.
-    pub fn record(&self, key_id: &str, now: i64) {
-        if let Ok(mut pending) = self.pending.lock() {
-            // Look up before inserting: a key seen since the last flush
-            // costs no allocation.
-            let entry = match pending.get_mut(key_id) {
-                Some(entry) => entry,
-                None => pending.entry(key_id.to_owned()).or_insert((0, now)),
-            };
-            entry.0 += 1;
-            entry.1 = entry.1.max(now);
-        }
+    /// The counter of `key_id` (for the auth cache's entry of the key).
+    pub fn counter(&self, key_id: &str) -> Arc<KeyUse> {
+        let Ok(mut keys) = self.keys.lock() else {
+            // Poisoned: count into a counter no flush sees rather than fail.
+            return Arc::default();
+        };
+        keys.entry(key_id.to_owned()).or_default().clone()
     }
 
     /// Writes everything pending. On failure the unwritten usage is put back.
     pub async fn flush(&self, store: &Store) -> Result<(), StoreError> {
-        let batch: Vec<(String, (i64, i64))> = match self.pending.lock() {
-            Ok(mut pending) => pending.drain().collect(),
+        let batch: Vec<(String, i64, i64)> = match self.keys.lock() {
+            Ok(mut keys) => {
+                let batch = keys
+                    .iter()
+                    .filter_map(|(id, key)| {
+                        let uses = key.uses.swap(0, Ordering::Relaxed);
+                        (uses > 0).then(|| (id.clone(), uses, key.last.load(Ordering::Relaxed)))
+                    })
+                    .collect();
+                // A counter only this map holds has no cache entry left to
+                // count into it (new ones come through `counter`, under
+                // this lock): forget it, unless a last request counted
+                // into it after the swap (the fence pairs with the release
+                // of that request's reference, so its count is seen).
+                keys.retain(|_, key| {
+                    Arc::strong_count(key) > 1 || {
+                        std::sync::atomic::fence(Ordering::Acquire);
+                        key.uses.load(Ordering::Relaxed) > 0
+                    }
+                });
+                batch
+            }
             Err(_) => return Ok(()),
         };
         let mut batch = batch.into_iter();
-        while let Some((id, (uses, last))) = batch.next() {
+        while let Some((id, uses, last)) = batch.next() {
             if let Err(error) = store.add_api_key_usage(&id, uses, last).await {
-                if let Ok(mut pending) = self.pending.lock() {
-                    for (id, (uses, last)) in std::iter::once((id, (uses, last))).chain(batch) {
-                        let entry = pending.entry(id).or_insert((0, last));
-                        entry.0 += uses;
-                        entry.1 = entry.1.max(last);
-                    }
+                for (id, uses, last) in std::iter::once((id, uses, last)).chain(batch) {
+                    let key = self.counter(&id);
+                    key.uses.fetch_add(uses, Ordering::Relaxed);
+                    key.last.fetch_max(last, Ordering::Relaxed);
                 }
                 return Err(error);
             }
