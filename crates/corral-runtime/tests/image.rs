@@ -1009,6 +1009,48 @@ fn writing_through_a_symlink_is_refused() {
     assert_eq!(std::fs::read(victim).unwrap(), b"pwned");
 }
 
+/// Hostile program 7 (extract-race): a directory is swapped for a symlink
+/// in the middle of a layer (a directory, a file in it, then a symlink of
+/// the same name pointing outside, then more files "into" it), which is
+/// what a racing writer would do to an unpacker that checks paths before
+/// writing. Nothing is written outside the store.
+#[test]
+fn a_directory_swapped_for_a_symlink_mid_layer_writes_nothing_outside() {
+    let work = tempfile::tempdir().unwrap();
+    let outside = work.path().join("outside");
+    let mut t = Tar::new();
+    t.dir("d/", 0o755)
+        .file("d/a", 0o644, b"a")
+        .symlink("d", outside.to_str().unwrap())
+        .file("d/canary", 0o777, b"pwned")
+        .file("d/new", 0o644, b"pwned");
+    let (result, store, _w, canary) = import_hostile_at(&work, t.finish());
+    canary.check();
+    assert!(
+        !outside.join("new").exists(),
+        "a file was written through the symlink"
+    );
+    match result {
+        // Refused: the swap itself (`d` replaces a non-empty directory) or
+        // the write through it.
+        Err(error) => {
+            let message = error.to_string();
+            assert!(
+                message.contains("replaces a non-empty directory")
+                    || message.contains("goes through a symlink"),
+                "{message}"
+            );
+            assert_store_empty(&store);
+        }
+        // Confined: whatever the layer now holds, it holds inside the store.
+        Ok(()) => {
+            let root = store.root("hostile").unwrap();
+            let d = root.layers[0].join("d");
+            assert!(d.starts_with(work.path().join("store")));
+        }
+    }
+}
+
 fn import_hostile_at(
     work: &tempfile::TempDir,
     archive: Vec<u8>,
