@@ -69,8 +69,10 @@ fn unexpected(answer: AgentResponse) -> RuntimeError {
 /// With `posix_spawn` rather than `Command`: handing over an extra
 /// descriptor takes a pre-exec hook there, which makes the standard library
 /// `fork` the whole server (page tables, then copy-on-write faults in the
-/// server afterwards), measured at about 1 ms of a cold create; glibc's
-/// `posix_spawn` starts the child without copying the address space.
+/// server afterwards: about a third of the server's own CPU per create in
+/// `perf`; the cold-create benchmark went from 44.5 to 34.0 ms, one run
+/// each); glibc's `posix_spawn` starts the child without copying the
+/// address space.
 fn spawn_and_wait(
     args: &[std::ffi::OsString],
     listener: &UnixListener,
