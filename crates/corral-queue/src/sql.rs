@@ -57,6 +57,63 @@ const INSERT_COLUMNS: &str = "id, queue, kind, payload, sensitive, state, priori
 /// Parameters per inserted row.
 const INSERT_PARAMS: usize = 18;
 
+/// The `VALUES` tuple of the `row`th job (from 0) of an insert, its
+/// parameters numbered from `row * INSERT_PARAMS + 1`, in
+/// [`INSERT_COLUMNS`] order and bound by [`bind_job`]. `$8` is an absolute
+/// `run_at` (negative: none), `$9` a delay from now.
+fn insert_row_values(row: usize) -> String {
+    let p = |i: usize| format!("${}", row * INSERT_PARAMS + i);
+    format!(
+        "({}, {}, {}, {}, {}, {}, {}, CASE WHEN {} >= 0 THEN {} ELSE {{now}} + {} END, \
+         {}, {}, {}, {}, {}, {}, {}, {}, {}, {{now}})",
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6),
+        p(7),
+        p(8),
+        p(8),
+        p(9),
+        p(10),
+        p(11),
+        p(12),
+        p(13),
+        p(14),
+        p(15),
+        p(16),
+        p(17),
+        p(18)
+    )
+}
+
+/// Binds `job`'s [`INSERT_PARAMS`] values in [`insert_row_values`] order.
+fn bind_job<'q, O>(
+    query: sqlx::query::QueryScalar<'q, sqlx::Any, O, sqlx::any::AnyArguments>,
+    job: &'q StoredJob,
+) -> sqlx::query::QueryScalar<'q, sqlx::Any, O, sqlx::any::AnyArguments> {
+    query
+        .bind(job.id.as_str())
+        .bind(job.queue.as_str())
+        .bind(job.kind.as_str())
+        .bind(job.payload.as_str())
+        .bind(i64::from(job.sensitive))
+        .bind(if job.waiting { "waiting" } else { "pending" })
+        .bind(job.priority)
+        .bind(job.run_at.unwrap_or(-1))
+        .bind(job.delay_ms)
+        .bind(job.max_attempts)
+        .bind(job.backoff_base_ms)
+        .bind(job.backoff_max_ms)
+        .bind(job.unique_key.as_deref())
+        .bind(job.rate_key.as_deref())
+        .bind(job.batch_id.as_deref())
+        .bind(job.callback_for.as_deref())
+        .bind(job.chain_id.as_deref())
+        .bind(job.chain_pos)
+}
+
 /// Rows per multi-row insert: well under SQLite's 32 766 and PostgreSQL's
 /// 65 535 parameters per statement.
 const ROWS_PER_INSERT: usize = 500;
@@ -171,34 +228,14 @@ impl SqlDriver {
         conn: &mut AnyConnection,
         job: &StoredJob,
     ) -> Result<Enqueued, QueueError> {
-        let inserted: Option<String> = sqlx::query_scalar(self.sql(
-            "INSERT INTO queue_jobs (id, queue, kind, payload, sensitive, state, priority, run_at, \
-             max_attempts, backoff_base_ms, backoff_max_ms, unique_key, rate_key, batch_id, \
-             callback_for, chain_id, chain_pos, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 >= 0 THEN $8 ELSE {now} + $9 END, \
-             $10, $11, $12, $13, $14, $15, $16, $17, $18, {now}) \
+        let sql = self.sql(&format!(
+            "INSERT INTO queue_jobs ({INSERT_COLUMNS}) VALUES {} \
              ON CONFLICT (unique_key) DO NOTHING RETURNING id",
-        ))
-        .bind(&job.id)
-        .bind(&job.queue)
-        .bind(&job.kind)
-        .bind(&job.payload)
-        .bind(i64::from(job.sensitive))
-        .bind(if job.waiting { "waiting" } else { "pending" })
-        .bind(job.priority)
-        .bind(job.run_at.unwrap_or(-1))
-        .bind(job.delay_ms)
-        .bind(job.max_attempts)
-        .bind(job.backoff_base_ms)
-        .bind(job.backoff_max_ms)
-        .bind(job.unique_key.as_deref())
-        .bind(job.rate_key.as_deref())
-        .bind(job.batch_id.as_deref())
-        .bind(job.callback_for.as_deref())
-        .bind(job.chain_id.as_deref())
-        .bind(job.chain_pos)
-        .fetch_optional(&mut *conn)
-        .await?;
+            insert_row_values(0)
+        ));
+        let inserted: Option<String> = bind_job(sqlx::query_scalar(sql), job)
+            .fetch_optional(&mut *conn)
+            .await?;
         match inserted {
             Some(id) => Ok(Enqueued::Created(id)),
             None => {
@@ -228,15 +265,7 @@ impl SqlDriver {
         let mut created = HashSet::with_capacity(jobs.len());
         for chunk in jobs.chunks(ROWS_PER_INSERT) {
             let values = (0..chunk.len())
-                .map(|row| {
-                    let p = |i: usize| format!("${}", row * INSERT_PARAMS + i);
-                    format!(
-                        "({}, {}, {}, {}, {}, {}, {}, CASE WHEN {} >= 0 THEN {} ELSE {{now}} + {} END, \
-                         {}, {}, {}, {}, {}, {}, {}, {}, {}, {{now}})",
-                        p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8), p(8), p(9),
-                        p(10), p(11), p(12), p(13), p(14), p(15), p(16), p(17), p(18)
-                    )
-                })
+                .map(insert_row_values)
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = self.sql(&format!(
@@ -245,25 +274,7 @@ impl SqlDriver {
             ));
             let mut query = sqlx::query_scalar::<_, String>(sql);
             for job in chunk {
-                query = query
-                    .bind(job.id.as_str())
-                    .bind(job.queue.as_str())
-                    .bind(job.kind.as_str())
-                    .bind(job.payload.as_str())
-                    .bind(i64::from(job.sensitive))
-                    .bind(if job.waiting { "waiting" } else { "pending" })
-                    .bind(job.priority)
-                    .bind(job.run_at.unwrap_or(-1))
-                    .bind(job.delay_ms)
-                    .bind(job.max_attempts)
-                    .bind(job.backoff_base_ms)
-                    .bind(job.backoff_max_ms)
-                    .bind(job.unique_key.as_deref())
-                    .bind(job.rate_key.as_deref())
-                    .bind(job.batch_id.as_deref())
-                    .bind(job.callback_for.as_deref())
-                    .bind(job.chain_id.as_deref())
-                    .bind(job.chain_pos);
+                query = bind_job(query, job);
             }
             created.extend(query.fetch_all(&mut *tx).await?);
         }
