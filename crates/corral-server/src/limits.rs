@@ -123,6 +123,12 @@ impl std::fmt::Write for Subject {
     }
 }
 
+impl std::fmt::Debug for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Subject").field(&self.as_str()).finish()
+    }
+}
+
 impl std::ops::Deref for Subject {
     type Target = str;
 

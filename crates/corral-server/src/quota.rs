@@ -65,6 +65,22 @@ pub fn take_now(state: &AppState, user: &User, quota: Daily, now: i64) -> Option
     Some(())
 }
 
+/// The counter of `quota` for `user` today (`now`'s day), with the day,
+/// when the plan has no limit for it: what an auth cache entry counts
+/// into (see `auth::cache::Cached::api_calls`). `None` for a limited plan.
+pub fn uncapped_counter(
+    state: &AppState,
+    user: &User,
+    quota: Daily,
+    now: i64,
+) -> Option<(i64, std::sync::Arc<std::sync::atomic::AtomicI64>)> {
+    if quota.limit(state, user).is_some() {
+        return None;
+    }
+    let day = day_of(now);
+    Some((day, state.daily_usage.counter(&user.id, quota.name(), day)))
+}
+
 /// Takes one unit of `quota` for `user`, or refuses with 429.
 pub async fn take(state: &AppState, user: &User, quota: Daily, now: i64) -> Result<(), ApiError> {
     let limit = quota.limit(state, user);

@@ -14,12 +14,15 @@
 //! and only a credential that authenticated once (the same bytes) can hit.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use corral_core::auth::Principal;
+use corral_core::auth::{Credential, Principal};
 use corral_store::User;
+
+use crate::limits::Subject;
 
 /// How long an entry may be used at most, even with no change seen (ms).
 const TTL_MS: i64 = 10_000;
@@ -111,6 +114,16 @@ pub struct Cached {
     /// An API key's usage counter (see `usage::KeyUse`): a request counts
     /// into it without a lock.
     pub key_use: Option<Arc<super::usage::KeyUse>>,
+    /// An API key's account's API calls on one day (UTC day number), when
+    /// its plan has no daily limit for them (only counted, for the usage
+    /// report): a request on that day counts into it without a lock. A
+    /// limited plan's calls are taken in the database instead.
+    pub api_calls: Option<(i64, Arc<AtomicI64>)>,
+    /// The caller's rate-limit subjects, formatted once: `user:ID`, and
+    /// `key:ID` for an API key.
+    pub user_subject: Subject,
+    /// See `user_subject`.
+    pub key_subject: Option<Subject>,
     epoch: u64,
     stored_at: i64,
 }
@@ -126,6 +139,8 @@ pub struct Authenticated {
     pub expires_at: Option<i64>,
     /// An API key's usage counter.
     pub key_use: Option<Arc<super::usage::KeyUse>>,
+    /// An API key's account's uncapped API calls on a day; see [`Cached::api_calls`].
+    pub api_calls: Option<(i64, Arc<AtomicI64>)>,
 }
 
 /// See the module docs.
@@ -148,12 +163,20 @@ impl AuthCache {
     /// the lookups that produced it, so a change racing the lookups leaves
     /// the entry already stale), and returns the entry.
     pub fn put(&self, key: CacheKey, epoch: u64, now: i64, found: Authenticated) -> Arc<Cached> {
+        let user_subject = Subject::new("user", &found.principal.user_id);
+        let key_subject = match &found.principal.credential {
+            Credential::ApiKey { key_id, .. } => Some(Subject::new("key", key_id)),
+            Credential::Session => None,
+        };
         let entry = Arc::new(Cached {
             principal: found.principal,
             user: Arc::new(found.user),
             expires_at: found.expires_at,
             me_body: Arc::default(),
             key_use: found.key_use,
+            api_calls: found.api_calls,
+            user_subject,
+            key_subject,
             epoch,
             stored_at: now,
         });

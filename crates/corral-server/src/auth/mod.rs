@@ -340,13 +340,11 @@ fn authorize_now(state: &AppState, mut request: Request) -> Now {
     if let Err(error) = permit(state, &request, &caller, action) {
         return Now::Refuse(error.into_response());
     }
-    let user = Subject::new("user", &caller.principal.user_id);
-    let key = match &caller.principal.credential {
-        Credential::ApiKey { key_id, .. } => Some(Subject::new("key", key_id)),
-        Credential::Session => None,
-    };
-    let user_check = (user.as_str(), limits.per_user_per_minute);
-    let checked = match &key {
+    let user_check = (
+        caller.entry.user_subject.as_str(),
+        limits.per_user_per_minute,
+    );
+    let checked = match &caller.entry.key_subject {
         Some(key) => state.limiter.check_all_now(
             &[user_check, (key.as_str(), limits.per_key_per_minute)],
             now,
@@ -357,12 +355,27 @@ fn authorize_now(state: &AppState, mut request: Request) -> Now {
         return Now::Refuse(error.into_response());
     }
     if matches!(caller.principal.credential, Credential::ApiKey { .. })
-        && crate::quota::take_now(state, &caller.user, crate::quota::Daily::ApiCalls, now).is_none()
+        && !count_api_call_now(state, &caller, now)
     {
         return Now::Later(request, Stage::Quota { caller, now });
     }
     admit(&mut request, caller);
     Now::Pass(request)
+}
+
+/// Counts an API-key request against the plan's daily quota without
+/// waiting, when the plan has no limit for it: into the cache entry's
+/// counter for today, else (another day, or no counter) as
+/// [`crate::quota::take_now`] does. `false` when the database must take it.
+fn count_api_call_now(state: &AppState, caller: &Caller, now: i64) -> bool {
+    match &caller.entry.api_calls {
+        Some((day, count)) if *day == crate::quota::day_of(now) => {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            true
+        }
+        _ => crate::quota::take_now(state, &caller.user, crate::quota::Daily::ApiCalls, now)
+            .is_some(),
+    }
 }
 
 /// Authorization from `stage` on, waiting for the store or Redis.
@@ -507,7 +520,9 @@ fn permit(
 fn admit(request: &mut Request, caller: Caller) {
     request.extensions_mut().insert(caller.principal);
     request.extensions_mut().insert(CurrentUser(caller.user));
-    request.extensions_mut().insert(MeBody(caller.me_body));
+    request
+        .extensions_mut()
+        .insert(MeBody(caller.entry.me_body.clone()));
 }
 
 /// `?token=` of a WebSocket URL.
@@ -550,16 +565,12 @@ async fn enforce_caller_limits(
     let limits = &state.config.limits;
     state
         .limiter
-        .check(
-            &Subject::new("user", &caller.principal.user_id),
-            limits.per_user_per_minute,
-            now,
-        )
+        .check(&caller.entry.user_subject, limits.per_user_per_minute, now)
         .await?;
-    if let Credential::ApiKey { key_id, .. } = &caller.principal.credential {
+    if let Some(key) = &caller.entry.key_subject {
         state
             .limiter
-            .check(&Subject::new("key", key_id), limits.per_key_per_minute, now)
+            .check(key, limits.per_key_per_minute, now)
             .await?;
         crate::quota::take(state, &caller.user, crate::quota::Daily::ApiCalls, now).await?;
     }
@@ -603,8 +614,9 @@ pub struct Caller {
     pub user: Arc<User>,
     /// The browser session's token, when a session cookie authenticated.
     pub session: Option<String>,
-    /// See [`cache::Cached::me_body`].
-    pub me_body: Arc<std::sync::OnceLock<bytes::Bytes>>,
+    /// The auth cache's entry this caller came from (every caller comes
+    /// through the cache): its rate-limit subjects and counters.
+    pub entry: Arc<Cached>,
 }
 
 /// `GET /users/me`'s body for the caller's account, once rendered (see
@@ -650,7 +662,7 @@ pub async fn authenticate(
         let org = requested_org(path_org);
         let cache_key = CacheKey::new(Kind::Session, session.as_bytes(), org.as_deref());
         let mut caller = match state.auth_cache.get(&cache_key, epoch, now) {
-            Some(cached) if cached.expires_at.is_some_and(|at| at > now) => Caller::from(&*cached),
+            Some(cached) if cached.expires_at.is_some_and(|at| at > now) => Caller::from(&cached),
             _ => {
                 let hash = credentials::sha256_hex(&session);
                 let (user_id, expires_at) = state
@@ -686,11 +698,18 @@ pub async fn authenticate(
                     Credential::ApiKey { key_id, .. } => Some(state.key_usage.counter(key_id)),
                     Credential::Session => None,
                 };
+                let api_calls = crate::quota::uncapped_counter(
+                    state,
+                    &user,
+                    crate::quota::Daily::ApiCalls,
+                    now,
+                );
                 let found = cache::Authenticated {
                     principal,
                     user,
                     expires_at,
                     key_use,
+                    api_calls,
                 };
                 state.auth_cache.put(cache_key, epoch, now, found)
             }
@@ -708,7 +727,7 @@ pub async fn authenticate(
         if let Some(key_use) = &cached.key_use {
             key_use.record(now);
         }
-        return Ok(Caller::from(&*cached));
+        return Ok(Caller::from(&cached));
     }
 
     let org = requested_org(path_org);
@@ -719,7 +738,7 @@ pub async fn authenticate(
     if let Some(cached) = state.auth_cache.get(&cache_key, epoch, now)
         && cached.expires_at.is_some_and(|at| at > now)
     {
-        return Ok(Caller::from(&*cached));
+        return Ok(Caller::from(&cached));
     }
     let claims = state
         .tokens
@@ -752,7 +771,7 @@ fn authenticate_cached(
             .auth_cache
             .get(&cache_key, epoch, now)
             .filter(|cached| cached.expires_at.is_some_and(|at| at > now))?;
-        let mut caller = Caller::from(&*cached);
+        let mut caller = Caller::from(&cached);
         caller.session = Some(session);
         return Some(Ok(caller));
     };
@@ -768,23 +787,23 @@ fn authenticate_cached(
         if let Some(key_use) = &cached.key_use {
             key_use.record(now);
         }
-        return Some(Ok(Caller::from(&*cached)));
+        return Some(Ok(Caller::from(&cached)));
     }
     let cache_key = CacheKey::new(Kind::AccessToken, token.as_bytes(), requested_org());
     let cached = state
         .auth_cache
         .get(&cache_key, epoch, now)
         .filter(|cached| cached.expires_at.is_some_and(|at| at > now))?;
-    Some(Ok(Caller::from(&*cached)))
+    Some(Ok(Caller::from(&cached)))
 }
 
-impl From<&Cached> for Caller {
-    fn from(cached: &Cached) -> Caller {
+impl From<&Arc<Cached>> for Caller {
+    fn from(cached: &Arc<Cached>) -> Caller {
         Caller {
             principal: cached.principal.clone(),
             user: cached.user.clone(),
             session: None,
-            me_body: cached.me_body.clone(),
+            entry: cached.clone(),
         }
     }
 }
@@ -828,9 +847,10 @@ async fn signed_in_caller(
             user,
             expires_at,
             key_use: None,
+            api_calls: None,
         },
     );
-    Ok(Caller::from(&*cached))
+    Ok(Caller::from(&cached))
 }
 
 /// The bearer token of a request, if any.

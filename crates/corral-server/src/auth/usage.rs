@@ -61,17 +61,7 @@ impl UsageBuffer {
                         (uses > 0).then(|| (id.clone(), uses, key.last.load(Ordering::Relaxed)))
                     })
                     .collect();
-                // A counter only this map holds has no cache entry left to
-                // count into it (new ones come through `counter`, under
-                // this lock): forget it, unless a last request counted
-                // into it after the swap (the fence pairs with the release
-                // of that request's reference, so its count is seen).
-                keys.retain(|_, key| {
-                    Arc::strong_count(key) > 1 || {
-                        std::sync::atomic::fence(Ordering::Acquire);
-                        key.uses.load(Ordering::Relaxed) > 0
-                    }
-                });
+                keys.retain(|_, key| still_counted(key, |key| key.uses.load(Ordering::Relaxed)));
                 batch
             }
             Err(_) => return Ok(()),
@@ -91,54 +81,79 @@ impl UsageBuffer {
     }
 }
 
+/// Whether a counter is kept after a flush. One only the buffer holds has
+/// no cache entry left to count into it (new ones come through the
+/// buffer's `counter`, under its lock): it is forgotten, unless a last
+/// request counted into it after the flush took its count (the fence pairs
+/// with the release of that request's reference, so its count is seen).
+fn still_counted<T>(counter: &Arc<T>, pending: impl Fn(&T) -> i64) -> bool {
+    Arc::strong_count(counter) > 1 || {
+        std::sync::atomic::fence(Ordering::Acquire);
+        pending(counter) > 0
+    }
+}
+
 /// Pending daily counts per subject, then per (metric, day). Nested so that
 /// counting for a subject already pending looks it up by `&str`, with no
-/// allocation.
+/// allocation. A count is an atomic counter, so that the auth cache's
+/// entry of an API key can hold the counter of its account's API calls
+/// today and count into it without the lock (see `cache::Cached::api_calls`).
 #[derive(Debug, Default)]
 pub struct DailyBuffer {
     pending: Mutex<HashMap<String, DailyCounts>>,
 }
 
 /// One subject's pending counts by (metric, day).
-type DailyCounts = HashMap<(&'static str, i64), i64>;
+type DailyCounts = HashMap<(&'static str, i64), Arc<AtomicI64>>;
 
 impl DailyBuffer {
+    /// The counter of `metric` for `subject` on `day`.
+    pub fn counter(&self, subject: &str, metric: &'static str, day: i64) -> Arc<AtomicI64> {
+        let Ok(mut pending) = self.pending.lock() else {
+            // Poisoned: count into a counter no flush sees rather than fail.
+            return Arc::default();
+        };
+        let counts = match pending.get_mut(subject) {
+            Some(counts) => counts,
+            None => pending.entry(subject.to_owned()).or_default(),
+        };
+        counts.entry((metric, day)).or_default().clone()
+    }
+
     /// Notes one unit of `metric` for `subject` on `day`.
     pub fn record(&self, subject: &str, metric: &'static str, day: i64) {
-        if let Ok(mut pending) = self.pending.lock() {
-            let counts = match pending.get_mut(subject) {
-                Some(counts) => counts,
-                None => pending.entry(subject.to_owned()).or_default(),
-            };
-            *counts.entry((metric, day)).or_insert(0) += 1;
-        }
+        self.counter(subject, metric, day)
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Writes everything pending. On failure the unwritten counts are put back.
     pub async fn flush(&self, store: &Store) -> Result<(), StoreError> {
-        let batch: Vec<((String, &'static str, i64), i64)> = match self.pending.lock() {
-            Ok(mut pending) => pending
-                .drain()
-                .flat_map(|(subject, counts)| {
-                    counts
-                        .into_iter()
-                        .map(move |((metric, day), count)| ((subject.clone(), metric, day), count))
-                })
-                .collect(),
+        let batch: Vec<(String, &'static str, i64, i64)> = match self.pending.lock() {
+            Ok(mut pending) => {
+                let mut batch = Vec::new();
+                for (subject, counts) in pending.iter() {
+                    for (&(metric, day), count) in counts {
+                        let count = count.swap(0, Ordering::Relaxed);
+                        if count > 0 {
+                            batch.push((subject.clone(), metric, day, count));
+                        }
+                    }
+                }
+                pending.retain(|_, counts| {
+                    counts.retain(|_, count| still_counted(count, |c| c.load(Ordering::Relaxed)));
+                    !counts.is_empty()
+                });
+                batch
+            }
             Err(_) => return Ok(()),
         };
         let mut batch = batch.into_iter();
-        while let Some(((subject, metric, day), count)) = batch.next() {
+        while let Some((subject, metric, day, count)) = batch.next() {
             if let Err(error) = store.add_daily(&subject, metric, day, count).await {
-                if let Ok(mut pending) = self.pending.lock() {
-                    let first = ((subject, metric, day), count);
-                    for ((subject, metric, day), count) in std::iter::once(first).chain(batch) {
-                        *pending
-                            .entry(subject)
-                            .or_default()
-                            .entry((metric, day))
-                            .or_insert(0) += count;
-                    }
+                let first = (subject, metric, day, count);
+                for (subject, metric, day, count) in std::iter::once(first).chain(batch) {
+                    self.counter(&subject, metric, day)
+                        .fetch_add(count, Ordering::Relaxed);
                 }
                 return Err(error);
             }
