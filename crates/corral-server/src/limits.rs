@@ -40,8 +40,7 @@ const MEMORY_SWEEP_AT: usize = 50_000;
 /// most 45 characters), so naming the subjects of a request allocates
 /// nothing.
 pub struct Subject {
-    inline: [u8; SUBJECT_INLINE],
-    len: usize,
+    inline: arrayvec::ArrayString<SUBJECT_INLINE>,
     /// Only for a subject longer than `SUBJECT_INLINE`.
     long: Option<String>,
 }
@@ -53,8 +52,7 @@ impl Subject {
     pub fn new(kind: &str, id: impl std::fmt::Display) -> Subject {
         use std::fmt::Write;
         let mut subject = Subject {
-            inline: [0; SUBJECT_INLINE],
-            len: 0,
+            inline: arrayvec::ArrayString::new(),
             long: None,
         };
         // Writing to a Subject cannot fail (it spills to the heap).
@@ -69,14 +67,10 @@ impl Subject {
         let std::net::IpAddr::V4(v4) = addr else {
             return Subject::new("ip", addr);
         };
-        let mut subject = Subject {
-            inline: [0; SUBJECT_INLINE],
-            len: 0,
-            long: None,
-        };
-        let mut push = |byte: u8| {
-            subject.inline[subject.len] = byte;
-            subject.len += 1;
+        let mut inline = arrayvec::ArrayString::new();
+        // At most 18 characters ("ip:255.255.255.255"), far within the room.
+        let mut push = |digit: u8| {
+            let _ = inline.try_push(char::from(digit));
         };
         for byte in *b"ip:" {
             push(byte);
@@ -93,15 +87,14 @@ impl Subject {
             }
             push(b'0' + octet % 10);
         }
-        subject
+        Subject { inline, long: None }
     }
 
     /// The name.
     pub fn as_str(&self) -> &str {
         match &self.long {
             Some(long) => long,
-            // Only whole `&str`s are ever appended, so the bytes are UTF-8.
-            None => std::str::from_utf8(&self.inline[..self.len]).unwrap_or(""),
+            None => &self.inline,
         }
     }
 }
@@ -110,12 +103,9 @@ impl std::fmt::Write for Subject {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         if let Some(long) = &mut self.long {
             long.push_str(s);
-        } else if let Some(room) = self.inline.get_mut(self.len..self.len + s.len()) {
-            room.copy_from_slice(s.as_bytes());
-            self.len += s.len();
-        } else {
-            let mut long = String::with_capacity(self.len + s.len());
-            long.push_str(std::str::from_utf8(&self.inline[..self.len]).unwrap_or(""));
+        } else if self.inline.try_push_str(s).is_err() {
+            let mut long = String::with_capacity(self.inline.len() + s.len());
+            long.push_str(&self.inline);
             long.push_str(s);
             self.long = Some(long);
         }

@@ -34,19 +34,45 @@ struct RouteLabels {
     route: &'static str,
 }
 
-/// The method as a label; uncommon methods share one series.
-fn method_label(method: &str) -> &'static str {
-    match method {
-        "GET" => "GET",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "PATCH" => "PATCH",
-        "DELETE" => "DELETE",
-        "HEAD" => "HEAD",
-        "OPTIONS" => "OPTIONS",
-        _ => "OTHER",
-    }
+/// The methods that get a series of their own; any other is `OTHER`.
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "OTHER",
+];
+
+/// The method's index in [`METHODS`]; uncommon methods share the last.
+fn method_index(method: &str) -> usize {
+    METHODS[..METHODS.len() - 1]
+        .iter()
+        .position(|known| *known == method)
+        .unwrap_or(METHODS.len() - 1)
 }
+
+/// The method as a label.
+fn method_label(method: &str) -> &'static str {
+    METHODS[method_index(method)]
+}
+
+/// One route template's series, per method, resolved from the families
+/// once: a request then records without a label lookup (two hashes of the
+/// labels and two family locks) per request.
+#[derive(Debug)]
+struct RouteSeries {
+    /// The interned template (see [`route_label`]).
+    route: &'static str,
+    methods: [std::sync::OnceLock<MethodSeries>; METHODS.len()],
+}
+
+/// A (method, route)'s latency and its request counters by status.
+#[derive(Debug)]
+struct MethodSeries {
+    latency: Histogram,
+    /// In the order statuses were first seen; a route answers few.
+    by_status: std::sync::RwLock<Vec<(u16, Counter)>>,
+}
+
+/// Route templates are the router's own (or "unmatched"), never a caller's
+/// bytes, so a fast unkeyed-quality hash is enough.
+type RouteMap = std::collections::HashMap<&'static str, RouteSeries, foldhash::fast::RandomState>;
 
 /// Interns a route template. Templates come from the router's fixed route
 /// table (or the single "unmatched" label), so the set is small and bounded;
@@ -164,6 +190,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    routes: std::sync::RwLock<RouteMap>,
     pool_size: Gauge,
     pool_idle: Gauge,
     pool_max: Gauge,
@@ -215,6 +242,7 @@ impl Metrics {
             registry,
             requests,
             latency,
+            routes: std::sync::RwLock::default(),
             pool_size,
             pool_idle,
             pool_max,
@@ -235,17 +263,54 @@ impl Metrics {
 
     /// Records one request.
     pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let (method, route) = (method_label(method), route_label(route));
-        self.requests
+        if let Ok(routes) = self.routes.read()
+            && let Some(series) = routes.get(route)
+        {
+            self.record(series, method, status, seconds);
+            return;
+        }
+        let Ok(mut routes) = self.routes.write() else {
+            return;
+        };
+        let route = route_label(route);
+        let series = routes.entry(route).or_insert_with(|| RouteSeries {
+            route,
+            methods: Default::default(),
+        });
+        self.record(series, method, status, seconds);
+    }
+
+    fn record(&self, series: &RouteSeries, method: &str, status: u16, seconds: f64) {
+        let index = method_index(method);
+        let labels = RouteLabels {
+            method: METHODS[index],
+            route: series.route,
+        };
+        let method = series.methods[index].get_or_init(|| MethodSeries {
+            latency: self.latency.get_or_create(&labels).clone(),
+            by_status: std::sync::RwLock::default(),
+        });
+        method.latency.observe(seconds);
+        if let Ok(counters) = method.by_status.read()
+            && let Some((_, counter)) = counters.iter().find(|(s, _)| *s == status)
+        {
+            counter.inc();
+            return;
+        }
+        let counter = self
+            .requests
             .get_or_create(&RequestLabels {
-                method,
-                route,
+                method: labels.method,
+                route: labels.route,
                 status,
             })
-            .inc();
-        self.latency
-            .get_or_create(&RouteLabels { method, route })
-            .observe(seconds);
+            .clone();
+        counter.inc();
+        if let Ok(mut counters) = method.by_status.write()
+            && !counters.iter().any(|(s, _)| *s == status)
+        {
+            counters.push((status, counter));
+        }
     }
 
     /// Sets the queue gauges from `Queue::stats` (at each scrape).

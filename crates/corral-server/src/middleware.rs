@@ -59,7 +59,9 @@ impl RequestId {
             };
         }
         let mut bytes = [0; REQUEST_ID_MAX];
-        let len = uuid::Uuid::now_v7()
+        // Without a shared context: request ids need not be ordered within
+        // a millisecond, and the context is a process-wide lock.
+        let len = uuid::Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext))
             .hyphenated()
             .encode_lower(&mut bytes)
             .len();
@@ -340,9 +342,7 @@ where
         // stricter policy (the docs pages do).
         let headers = response.headers_mut();
         for (name, value) in &this.shared.security_headers {
-            if !headers.contains_key(name) {
-                headers.insert(name.clone(), value.clone());
-            }
+            headers.entry(name).or_insert_with(|| value.clone());
         }
         Poll::Ready(Ok(response))
     }

@@ -149,14 +149,15 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
 pub fn policy(method: &str, route: &str) -> Option<Access> {
     // By route template, then method: built once from the table, so a
     // request's lookup is one hash and a scan of at most a few methods.
-    static BY_ROUTE: LazyLock<HashMap<&'static str, Vec<(&'static str, Access)>>> =
-        LazyLock::new(|| {
-            let mut by_route: HashMap<&'static str, Vec<(&'static str, Access)>> = HashMap::new();
-            for (method, route, access) in POLICIES {
-                by_route.entry(route).or_default().push((method, *access));
-            }
-            by_route
-        });
+    // Templates are the router's own, so a fast hash is enough.
+    type ByRoute = HashMap<&'static str, Vec<(&'static str, Access)>, foldhash::fast::RandomState>;
+    static BY_ROUTE: LazyLock<ByRoute> = LazyLock::new(|| {
+        let mut by_route = ByRoute::default();
+        for (method, route, access) in POLICIES {
+            by_route.entry(route).or_default().push((method, *access));
+        }
+        by_route
+    });
     BY_ROUTE
         .get(route)?
         .iter()
@@ -354,7 +355,7 @@ fn authorize_now(state: &AppState, mut request: Request) -> Now {
     if let Some(Err(error)) = checked {
         return Now::Refuse(error.into_response());
     }
-    if matches!(caller.principal.credential, Credential::ApiKey { .. })
+    if matches!(caller.credential, Credential::ApiKey { .. })
         && !count_api_call_now(state, &caller, now)
     {
         return Now::Later(request, Stage::Quota { caller, now });
@@ -373,7 +374,7 @@ fn count_api_call_now(state: &AppState, caller: &Caller, now: i64) -> bool {
             count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             true
         }
-        _ => crate::quota::take_now(state, &caller.user, crate::quota::Daily::ApiCalls, now)
+        _ => crate::quota::take_now(state, caller.user(), crate::quota::Daily::ApiCalls, now)
             .is_some(),
     }
 }
@@ -419,7 +420,7 @@ async fn authorize_later(
         Stage::Quota { caller, now } => (caller, now, true),
     };
     if counted {
-        crate::quota::take(state, &caller.user, crate::quota::Daily::ApiCalls, now)
+        crate::quota::take(state, caller.user(), crate::quota::Daily::ApiCalls, now)
             .await
             .map_err(refuse)?;
     } else {
@@ -510,19 +511,16 @@ fn permit(
     if let Some(session) = &caller.session {
         session::check_csrf(&state.config, request.method(), request.headers(), session)?;
     }
-    if !can(&caller.principal, action) {
-        return Err(forbidden(&caller.principal, action));
+    if !can(caller.principal(), action) {
+        return Err(forbidden(caller.principal(), action));
     }
     Ok(())
 }
 
-/// Hands the caller to the handler.
+/// Hands the caller to the handler: one request extension, which the
+/// [`Caller`] and [`CurrentUser`] extractors read.
 fn admit(request: &mut Request, caller: Caller) {
-    request.extensions_mut().insert(caller.principal);
-    request.extensions_mut().insert(CurrentUser(caller.user));
-    request
-        .extensions_mut()
-        .insert(MeBody(caller.entry.me_body.clone()));
+    request.extensions_mut().insert(caller);
 }
 
 /// `?token=` of a WebSocket URL.
@@ -548,11 +546,11 @@ pub async fn authorize_token(
         .map_err(|_| unauthorized("the token is not valid"))?;
     headers.insert(header::AUTHORIZATION, value);
     let caller = authenticate(state, &headers, None).await?;
-    if !can(&caller.principal, action) {
-        return Err(forbidden(&caller.principal, action));
+    if !can(caller.principal(), action) {
+        return Err(forbidden(caller.principal(), action));
     }
     enforce_caller_limits(state, &caller, state.clock.now_ms()).await?;
-    Ok((caller.principal, caller.user))
+    Ok((caller.principal().clone(), caller.user().clone()))
 }
 
 /// Per-user and per-key rate limits, and the plan's daily quota of requests
@@ -572,7 +570,7 @@ async fn enforce_caller_limits(
             .limiter
             .check(key, limits.per_key_per_minute, now)
             .await?;
-        crate::quota::take(state, &caller.user, crate::quota::Daily::ApiCalls, now).await?;
+        crate::quota::take(state, caller.user(), crate::quota::Daily::ApiCalls, now).await?;
     }
     Ok(())
 }
@@ -604,29 +602,96 @@ fn unauthorized(detail: &str) -> ApiError {
         .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
 }
 
-/// An authenticated caller: who, in which org, with which account row.
+/// An authenticated caller: who, in which org, with which account row. The
+/// extractor of authenticated routes' handlers (authorization put it in the
+/// request's extensions); it derefs to its [`Principal`]. Cloning it counts
+/// a reference: the principal and account are the auth cache entry's.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// Who and in which org.
-    pub principal: Principal,
-    /// The account, as of authentication (handlers such as `GET /users/me`
-    /// answer from it rather than reading the database again).
-    pub user: Arc<User>,
-    /// The browser session's token, when a session cookie authenticated.
-    pub session: Option<String>,
     /// The auth cache's entry this caller came from (every caller comes
-    /// through the cache): its rate-limit subjects and counters.
-    pub entry: Arc<Cached>,
+    /// through the cache): its principal, account, rate-limit subjects and
+    /// counters.
+    entry: Arc<Cached>,
+    /// The browser session's token, when a session cookie authenticated.
+    session: Option<String>,
 }
 
-/// `GET /users/me`'s body for the caller's account, once rendered (see
-/// [`cache::Cached::me_body`]), in request extensions of authenticated routes.
-#[derive(Debug, Clone)]
-pub struct MeBody(pub Arc<std::sync::OnceLock<bytes::Bytes>>);
+impl Caller {
+    /// Who and in which org.
+    pub fn principal(&self) -> &Principal {
+        &self.entry.principal
+    }
 
-/// The caller's account row, in request extensions of authenticated routes.
+    /// The account, as of authentication (handlers such as `GET /users/me`
+    /// answer from it rather than reading the database again).
+    pub fn user(&self) -> &Arc<User> {
+        &self.entry.user
+    }
+
+    /// `GET /users/me`'s body for this account, once rendered (see
+    /// [`cache::Cached::me_body`]).
+    pub fn me_body(&self) -> &std::sync::OnceLock<bytes::Bytes> {
+        &self.entry.me_body
+    }
+}
+
+impl std::ops::Deref for Caller {
+    type Target = Principal;
+
+    fn deref(&self) -> &Principal {
+        &self.entry.principal
+    }
+}
+
+/// The caller authorization admitted, from a request's extensions. None
+/// on a route that is public or not behind the [`Authorize`] layer: a bug
+/// in the route table, never the client's fault.
+fn admitted(parts: &http::request::Parts) -> Result<&Caller, ApiError> {
+    parts.extensions.get::<Caller>().ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!(
+            "the route asks for a caller but authorization admitted none"
+        ))
+    })
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Caller, ApiError> {
+        admitted(parts).cloned()
+    }
+}
+
+/// `Option<Caller>`: `None` on a route whose caller comes later (a
+/// WebSocket that authenticates in its first message).
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Caller {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Option<Caller>, Infallible> {
+        Ok(parts.extensions.get::<Caller>().cloned())
+    }
+}
+
+/// The caller's account row, as an extractor of authenticated routes.
 #[derive(Debug, Clone)]
 pub struct CurrentUser(pub Arc<User>);
+
+impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<CurrentUser, ApiError> {
+        admitted(parts).map(|caller| CurrentUser(caller.user().clone()))
+    }
+}
 
 /// Who is calling: an API key (`crl_…`) or a JWT access token, as
 /// `Authorization: Bearer`; and in which org: the org in the route's path
@@ -800,10 +865,8 @@ fn authenticate_cached(
 impl From<&Arc<Cached>> for Caller {
     fn from(cached: &Arc<Cached>) -> Caller {
         Caller {
-            principal: cached.principal.clone(),
-            user: cached.user.clone(),
-            session: None,
             entry: cached.clone(),
+            session: None,
         }
     }
 }

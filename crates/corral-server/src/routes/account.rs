@@ -1,11 +1,10 @@
 //! The caller's own account, and the plans.
 
-use axum::extract::{Extension, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use corral_core::auth::Principal;
 use corral_core::clock::rfc3339;
 use corral_core::validate::{check_password, check_username, normalize_email};
 use corral_types::ErrorCode;
@@ -14,7 +13,7 @@ use corral_types::identity::{
 };
 
 use crate::auth::credentials;
-use crate::auth::{ClientInfo, CurrentUser, MeBody};
+use crate::auth::{Caller, ClientInfo, CurrentUser};
 use crate::extract::ApiJson;
 use crate::quota;
 use crate::routes::auth::audit;
@@ -51,24 +50,18 @@ pub fn user_response(user: &corral_store::User) -> UserResponse {
         (status = 401, description = "Not signed in", body = corral_types::Problem),
     )
 )]
-pub async fn me(
-    Extension(CurrentUser(user)): Extension<CurrentUser>,
-    body: Option<Extension<MeBody>>,
-) -> axum::response::Response {
+pub async fn me(caller: Caller) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let render = || -> Result<bytes::Bytes, serde_json::Error> {
-        // Sized for an account (about 300 bytes), in one piece.
-        let mut body = Vec::with_capacity(512);
-        serde_json::to_writer(&mut body, &user_response(&user))?;
-        Ok(body.into())
-    };
     // Rendered once per cached account (see `auth::cache::Cached::me_body`).
-    let rendered = match body {
-        Some(Extension(MeBody(cell))) => match cell.get() {
-            Some(bytes) => Ok(bytes.clone()),
-            None => render().map(|bytes| cell.get_or_init(|| bytes).clone()),
-        },
-        None => render(),
+    let cell = caller.me_body();
+    let rendered = match cell.get() {
+        Some(bytes) => Ok(bytes.clone()),
+        None => {
+            // Sized for an account (about 300 bytes), in one piece.
+            let mut body = Vec::with_capacity(512);
+            serde_json::to_writer(&mut body, &user_response(caller.user()))
+                .map(|()| cell.get_or_init(|| body.into()).clone())
+        }
     };
     match rendered {
         Ok(bytes) => (
@@ -96,7 +89,7 @@ pub async fn me(
 )]
 pub async fn update_me(
     State(state): State<AppState>,
-    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    CurrentUser(user): CurrentUser,
     client: ClientInfo,
     ApiJson(body): ApiJson<UpdateMeRequest>,
 ) -> Result<Json<UserResponse>, ApiError> {
@@ -147,7 +140,7 @@ pub async fn update_me(
 )]
 pub async fn usage(
     State(state): State<AppState>,
-    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    CurrentUser(user): CurrentUser,
 ) -> Result<Json<UsageResponse>, ApiError> {
     let now = state.clock.now_ms();
     let day = quota::day_of(now);
@@ -229,7 +222,7 @@ pub async fn plans(State(state): State<AppState>) -> Result<Json<Vec<PlanRespons
 )]
 pub async fn change_password(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     ApiJson(body): ApiJson<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {

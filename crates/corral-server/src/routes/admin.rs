@@ -1,11 +1,11 @@
 //! Platform administration.
 
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::{get, patch};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use corral_core::auth::{PlatformRole, Principal};
+use corral_core::auth::PlatformRole;
 use corral_core::clock::{parse_rfc3339, rfc3339};
 use corral_store::StoreError;
 use corral_store::{AuditDimension, AuditFilter};
@@ -15,6 +15,7 @@ use corral_types::identity::{
     UserResponse,
 };
 
+use crate::auth::Caller;
 use crate::auth::ClientInfo;
 use crate::extract::ApiJson;
 use crate::routes::account::user_response;
@@ -301,7 +302,7 @@ pub async fn list_users(
 )]
 pub async fn update_user(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AdminUpdateUserRequest>,

@@ -1,11 +1,11 @@
 //! API keys: created with their secret shown once, listed without it.
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, patch};
 use axum::{Json, Router};
 
-use corral_core::auth::{Principal, Scope};
+use corral_core::auth::Scope;
 use corral_core::clock::{parse_rfc3339, rfc3339};
 use corral_store::{NewApiKey, StoreError};
 use corral_types::ErrorCode;
@@ -13,6 +13,7 @@ use corral_types::identity::{
     ApiKeyResponse, CreateApiKeyRequest, CreatedApiKeyResponse, UpdateApiKeyRequest,
 };
 
+use crate::auth::Caller;
 use crate::auth::ClientInfo;
 use crate::auth::credentials::{self, API_KEY_VISIBLE};
 use crate::extract::ApiJson;
@@ -52,7 +53,7 @@ fn response(key: corral_store::ApiKey) -> ApiKeyResponse {
 )]
 pub async fn create(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     ApiJson(body): ApiJson<CreateApiKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedApiKeyResponse>), ApiError> {
@@ -160,7 +161,7 @@ pub async fn create(
 )]
 pub async fn list(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
 ) -> Result<Json<Vec<ApiKeyResponse>>, ApiError> {
     // Show usage up to this very request.
     state.key_usage.flush(&state.store).await?;
@@ -180,7 +181,7 @@ pub async fn list(
 )]
 pub async fn update(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateApiKeyRequest>,
@@ -222,7 +223,7 @@ pub async fn update(
 )]
 pub async fn revoke(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {

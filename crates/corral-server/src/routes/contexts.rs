@@ -19,13 +19,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use corral_core::auth::Principal;
 use corral_runtime::{RuntimeError, Sandbox};
 use corral_types::ErrorCode;
 use corral_types::agent::SpawnRequest;
@@ -34,6 +33,7 @@ use corral_types::contexts::{
 };
 use corral_types::terminal::ProcessInfo;
 
+use crate::auth::Caller;
 use crate::auth::credentials::random_token;
 use crate::auth::{ClientInfo, CurrentUser};
 use crate::extract::ApiJson;
@@ -97,7 +97,7 @@ pub fn routes() -> Router<AppState> {
 )]
 pub async fn create(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(mut body): ApiJson<CreateContextRequest>,
@@ -212,7 +212,7 @@ async fn start_kernel(sandbox: Sandbox, request: SpawnRequest) -> Result<Context
 )]
 pub async fn list(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<ContextInfo>>, ApiError> {
     let record = running(&state, &principal, &id).await?;
@@ -239,7 +239,7 @@ pub async fn list(
 )]
 pub async fn remove(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path((id, cid)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -288,8 +288,8 @@ pub async fn remove(
 )]
 pub async fn run(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    principal: Caller,
+    CurrentUser(user): CurrentUser,
     client: ClientInfo,
     Path((id, cid)): Path<(String, String)>,
     ApiJson(body): ApiJson<RunCodeRequest>,

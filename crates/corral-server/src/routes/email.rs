@@ -1,13 +1,13 @@
 //! Flows that go through the user's mailbox: email verification, password
 //! reset (self-service and by an administrator), and the mails they send.
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
 
-use corral_core::auth::{PlatformRole, Principal};
+use corral_core::auth::PlatformRole;
 use corral_core::validate::{check_password, normalize_email};
 use corral_store::{TokenPurpose, User};
 use corral_types::ErrorCode;
@@ -15,6 +15,7 @@ use corral_types::identity::{
     Accepted, AdminPasswordReset, PasswordResetConfirm, PasswordResetRequest, VerifyEmailRequest,
 };
 
+use crate::auth::Caller;
 use crate::auth::credentials::{self, random_token, sha256_hex};
 use crate::auth::{ClientInfo, CurrentUser};
 use crate::extract::ApiJson;
@@ -168,7 +169,7 @@ pub async fn verify_with_token(
 )]
 pub async fn resend_verification(
     State(state): State<AppState>,
-    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    CurrentUser(user): CurrentUser,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     if user.email_verified {
         return Err(ApiError::new(
@@ -316,7 +317,7 @@ async fn set_password(state: &AppState, user_id: &str, password: String) -> Resu
 )]
 pub async fn admin_reset(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AdminPasswordReset>,

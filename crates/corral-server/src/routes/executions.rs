@@ -1,7 +1,7 @@
 //! `/api/v1/executions…` and `/api/v1/languages`: one-shot runs to a
 //! verdict, synchronous (`wait`), queued, or in batches.
 
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,6 +15,7 @@ use corral_types::executions::{
     LanguageResponse, RunSnippetRequest,
 };
 
+use crate::auth::Caller;
 use crate::auth::{ClientInfo, CurrentUser};
 use crate::executions::{language, languages, response, valid_file_name};
 use crate::extract::ApiJson;
@@ -213,8 +214,8 @@ async fn enqueue(state: &AppState, user: &User, id: &str) -> Result<(), ApiError
 )]
 pub async fn create(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    principal: Caller,
+    CurrentUser(user): CurrentUser,
     client: ClientInfo,
     ApiJson(body): ApiJson<CreateExecutionRequest>,
 ) -> Result<Response, ApiError> {
@@ -236,8 +237,8 @@ pub async fn create(
 )]
 pub async fn run_snippet(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    principal: Caller,
+    CurrentUser(user): CurrentUser,
     client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RunSnippetRequest>,
@@ -308,8 +309,8 @@ async fn submit(
 )]
 pub async fn create_batch(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    principal: Caller,
+    CurrentUser(user): CurrentUser,
     client: ClientInfo,
     ApiJson(body): ApiJson<BatchRequest>,
 ) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
@@ -372,7 +373,7 @@ pub async fn create_batch(
 )]
 pub async fn batch(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     let mut records = state
@@ -412,7 +413,7 @@ pub async fn batch(
 )]
 pub async fn show(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ExecutionResponse>, ApiError> {
     state
@@ -472,7 +473,7 @@ async fn page(
 )]
 pub async fn history(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Json<ExecutionPage>, ApiError> {
     page(&state, Some(principal.org_id.clone()), query).await

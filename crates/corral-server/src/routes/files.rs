@@ -2,7 +2,7 @@
 //! agent inside the sandbox. The server never resolves a sandbox path.
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,6 +19,7 @@ use corral_types::sandbox::{
     SearchResponse,
 };
 
+use crate::auth::Caller;
 use crate::extract::ApiJson;
 use crate::routes::sandboxes::{running, unreachable_sandbox};
 use crate::{ApiError, AppState};
@@ -90,7 +91,7 @@ pub(crate) async fn on_sandbox<T: Send + 'static>(
 )]
 pub async fn list(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path(id): Path<String>,
     Query(query): Query<PathQuery>,
 ) -> Result<Json<Vec<FileInfo>>, ApiError> {
@@ -115,7 +116,7 @@ pub async fn list(
 )]
 pub async fn download(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path(id): Path<String>,
     Query(query): Query<PathQuery>,
 ) -> Result<Response, ApiError> {
@@ -182,7 +183,7 @@ pub async fn download(
 )]
 pub async fn upload(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path(id): Path<String>,
     Query(query): Query<PathQuery>,
     headers: http::HeaderMap,
@@ -271,7 +272,7 @@ async fn plain_op(
 )]
 pub async fn mkdir(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<MkdirRequest>,
 ) -> Result<StatusCode, ApiError> {
@@ -290,7 +291,7 @@ pub async fn mkdir(
 )]
 pub async fn rename(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<MoveRequest>,
 ) -> Result<StatusCode, ApiError> {
@@ -309,7 +310,7 @@ pub async fn rename(
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<DeleteRequest>,
 ) -> Result<StatusCode, ApiError> {
@@ -328,7 +329,7 @@ pub async fn delete(
 )]
 pub async fn chmod(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ChmodRequest>,
 ) -> Result<StatusCode, ApiError> {
@@ -369,7 +370,7 @@ pub struct SearchQuery {
 )]
 pub async fn search(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path(id): Path<String>,
     Query(query): Query<SearchQuery>,
 ) -> Result<Json<SearchResponse>, ApiError> {
@@ -419,7 +420,7 @@ pub async fn search(
 )]
 pub async fn replace(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ReplaceRequest>,
 ) -> Result<Json<ReplaceResponse>, ApiError> {

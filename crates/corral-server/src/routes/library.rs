@@ -4,7 +4,7 @@
 //! private snippet does not exist (404, never 403). Only the owner changes
 //! a snippet; the owner or a platform administrator deletes it.
 
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -18,6 +18,7 @@ use corral_types::library::{
 };
 use corral_types::{ErrorCode, FieldError};
 
+use crate::auth::Caller;
 use crate::auth::{ClientInfo, CurrentUser};
 use crate::extract::ApiJson;
 use crate::routes::admin::{page_cut, page_limit};
@@ -176,8 +177,8 @@ fn check_tags(p: &mut Problems, tags: &[String]) -> Vec<String> {
 )]
 pub async fn create(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    principal: Caller,
+    CurrentUser(user): CurrentUser,
     client: ClientInfo,
     ApiJson(body): ApiJson<CreateSnippetRequest>,
 ) -> Result<(StatusCode, Json<SnippetResponse>), ApiError> {
@@ -250,7 +251,7 @@ pub struct LibraryQuery {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Query(query): Query<LibraryQuery>,
 ) -> Result<Json<SnippetPage>, ApiError> {
     let limit = page_limit(query.limit)?;
@@ -306,7 +307,7 @@ pub async fn list(
 )]
 pub async fn show(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<SnippetResponse>, ApiError> {
     snippet_for(&state, &principal, &id)
@@ -328,7 +329,7 @@ pub async fn show(
 )]
 pub async fn update(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateSnippetRequest>,
@@ -377,7 +378,7 @@ pub async fn update(
 )]
 pub async fn remove(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {

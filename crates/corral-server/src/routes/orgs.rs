@@ -5,13 +5,13 @@
 //! handlers only apply the finer rules (owners are managed by owners, an org
 //! keeps an owner).
 
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use corral_core::auth::{Action, OrgRole, Principal, can};
+use corral_core::auth::{Action, OrgRole, can};
 use corral_core::clock::rfc3339;
 use corral_core::validate::normalize_email;
 use corral_store::{AuditFilter, MembershipChange, StoreError};
@@ -21,6 +21,7 @@ use corral_types::identity::{
     MemberResponse, OrgRequest, OrgResponse, UpdateMemberRequest,
 };
 
+use crate::auth::Caller;
 use crate::auth::ClientInfo;
 use crate::auth::credentials;
 use crate::extract::ApiJson;
@@ -119,7 +120,7 @@ fn owners_only() -> ApiError {
 )]
 pub async fn create(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     ApiJson(body): ApiJson<OrgRequest>,
 ) -> Result<(StatusCode, Json<OrgResponse>), ApiError> {
@@ -149,7 +150,7 @@ pub async fn create(
 )]
 pub async fn list(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
 ) -> Result<Json<Vec<OrgResponse>>, ApiError> {
     let orgs = state.store.orgs_of(&principal.user_id).await?;
     Ok(Json(
@@ -168,7 +169,7 @@ pub async fn list(
 )]
 pub async fn show(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
 ) -> Result<Json<OrgResponse>, ApiError> {
     let (org, role) = state
         .store
@@ -187,7 +188,7 @@ pub async fn show(
 )]
 pub async fn rename(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     ApiJson(body): ApiJson<OrgRequest>,
 ) -> Result<Json<OrgResponse>, ApiError> {
@@ -204,7 +205,7 @@ pub async fn rename(
         "success",
     )
     .await;
-    show(State(state), Extension(principal)).await
+    show(State(state), principal).await
 }
 
 /// Deletes an organization (owners; never a personal org).
@@ -218,7 +219,7 @@ pub async fn rename(
 )]
 pub async fn remove(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
 ) -> Result<StatusCode, ApiError> {
     state
@@ -251,7 +252,7 @@ pub async fn remove(
 )]
 pub async fn members(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
 ) -> Result<Json<Vec<MemberResponse>>, ApiError> {
     let members = state.store.members(&principal.org_id).await?;
     Ok(Json(members.into_iter().map(member_response).collect()))
@@ -278,7 +279,7 @@ async fn member_role(state: &AppState, org: &str, user: &str) -> Result<OrgRole,
 )]
 pub async fn update_member(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path((_org, user)): Path<(String, String)>,
     ApiJson(body): ApiJson<UpdateMemberRequest>,
@@ -331,7 +332,7 @@ pub async fn update_member(
 )]
 pub async fn remove_member(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path((_org, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -376,7 +377,7 @@ pub async fn remove_member(
 )]
 pub async fn invite(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     ApiJson(body): ApiJson<CreateInvitationRequest>,
 ) -> Result<(StatusCode, Json<CreatedInvitationResponse>), ApiError> {
@@ -448,7 +449,7 @@ pub async fn invite(
 )]
 pub async fn invitations(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
 ) -> Result<Json<Vec<InvitationResponse>>, ApiError> {
     let list = state.store.invitations(&principal.org_id).await?;
     Ok(Json(list.into_iter().map(invitation_response).collect()))
@@ -462,7 +463,7 @@ pub async fn invitations(
 )]
 pub async fn uninvite(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path((_org, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -499,7 +500,7 @@ pub async fn uninvite(
 )]
 pub async fn accept(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(token): Path<String>,
 ) -> Result<Json<OrgResponse>, ApiError> {
@@ -555,7 +556,7 @@ pub struct OrgAuditQuery {
 )]
 pub async fn org_audit(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Query(query): Query<OrgAuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let filter = AuditFilter {

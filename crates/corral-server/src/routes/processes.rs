@@ -1,20 +1,20 @@
 //! `/api/v1/sandboxes/{id}/processes…`: background processes, run and
 //! watched by the agent inside the sandbox, with bounded stored logs.
 
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use corral_core::auth::Principal;
 use corral_types::agent::SpawnRequest;
 use corral_types::terminal::{
     ProcessInfo, ProcessLogs, ProcessSignalRequest, ProcessStdinRequest, StartProcessRequest,
     signal_number,
 };
 
+use crate::auth::Caller;
 use crate::auth::ClientInfo;
 use crate::extract::ApiJson;
 use crate::routes::sandboxes::{audit_step, command_argv, program_env, running};
@@ -46,7 +46,7 @@ pub fn routes() -> Router<AppState> {
 )]
 pub async fn start(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<StartProcessRequest>,
@@ -88,7 +88,7 @@ pub async fn start(
 )]
 pub async fn list(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<ProcessInfo>>, ApiError> {
     let record = running(&state, &principal, &id).await?;
@@ -126,7 +126,7 @@ pub struct LogsQuery {
 )]
 pub async fn logs(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path((id, pid)): Path<(String, i32)>,
     Query(query): Query<LogsQuery>,
     headers: http::HeaderMap,
@@ -207,7 +207,7 @@ fn follow_events(sandbox: corral_runtime::Sandbox, pid: i32, offset: u64) -> Res
 )]
 pub async fn stdin(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path((id, pid)): Path<(String, i32)>,
     ApiJson(body): ApiJson<ProcessStdinRequest>,
 ) -> Result<StatusCode, ApiError> {
@@ -233,7 +233,7 @@ pub async fn stdin(
 )]
 pub async fn signal(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path((id, pid)): Path<(String, i32)>,
     ApiJson(body): ApiJson<ProcessSignalRequest>,

@@ -1,18 +1,18 @@
 //! Administration of the job queue: numbers per queue, failed jobs, retry
 //! and clear. Payloads of sensitive jobs never leave the server.
 
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use corral_core::auth::Principal;
 use corral_core::clock::rfc3339;
 use corral_queue::{JobFilter, JobRecord, JobState, QueueStats};
 use corral_types::queue::{
     JobPage, JobResponse, QueueActionResponse, QueueList, QueueStatsResponse,
 };
 
+use crate::auth::Caller;
 use crate::auth::ClientInfo;
 use crate::config::is_queue_name;
 use crate::routes::admin::page_limit;
@@ -207,7 +207,7 @@ pub async fn get_job(
 )]
 pub async fn retry_job(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<Json<JobResponse>, ApiError> {
@@ -255,7 +255,7 @@ pub async fn retry_job(
 )]
 pub async fn retry_queue(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(name): Path<String>,
 ) -> Result<Json<QueueActionResponse>, ApiError> {
@@ -291,7 +291,7 @@ pub async fn retry_queue(
 )]
 pub async fn clear_queue(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(name): Path<String>,
 ) -> Result<Json<QueueActionResponse>, ApiError> {

@@ -1,7 +1,7 @@
 //! `/api/v1/sandboxes`: create, list, show, change, delete; start, stop,
 //! pause, resume; exec.
 
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -18,6 +18,7 @@ use corral_types::sandbox::{
     CreateSandboxRequest, ExecRequestBody, SandboxPage, SandboxResponse, UpdateSandboxRequest,
 };
 
+use crate::auth::Caller;
 use crate::auth::{ClientInfo, CurrentUser};
 use crate::extract::ApiJson;
 use crate::routes::admin::{page_cut, page_limit};
@@ -146,8 +147,8 @@ fn within(
 )]
 pub async fn create(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    principal: Caller,
+    CurrentUser(user): CurrentUser,
     client: ClientInfo,
     ApiJson(body): ApiJson<CreateSandboxRequest>,
 ) -> Result<(StatusCode, Json<SandboxResponse>), ApiError> {
@@ -434,7 +435,7 @@ const STATES: &[&str] = &[
 )]
 pub async fn list(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Query(query): Query<SandboxQuery>,
 ) -> Result<Json<SandboxPage>, ApiError> {
     let limit = page_limit(query.limit)?;
@@ -527,7 +528,7 @@ async fn find(
 )]
 pub async fn show(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxResponse>, ApiError> {
     let record = find(&state, &principal, &id).await?;
@@ -564,7 +565,7 @@ pub async fn show(
 )]
 pub async fn remove(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -609,8 +610,8 @@ pub async fn remove(
 )]
 pub async fn exec(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    principal: Caller,
+    CurrentUser(user): CurrentUser,
     client: ClientInfo,
     Path(id): Path<String>,
     headers: http::HeaderMap,
@@ -720,7 +721,7 @@ async fn audit_exec(
 fn exec_events(
     state: AppState,
     client: ClientInfo,
-    principal: Principal,
+    principal: Caller,
     sandbox: corral_runtime::Sandbox,
     request: ExecRequest,
 ) -> axum::response::Response {
@@ -824,7 +825,7 @@ async fn current(
 )]
 pub async fn update(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateSandboxRequest>,
@@ -886,7 +887,7 @@ pub async fn update(
 )]
 pub async fn start(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxResponse>, ApiError> {
@@ -956,7 +957,7 @@ pub async fn start(
 )]
 pub async fn stop(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxResponse>, ApiError> {
@@ -1100,7 +1101,7 @@ pub async fn sweep(state: &AppState) -> Result<(usize, usize), ApiError> {
 )]
 pub async fn pause(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxResponse>, ApiError> {
@@ -1119,7 +1120,7 @@ pub async fn pause(
 )]
 pub async fn resume(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxResponse>, ApiError> {
@@ -1191,7 +1192,7 @@ async fn freeze_step(
 )]
 pub async fn stats(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<corral_types::sandbox::SandboxStats>, ApiError> {
     let record = find(&state, &principal, &id).await?;

@@ -1,6 +1,6 @@
 //! Browser sign-in with a cookie session (see [`crate::auth::session`]).
 
-use axum::extract::{Extension, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -75,7 +75,7 @@ pub async fn sign_in(
 )]
 pub async fn current(
     State(state): State<AppState>,
-    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    CurrentUser(user): CurrentUser,
     headers: HeaderMap,
 ) -> Result<Json<SessionResponse>, ApiError> {
     let token = session::session_token(&state.config, &headers).ok_or_else(|| {
@@ -108,7 +108,7 @@ pub async fn current(
 )]
 pub async fn sign_out(
     State(state): State<AppState>,
-    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    CurrentUser(user): CurrentUser,
     client: ClientInfo,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
@@ -28,6 +28,7 @@ use corral_types::terminal::{
     OpenTerminalRequest, TerminalClientMessage, TerminalInfo, TerminalInput,
 };
 
+use crate::auth::Caller;
 use crate::auth::ClientInfo;
 use crate::extract::ApiJson;
 use crate::routes::files::on_sandbox;
@@ -87,7 +88,7 @@ const DEFAULT_SHELL: &[&str] = &[
 )]
 pub async fn open(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<OpenTerminalRequest>,
@@ -147,7 +148,7 @@ pub async fn open(
 )]
 pub async fn list(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<TerminalInfo>>, ApiError> {
     on_sandbox(&state, &principal, &id, |s| s.terminals())
@@ -166,7 +167,7 @@ pub async fn list(
 )]
 pub async fn close(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    principal: Caller,
     client: ClientInfo,
     Path((id, tid)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -212,7 +213,7 @@ pub async fn close(
 )]
 pub async fn attach(
     State(state): State<AppState>,
-    principal: Option<Extension<Principal>>,
+    principal: Option<Caller>,
     Path((id, tid)): Path<(String, String)>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
@@ -220,7 +221,7 @@ pub async fn attach(
     check_origin(&state, &headers)?;
     let max = state.config.sandbox.terminal_max_message_bytes;
     let upgrade = upgrade.max_message_size(max).max_frame_size(max);
-    if let Some(Extension(principal)) = principal {
+    if let Some(principal) = principal {
         // Refuse over HTTP, before the upgrade, what can be refused.
         let attached = connect(&state, &principal, &id, &tid).await?;
         return Ok(upgrade.on_upgrade(move |socket| relay(state, attached, socket)));
