@@ -163,9 +163,8 @@ pub fn app(state: AppState) -> Router {
 #[doc(hidden)]
 pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
     let config = state.config.clone();
-    let api = routes::api().route_layer(auth::AuthorizeLayer::new(state.clone()));
     let router = Router::new()
-        .merge(api)
+        .merge(routes::api())
         .merge(routes::meta::routes())
         .merge(routes::docs::routes())
         .merge(routes::pages::routes())
@@ -180,10 +179,12 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
         })
         .with_state(state.clone());
 
-    // One `layer` call: axum boxes each one around every route, and every
-    // boxed level is cloned on every request. Outermost first: the envelope
-    // (request id, problem bodies, metrics, security headers) wraps CORS and
-    // the body limit, so their rejections become problems too.
+    // One `layer` call: axum boxes each one around every route, and calling
+    // a route clones every boxed level below it, so the cost grows with the
+    // square of the depth. Outermost first: the envelope (request id,
+    // problem bodies, metrics, security headers) wraps CORS and the body
+    // limit, so their rejections become problems too; authorization is
+    // innermost, just before the route (it passes what is not `/api/`).
     router.layer(
         tower::ServiceBuilder::new()
             .layer(middleware::EnvelopeLayer::new(
@@ -194,7 +195,8 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
             .layer(middleware::BodyLimitLayer::new(
                 config.server.body_limit_bytes,
                 config.server.upload_limit_bytes,
-            )),
+            ))
+            .layer(auth::AuthorizeLayer::new(state.clone())),
     )
 }
 

@@ -1,7 +1,7 @@
 //! Authentication (who is calling) and authorization (may they do this).
 //!
 //! Every `/api/v1` route has an entry in [`POLICIES`]: public, or the
-//! [`Action`] it performs. The [`authorize`] middleware enforces the table
+//! [`Action`] it performs. The [`Authorize`] layer enforces the table
 //! before any handler runs and refuses a route that has no entry, so a new
 //! route without a declared policy fails closed (and a test fails).
 
@@ -145,8 +145,19 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("POST",   "/api/v1/sandboxes/{id}/contexts/{cid}/run", Needs(Action::WriteSandboxes)),
 ];
 
+/// Routes under this prefix are the API: each needs an entry in [`POLICIES`].
+const API_PREFIX: &str = "/api/";
+
 /// The policy of a route, if declared.
 pub fn policy(method: &str, route: &str) -> Option<Access> {
+    policies(route)?
+        .iter()
+        .find(|(m, _)| *m == method)
+        .map(|(_, access)| *access)
+}
+
+/// Every (method, access) declared for a route template.
+fn policies(route: &str) -> Option<&'static [(&'static str, Access)]> {
     // By route template, then method: built once from the table, so a
     // request's lookup is one hash and a scan of at most a few methods.
     // Templates are the router's own, so a fast hash is enough.
@@ -158,11 +169,7 @@ pub fn policy(method: &str, route: &str) -> Option<Access> {
         }
         by_route
     });
-    BY_ROUTE
-        .get(route)?
-        .iter()
-        .find(|(m, _)| *m == method)
-        .map(|(_, access)| *access)
+    BY_ROUTE.get(route).map(Vec::as_slice)
 }
 
 /// Where a request came from, for the audit log.
@@ -204,9 +211,16 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
     }
 }
 
-/// Enforces [`POLICIES`] on the API router (as its `route_layer`). On
-/// success the handler finds a [`Principal`] and a [`CurrentUser`] in the
-/// request extensions (for authenticated routes).
+/// Enforces [`POLICIES`] on every route under `/api/`: innermost of the
+/// layers the router puts around each route, so it sees the matched route
+/// template. Other routes (health, docs, pages) and requests that matched
+/// no route pass untouched. On success the handler of an authenticated
+/// route finds its [`Caller`] in the request extensions.
+///
+/// Not a `route_layer`: that would be one more boxed level around every
+/// route, cloned on every request. So this layer also sees what the router
+/// will answer with 405 (a method the route lacks), and answers it itself:
+/// a method with no declared policy never reaches a handler.
 ///
 /// A hand-written service rather than a `from_fn` middleware: when
 /// everything it needs is in memory (the rate-limit counters, a cached
@@ -448,15 +462,32 @@ fn requirement(
     state: &AppState,
     request: &mut Request,
 ) -> Result<Option<(Action, Option<String>)>, ApiError> {
-    let route = request
+    // No route matched (the 404 fallback answers), or one outside the API.
+    let Some(route) = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or("", MatchedPath::as_str);
-    let Some(access) = policy(request.method().as_str(), route) else {
+        .map(MatchedPath::as_str)
+        .filter(|route| route.starts_with(API_PREFIX))
+    else {
+        return Ok(None);
+    };
+    let Some(declared) = policies(route) else {
         return Err(ApiError::internal(anyhow::anyhow!(
             "route {} {route} has no authorization policy",
             request.method()
         )));
+    };
+    // The router answers HEAD with the GET handler: it needs what GET needs.
+    let method = match request.method() {
+        &http::Method::HEAD => "GET",
+        method => method.as_str(),
+    };
+    let Some(access) = declared
+        .iter()
+        .find(|(m, _)| *m == method)
+        .map(|(_, access)| *access)
+    else {
+        return Err(method_not_allowed(declared));
     };
     let names_org = route.contains("{org}");
     let action = match access {
@@ -499,6 +530,22 @@ fn requirement(
         None
     };
     Ok(Some((action, path_org)))
+}
+
+/// 405 for a method a route has no policy for, with the methods it has.
+fn method_not_allowed(declared: &[(&str, Access)]) -> ApiError {
+    let mut allow: Vec<&str> = declared.iter().map(|(method, _)| *method).collect();
+    if allow.contains(&"GET") {
+        allow.push("HEAD");
+    }
+    let error = ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this route does not accept that method",
+    );
+    match HeaderValue::from_str(&allow.join(",")) {
+        Ok(value) => error.with_header(header::ALLOW, value),
+        Err(_) => error,
+    }
 }
 
 /// CSRF for cookie sessions, then the permission itself.

@@ -31,11 +31,11 @@ struct Size {
 fn probe_routes() -> Router<AppState> {
     Router::new()
         .route(
-            "/api/v1/probe/things",
+            "/probe/things",
             post(|ApiJson(thing): ApiJson<CreateThing>| async move { thing.name }),
         )
         .route(
-            "/api/v1/probe/internal",
+            "/probe/internal",
             get(|| async {
                 Err::<(), _>(ApiError::internal(anyhow::anyhow!(
                     "secret connection string postgres://admin:hunter2@db"
@@ -43,7 +43,7 @@ fn probe_routes() -> Router<AppState> {
             }),
         )
         .route(
-            "/api/v1/probe/panic-free-store-error",
+            "/probe/panic-free-store-error",
             get(
                 |axum::extract::State(state): axum::extract::State<AppState>| async move {
                     state.store.close().await;
@@ -141,7 +141,7 @@ async fn bad_json_bodies_get_4xx_naming_the_field() {
         ("", r#"{"name": "a"}"#, 415, "unsupported_media_type", None),
     ];
     for (content_type, body, status, code, field) in cases {
-        let mut request = Request::post("/api/v1/probe/things");
+        let mut request = Request::post("/probe/things");
         if !content_type.is_empty() {
             request = request.header("content-type", *content_type);
         }
@@ -157,9 +157,7 @@ async fn bad_json_bodies_get_4xx_naming_the_field() {
             );
         }
     }
-    let ok = app
-        .post_json("/api/v1/probe/things", r#"{"name": "fine"}"#)
-        .await;
+    let ok = app.post_json("/probe/things", r#"{"name": "fine"}"#).await;
     assert_eq!(ok.status, 200);
     assert_eq!(ok.text(), "fine");
 }
@@ -169,7 +167,7 @@ async fn body_over_the_limit_is_413_problem_with_or_without_content_length() {
     let app = app().await;
     let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(4096));
 
-    let declared = app.post_json("/api/v1/probe/things", &big).await;
+    let declared = app.post_json("/probe/things", &big).await;
     declared.assert_problem(413, "payload_too_large");
 
     // Chunked: no Content-Length, so the limit trips while reading.
@@ -180,7 +178,7 @@ async fn body_over_the_limit_is_413_problem_with_or_without_content_length() {
         .collect();
     let streamed = app
         .send(
-            Request::post("/api/v1/probe/things")
+            Request::post("/probe/things")
                 .header("content-type", "application/json")
                 .body(Body::from_stream(futures_stream(chunks)))
                 .unwrap(),
@@ -210,7 +208,7 @@ fn futures_stream(
 #[tokio::test]
 async fn internal_errors_are_opaque_500_with_request_id() {
     let app = app().await;
-    let res = app.get("/api/v1/probe/internal").await;
+    let res = app.get("/probe/internal").await;
     let body = res.assert_problem(500, "internal");
     let text = res.text();
     assert!(
@@ -223,7 +221,7 @@ async fn internal_errors_are_opaque_500_with_request_id() {
 #[tokio::test]
 async fn an_unreachable_database_is_503_with_retry_after() {
     let app = app().await;
-    let res = app.get("/api/v1/probe/panic-free-store-error").await;
+    let res = app.get("/probe/panic-free-store-error").await;
     let body = res.assert_problem(503, "service_unavailable");
     assert_eq!(res.header("retry-after"), Some("5"));
     assert_eq!(body["retry_after_secs"], 5);

@@ -660,6 +660,46 @@ on_both_backends!(
     }
 );
 
+on_both_backends!(head_needs_what_get_needs_and_other_methods_are_405, |app| {
+    let (token, _) = app.register_and_login("heady").await;
+    // The router answers HEAD with the GET handler, so it is authorized as GET.
+    let anonymous = app.call("HEAD", "/api/v1/users/me", "", None).await;
+    assert_eq!(anonymous.status, 401);
+    let signed_in = app.call("HEAD", "/api/v1/users/me", &token, None).await;
+    assert_eq!(signed_in.status, 200);
+    // A method the route has no policy for never reaches a handler: 405,
+    // with the methods it has.
+    for (method, path) in [("DELETE", "/api/v1/plans"), ("PUT", "/api/v1/users/me")] {
+        let res = app.call(method, path, &token, None).await;
+        res.assert_problem(405, "method_not_allowed");
+        let allow = res.header("allow").unwrap_or_default().to_owned();
+        assert!(
+            allow.contains("GET") && allow.contains("HEAD"),
+            "{method} {path}: {allow}"
+        );
+        assert!(!allow.contains(method), "{method} {path}: {allow}");
+    }
+});
+
+/// An `/api/` route with no entry in the policy table is refused at run
+/// time (fail closed), whoever calls it.
+#[tokio::test]
+async fn an_api_route_without_a_policy_is_refused() {
+    let app = TestApp::builder(corral_store::Backend::Sqlite)
+        .routes(axum::Router::new().route(
+            "/api/v1/undeclared",
+            axum::routing::get(|| async { "handler ran" }),
+        ))
+        .build()
+        .await;
+    let (token, _) = app.register_and_login("nopolicy").await;
+    for token in ["", token.as_str()] {
+        let res = app.call("GET", "/api/v1/undeclared", token, None).await;
+        res.assert_problem(500, "internal");
+        assert!(!res.text().contains("handler ran"));
+    }
+}
+
 /// Every API operation in the OpenAPI document has an authorization policy,
 /// and every policy names a real operation. A new route without a declared
 /// policy fails here (and is refused at run time).
