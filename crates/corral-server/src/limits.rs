@@ -17,7 +17,8 @@
 //! database (`Store::take_daily`), whatever this backend is.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
@@ -157,33 +158,86 @@ fn verdict(
     .retry_after(secs))
 }
 
+/// One subject's requests in the current window of the in-process limiter:
+/// the window (minutes since the epoch) and the count, packed in one word
+/// so a hit is one atomic update. Shared by the map and by whoever counts
+/// the subject often (an auth cache entry keeps its user's and key's), who
+/// then counts without the map's lock or a lookup.
+#[derive(Debug, Default)]
+pub struct WindowCounter(AtomicU64);
+
+impl WindowCounter {
+    /// Counts one hit in the window starting at `window` (Unix ms); the
+    /// count in that window, this hit included.
+    fn hit(&self, window: i64) -> i64 {
+        let minute = u64::try_from(window / WINDOW_MS).unwrap_or(0) & u64::from(u32::MAX);
+        let mut current = self.0.load(Ordering::Relaxed);
+        loop {
+            let next = if current >> 32 == minute {
+                // Saturates rather than wrapping into the window bits.
+                current + u64::from(current & u64::from(u32::MAX) < u64::from(u32::MAX))
+            } else {
+                minute << 32 | 1
+            };
+            match self
+                .0
+                .compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    return i64::from(u32::try_from(next & u64::from(u32::MAX)).unwrap_or(u32::MAX));
+                }
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Whether the counter's window starts before `window` (Unix ms).
+    fn is_older_than(&self, window: i64) -> bool {
+        let minute = u64::try_from(window / WINDOW_MS).unwrap_or(0);
+        self.0.load(Ordering::Relaxed) >> 32 < minute
+    }
+}
+
+/// A rate-limited subject with its in-process counter, when the limiter
+/// keeps its counters in memory (see [`Limiter::counted`]).
+#[derive(Debug)]
+pub struct Counted {
+    /// `kind:id`.
+    pub subject: Subject,
+    counter: Option<Arc<WindowCounter>>,
+}
+
+type MemoryCounters = HashMap<String, Arc<WindowCounter>>;
+
 /// One hit on the in-process counters.
 fn memory_hit(
-    map: &Mutex<HashMap<String, (i64, i64)>>,
+    map: &Mutex<MemoryCounters>,
     subject: &str,
     window: i64,
 ) -> Result<i64, anyhow::Error> {
+    let counter = memory_counter(map, subject, window)?;
+    Ok(counter.hit(window))
+}
+
+/// The in-process counter of `subject`, made if it has none yet.
+fn memory_counter(
+    map: &Mutex<MemoryCounters>,
+    subject: &str,
+    window: i64,
+) -> Result<Arc<WindowCounter>, anyhow::Error> {
     let mut map = map
         .lock()
         .map_err(|_| anyhow::anyhow!("rate-limit map poisoned"))?;
-    Ok(memory_hit_locked(&mut map, subject, window))
-}
-
-/// [`memory_hit`] with the map already locked.
-fn memory_hit_locked(map: &mut HashMap<String, (i64, i64)>, subject: &str, window: i64) -> i64 {
     if map.len() >= MEMORY_SWEEP_AT {
-        map.retain(|_, (start, _)| *start >= window);
+        // Counters someone still holds (an auth cache entry) stay, so a
+        // subject never has two.
+        map.retain(|_, counter| !counter.is_older_than(window) || Arc::strong_count(counter) > 1);
     }
     // Look up before inserting: a known subject costs no allocation.
-    let entry = match map.get_mut(subject) {
-        Some(entry) => entry,
-        None => map.entry(subject.to_owned()).or_insert((window, 0)),
-    };
-    if entry.0 != window {
-        *entry = (window, 0);
+    if let Some(counter) = map.get(subject) {
+        return Ok(counter.clone());
     }
-    entry.1 += 1;
-    entry.1
+    Ok(map.entry(subject.to_owned()).or_default().clone())
 }
 
 /// Counts requests and sign-in failures; see the module docs.
@@ -193,7 +247,7 @@ pub struct Limiter {
 }
 
 enum Counters {
-    Memory(Mutex<HashMap<String, (i64, i64)>>),
+    Memory(Mutex<MemoryCounters>),
     Database(Store),
     Redis(ConnectionManager),
 }
@@ -288,26 +342,40 @@ impl Limiter {
         Some(verdict(subject, count, per_minute, window, now))
     }
 
+    /// `subject` with its in-process counter, for someone who counts it
+    /// often (see [`Limiter::check_counted_now`]).
+    pub fn counted(&self, subject: Subject, now: i64) -> Counted {
+        let counter = match &self.counters {
+            Counters::Memory(map) => {
+                memory_counter(map, &subject, now - now.rem_euclid(WINDOW_MS)).ok()
+            }
+            _ => None,
+        };
+        Counted { subject, counter }
+    }
+
     /// [`Limiter::check_now`] for several subjects (a request's user and
-    /// key) under one lock of the counters, in order, stopping at the first
-    /// refusal as separate checks would: one lock the server's threads take
-    /// in turn instead of one per subject.
-    pub fn check_all_now(&self, checks: &[(&str, u32)], now: i64) -> Option<Result<(), ApiError>> {
+    /// key) held with their counters, in order, stopping at the first
+    /// refusal as separate checks would: atomic counts, no lock and no
+    /// lookup. `None` when the counters are not in memory.
+    pub fn check_counted_now(
+        &self,
+        checks: &[(&Counted, u32)],
+        now: i64,
+    ) -> Option<Result<(), ApiError>> {
         let Counters::Memory(map) = &self.counters else {
             return None;
         };
         let window = now - now.rem_euclid(WINDOW_MS);
-        let Ok(mut map) = map.lock() else {
-            // As `verdict` does when a counter fails: let the request through.
-            tracing::warn!("rate-limit map poisoned; letting the request through");
-            return Some(Ok(()));
-        };
-        for &(subject, per_minute) in checks {
+        for &(counted, per_minute) in checks {
             if per_minute == 0 {
                 continue;
             }
-            let count = memory_hit_locked(&mut map, subject, window);
-            if let Err(error) = verdict(subject, Ok(count), per_minute, window, now) {
+            let count = match &counted.counter {
+                Some(counter) => Ok(counter.hit(window)),
+                None => memory_hit(map, &counted.subject, window),
+            };
+            if let Err(error) = verdict(&counted.subject, count, per_minute, window, now) {
                 return Some(Err(error));
             }
         }
@@ -445,7 +513,65 @@ fn lockout_unavailable(error: redis::RedisError) -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::Subject;
+    use super::*;
+
+    /// A memory-backed limiter (what a single SQLite node gets).
+    fn in_memory() -> Limiter {
+        Limiter {
+            counters: Counters::Memory(Mutex::default()),
+            prefix: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_window_counter_counts_per_window_and_saturates() {
+        let counter = WindowCounter::default();
+        let minute = 29_000_000 * WINDOW_MS;
+        assert_eq!(counter.hit(minute), 1);
+        assert_eq!(counter.hit(minute), 2);
+        assert!(!counter.is_older_than(minute));
+        assert!(counter.is_older_than(minute + WINDOW_MS));
+        // A new window starts again at one.
+        assert_eq!(counter.hit(minute + WINDOW_MS), 1);
+        // The count never spills into the window bits.
+        counter
+            .0
+            .store(29_000_001 << 32 | u64::from(u32::MAX - 1), Ordering::Relaxed);
+        let max = i64::from(u32::MAX);
+        assert_eq!(counter.hit(minute + WINDOW_MS), max);
+        assert_eq!(counter.hit(minute + WINDOW_MS), max);
+        assert!(!counter.is_older_than(minute + WINDOW_MS));
+    }
+
+    #[test]
+    fn a_held_counter_is_the_subjects_only_counter() {
+        let limiter = in_memory();
+        let now = 29_000_000 * WINDOW_MS + 5;
+        let held = limiter.counted(Subject::new("user", "u1"), now);
+        // Held and by-name checks count into the same window.
+        for _ in 0..2 {
+            limiter.check_counted_now(&[(&held, 3)], now).unwrap().unwrap();
+        }
+        limiter.check_now("user:u1", 3, now).unwrap().unwrap();
+        let refused = limiter.check_counted_now(&[(&held, 3)], now).unwrap();
+        assert!(refused.is_err(), "the fourth request in a minute of three");
+        assert!(limiter.check_now("user:u1", 3, now).unwrap().is_err());
+        // A sweep (a full map) drops finished windows, never a held counter.
+        let later = now + 2 * WINDOW_MS;
+        let Counters::Memory(map) = &limiter.counters else {
+            unreachable!()
+        };
+        for i in 0..MEMORY_SWEEP_AT {
+            memory_hit(map, &format!("ip:{i}"), now - now.rem_euclid(WINDOW_MS)).unwrap();
+        }
+        limiter.check_now("ip:fresh", 3, later).unwrap().unwrap();
+        let kept = map.lock().unwrap().len();
+        assert_eq!(kept, 2, "the held user and the fresh IP");
+        limiter.check_counted_now(&[(&held, 3)], later).unwrap().unwrap();
+        limiter.check_now("user:u1", 3, later).unwrap().unwrap();
+        let again = limiter.check_counted_now(&[(&held, 2)], later).unwrap();
+        assert!(again.is_err(), "the third request of the new minute, by both names");
+    }
 
     #[test]
     fn subjects_read_as_kind_colon_id() {

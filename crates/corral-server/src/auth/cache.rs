@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use corral_core::auth::{Credential, Principal};
 use corral_store::User;
 
-use crate::limits::Subject;
+use crate::limits::{Counted, Limiter, Subject};
 
 /// How long an entry may be used at most, even with no change seen (ms).
 const TTL_MS: i64 = 10_000;
@@ -119,11 +119,11 @@ pub struct Cached {
     /// report): a request on that day counts into it without a lock. A
     /// limited plan's calls are taken in the database instead.
     pub api_calls: Option<(i64, Arc<AtomicI64>)>,
-    /// The caller's rate-limit subjects, formatted once: `user:ID`, and
-    /// `key:ID` for an API key.
-    pub user_subject: Subject,
-    /// See `user_subject`.
-    pub key_subject: Option<Subject>,
+    /// The caller's rate-limit subjects, formatted once, with their
+    /// in-process counters: `user:ID`, and `key:ID` for an API key.
+    pub user_limit: Counted,
+    /// See `user_limit`.
+    pub key_limit: Option<Counted>,
     epoch: u64,
     stored_at: i64,
 }
@@ -162,10 +162,20 @@ impl AuthCache {
     /// Remembers a successful authentication made at `epoch` (read before
     /// the lookups that produced it, so a change racing the lookups leaves
     /// the entry already stale), and returns the entry.
-    pub fn put(&self, key: CacheKey, epoch: u64, now: i64, found: Authenticated) -> Arc<Cached> {
-        let user_subject = Subject::new("user", &found.principal.user_id);
-        let key_subject = match &found.principal.credential {
-            Credential::ApiKey { key_id, .. } => Some(Subject::new("key", key_id)),
+    /// The entry's rate-limit counters come from `limiter`.
+    pub fn put(
+        &self,
+        key: CacheKey,
+        epoch: u64,
+        now: i64,
+        found: Authenticated,
+        limiter: &Limiter,
+    ) -> Arc<Cached> {
+        let user_limit = limiter.counted(Subject::new("user", &found.principal.user_id), now);
+        let key_limit = match &found.principal.credential {
+            Credential::ApiKey { key_id, .. } => {
+                Some(limiter.counted(Subject::new("key", key_id), now))
+            }
             Credential::Session => None,
         };
         let entry = Arc::new(Cached {
@@ -175,8 +185,8 @@ impl AuthCache {
             me_body: Arc::default(),
             key_use: found.key_use,
             api_calls: found.api_calls,
-            user_subject,
-            key_subject,
+            user_limit,
+            key_limit,
             epoch,
             stored_at: now,
         });

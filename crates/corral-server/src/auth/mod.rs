@@ -355,16 +355,12 @@ fn authorize_now(state: &AppState, mut request: Request) -> Now {
     if let Err(error) = permit(state, &request, &caller, action) {
         return Now::Refuse(error.into_response());
     }
-    let user_check = (
-        caller.entry.user_subject.as_str(),
-        limits.per_user_per_minute,
-    );
-    let checked = match &caller.entry.key_subject {
-        Some(key) => state.limiter.check_all_now(
-            &[user_check, (key.as_str(), limits.per_key_per_minute)],
-            now,
-        ),
-        None => state.limiter.check_all_now(&[user_check], now),
+    let user_check = (&caller.entry.user_limit, limits.per_user_per_minute);
+    let checked = match &caller.entry.key_limit {
+        Some(key) => state
+            .limiter
+            .check_counted_now(&[user_check, (key, limits.per_key_per_minute)], now),
+        None => state.limiter.check_counted_now(&[user_check], now),
     };
     if let Some(Err(error)) = checked {
         return Now::Refuse(error.into_response());
@@ -610,12 +606,16 @@ async fn enforce_caller_limits(
     let limits = &state.config.limits;
     state
         .limiter
-        .check(&caller.entry.user_subject, limits.per_user_per_minute, now)
+        .check(
+            &caller.entry.user_limit.subject,
+            limits.per_user_per_minute,
+            now,
+        )
         .await?;
-    if let Some(key) = &caller.entry.key_subject {
+    if let Some(key) = &caller.entry.key_limit {
         state
             .limiter
-            .check(key, limits.per_key_per_minute, now)
+            .check(&key.subject, limits.per_key_per_minute, now)
             .await?;
         crate::quota::take(state, caller.user(), crate::quota::Daily::ApiCalls, now).await?;
     }
@@ -823,7 +823,9 @@ pub async fn authenticate(
                     key_use,
                     api_calls,
                 };
-                state.auth_cache.put(cache_key, epoch, now, found)
+                state
+                    .auth_cache
+                    .put(cache_key, epoch, now, found, &state.limiter)
             }
         };
         if cached.expires_at.is_some_and(|at| at <= now) {
@@ -959,6 +961,7 @@ async fn signed_in_caller(
             key_use: None,
             api_calls: None,
         },
+        &state.limiter,
     );
     Ok(Caller::from(&cached))
 }
