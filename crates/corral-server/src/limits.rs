@@ -184,7 +184,9 @@ impl WindowCounter {
                 .compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
             {
                 Ok(_) => {
-                    return i64::from(u32::try_from(next & u64::from(u32::MAX)).unwrap_or(u32::MAX));
+                    return i64::from(
+                        u32::try_from(next & u64::from(u32::MAX)).unwrap_or(u32::MAX),
+                    );
                 }
                 Err(seen) => current = seen,
             }
@@ -534,9 +536,10 @@ mod tests {
         // A new window starts again at one.
         assert_eq!(counter.hit(minute + WINDOW_MS), 1);
         // The count never spills into the window bits.
-        counter
-            .0
-            .store(29_000_001 << 32 | u64::from(u32::MAX - 1), Ordering::Relaxed);
+        counter.0.store(
+            29_000_001 << 32 | u64::from(u32::MAX - 1),
+            Ordering::Relaxed,
+        );
         let max = i64::from(u32::MAX);
         assert_eq!(counter.hit(minute + WINDOW_MS), max);
         assert_eq!(counter.hit(minute + WINDOW_MS), max);
@@ -550,7 +553,10 @@ mod tests {
         let held = limiter.counted(Subject::new("user", "u1"), now);
         // Held and by-name checks count into the same window.
         for _ in 0..2 {
-            limiter.check_counted_now(&[(&held, 3)], now).unwrap().unwrap();
+            limiter
+                .check_counted_now(&[(&held, 3)], now)
+                .unwrap()
+                .unwrap();
         }
         limiter.check_now("user:u1", 3, now).unwrap().unwrap();
         let refused = limiter.check_counted_now(&[(&held, 3)], now).unwrap();
@@ -567,10 +573,16 @@ mod tests {
         limiter.check_now("ip:fresh", 3, later).unwrap().unwrap();
         let kept = map.lock().unwrap().len();
         assert_eq!(kept, 2, "the held user and the fresh IP");
-        limiter.check_counted_now(&[(&held, 3)], later).unwrap().unwrap();
+        limiter
+            .check_counted_now(&[(&held, 3)], later)
+            .unwrap()
+            .unwrap();
         limiter.check_now("user:u1", 3, later).unwrap().unwrap();
         let again = limiter.check_counted_now(&[(&held, 2)], later).unwrap();
-        assert!(again.is_err(), "the third request of the new minute, by both names");
+        assert!(
+            again.is_err(),
+            "the third request of the new minute, by both names"
+        );
     }
 
     #[test]
