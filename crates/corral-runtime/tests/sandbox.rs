@@ -794,6 +794,8 @@ fn a_reset_leaves_nothing_of_the_last_program() {
                  python3 -c \"import ctypes; l = ctypes.CDLL(None, use_errno=True); \
                    assert l.mq_open(b'/left', 0o100 | 2, 0o600, None) >= 0, ctypes.get_errno()\" && \
                  (setsid sleep 1000 >/dev/null 2>&1 &) && \
+                 i=0; while [ $i -lt 200 ] && ! grep -qs sleep /proc/[0-9]*/comm; do \
+                   sleep 0.05; i=$((i+1)); done; \
                  chmod 700 /tmp && echo left";
     let fresh = running
         .sandbox
@@ -814,8 +816,10 @@ fn a_reset_leaves_nothing_of_the_last_program() {
             look("grep -l sleep /proc/[0-9]*/comm 2>/dev/null | wc -l"),
         ]
     };
-    // The sleeper starts in the background: on a loaded machine it may not
-    // have exec'd `sleep` yet when the exec that started it returns.
+    // The script waits until the sleeper has exec'd `sleep` (so `setsid`
+    // has already taken it out of the exec's process group, which is killed
+    // when the exec ends: on a loaded machine it could be killed before
+    // leaving, and this test failed once in CI). Its comm may still lag.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while look("grep -l sleep /proc/[0-9]*/comm 2>/dev/null | wc -l") != "1\n"
         && std::time::Instant::now() < deadline
