@@ -561,9 +561,13 @@ fn permit(
 }
 
 /// Hands the caller to the handler: one request extension, which the
-/// [`Caller`] and [`CurrentUser`] extractors read.
+/// [`Caller`] and [`CurrentUser`] extractors read. Without the session
+/// token: only the CSRF check needed it, and handlers never see a secret.
 fn admit(request: &mut Request, caller: Caller) {
-    request.extensions_mut().insert(caller);
+    request.extensions_mut().insert(Caller {
+        session: None,
+        ..caller
+    });
 }
 
 /// `?token=` of a WebSocket URL.
