@@ -384,6 +384,33 @@ impl Store {
         row.map(invitation).transpose()
     }
 
+    /// The open invitation with this token hash, whoever asks, with its
+    /// org's name: what the invitation page shows to the holder of the
+    /// link (the token is the secret; nothing is spent by looking).
+    pub async fn invitation_preview(
+        &self,
+        now: i64,
+        token_hash: &str,
+    ) -> Result<Option<(Invitation, String)>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {INVITATION_COLUMNS} FROM invitations \
+             WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2"
+        ));
+        let row: Option<InvitationRow> = sqlx::query_as(sql)
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(self.pool())
+            .await?;
+        let Some(inv) = row.map(invitation).transpose()? else {
+            return Ok(None);
+        };
+        let name: Option<(String,)> = sqlx::query_as("SELECT name FROM orgs WHERE id = $1")
+            .bind(&inv.org_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(name.map(|(name,)| (inv, name)))
+    }
+
     /// Accepts an invitation for a user whose email is `email`: single use,
     /// before expiry, for the invited address only. Returns the invitation,
     /// or `None` when no such usable invitation exists for this user.

@@ -509,19 +509,33 @@ pub async fn accept(
         .user_by_id(&principal.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
+    join_by_invitation(&state, &client, &user, &token)
+        .await
+        .map(Json)
+}
+
+/// `user` joins the org of the invitation `token` (single use, before
+/// expiry, for the invited address only; anything else is "not found"):
+/// the API's accept and the invitation page's sign-in form.
+pub(crate) async fn join_by_invitation(
+    state: &AppState,
+    client: &ClientInfo,
+    user: &corral_store::User,
+    token: &str,
+) -> Result<OrgResponse, ApiError> {
     let inv = state
         .store
         .accept_invitation(
             state.clock.now_ms(),
-            &credentials::sha256_hex(&token),
+            &credentials::sha256_hex(token),
             &user.id,
             &user.email,
         )
         .await?
         .ok_or_else(|| ApiError::not_found("invitation"))?;
     audit(
-        &state,
-        &client,
+        state,
+        client,
         Some(&user.id),
         Some(&inv.org_id),
         "org.join",
@@ -535,7 +549,7 @@ pub async fn accept(
         .org_for_member(&inv.org_id, &user.id)
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))?;
-    Ok(Json(org_response(org, role)))
+    Ok(org_response(org, role))
 }
 
 /// Paging of an org's audit log.

@@ -1,5 +1,5 @@
 //! The few HTML pages mails link to: confirm an address, choose a new
-//! password, see how to accept an invitation. They work without the
+//! password, accept an invitation (signing in or registering). They work without the
 //! dashboard and without JavaScript: a GET shows a form (mail scanners that
 //! prefetch links spend nothing), the POST does the work through the same
 //! code as the API.
@@ -17,7 +17,13 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::AppState;
 use crate::auth::ClientInfo;
+use corral_types::identity::{LoginRequest, RegisterRequest};
+
+use crate::config::Registration;
+use crate::extract::ApiJson;
+use crate::routes::auth::{check_sign_in, register};
 use crate::routes::email::{reset_with_token, verify_with_token};
+use crate::routes::orgs::join_by_invitation;
 
 /// No scripts, no outside resources; forms post only here.
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
@@ -37,7 +43,10 @@ pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/verify-email", get(verify_form).post(verify))
         .route("/reset-password", get(reset_form).post(reset))
-        .route("/invitations/{token}", get(invitation))
+        .route(
+            "/invitations/{token}",
+            get(invitation).post(invitation_submit),
+        )
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(PAGE_CSP),
@@ -127,9 +136,145 @@ async fn reset(
     }
 }
 
-async fn invitation(Path(token): Path<String>) -> Response {
+/// The invitation link: who invites whom to what, then two forms — sign in
+/// and join, or (when this server lets people register) create the account
+/// and join. Looking spends nothing; a spent, expired or unknown token says
+/// so in words.
+async fn invitation(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    invitation_page(&state, &token, StatusCode::OK, None).await
+}
+
+async fn invitation_page(
+    state: &AppState,
+    token: &str,
+    status: StatusCode,
+    message: Option<String>,
+) -> Response {
+    let hash = crate::auth::credentials::sha256_hex(token);
+    let preview = match state
+        .store
+        .invitation_preview(state.clock.now_ms(), &hash)
+        .await
+    {
+        Ok(preview) => preview,
+        Err(error) => {
+            tracing::error!(%error, "reading an invitation failed");
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"title": "Try again later", "kind": "error",
+                       "message": "The invitation cannot be read right now."}),
+            );
+        }
+    };
+    let Some((inv, org)) = preview else {
+        return page(
+            StatusCode::NOT_FOUND,
+            json!({"title": "This invitation does not work", "kind": "error",
+                   "message": "It was already used, has expired or was withdrawn. \
+                               Ask for a new invitation."}),
+        );
+    };
     page(
-        StatusCode::OK,
-        json!({"title": "You are invited to an organization", "form": "invitation", "token": token}),
+        status,
+        json!({
+            "title": "You are invited to an organization",
+            "form": "invitation",
+            "token": token,
+            "org": org,
+            "role": inv.role.as_str(),
+            "email": inv.email,
+            "expires_at": corral_core::clock::rfc3339(inv.expires_at),
+            "can_register": state.config.auth.registration != Registration::Closed,
+            "kind": "error",
+            "message": message,
+        }),
     )
+}
+
+#[derive(Debug, Deserialize)]
+struct InvitationForm {
+    /// `join` (sign in with an existing account) or `register`.
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    login: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// Does what the invitation page's forms ask, through the same code as the
+/// API: `check_sign_in` (lockout, audit) and the API's accept, or the API's
+/// registration with the invitation token. A refusal shows the page again
+/// with the reason; the token is not spent.
+async fn invitation_submit(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    Path(token): Path<String>,
+    Form(form): Form<InvitationForm>,
+) -> Response {
+    let joined = match form.action.as_str() {
+        "join" => join_signed_in(&state, &client, &token, form.login, form.password).await,
+        "register" => {
+            let body = RegisterRequest {
+                email: form.email,
+                username: form.username,
+                password: form.password,
+                invitation_token: Some(token.clone()),
+            };
+            match register(State(state.clone()), client, ApiJson(body)).await {
+                Ok(_) => Ok(None),
+                Err(error) => Err(error),
+            }
+        }
+        _ => Err(crate::ApiError::invalid_field(
+            "action",
+            "must be `join` or `register`",
+        )),
+    };
+    match joined {
+        Ok(org) => {
+            let message = match org {
+                Some(org) => format!(
+                    "You are now a member of \u{201c}{}\u{201d} as {}. You can close this page.",
+                    org.name, org.role
+                ),
+                None => "Your account is created and you are a member of the organization. \
+                         Sign in to start."
+                    .to_owned(),
+            };
+            page(
+                StatusCode::OK,
+                json!({"title": "Invitation accepted", "kind": "ok", "message": message}),
+            )
+        }
+        Err(error) => {
+            let problem = error.problem();
+            let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut message = problem
+                .detail
+                .clone()
+                .unwrap_or_else(|| problem.title.clone());
+            for e in &problem.errors {
+                message.push_str(&format!(" {}: {}.", e.field, e.message));
+            }
+            invitation_page(&state, &token, status, Some(message)).await
+        }
+    }
+}
+
+async fn join_signed_in(
+    state: &AppState,
+    client: &ClientInfo,
+    token: &str,
+    login: String,
+    password: String,
+) -> Result<Option<corral_types::identity::OrgResponse>, crate::ApiError> {
+    let user = check_sign_in(state, client, LoginRequest { login, password }).await?;
+    join_by_invitation(state, client, &user, token)
+        .await
+        .map(Some)
 }

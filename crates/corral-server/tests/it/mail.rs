@@ -615,3 +615,123 @@ on_both_backends!(the_links_in_mails_open_pages_that_do_the_work, |app| {
         .await;
     assert!(!hostile.text().contains("<script>"), "{}", hostile.text());
 });
+
+// The invitation link opens a page a person can use: it says who is invited
+// to what, and its forms join with an existing account or register one. It
+// used to tell the reader to "send POST …/accept" by hand.
+on_both_backends!(
+    the_invitation_link_opens_a_page_that_joins_or_registers,
+    |app| {
+        let (alice, _) = app.register_and_login("alice").await;
+        app.register_and_login("bob").await;
+        let org = app
+            .call(
+                "POST",
+                "/api/v1/orgs",
+                &alice,
+                Some(json!({"name": "Acme <b>"})),
+            )
+            .await;
+        assert_eq!(org.status, 201, "{}", org.text());
+        let org_id = org.json()["id"].as_str().unwrap().to_owned();
+        let invite = |email: &'static str, role: &'static str| {
+            let (app, alice, org_id) = (&app, &alice, &org_id);
+            async move {
+                let inv = app
+                    .call(
+                        "POST",
+                        &format!("/api/v1/orgs/{org_id}/invitations"),
+                        alice,
+                        Some(json!({"email": email, "role": role})),
+                    )
+                    .await;
+                assert_eq!(inv.status, 201, "{}", inv.text());
+                inv.json()["token"].as_str().unwrap().to_owned()
+            }
+        };
+        let for_bob = invite("bob@example.com", "member").await;
+        let for_newbie = invite("newbie@example.com", "viewer").await;
+        let members = || async {
+            app.call(
+                "GET",
+                &format!("/api/v1/orgs/{org_id}/members"),
+                &alice,
+                None,
+            )
+            .await
+            .text()
+        };
+
+        // Looking shows the org, the role and both forms, and joins nobody.
+        let page = app.get(&format!("/invitations/{for_bob}")).await;
+        assert_eq!(page.status, 200);
+        let html = page.text();
+        assert!(html.contains("Acme &lt;b&gt;"), "escaped org name: {html}");
+        assert!(
+            html.contains("member") && html.contains("bob@example.com"),
+            "{html}"
+        );
+        assert!(
+            html.contains("name=\"login\"") && html.contains("value=\"register\""),
+            "{html}"
+        );
+        assert!(!html.contains("send POST"), "{html}");
+        assert!(!members().await.contains("bob"));
+
+        // A wrong password keeps the page, says why, and spends nothing.
+        let path = format!("/invitations/{for_bob}");
+        let wrong = post_form(&app, &path, "action=join&login=bob&password=nope".into()).await;
+        assert_eq!(wrong.status, 401, "{}", wrong.text());
+        assert!(
+            wrong.text().contains("invalid credentials") && wrong.text().contains("name=\"login\"")
+        );
+        assert!(!members().await.contains("bob"));
+
+        let joined = post_form(
+            &app,
+            &path,
+            "action=join&login=bob&password=correct+horse+battery".into(),
+        )
+        .await;
+        assert_eq!(joined.status, 200, "{}", joined.text());
+        assert!(
+            joined.text().contains("You are now a member"),
+            "{}",
+            joined.text()
+        );
+        assert!(members().await.contains("\"bob\""));
+        // Single use: the link now says it does not work.
+        let spent = app.get(&path).await;
+        assert_eq!(spent.status, 404);
+        assert!(spent.text().contains("does not work"), "{}", spent.text());
+
+        // A newcomer registers through the page and lands in the org.
+        let path = format!("/invitations/{for_newbie}");
+        let weak = post_form(
+            &app,
+            &path,
+            "action=register&email=newbie%40example.com&username=newbie&password=short".into(),
+        )
+        .await;
+        assert_eq!(weak.status, 422, "{}", weak.text());
+        assert!(weak.text().contains("password"), "{}", weak.text());
+        let made = post_form(
+            &app,
+            &path,
+            "action=register&email=newbie%40example.com&username=newbie&password=a+good+long+one"
+                .into(),
+        )
+        .await;
+        assert_eq!(made.status, 200, "{}", made.text());
+        assert_eq!(app.login("newbie", "a good long one").await.status, 200);
+        let listed = members().await;
+        assert!(
+            listed.contains("\"newbie\"") && listed.contains("viewer"),
+            "{listed}"
+        );
+
+        assert_eq!(app.get("/invitations/cri_unknown").await.status, 404);
+        let bad = post_form(&app, "/invitations/cri_unknown", "action=dance".into()).await;
+        assert_eq!(bad.status, 404, "{}", bad.text());
+    }
+);
