@@ -37,10 +37,15 @@ case "$want" in
   run)
     # Sandboxes run under an OCI runtime; runc from Debian by default.
     command -v runc >/dev/null 2>&1 || apt_install runc
+    # README's quick start talks to the API with curl and reads JSON with jq.
+    apt_install curl jq
     ;;
   test)
     # The isolation tests run real sandboxes under runc, as root.
     command -v runc >/dev/null 2>&1 || apt_install runc
+    # A test runs README's quick start as written (curl, jq), and `corral
+    # shell` is driven in a pseudo-terminal by util-linux's `script`.
+    apt_install curl jq bsdutils
     # Image-root tests build their own tiny image from Debian's static busybox.
     apt_install busybox-static
     command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm

@@ -20,6 +20,7 @@
 //! ```
 
 mod error;
+mod judge;
 mod terminal;
 
 use std::time::Duration;
@@ -37,6 +38,7 @@ use corral_types::sandbox::{CreateSandboxRequest, ExecRequestBody, SandboxPage, 
 
 pub use corral_types as types;
 pub use error::{ApiError, ClientError};
+pub use judge::LibraryFilter;
 pub use terminal::{TerminalEvent, TerminalReader, TerminalSession, TerminalWriter};
 
 /// Results of client calls.

@@ -1,5 +1,5 @@
 //! The user-facing client commands of the `corral` binary: `login`,
-//! `logout`, `sandbox …`, `run` and `shell`. They talk to a server over HTTP through
+//! `logout`, `sandbox …`, `run`, `shell`, `judge` and `library …`. They talk to a server over HTTP through
 //! `corral-client`; nothing here touches the server's database.
 //!
 //! Exit codes: 0 success, 1 an API, network or file error, 2 a usage error
@@ -8,6 +8,7 @@
 //! killed it).
 
 mod config;
+mod judge;
 mod login;
 mod output;
 mod run;
@@ -19,6 +20,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use corral_client::{Client, ClientError};
 
+pub use judge::{JudgeArgs, LibraryArgs};
 pub use login::{LoginArgs, LogoutArgs};
 pub use run::RunArgs;
 pub use sandbox::SandboxArgs;
@@ -43,6 +45,11 @@ pub enum ClientCommand {
     /// An interactive terminal in a sandbox (detach with Ctrl-], re-attach
     /// with --attach).
     Shell(ShellArgs),
+    /// Run a program file in the judge and print its verdict (exit 0 when
+    /// `ok`, 3 for any other verdict).
+    Judge(JudgeArgs),
+    /// The code library: save, list, show, run and delete snippets.
+    Library(LibraryArgs),
 }
 
 /// Flags every client command takes (anywhere on the command line).
@@ -119,6 +126,8 @@ pub fn run(command: ClientCommand) -> ExitCode {
             ClientCommand::Sandbox(args) => sandbox::main(args).await,
             ClientCommand::Run(args) => run::main(args).await,
             ClientCommand::Shell(args) => shell::main(args).await,
+            ClientCommand::Judge(args) => judge::judge(args).await,
+            ClientCommand::Library(args) => judge::library(args).await,
         }
     });
     match outcome {
