@@ -298,7 +298,7 @@ fn a_new_users_first_hour_has_no_dead_end() {
         .ok();
     let me = signed_in_user(&url);
     assert_eq!(me["role"], "super_admin", "{me}");
-    assert_eq!(me["plan"], "unlimited", "{me}");
+    assert_eq!(me["plan"], "enterprise", "{me}");
 
     // A sandbox with the defaults, a 150 MB upload (more than its 128 MB of
     // memory: the disk is not memory), and an exec that reads it back.
