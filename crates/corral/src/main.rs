@@ -159,7 +159,8 @@ fn main() -> ExitCode {
                 username,
                 email,
                 password,
-                role: role.or(admin.then_some(PlatformRole::Admin)),
+                role,
+                admin,
                 plan,
             };
             runtime()?.block_on(create_user(config, account))
@@ -337,8 +338,11 @@ struct NewAccount {
     username: String,
     email: String,
     password: String,
-    /// `None`: super_admin for the first account, else user.
+    /// `--role`; `None`: super_admin for the first account, else admin
+    /// with `--admin`, else user.
     role: Option<PlatformRole>,
+    /// `--admin`.
+    admin: bool,
     /// `None`: enterprise for the first account, else free.
     plan: Option<String>,
 }
@@ -352,8 +356,12 @@ async fn create_user(config: Config, account: NewAccount) -> anyhow::Result<()> 
         .await
         .context("cannot open the database")?;
     let first = state.store.count_users().await? == 0;
+    // The first account manages the rest (plans included), so it gets the
+    // top role unless one is named.
     let role = account.role.unwrap_or(if first {
         PlatformRole::SuperAdmin
+    } else if account.admin {
+        PlatformRole::Admin
     } else {
         PlatformRole::User
     });
