@@ -1079,9 +1079,7 @@ mod tests {
             );
         });
         with_env(&[("DATABASE_URL", "mysql://x/y")], |_| {
-            let err = Config::load(&Overrides::default())
-                .unwrap_err()
-                .to_string();
+            let err = Config::load(&Overrides::default()).unwrap_err().to_string();
             assert!(err.contains("database.url"), "{err}");
         });
     }

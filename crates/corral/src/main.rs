@@ -365,9 +365,9 @@ async fn create_user(config: Config, account: NewAccount) -> anyhow::Result<()> 
     } else {
         PlatformRole::User
     });
-    let plan = account.plan.unwrap_or_else(|| {
-        if first { FIRST_ACCOUNT_PLAN } else { "free" }.to_owned()
-    });
+    let plan = account
+        .plan
+        .unwrap_or_else(|| if first { FIRST_ACCOUNT_PLAN } else { "free" }.to_owned());
     check_plan(&state.store, &plan).await?;
     let user = corral_server::accounts::create_checked(
         &state,

@@ -306,7 +306,16 @@ fn admin_create_user_makes_an_account_that_can_sign_in() {
     let dir = tempfile::tempdir().unwrap();
     let data = ["--data-dir", "data"];
     for command in [
-        &["admin", "create-user", "--username", "root", "--email", "root@example.com", "--password", "correct horse battery"][..],
+        &[
+            "admin",
+            "create-user",
+            "--username",
+            "root",
+            "--email",
+            "root@example.com",
+            "--password",
+            "correct horse battery",
+        ][..],
         &["admin", "set-plan", "--user", "root", "--plan", "free"][..],
     ] {
         let (code, _, err) = run(dir.path(), &[command, &data[..]].concat(), &[]);
@@ -374,18 +383,31 @@ fn admin_create_user_makes_an_account_that_can_sign_in() {
     };
     let (code, out, err) = account("plain", &[]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("created user `plain`") && out.contains("plan free"), "{out}");
+    assert!(
+        out.contains("created user `plain`") && out.contains("plan free"),
+        "{out}"
+    );
     let (code, out, err) = account("helper", &["--role", "admin", "--plan", "basic"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("created admin `helper`") && out.contains("plan basic"), "{out}");
+    assert!(
+        out.contains("created admin `helper`") && out.contains("plan basic"),
+        "{out}"
+    );
     let (code, _, err) = account("nope", &["--plan", "gold"]);
     assert_eq!(code, 1);
-    assert!(err.contains("no plan `gold`") && err.contains("enterprise"), "{err}");
+    assert!(
+        err.contains("no plan `gold`") && err.contains("enterprise"),
+        "{err}"
+    );
     let (code, _, err) = account("nope", &["--role", "emperor"]);
     assert_eq!(code, 2, "{err}");
     let (code, out, err) = run(
         dir.path(),
-        &[&["admin", "set-plan", "--user", "plain", "--plan", "premium"][..], &data[..]].concat(),
+        &[
+            &["admin", "set-plan", "--user", "plain", "--plan", "premium"][..],
+            &data[..],
+        ]
+        .concat(),
         &[],
     );
     assert_eq!(code, 0, "{err}");
@@ -470,7 +492,14 @@ fn a_fresh_server_says_how_to_make_the_first_admin() {
     std::fs::write(dir.path().join("c.toml"), "[log]\nformat = \"pretty\"\n").unwrap();
     let server = Server::start(
         dir.path(),
-        &["--listen", "127.0.0.1:0", "--data-dir", "elsewhere", "--config", "c.toml"],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "elsewhere",
+            "--config",
+            "c.toml",
+        ],
         &[],
     );
     let banner = server.stdout_lines.join("\n");

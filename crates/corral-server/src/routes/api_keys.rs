@@ -265,7 +265,11 @@ pub async fn revoke_current(
             "this request is not made with an API key; revoke a key by id with `DELETE /api/v1/api-keys/{id}`",
         ));
     };
-    if !state.store.delete_api_key(&principal.user_id, key_id).await? {
+    if !state
+        .store
+        .delete_api_key(&principal.user_id, key_id)
+        .await?
+    {
         return Err(ApiError::not_found("API key"));
     }
     audit(

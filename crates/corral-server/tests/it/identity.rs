@@ -1082,63 +1082,69 @@ on_both_backends!(users_me_answers_the_account_as_it_is_now, |app| {
 /// Signing out ends that sign-in's access token at once (not 15 minutes
 /// later), and only that sign-in's; a refresh after it says "revoked"; a
 /// password change ends every access token of the account.
-on_both_backends!(sign_out_and_password_change_end_access_tokens_at_once, |app| {
-    let (access1, refresh1) = app.register_and_login("alice").await;
-    let second = app.login("alice", PASSWORD).await.json();
-    let access2 = second["access_token"].as_str().unwrap().to_owned();
-    let me = |token: String| {
-        let app = &app;
-        async move { app.call("GET", "/api/v1/users/me", &token, None).await }
-    };
-    // Both work, and are now in the auth cache.
-    assert_eq!(me(access1.clone()).await.status, 200);
-    assert_eq!(me(access2.clone()).await.status, 200);
-    let logout = app
-        .call(
-            "POST",
-            "/api/v1/auth/logout",
-            "",
-            Some(json!({"refresh_token": refresh1})),
-        )
-        .await;
-    assert_eq!(logout.status, 204);
-    let refused = me(access1.clone()).await;
-    let problem = refused.assert_problem(401, "unauthorized");
-    assert!(
-        problem["detail"].as_str().unwrap().contains("sign in again"),
-        "{problem}"
-    );
-    assert_eq!(
-        me(access2.clone()).await.status,
-        200,
-        "another sign-in goes on"
-    );
-    let again = app
-        .call(
-            "POST",
-            "/api/v1/auth/refresh",
-            "",
-            Some(json!({"refresh_token": refresh1})),
-        )
-        .await;
-    let problem = again.assert_problem(401, "unauthorized");
-    let detail = problem["detail"].as_str().unwrap();
-    assert!(
-        detail.contains("revoked") && !detail.contains("already used"),
-        "{problem}"
-    );
+on_both_backends!(
+    sign_out_and_password_change_end_access_tokens_at_once,
+    |app| {
+        let (access1, refresh1) = app.register_and_login("alice").await;
+        let second = app.login("alice", PASSWORD).await.json();
+        let access2 = second["access_token"].as_str().unwrap().to_owned();
+        let me = |token: String| {
+            let app = &app;
+            async move { app.call("GET", "/api/v1/users/me", &token, None).await }
+        };
+        // Both work, and are now in the auth cache.
+        assert_eq!(me(access1.clone()).await.status, 200);
+        assert_eq!(me(access2.clone()).await.status, 200);
+        let logout = app
+            .call(
+                "POST",
+                "/api/v1/auth/logout",
+                "",
+                Some(json!({"refresh_token": refresh1})),
+            )
+            .await;
+        assert_eq!(logout.status, 204);
+        let refused = me(access1.clone()).await;
+        let problem = refused.assert_problem(401, "unauthorized");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("sign in again"),
+            "{problem}"
+        );
+        assert_eq!(
+            me(access2.clone()).await.status,
+            200,
+            "another sign-in goes on"
+        );
+        let again = app
+            .call(
+                "POST",
+                "/api/v1/auth/refresh",
+                "",
+                Some(json!({"refresh_token": refresh1})),
+            )
+            .await;
+        let problem = again.assert_problem(401, "unauthorized");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("revoked") && !detail.contains("already used"),
+            "{problem}"
+        );
 
-    let changed = app
-        .call(
-            "POST",
-            "/api/v1/users/me/password",
-            &access2,
-            Some(json!({"current_password": PASSWORD, "new_password": "a much newer secret"})),
-        )
-        .await;
-    assert!(changed.status.is_success(), "{}", changed.text());
-    me(access2).await.assert_problem(401, "unauthorized");
-});
+        let changed = app
+            .call(
+                "POST",
+                "/api/v1/users/me/password",
+                &access2,
+                Some(json!({"current_password": PASSWORD, "new_password": "a much newer secret"})),
+            )
+            .await;
+        assert!(changed.status.is_success(), "{}", changed.text());
+        me(access2).await.assert_problem(401, "unauthorized");
+    }
+);
 
 /// A `…:write` scope includes its `…:read`; a refusal names the public
 /// scope string, never an internal action name.
@@ -1167,7 +1173,10 @@ on_both_backends!(running_a_snippet_needs_library_read_too, |app| {
         .await
         .assert_problem(403, "forbidden");
     assert!(
-        problem["detail"].as_str().unwrap().contains("`library:read`"),
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`library:read`"),
         "{problem}"
     );
     let (both, _) = app
@@ -1181,58 +1190,63 @@ on_both_backends!(running_a_snippet_needs_library_read_too, |app| {
 /// `X-Corral-Org` that is not an org id is a 400, not the personal org in
 /// silence; a key stays in its own org whatever the header says; a key
 /// cannot create an org (it could never act in it).
-on_both_backends!(the_org_header_is_checked_and_keys_stay_in_their_org, |app| {
-    let (access, _) = app.register_and_login("alice").await;
-    let with_org = |token: &str, org: &str| {
-        http::Request::get("/api/v1/users/me")
-            .header("authorization", format!("Bearer {token}"))
-            .header("x-corral-org", org)
-            .body(axum::body::Body::empty())
-            .unwrap()
-    };
-    for bad in ["nope", "", "personal", "0190d3c4e5f67a8b9c0d1e2f3a4b5c6d"] {
-        let res = app.send(with_org(&access, bad)).await;
-        let problem = res.assert_problem(400, "bad_request");
-        assert!(
-            problem["detail"].as_str().unwrap().contains("X-Corral-Org"),
-            "{bad}: {problem}"
-        );
-    }
-    let stranger = corral_core::id::new_id();
-    app.send(with_org(&access, &stranger))
-        .await
-        .assert_problem(404, "not_found");
-    let (key, _) = app.create_key(&access, &["orgs:write"]).await;
-    app.send(with_org(&key, "nope"))
-        .await
-        .assert_problem(400, "bad_request");
-    // Twice: the second answer comes from the auth cache.
-    for _ in 0..2 {
-        app.send(with_org(&key, &stranger))
+on_both_backends!(
+    the_org_header_is_checked_and_keys_stay_in_their_org,
+    |app| {
+        let (access, _) = app.register_and_login("alice").await;
+        let with_org = |token: &str, org: &str| {
+            http::Request::get("/api/v1/users/me")
+                .header("authorization", format!("Bearer {token}"))
+                .header("x-corral-org", org)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        for bad in ["nope", "", "personal", "0190d3c4e5f67a8b9c0d1e2f3a4b5c6d"] {
+            let res = app.send(with_org(&access, bad)).await;
+            let problem = res.assert_problem(400, "bad_request");
+            assert!(
+                problem["detail"].as_str().unwrap().contains("X-Corral-Org"),
+                "{bad}: {problem}"
+            );
+        }
+        let stranger = corral_core::id::new_id();
+        app.send(with_org(&access, &stranger))
             .await
             .assert_problem(404, "not_found");
-    }
-    let own = app.call("GET", "/api/v1/users/me", &access, None).await.json()
-        ["personal_org_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(app.send(with_org(&key, &own)).await.status, 200);
+        let (key, _) = app.create_key(&access, &["orgs:write"]).await;
+        app.send(with_org(&key, "nope"))
+            .await
+            .assert_problem(400, "bad_request");
+        // Twice: the second answer comes from the auth cache.
+        for _ in 0..2 {
+            app.send(with_org(&key, &stranger))
+                .await
+                .assert_problem(404, "not_found");
+        }
+        let own = app
+            .call("GET", "/api/v1/users/me", &access, None)
+            .await
+            .json()["personal_org_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(app.send(with_org(&key, &own)).await.status, 200);
 
-    let problem = app
-        .call("POST", "/api/v1/orgs", &key, Some(json!({"name": "Keyed"})))
-        .await
-        .assert_problem(403, "forbidden");
-    assert!(
-        problem["detail"].as_str().unwrap().contains("sign in"),
-        "{problem}"
-    );
-    let orgs = app.call("GET", "/api/v1/orgs", &access, None).await.json();
-    assert!(
-        !orgs.to_string().contains("Keyed"),
-        "nothing was created: {orgs}"
-    );
-});
+        let problem = app
+            .call("POST", "/api/v1/orgs", &key, Some(json!({"name": "Keyed"})))
+            .await
+            .assert_problem(403, "forbidden");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("sign in"),
+            "{problem}"
+        );
+        let orgs = app.call("GET", "/api/v1/orgs", &access, None).await.json();
+        assert!(
+            !orgs.to_string().contains("Keyed"),
+            "nothing was created: {orgs}"
+        );
+    }
+);
 
 /// Serde fills a struct from an array of its fields in order; a request
 /// body must be an object.
@@ -1248,7 +1262,10 @@ on_both_backends!(request_bodies_are_objects_not_arrays, |app| {
         )
         .await;
     res.assert_problem(422, "validation_failed");
-    let keys = app.call("GET", "/api/v1/api-keys", &access, None).await.json();
+    let keys = app
+        .call("GET", "/api/v1/api-keys", &access, None)
+        .await
+        .json();
     assert_eq!(keys.as_array().unwrap().len(), 0, "{keys}");
 });
 

@@ -484,7 +484,11 @@ on_both_backends!(viewers_see_sandboxes_but_not_inside_them, |app| {
             false,
         ),
         ("GET", format!("/api/v1/sandboxes/{id}/processes"), false),
-        ("GET", format!("/api/v1/sandboxes/{id}/processes/1/logs"), false),
+        (
+            "GET",
+            format!("/api/v1/sandboxes/{id}/processes/1/logs"),
+            false,
+        ),
         ("GET", format!("/api/v1/sandboxes/{id}/terminals"), false),
         ("GET", format!("/api/v1/sandboxes/{id}/contexts"), false),
         ("POST", "/api/v1/sandboxes".into(), false),
@@ -508,7 +512,12 @@ on_both_backends!(viewers_see_sandboxes_but_not_inside_them, |app| {
     for (method, path, viewer_may) in table {
         let viewer = app.send(in_org(method, &path, &dave)).await;
         if viewer_may {
-            assert_ne!(viewer.status, 403, "viewer {method} {path}: {}", viewer.text());
+            assert_ne!(
+                viewer.status,
+                403,
+                "viewer {method} {path}: {}",
+                viewer.text()
+            );
         } else {
             let problem = viewer.assert_problem(403, "forbidden");
             assert!(
@@ -517,6 +526,11 @@ on_both_backends!(viewers_see_sandboxes_but_not_inside_them, |app| {
             );
         }
         let member = app.send(in_org(method, &path, &carol)).await;
-        assert_ne!(member.status, 403, "member {method} {path}: {}", member.text());
+        assert_ne!(
+            member.status,
+            403,
+            "member {method} {path}: {}",
+            member.text()
+        );
     }
 });

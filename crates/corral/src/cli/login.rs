@@ -71,10 +71,7 @@ pub async fn login(args: LoginArgs) -> Outcome {
         // left behind valid with its secret forgotten.
         for old in client.api_keys().await?.iter().filter(|k| k.name == name) {
             client.delete_api_key(&old.id).await?;
-            eprintln!(
-                "revoked the earlier API key `{name}` ({}…)",
-                old.prefix
-            );
+            eprintln!("revoked the earlier API key `{name}` ({}…)", old.prefix);
         }
         let created = client
             .create_api_key(&CreateApiKeyRequest {
