@@ -32,7 +32,8 @@ use serde::de::DeserializeOwned;
 
 use corral_types::agent::{ExecResult, FileInfo};
 use corral_types::identity::{
-    CreateApiKeyRequest, CreatedApiKeyResponse, LoginRequest, TokenResponse, UserResponse,
+    ApiKeyResponse, CreateApiKeyRequest, CreatedApiKeyResponse, LoginRequest, TokenResponse,
+    UserResponse,
 };
 use corral_types::sandbox::{CreateSandboxRequest, ExecRequestBody, SandboxPage, SandboxResponse};
 
@@ -215,6 +216,26 @@ impl Client {
         request: &CreateApiKeyRequest,
     ) -> Result<CreatedApiKeyResponse> {
         self.post(&["api-keys"], request).await
+    }
+
+    /// `GET /api/v1/api-keys`: the account's keys (without their secrets).
+    pub async fn api_keys(&self) -> Result<Vec<ApiKeyResponse>> {
+        self.get(&["api-keys"]).await
+    }
+
+    /// `DELETE /api/v1/api-keys/{id}`: revokes one of the account's keys.
+    pub async fn delete_api_key(&self, id: &str) -> Result<()> {
+        self.send(self.request(Method::DELETE, self.url(&["api-keys", id])))
+            .await
+            .map(drop)
+    }
+
+    /// `DELETE /api/v1/api-keys/current`: revokes the key this client
+    /// authenticates with.
+    pub async fn revoke_own_key(&self) -> Result<()> {
+        self.send(self.request(Method::DELETE, self.url(&["api-keys", "current"])))
+            .await
+            .map(drop)
     }
 
     // --- sandboxes --------------------------------------------------------

@@ -33,6 +33,7 @@ pub enum OrgRole {
 }
 
 /// What an API key is allowed to do. A JWT or cookie session carries every scope.
+/// A `…:write` scope includes the matching `…:read` (see [`Scope::includes`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scope {
     /// Read sandboxes.
@@ -106,6 +107,22 @@ string_enum!(Scope {
     Admin => "admin",
 });
 
+impl Scope {
+    /// Whether a key holding `self` may act where `needed` is required: the
+    /// scope itself, or the read scope of the same resource for a write
+    /// scope (a key that may create a sandbox may read it).
+    pub fn includes(self, needed: Scope) -> bool {
+        self == needed
+            || matches!(
+                (self, needed),
+                (Scope::SandboxesWrite, Scope::SandboxesRead)
+                    | (Scope::ExecutionsWrite, Scope::ExecutionsRead)
+                    | (Scope::LibraryWrite, Scope::LibraryRead)
+                    | (Scope::OrgsWrite, Scope::OrgsRead)
+            )
+    }
+}
+
 /// A string that names no value of an enumeration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} `{value}`; expected one of: {}", expected.join(", "))]
@@ -129,6 +146,8 @@ pub enum Action {
     ReadKeys,
     /// Create, change or revoke one's own API keys.
     WriteKeys,
+    /// Revoke the API key the request is made with (any key may end itself).
+    RevokeOwnKey,
     /// Create an organization.
     CreateOrg,
     /// List the organizations one belongs to.
@@ -143,8 +162,12 @@ pub enum Action {
     DeleteOrg,
     /// Read the current org's audit log.
     ReadOrgAudit,
-    /// Read sandboxes of the current org.
+    /// Read sandboxes of the current org: their state, settings and stats.
     ReadSandboxes,
+    /// Read what is inside a sandbox: files, process output, terminals and
+    /// contexts. A member's working data (and whatever secrets it holds), so
+    /// not for viewers.
+    ReadSandboxContents,
     /// Create and use sandboxes of the current org.
     WriteSandboxes,
     /// Read executions of the current org.
@@ -155,6 +178,8 @@ pub enum Action {
     ReadLibrary,
     /// Change library snippets.
     WriteLibrary,
+    /// Run a library snippet: reads the snippet and submits an execution.
+    RunSnippet,
     /// Platform administration: users, plans, the whole audit log.
     Administer,
 }
@@ -195,33 +220,60 @@ enum KeyRule {
     Never,
     /// Every valid key may do it.
     Always,
-    /// Keys with this scope may do it.
-    Needs(Scope),
+    /// Keys with every one of these scopes may do it.
+    Needs(&'static [Scope]),
 }
 
 impl Action {
     /// What an API key needs to perform this action.
     fn key_rule(self) -> KeyRule {
+        use Scope::*;
         KeyRule::Needs(match self {
-            Action::ManageSelf => return KeyRule::Never,
-            Action::ReadSelf => return KeyRule::Always,
-            Action::ReadKeys | Action::WriteKeys => Scope::KeysWrite,
-            Action::ListOrgs => Scope::OrgsRead,
-            Action::CreateOrg => Scope::OrgsWrite,
-            Action::ReadOrg | Action::ReadOrgAudit => Scope::OrgsRead,
-            Action::WriteOrg | Action::ManageMembers | Action::DeleteOrg => Scope::OrgsWrite,
-            Action::ReadSandboxes => Scope::SandboxesRead,
-            Action::WriteSandboxes => Scope::SandboxesWrite,
-            Action::ReadExecutions => Scope::ExecutionsRead,
-            Action::WriteExecutions => Scope::ExecutionsWrite,
-            Action::ReadLibrary => Scope::LibraryRead,
-            Action::WriteLibrary => Scope::LibraryWrite,
-            Action::Administer => Scope::Admin,
+            // A key acts in the one org it was made for, so an org it
+            // created would be out of its reach: creating orgs is for
+            // signed-in sessions.
+            Action::ManageSelf | Action::CreateOrg => return KeyRule::Never,
+            Action::ReadSelf | Action::RevokeOwnKey => return KeyRule::Always,
+            Action::ReadKeys | Action::WriteKeys => &[KeysWrite],
+            Action::ListOrgs | Action::ReadOrg | Action::ReadOrgAudit => &[OrgsRead],
+            Action::WriteOrg | Action::ManageMembers | Action::DeleteOrg => &[OrgsWrite],
+            Action::ReadSandboxes | Action::ReadSandboxContents => &[SandboxesRead],
+            Action::WriteSandboxes => &[SandboxesWrite],
+            Action::ReadExecutions => &[ExecutionsRead],
+            Action::WriteExecutions => &[ExecutionsWrite],
+            Action::ReadLibrary => &[LibraryRead],
+            Action::WriteLibrary => &[LibraryWrite],
+            Action::RunSnippet => &[LibraryRead, ExecutionsWrite],
+            Action::Administer => &[Admin],
         })
     }
 
+    /// Whether an API key may never do this (only a signed-in session).
+    pub fn needs_session(self) -> bool {
+        self.key_rule() == KeyRule::Never
+    }
+
+    /// The scopes of `scopes` that fall short of this action, by their
+    /// public names: empty when a key with `scopes` may do it (or when no
+    /// key may, see [`Action::needs_session`]).
+    pub fn missing_scopes(self, scopes: &[Scope]) -> Vec<Scope> {
+        match self.key_rule() {
+            KeyRule::Never | KeyRule::Always => Vec::new(),
+            KeyRule::Needs(needed) => needed
+                .iter()
+                .copied()
+                .filter(|n| !scopes.iter().any(|s| s.includes(*n)))
+                .collect(),
+        }
+    }
+
+    /// Whether `role` is enough in the org, whatever the credential.
+    pub fn allows_org_role(self, role: OrgRole) -> bool {
+        self.min_org_role().is_none_or(|min| role >= min)
+    }
+
     /// The least org role that may do this; `None` when the org role is irrelevant.
-    fn min_org_role(self) -> Option<OrgRole> {
+    pub fn min_org_role(self) -> Option<OrgRole> {
         match self {
             Action::ReadSelf
             | Action::ManageSelf
@@ -229,14 +281,17 @@ impl Action {
             | Action::ListOrgs
             | Action::ReadKeys
             | Action::WriteKeys
+            | Action::RevokeOwnKey
             | Action::Administer => None,
             Action::ReadOrg
             | Action::ReadSandboxes
             | Action::ReadExecutions
             | Action::ReadLibrary => Some(OrgRole::Viewer),
-            Action::WriteSandboxes | Action::WriteExecutions | Action::WriteLibrary => {
-                Some(OrgRole::Member)
-            }
+            Action::ReadSandboxContents
+            | Action::WriteSandboxes
+            | Action::WriteExecutions
+            | Action::WriteLibrary
+            | Action::RunSnippet => Some(OrgRole::Member),
             Action::WriteOrg | Action::ManageMembers | Action::ReadOrgAudit => Some(OrgRole::Admin),
             Action::DeleteOrg => Some(OrgRole::Owner),
         }
@@ -252,18 +307,14 @@ pub fn can(principal: &Principal, action: Action) -> bool {
     if action == Action::Administer && principal.platform_role < PlatformRole::Admin {
         return false;
     }
-    if let Some(min) = action.min_org_role()
-        && principal.org_role < min
-    {
+    if !action.allows_org_role(principal.org_role) {
         return false;
     }
     match &principal.credential {
         Credential::Session => true,
-        Credential::ApiKey { scopes, .. } => match action.key_rule() {
-            KeyRule::Never => false,
-            KeyRule::Always => true,
-            KeyRule::Needs(scope) => scopes.contains(&scope),
-        },
+        Credential::ApiKey { scopes, .. } => {
+            !action.needs_session() && action.missing_scopes(scopes).is_empty()
+        }
     }
 }
 
@@ -297,11 +348,18 @@ mod tests {
             (ManageSelf, [true, true, true, true]),
             (ReadKeys, [true, true, true, true]),
             (WriteKeys, [true, true, true, true]),
+            (RevokeOwnKey, [true, true, true, true]),
             (ListOrgs, [true, true, true, true]),
             (CreateOrg, [true, true, true, true]),
             (ReadOrg, [true, true, true, true]),
             (ReadSandboxes, [true, true, true, true]),
+            (ReadExecutions, [true, true, true, true]),
+            (ReadLibrary, [true, true, true, true]),
+            // Viewers see that sandboxes exist and how they run, not what is
+            // inside them (files, process output, terminals, contexts).
+            (ReadSandboxContents, [false, true, true, true]),
             (WriteSandboxes, [false, true, true, true]),
+            (RunSnippet, [false, true, true, true]),
             (WriteExecutions, [false, true, true, true]),
             (WriteLibrary, [false, true, true, true]),
             (WriteOrg, [false, false, true, true]),
@@ -369,6 +427,41 @@ mod tests {
             Some(&[Scope::SandboxesWrite]),
         );
         assert!(!can(&viewer_key, Action::WriteSandboxes));
+    }
+
+    /// (scopes of a key, action, allowed) for an org owner's key.
+    #[test]
+    fn write_scopes_include_their_read_scope_and_nothing_else() {
+        use Action::*;
+        use Scope::*;
+        let table: &[(&[Scope], Action, bool)] = &[
+            (&[SandboxesWrite], ReadSandboxes, true),
+            (&[SandboxesWrite], ReadSandboxContents, true),
+            (&[SandboxesWrite], WriteSandboxes, true),
+            (&[SandboxesRead], WriteSandboxes, false),
+            (&[ExecutionsWrite], ReadExecutions, true),
+            (&[LibraryWrite], ReadLibrary, true),
+            (&[OrgsWrite], ReadOrg, true),
+            (&[OrgsWrite], ListOrgs, true),
+            (&[SandboxesWrite], ReadExecutions, false),
+            (&[KeysWrite], ReadSandboxes, false),
+            (&[Admin], ReadSandboxes, false),
+            // Running a snippet reads the library and submits an execution.
+            (&[ExecutionsWrite], RunSnippet, false),
+            (&[LibraryRead], RunSnippet, false),
+            (&[LibraryRead, ExecutionsWrite], RunSnippet, true),
+            (&[LibraryWrite, ExecutionsWrite], RunSnippet, true),
+            // A key acts in its own org only: it may not make another.
+            (&[OrgsWrite], CreateOrg, false),
+        ];
+        for (scopes, action, allowed) in table {
+            let key = principal(PlatformRole::User, OrgRole::Owner, Some(scopes));
+            assert_eq!(can(&key, *action), *allowed, "{scopes:?} for {action:?}");
+        }
+        assert_eq!(
+            Action::RunSnippet.missing_scopes(&[ExecutionsWrite]),
+            vec![LibraryRead]
+        );
     }
 
     #[test]

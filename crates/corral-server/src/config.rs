@@ -552,13 +552,17 @@ impl Config {
         );
 
         if let Some(dir) = &overrides.data_dir {
-            figment = figment.merge(Serialized::default("data_dir", dir));
+            figment = figment.merge(Named::new("--data-dir", "data_dir", dir));
         }
         if let Some(listen) = &overrides.listen {
-            figment = figment.merge(Serialized::default("server.listen", listen));
+            figment = figment.merge(Named::new("--listen", "server.listen", listen));
         }
         if let Some(url) = var("DATABASE_URL") {
-            figment = figment.merge(Serialized::default("database.url", url));
+            figment = figment.merge(Named::new(
+                "environment variable DATABASE_URL",
+                "database.url",
+                url,
+            ));
         }
 
         let config: Config = figment
@@ -824,6 +828,35 @@ fn merge_file(figment: Figment, path: &Path) -> Result<Figment, ConfigError> {
 }
 
 /// Figment's message, with the key and the source named plainly.
+/// One value set by a flag or a lone variable, named for error messages
+/// (`(from --listen)`), where figment's own provider would name a Rust type
+/// and a source line.
+struct Named<T> {
+    name: &'static str,
+    value: Serialized<T>,
+}
+
+impl<T: Serialize> Named<T> {
+    fn new(name: &'static str, key: &str, value: T) -> Named<T> {
+        Named {
+            name,
+            value: Serialized::default(key, value),
+        }
+    }
+}
+
+impl<T: Serialize> figment::Provider for Named<T> {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(self.name)
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        self.value.data()
+    }
+}
+
 fn describe_figment_error(error: figment::Error) -> String {
     error
         .into_iter()
@@ -846,7 +879,11 @@ fn describe_figment_error(error: figment::Error) -> String {
                 },
                 None => String::new(),
             };
-            format!("`{key}`: {}{source}", e.kind)
+            let hint = match key.as_str() {
+                "server.listen" => "; write IP:PORT, such as 127.0.0.1:8080 or 0.0.0.0:8080",
+                _ => "",
+            };
+            format!("`{key}`: {}{hint}{source}", e.kind)
         })
         .collect::<Vec<_>>()
         .join("; ")
@@ -1018,6 +1055,32 @@ mod tests {
                 Config::load(&Overrides::default()).unwrap().log.format,
                 LogFormat::Json
             );
+        });
+    }
+
+    /// A bad flag is named as the flag, never as a Rust type and source line.
+    #[test]
+    fn bad_flags_are_named_as_flags() {
+        with_env(&[], |_| {
+            let err = Config::load(&Overrides {
+                listen: Some("notanaddr".into()),
+                ..Overrides::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("server.listen") && err.contains("(from --listen)"),
+                "{err}"
+            );
+            assert!(err.contains("127.0.0.1:8080"), "an example: {err}");
+            assert!(
+                !err.contains("alloc::") && !err.contains(".rs:"),
+                "no Rust type or source path: {err}"
+            );
+        });
+        with_env(&[("DATABASE_URL", "mysql://x/y")], |_| {
+            let err = Config::load(&Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("database.url"), "{err}");
         });
     }
 

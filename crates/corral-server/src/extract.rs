@@ -12,7 +12,9 @@ use crate::error::ApiError;
 
 /// A JSON body: `Content-Type: application/json` required; syntax errors are
 /// 400 `malformed_json`, type errors and unknown or missing fields are 422
-/// `validation_failed` with the field's path.
+/// `validation_failed` with the field's path. Every body is an object: serde
+/// would also fill a struct from an array of its fields in order
+/// (`["name", ["sandboxes:read"]]`), which no client means to send.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -40,8 +42,20 @@ where
                 ApiError::new(ErrorCode::BadRequest, "the request body could not be read")
             }
         })?;
-        parse_json(&bytes).map(ApiJson)
+        parse_object(&bytes).map(ApiJson)
     }
+}
+
+/// [`parse_json`] for a request body, which must be a JSON object.
+fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        return Err(ApiError::validation(vec![FieldError {
+            field: ".".to_owned(),
+            message: "the body must be a JSON object, not an array".to_owned(),
+        }]));
+    }
+    parse_json(bytes)
 }
 
 /// Deserializes `bytes` as `T`, mapping failures to problem errors.
@@ -172,6 +186,17 @@ mod tests {
             assert_eq!(got, *field, "{body}: {problem:?}");
         }
         assert!(parse_json::<Body>(br#"{"name": "ok"}"#).is_ok());
+    }
+
+    #[test]
+    fn bodies_are_objects_never_arrays_of_fields() {
+        for body in [r#"["a"]"#, r#" ["a", {"memory_mb": 1}]"#] {
+            let err = parse_object::<Body>(body.as_bytes()).unwrap_err();
+            let problem = err.problem();
+            assert_eq!(problem.code, ErrorCode::ValidationFailed, "{body}");
+            assert!(problem.errors[0].message.contains("object"), "{problem:?}");
+        }
+        assert!(parse_object::<Body>(br#"{"name": "ok"}"#).is_ok());
     }
 
     #[test]

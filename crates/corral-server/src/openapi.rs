@@ -76,7 +76,7 @@ use corral_types::terminal::{
         contexts::create, contexts::list, contexts::remove, contexts::run,
         email::verify_email, email::resend_verification, email::request_reset, email::confirm_reset, email::admin_reset,
         account::me, account::update_me, account::usage, account::change_password, account::plans,
-        api_keys::create, api_keys::list, api_keys::update, api_keys::revoke,
+        api_keys::create, api_keys::list, api_keys::update, api_keys::revoke, api_keys::revoke_current,
         admin::audit_log, admin::audit_stats, admin::audit_actions, admin::audit_resource_types,
         admin::list_users, admin::update_user,
         queues::list_queues, queues::list_jobs, queues::get_job, queues::retry_job,

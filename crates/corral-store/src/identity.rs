@@ -109,8 +109,11 @@ pub enum RefreshUse {
         /// The token family.
         family_id: String,
     },
-    /// Already used or revoked: the whole family has now been revoked.
+    /// Already used: the whole family has now been revoked.
     Reused,
+    /// Revoked (its sign-in ended: signed out, a reuse was detected, or the
+    /// password changed).
+    Revoked,
     /// Unknown or expired.
     Invalid,
 }
@@ -615,7 +618,8 @@ impl Store {
         .fetch_optional(self.pool())
         .await?;
         match known {
-            Some((family_id, used, revoked, _)) if used.is_some() || revoked.is_some() => {
+            Some((_, _, Some(_), _)) => Ok(RefreshUse::Revoked),
+            Some((family_id, Some(_), None, _)) => {
                 self.revoke_refresh_family(&family_id, now).await?;
                 Ok(RefreshUse::Reused)
             }
@@ -623,7 +627,8 @@ impl Store {
         }
     }
 
-    /// Revokes every token of a family (logout, or reuse detected).
+    /// Revokes every token of a family (logout, or reuse detected), and
+    /// with them the access tokens of that sign-in (see [`Store::sign_in_active`]).
     pub async fn revoke_refresh_family(&self, family_id: &str, now: i64) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
@@ -632,7 +637,21 @@ impl Store {
         .bind(now)
         .execute(self.pool())
         .await?;
+        self.auth_changed().await;
         Ok(())
+    }
+
+    /// Whether the sign-in `family_id` (a refresh token family) still
+    /// stands: some token of it is not revoked. Access tokens name their
+    /// sign-in, so signing out ends them at once rather than at expiry.
+    pub async fn sign_in_active(&self, family_id: &str) -> Result<bool, StoreError> {
+        let found: Option<(i64,)> = sqlx::query_as(
+            "SELECT 1 FROM refresh_tokens WHERE family_id = $1 AND revoked_at IS NULL LIMIT 1",
+        )
+        .bind(family_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(found.is_some())
     }
 
     /// The family of a token, for logout.

@@ -54,11 +54,14 @@ pub struct StoreConfig {
     pub acquire_timeout: Duration,
 }
 
+/// The SQLite database's file name inside the data directory.
+pub const SQLITE_FILE: &str = "corral.db";
+
 impl StoreConfig {
     /// A SQLite database file inside `data_dir` (created when missing).
     pub fn sqlite_in(data_dir: &Path) -> StoreConfig {
         StoreConfig {
-            url: sqlite_url(&data_dir.join("corral.db")),
+            url: sqlite_url(&data_dir.join(SQLITE_FILE)),
             max_connections: 8,
             acquire_timeout: Duration::from_secs(5),
         }

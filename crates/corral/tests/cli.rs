@@ -204,6 +204,11 @@ fn a_bad_config_value_stops_start_up_naming_the_key() {
             "{env:?}: stderr `{err}` does not name `{key}`"
         );
     }
+    // A bad flag is named as the flag, not as a Rust type and source path.
+    let (code, _out, err) = run(dir.path(), &["serve", "--listen", "notanaddr"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("(from --listen)"), "{err}");
+    assert!(!err.contains("alloc::") && !err.contains(".rs:"), "{err}");
     std::fs::write(dir.path().join("c.toml"), "[server]\nport = 1\n").unwrap();
     let (code, _out, err) = run(dir.path(), &["serve", "--config", "c.toml"], &[]);
     assert_eq!(code, 1);
@@ -294,11 +299,35 @@ fn sigterm_lets_an_in_flight_request_finish() {
 }
 
 /// The first administrator comes from the CLI (never a default password),
-/// and can then sign in over HTTP.
+/// and can then sign in over HTTP. The admin commands work on the server's
+/// database and say so when there is none, rather than make one.
 #[test]
 fn admin_create_user_makes_an_account_that_can_sign_in() {
     let dir = tempfile::tempdir().unwrap();
     let data = ["--data-dir", "data"];
+    for command in [
+        &[
+            "admin",
+            "create-user",
+            "--username",
+            "root",
+            "--email",
+            "root@example.com",
+            "--password",
+            "correct horse battery",
+        ][..],
+        &["admin", "set-plan", "--user", "root", "--plan", "free"][..],
+    ] {
+        let (code, _, err) = run(dir.path(), &[command, &data[..]].concat(), &[]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("no Corral database") && err.contains("--data-dir"),
+            "{err}"
+        );
+        assert!(!dir.path().join("data").exists(), "nothing made: {err}");
+    }
+    let (code, _, err) = run(dir.path(), &["migrate", "--data-dir", "data"], &[]);
+    assert_eq!(code, 0, "{err}");
     let mut child = Command::new(BIN)
         .args([
             "admin",
@@ -325,7 +354,64 @@ fn admin_create_user_makes_an_account_that_can_sign_in() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("created admin `root`"));
+    // The first account: super_admin on the plan without daily limits,
+    // whatever `--admin` says.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("created super_admin `root`") && said.contains("plan enterprise"),
+        "{said}"
+    );
+    // Later accounts: a user on the free plan unless --role / --plan say otherwise.
+    let account = |name: &str, extra: &[&str]| {
+        let email = format!("{name}@example.com");
+        let args = [
+            &[
+                "admin",
+                "create-user",
+                "--username",
+                name,
+                "--email",
+                &email,
+                "--password",
+                "correct horse battery",
+            ][..],
+            extra,
+            &data[..],
+        ]
+        .concat();
+        run(dir.path(), &args, &[])
+    };
+    let (code, out, err) = account("plain", &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("created user `plain`") && out.contains("plan free"),
+        "{out}"
+    );
+    let (code, out, err) = account("helper", &["--role", "admin", "--plan", "basic"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("created admin `helper`") && out.contains("plan basic"),
+        "{out}"
+    );
+    let (code, _, err) = account("nope", &["--plan", "gold"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no plan `gold`") && err.contains("enterprise"),
+        "{err}"
+    );
+    let (code, _, err) = account("nope", &["--role", "emperor"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, out, err) = run(
+        dir.path(),
+        &[
+            &["admin", "set-plan", "--user", "plain", "--plan", "premium"][..],
+            &data[..],
+        ]
+        .concat(),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("premium") && out.contains("was free"), "{out}");
 
     let (code, _, err) = run(
         dir.path(),
@@ -397,12 +483,61 @@ fn admin_create_user_makes_an_account_that_can_sign_in() {
     });
 }
 
+/// The hint names the data directory and config file the server runs
+/// with, so the command it prints acts on the same database from any
+/// directory.
 #[test]
 fn a_fresh_server_says_how_to_make_the_first_admin() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--listen", "127.0.0.1:0"], &[]);
+    std::fs::write(dir.path().join("c.toml"), "[log]\nformat = \"pretty\"\n").unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "elsewhere",
+            "--config",
+            "c.toml",
+        ],
+        &[],
+    );
     let banner = server.stdout_lines.join("\n");
-    assert!(banner.contains("corral admin create-user"), "{banner}");
+    let data = dir.path().join("elsewhere");
+    let config = dir.path().join("c.toml");
+    let line = banner
+        .lines()
+        .find(|l| l.contains("corral admin create-user"))
+        .unwrap_or_else(|| panic!("{banner}"));
+    assert!(
+        line.contains(&format!("--data-dir {}", data.display()))
+            && line.contains(&format!("--config {}", config.display())),
+        "{banner}"
+    );
+    // The command as printed works from another directory.
+    let other = tempfile::tempdir().unwrap();
+    let printed: Vec<&str> = line.split_whitespace().skip(1).collect();
+    let out = Command::new(BIN)
+        .args(&printed)
+        .current_dir(other.path())
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = out;
+    out.stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery\n")
+        .unwrap();
+    let out = out.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("created super_admin `admin`"),
+        "{out:?}"
+    );
 }
 
 /// `/health` over a real socket is answered before the router (the liveness

@@ -89,6 +89,14 @@ impl Corral {
     fn start_with(env: &[(&str, &str)]) -> Corral {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        // The admin commands work on an existing database only.
+        let out = raw_run(
+            dir.path(),
+            &["migrate", "--data-dir", data.to_str().unwrap()],
+            b"",
+            &[],
+        );
+        assert_eq!(out.code, 0, "{out:?}");
         for (user, admin) in [("root", true), ("alice", false)] {
             let mut args = vec![
                 "admin",
@@ -386,22 +394,77 @@ fn login_saves_a_private_api_key_that_the_other_commands_use_and_logout_forgets_
     );
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.starts_with("error: unauthorized"), "{out:?}");
+    // The hint is about the password, not about a token nobody gave.
+    assert!(
+        out.stderr.contains("username and password") && !out.stderr.contains("--token"),
+        "{out:?}"
+    );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), saved);
+    // With --json the failure is JSON too.
+    let out = corral.cli_with(
+        &[
+            "login",
+            "--url",
+            &corral.url,
+            "--username",
+            "alice",
+            "--password-stdin",
+            "--json",
+        ],
+        b"wrong\n",
+        &[],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    let error: serde_json::Value = serde_json::from_str(out.stderr.trim())
+        .unwrap_or_else(|e| panic!("stderr is not JSON ({e}): {out:?}"));
+    assert_eq!(error["error"]["code"], "unauthorized", "{error}");
+    assert_eq!(error["error"]["status"], 401, "{error}");
 
-    // Logout removes it; then nothing is signed in.
+    // A second login replaces this host's CLI key rather than adding one.
+    corral.login();
+    let replaced = std::fs::read_to_string(&file).unwrap();
+    let new_key = replaced
+        .lines()
+        .find_map(|l| l.strip_prefix("token = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_key, key);
+    let out = corral.cli(&["sandbox", "ls", "--token", &key]);
+    assert_eq!(out.code, 1, "the earlier key is revoked: {out:?}");
+    assert!(out.stderr.contains("unauthorized"), "{out:?}");
+    assert_eq!(cli_keys(&corral), 1);
+
+    // Logout removes the login and revokes its key; then nothing is signed in.
     let out = corral.cli(&["logout"]);
     assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.out().contains("Revoked"), "{out:?}");
     assert!(!file.exists());
     let out = corral.cli(&["sandbox", "ls"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("not signed in"), "{out:?}");
+    assert_eq!(cli_keys(&corral), 0);
 
-    // --token checks the key before saving it: a bad one is refused...
-    let out = corral.cli(&["login", "--url", &corral.url, "--token", "crl_bogus"]);
-    assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("unauthorized"), "{out:?}");
-    assert!(!file.exists(), "a refused key is not saved");
-    // ...a good one saved.
+    // --token checks the key before saving it: a bad one is refused (and
+    // so is the key logout revoked)...
+    for bad in ["crl_bogus", new_key.as_str()] {
+        let out = corral.cli(&["login", "--url", &corral.url, "--token", bad]);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(out.stderr.contains("unauthorized"), "{out:?}");
+        assert!(!file.exists(), "a refused key is not saved");
+    }
+    // ...a good one saved: one kept by `logout --keep-key`.
+    corral.login();
+    let key = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("token = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_owned();
+    let out = corral.cli(&["logout", "--keep-key"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.out().contains("stays valid"), "{out:?}");
     let out = corral.cli(&["login", "--url", &corral.url, "--token", &key]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.out().contains("alice"), "{out:?}");
@@ -606,6 +669,28 @@ fn sandbox_create_ls_get_exec_cp_rm() {
     let out = corral.cli(&["sandbox", "rm", &id]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("not_found"), "{out:?}");
+}
+
+/// alice's API keys named `cli-…`.
+fn cli_keys(corral: &Corral) -> usize {
+    let token = alice_token(corral);
+    let url = corral.url.clone();
+    block_on(async move {
+        let keys: serde_json::Value = reqwest::Client::new()
+            .get(format!("{url}/api/v1/api-keys"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["name"].as_str().unwrap().starts_with("cli-"))
+            .count()
+    })
 }
 
 #[test]

@@ -88,6 +88,10 @@ pub struct AccessClaims {
     pub exp: i64,
     /// Always `access`, so no other token kind can pass as one.
     pub typ: String,
+    /// The sign-in it belongs to (its refresh token family): signing out,
+    /// a detected refresh reuse or a password change revokes the family,
+    /// and with it this token before it expires.
+    pub sid: String,
 }
 
 /// Signs and checks access tokens with one HS256 key.
@@ -112,10 +116,12 @@ impl TokenKeys {
         }
     }
 
-    /// A signed access token for `user_id`, valid from `now_secs`.
+    /// A signed access token for `user_id` of the sign-in `sign_in` (its
+    /// refresh token family), valid from `now_secs`.
     pub fn issue(
         &self,
         user_id: &str,
+        sign_in: &str,
         now_secs: i64,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let claims = AccessClaims {
@@ -123,6 +129,7 @@ impl TokenKeys {
             iat: now_secs,
             exp: now_secs + ACCESS_TOKEN_SECS,
             typ: "access".into(),
+            sid: sign_in.to_owned(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
@@ -157,7 +164,7 @@ mod tests {
     #[test]
     fn access_tokens_expire_and_need_the_key() {
         let keys = TokenKeys::new("k1");
-        let token = keys.issue("u1", 1_000).unwrap();
+        let token = keys.issue("u1", "f1", 1_000).unwrap();
         assert_eq!(keys.verify(&token, 1_001).unwrap().sub, "u1");
         assert!(
             keys.verify(&token, 1_000 + ACCESS_TOKEN_SECS).is_none(),

@@ -69,6 +69,7 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("POST",   "/api/v1/api-keys",          Needs(Action::WriteKeys)),
     ("PATCH",  "/api/v1/api-keys/{id}",     Needs(Action::WriteKeys)),
     ("DELETE", "/api/v1/api-keys/{id}",     Needs(Action::WriteKeys)),
+    ("DELETE", "/api/v1/api-keys/current",  Needs(Action::RevokeOwnKey)),
     ("GET",    "/api/v1/admin/audit",       Needs(Action::Administer)),
     ("GET",    "/api/v1/admin/audit/stats", Needs(Action::Administer)),
     ("GET",    "/api/v1/admin/audit/actions", Needs(Action::Administer)),
@@ -107,22 +108,22 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("POST",   "/api/v1/sandboxes/{id}/resume", Needs(Action::WriteSandboxes)),
     ("POST",   "/api/v1/sandboxes/{id}/exec", Needs(Action::WriteSandboxes)),
     ("GET",    "/api/v1/sandboxes/{id}/stats", Needs(Action::ReadSandboxes)),
-    ("GET",    "/api/v1/sandboxes/{id}/files", Needs(Action::ReadSandboxes)),
-    ("GET",    "/api/v1/sandboxes/{id}/files/content", Needs(Action::ReadSandboxes)),
+    ("GET",    "/api/v1/sandboxes/{id}/files", Needs(Action::ReadSandboxContents)),
+    ("GET",    "/api/v1/sandboxes/{id}/files/content", Needs(Action::ReadSandboxContents)),
     ("PUT",    "/api/v1/sandboxes/{id}/files/content", Needs(Action::WriteSandboxes)),
     ("POST",   "/api/v1/sandboxes/{id}/files/mkdir", Needs(Action::WriteSandboxes)),
     ("POST",   "/api/v1/sandboxes/{id}/files/move", Needs(Action::WriteSandboxes)),
     ("POST",   "/api/v1/sandboxes/{id}/files/delete", Needs(Action::WriteSandboxes)),
     ("POST",   "/api/v1/sandboxes/{id}/files/chmod", Needs(Action::WriteSandboxes)),
     ("POST",   "/api/v1/sandboxes/{id}/files/replace", Needs(Action::WriteSandboxes)),
-    ("GET",    "/api/v1/sandboxes/{id}/files/search", Needs(Action::ReadSandboxes)),
+    ("GET",    "/api/v1/sandboxes/{id}/files/search", Needs(Action::ReadSandboxContents)),
     ("POST",   "/api/v1/sandboxes/{id}/terminals", Needs(Action::WriteSandboxes)),
-    ("GET",    "/api/v1/sandboxes/{id}/terminals", Needs(Action::ReadSandboxes)),
+    ("GET",    "/api/v1/sandboxes/{id}/terminals", Needs(Action::ReadSandboxContents)),
     ("DELETE", "/api/v1/sandboxes/{id}/terminals/{tid}", Needs(Action::WriteSandboxes)),
     ("GET",    "/api/v1/sandboxes/{id}/terminals/{tid}/ws", Access::WebSocket(Action::WriteSandboxes)),
     ("POST",   "/api/v1/sandboxes/{id}/processes", Needs(Action::WriteSandboxes)),
-    ("GET",    "/api/v1/sandboxes/{id}/processes", Needs(Action::ReadSandboxes)),
-    ("GET",    "/api/v1/sandboxes/{id}/processes/{pid}/logs", Needs(Action::ReadSandboxes)),
+    ("GET",    "/api/v1/sandboxes/{id}/processes", Needs(Action::ReadSandboxContents)),
+    ("GET",    "/api/v1/sandboxes/{id}/processes/{pid}/logs", Needs(Action::ReadSandboxContents)),
     ("POST",   "/api/v1/sandboxes/{id}/processes/{pid}/stdin", Needs(Action::WriteSandboxes)),
     ("POST",   "/api/v1/sandboxes/{id}/processes/{pid}/signal", Needs(Action::WriteSandboxes)),
     ("POST",   "/api/v1/library",           Needs(Action::WriteLibrary)),
@@ -138,9 +139,9 @@ pub const POLICIES: &[(&str, &str, Access)] = &[
     ("GET",    "/api/v1/executions/{id}",   Needs(Action::ReadExecutions)),
     ("GET",    "/api/v1/admin/executions",  Needs(Action::Administer)),
     // Visibility of the snippet is checked by its lookup (public or own).
-    ("POST",   "/api/v1/library/{id}/run",  Needs(Action::WriteExecutions)),
+    ("POST",   "/api/v1/library/{id}/run",  Needs(Action::RunSnippet)),
     ("POST",   "/api/v1/sandboxes/{id}/contexts", Needs(Action::WriteSandboxes)),
-    ("GET",    "/api/v1/sandboxes/{id}/contexts", Needs(Action::ReadSandboxes)),
+    ("GET",    "/api/v1/sandboxes/{id}/contexts", Needs(Action::ReadSandboxContents)),
     ("DELETE", "/api/v1/sandboxes/{id}/contexts/{cid}", Needs(Action::WriteSandboxes)),
     ("POST",   "/api/v1/sandboxes/{id}/contexts/{cid}/run", Needs(Action::WriteSandboxes)),
 ];
@@ -308,13 +309,26 @@ enum Stage {
     /// Nothing done yet (the rate-limit counters are not in memory).
     Start,
     /// The IP limit and the route's policy are done; authenticate next.
-    Authenticate {
-        action: Action,
-        path_org: Option<String>,
-        now: i64,
-    },
+    Authenticate { need: Need, now: i64 },
     /// Everything but the plan's daily quota, which the database takes.
-    Quota { caller: Caller, now: i64 },
+    Quota {
+        caller: Caller,
+        now: i64,
+        new_work: bool,
+    },
+}
+
+/// What a route asks of its caller (see [`requirement`]).
+struct Need {
+    /// The action it performs.
+    action: Action,
+    /// For routes under `/orgs/{org}`, the org named by the path.
+    path_org: Option<String>,
+    /// Whether the request starts new work, which a spent daily quota
+    /// refuses. Reads, stops and deletes are counted while the quota lasts
+    /// and pass after it is spent: a quota limits new work, never looking
+    /// at or cleaning up what exists.
+    new_work: bool,
 }
 
 /// Authorization as far as it can go without waiting; see [`Authorize`].
@@ -333,26 +347,18 @@ fn authorize_now(state: &AppState, mut request: Request) -> Now {
     {
         return Now::Refuse(error.into_response());
     }
-    let (action, path_org) = match requirement(state, &mut request) {
-        Ok(Some(needed)) => needed,
+    let need = match requirement(state, &mut request) {
+        Ok(Some(need)) => need,
         Ok(None) => return Now::Pass(request),
         Err(error) => return Now::Refuse(error.into_response()),
     };
-    let caller = match authenticate_cached(state, request.headers(), path_org.as_deref(), now) {
+    let caller = match authenticate_cached(state, request.headers(), need.path_org.as_deref(), now)
+    {
         Some(Ok(caller)) => caller,
         Some(Err(error)) => return Now::Refuse(error.into_response()),
-        None => {
-            return Now::Later(
-                request,
-                Stage::Authenticate {
-                    action,
-                    path_org,
-                    now,
-                },
-            );
-        }
+        None => return Now::Later(request, Stage::Authenticate { need, now }),
     };
-    if let Err(error) = permit(state, &request, &caller, action) {
+    if let Err(error) = permit(state, &request, &caller, need.action) {
         return Now::Refuse(error.into_response());
     }
     let user_check = (&caller.entry.user_limit, limits.per_user_per_minute);
@@ -368,7 +374,14 @@ fn authorize_now(state: &AppState, mut request: Request) -> Now {
     if matches!(caller.credential, Credential::ApiKey { .. })
         && !count_api_call_now(state, &caller, now)
     {
-        return Now::Later(request, Stage::Quota { caller, now });
+        return Now::Later(
+            request,
+            Stage::Quota {
+                caller,
+                now,
+                new_work: need.new_work,
+            },
+        );
     }
     admit(&mut request, caller);
     Now::Pass(request)
@@ -396,7 +409,7 @@ async fn authorize_later(
     stage: Stage,
 ) -> Result<Request, Response> {
     let refuse = |error: ApiError| error.into_response();
-    let (caller, now, counted) = match stage {
+    let (caller, now, counted, new_work) = match stage {
         Stage::Start => {
             let now = state.clock.now_ms();
             if let Some(ip) = peer_ip(&request) {
@@ -407,34 +420,34 @@ async fn authorize_later(
                     .await
                     .map_err(refuse)?;
             }
-            let Some((action, path_org)) = requirement(state, &mut request).map_err(refuse)? else {
+            let Some(need) = requirement(state, &mut request).map_err(refuse)? else {
                 return Ok(request);
             };
-            let caller = authenticate(state, request.headers(), path_org)
+            let caller = authenticate(state, request.headers(), need.path_org)
                 .await
                 .map_err(refuse)?;
-            permit(state, &request, &caller, action).map_err(refuse)?;
-            (caller, now, false)
+            permit(state, &request, &caller, need.action).map_err(refuse)?;
+            (caller, now, false, need.new_work)
         }
-        Stage::Authenticate {
-            action,
-            path_org,
+        Stage::Authenticate { need, now } => {
+            let caller = authenticate(state, request.headers(), need.path_org)
+                .await
+                .map_err(refuse)?;
+            permit(state, &request, &caller, need.action).map_err(refuse)?;
+            (caller, now, false, need.new_work)
+        }
+        Stage::Quota {
+            caller,
             now,
-        } => {
-            let caller = authenticate(state, request.headers(), path_org)
-                .await
-                .map_err(refuse)?;
-            permit(state, &request, &caller, action).map_err(refuse)?;
-            (caller, now, false)
-        }
-        Stage::Quota { caller, now } => (caller, now, true),
+            new_work,
+        } => (caller, now, true, new_work),
     };
     if counted {
-        crate::quota::take(state, caller.user(), crate::quota::Daily::ApiCalls, now)
+        take_api_call(state, &caller, now, new_work)
             .await
             .map_err(refuse)?;
     } else {
-        enforce_caller_limits(state, &caller, now)
+        enforce_caller_limits(state, &caller, now, new_work)
             .await
             .map_err(refuse)?;
     }
@@ -454,10 +467,7 @@ fn peer_ip(request: &Request) -> Option<std::net::IpAddr> {
 /// credentials come in its first message), or an action and, for routes
 /// under `/orgs/{org}`, the org named by the path. A route missing from
 /// [`POLICIES`] is refused (500), so a new route fails closed.
-fn requirement(
-    state: &AppState,
-    request: &mut Request,
-) -> Result<Option<(Action, Option<String>)>, ApiError> {
+fn requirement(state: &AppState, request: &mut Request) -> Result<Option<Need>, ApiError> {
     // No route matched (the 404 fallback answers), or one outside the API.
     let Some(route) = request
         .extensions()
@@ -486,6 +496,7 @@ fn requirement(
         return Err(method_not_allowed(declared));
     };
     let names_org = route.contains("{org}");
+    let new_work = is_new_work(method, route);
     let action = match access {
         Access::Public => return Ok(None),
         Access::Authenticated(action) => action,
@@ -525,7 +536,19 @@ fn requirement(
     } else {
         None
     };
-    Ok(Some((action, path_org)))
+    Ok(Some(Need {
+        action,
+        path_org,
+        new_work,
+    }))
+}
+
+/// Whether a request starts new work (see [`Need::new_work`]): not a read,
+/// a delete, a stop or a signal to a process.
+fn is_new_work(method: &str, route: &str) -> bool {
+    !(matches!(method, "GET" | "HEAD" | "DELETE")
+        || route.ends_with("/stop")
+        || route.ends_with("/signal"))
 }
 
 /// 405 for a method a route has no policy for, with the methods it has.
@@ -596,7 +619,8 @@ pub async fn authorize_token(
     if !can(caller.principal(), action) {
         return Err(forbidden(caller.principal(), action));
     }
-    enforce_caller_limits(state, &caller, state.clock.now_ms()).await?;
+    // Attaching to a terminal: its creation was the counted new work.
+    enforce_caller_limits(state, &caller, state.clock.now_ms(), false).await?;
     Ok((caller.principal().clone(), caller.user().clone()))
 }
 
@@ -606,6 +630,7 @@ async fn enforce_caller_limits(
     state: &AppState,
     caller: &Caller,
     now: i64,
+    new_work: bool,
 ) -> Result<(), ApiError> {
     let limits = &state.config.limits;
     state
@@ -621,31 +646,82 @@ async fn enforce_caller_limits(
             .limiter
             .check(&key.subject, limits.per_key_per_minute, now)
             .await?;
-        crate::quota::take(state, caller.user(), crate::quota::Daily::ApiCalls, now).await?;
+        take_api_call(state, caller, now, new_work).await?;
     }
     Ok(())
 }
 
+/// Takes an API-key request from the plan's daily quota; a request that
+/// is no new work passes uncounted once the quota is spent.
+async fn take_api_call(
+    state: &AppState,
+    caller: &Caller,
+    now: i64,
+    new_work: bool,
+) -> Result<(), ApiError> {
+    let taken = crate::quota::take(state, caller.user(), crate::quota::Daily::ApiCalls, now).await;
+    match taken {
+        Err(error) if !new_work && error.problem().code == ErrorCode::QuotaExceeded => Ok(()),
+        other => other,
+    }
+}
+
 fn forbidden(principal: &Principal, action: Action) -> ApiError {
+    use corral_core::auth::PlatformRole;
     let detail = match (&principal.credential, action) {
-        (_, Action::Administer) => "this needs a platform administrator".to_owned(),
+        (_, Action::Administer) if principal.platform_role < PlatformRole::Admin => {
+            "this needs a platform administrator".to_owned()
+        }
+        _ if !action.allows_org_role(principal.org_role) => format!(
+            "your role `{}` in this organization does not allow this; it needs `{}` or higher",
+            principal.org_role,
+            action
+                .min_org_role()
+                .map_or("owner", |role| role.as_str())
+        ),
         (Credential::ApiKey { .. }, Action::ManageSelf) => {
             "API keys cannot change the account; sign in instead".to_owned()
         }
-        (Credential::ApiKey { .. }, _) => {
-            format!(
-                "this API key lacks the scope for {action:?}, or your role in the organization is too low"
-            )
+        (Credential::ApiKey { .. }, Action::CreateOrg) => {
+            "an API key acts only in its own organization, so it cannot create one; sign in to create an organization".to_owned()
         }
-        (Credential::Session, _) => {
-            format!(
-                "your role `{}` in this organization does not allow this",
-                principal.org_role
-            )
+        (Credential::ApiKey { scopes, .. }, _) => {
+            let missing: Vec<String> = action
+                .missing_scopes(scopes)
+                .iter()
+                .map(|scope| format!("`{scope}`"))
+                .collect();
+            if missing.is_empty() {
+                "API keys cannot do this; sign in instead".to_owned()
+            } else {
+                format!(
+                    "this API key lacks the scope {}; create a key with it",
+                    missing.join(" and ")
+                )
+            }
         }
+        (Credential::Session, _) => "this is not allowed".to_owned(),
     };
     ApiError::new(ErrorCode::Forbidden, detail)
 }
+
+/// The org `X-Corral-Org` names, if the header is there: a 400 when it is
+/// not an org id, rather than acting in the personal org in silence.
+fn header_org(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(ORG_HEADER) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(org) if corral_core::id::is_valid_id(org) => Ok(Some(org)),
+        _ => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "`X-Corral-Org` must be an organization id (a UUID, as `GET /api/v1/orgs` lists them)",
+        )),
+    }
+}
+
+/// The header that picks the org a signed-in request acts in.
+const ORG_HEADER: &str = "x-corral-org";
 
 /// 401 with `WWW-Authenticate: Bearer`.
 fn unauthorized(detail: &str) -> ApiError {
@@ -762,14 +838,9 @@ pub async fn authenticate(
     }
     // Read before any lookup: a change racing the lookups leaves the entry stale.
     let epoch = state.store.auth_epoch();
-    let requested_org = |path_org: Option<String>| {
-        path_org.or_else(|| {
-            headers
-                .get("x-corral-org")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        })
-    };
+    let header_org = header_org(headers)?;
+    let requested_org =
+        |path_org: Option<String>| path_org.or_else(|| header_org.map(str::to_owned));
     let Some(token) = bearer_token(headers) else {
         // No bearer credentials: a browser session cookie, if any.
         let session = session::session_token(&state.config, headers).ok_or_else(|| {
@@ -837,7 +908,8 @@ pub async fn authenticate(
         }
         // A key acts only in its own org.
         if path_org
-            .as_ref()
+            .as_deref()
+            .or(header_org)
             .is_some_and(|org| *org != cached.principal.org_id)
         {
             return Err(ApiError::not_found("organization"));
@@ -862,6 +934,11 @@ pub async fn authenticate(
         .tokens
         .verify(token, now / 1000)
         .ok_or_else(|| unauthorized("invalid or expired access token"))?;
+    if !state.store.sign_in_active(&claims.sid).await? {
+        return Err(unauthorized(
+            "this sign-in has ended (signed out, or the password changed); sign in again",
+        ));
+    }
     let expires_at = Some(claims.exp.saturating_mul(1000));
     signed_in_caller(state, &claims.sub, org, cache_key, epoch, now, expires_at).await
 }
@@ -876,8 +953,11 @@ fn authenticate_cached(
     now: i64,
 ) -> Option<Result<Caller, ApiError>> {
     let epoch = state.store.auth_epoch();
-    let requested_org =
-        || path_org.or_else(|| headers.get("x-corral-org").and_then(|v| v.to_str().ok()));
+    let header_org = match header_org(headers) {
+        Ok(org) => org,
+        Err(error) => return Some(Err(error)),
+    };
+    let requested_org = || path_org.or(header_org);
     let Some(token) = bearer_token(headers) else {
         let Some(session) = session::session_token(&state.config, headers) else {
             return Some(Err(unauthorized(
@@ -899,7 +979,7 @@ fn authenticate_cached(
         if cached.expires_at.is_some_and(|at| at <= now) {
             return Some(Err(unauthorized("this API key has expired")));
         }
-        if path_org.is_some_and(|org| org != cached.principal.org_id) {
+        if requested_org().is_some_and(|org| org != cached.principal.org_id) {
             return Some(Err(ApiError::not_found("organization")));
         }
         if let Some(key_use) = &cached.key_use {

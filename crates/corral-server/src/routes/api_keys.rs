@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, patch};
+use axum::routing::{delete, get, patch};
 use axum::{Json, Router};
 
 use corral_core::auth::Scope;
@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/api-keys", get(list).post(create))
         .route("/api/v1/api-keys/{id}", patch(update).delete(revoke))
+        .route("/api/v1/api-keys/current", delete(revoke_current))
 }
 
 fn response(key: corral_store::ApiKey) -> ApiKeyResponse {
@@ -238,6 +239,47 @@ pub async fn revoke(
         "api_key.revoke",
         "api_key",
         Some(&id),
+        "success",
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes the API key this request is made with. Any key may end itself,
+/// whatever its scopes: `corral logout` revokes the key `corral login` made.
+#[utoipa::path(
+    delete, path = "/api/v1/api-keys/current", tag = "api-keys", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "The request was not made with an API key", body = corral_types::Problem),
+    )
+)]
+pub async fn revoke_current(
+    State(state): State<AppState>,
+    principal: Caller,
+    client: ClientInfo,
+) -> Result<StatusCode, ApiError> {
+    let corral_core::auth::Credential::ApiKey { key_id, .. } = &principal.credential else {
+        return Err(ApiError::new(
+            corral_types::ErrorCode::BadRequest,
+            "this request is not made with an API key; revoke a key by id with `DELETE /api/v1/api-keys/{id}`",
+        ));
+    };
+    if !state
+        .store
+        .delete_api_key(&principal.user_id, key_id)
+        .await?
+    {
+        return Err(ApiError::not_found("API key"));
+    }
+    audit(
+        &state,
+        &client,
+        Some(&principal.user_id),
+        None,
+        "api_key.revoke",
+        "api_key",
+        Some(key_id),
         "success",
     )
     .await;

@@ -89,6 +89,7 @@ pub async fn register(
         &body.username,
         &body.password,
         PlatformRole::User,
+        "free",
     )
     .await?;
     let user = match invitation {
@@ -124,14 +125,16 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(user_response(&user))))
 }
 
-/// Validates every field, then creates the account; used by registration
-/// and by `corral admin create-user`.
+/// Validates every field, then creates the account with `role` on `plan`;
+/// used by registration (always a user on the free plan: the API never
+/// grants a platform role) and by `corral admin create-user`.
 pub async fn create_checked(
     state: &AppState,
     email: &str,
     username: &str,
     password: &str,
     role: PlatformRole,
+    plan: &str,
 ) -> Result<corral_store::User, ApiError> {
     let mut errors = Vec::new();
     let normalized = normalize_email(email).map_err(|m| field("email", m));
@@ -146,7 +149,7 @@ pub async fn create_checked(
     }
     match normalized {
         Ok(email) if errors.is_empty() => {
-            create_account(state, email, username.to_owned(), password, role).await
+            create_account(state, email, username.to_owned(), password, role, plan).await
         }
         _ => Err(ApiError::validation(errors)),
     }
@@ -159,6 +162,7 @@ async fn create_account(
     username: String,
     password: &str,
     role: PlatformRole,
+    plan: &str,
 ) -> Result<corral_store::User, ApiError> {
     let password = password.to_owned();
     let password_hash = tokio::task::spawn_blocking(move || credentials::hash_password(&password))
@@ -170,7 +174,7 @@ async fn create_account(
         username,
         password_hash,
         role,
-        plan_id: "free".into(),
+        plan_id: plan.to_owned(),
     };
     state
         .store
@@ -287,7 +291,7 @@ async fn issue_tokens(
     let now = state.clock.now_ms();
     let access_token = state
         .tokens
-        .issue(user_id, now / 1000)
+        .issue(user_id, family, now / 1000)
         .map_err(ApiError::internal)?;
     let refresh_token = credentials::new_refresh_token();
     state
@@ -355,6 +359,10 @@ pub async fn refresh(
                 "this refresh token was already used; every session from that sign-in is now revoked",
             ))
         }
+        RefreshUse::Revoked => Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "this refresh token was revoked: its sign-in ended (signed out, or the password changed); sign in again",
+        )),
         RefreshUse::Invalid => Err(ApiError::new(
             ErrorCode::Unauthorized,
             "invalid refresh token",
@@ -362,8 +370,8 @@ pub async fn refresh(
     }
 }
 
-/// Revokes the refresh token and every token of its sign-in. Always 204, so
-/// it reveals nothing about the token.
+/// Revokes the refresh token and every token of its sign-in, the access
+/// tokens included. Always 204, so it reveals nothing about the token.
 #[utoipa::path(
     post, path = "/api/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
     responses((status = 204, description = "Signed out"))

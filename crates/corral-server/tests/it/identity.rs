@@ -148,7 +148,7 @@ on_both_backends!(forged_expired_and_missing_tokens_are_401, |app| {
     let none_header = b64::encode(r#"{"alg":"none","typ":"JWT"}"#);
     let alg_none = format!("{none_header}.{}.", parts[1]);
     let wrong_key = corral_server::auth::credentials::TokenKeys::new("not-the-key")
-        .issue(&claims_sub(&access), app.clock_secs())
+        .issue(&claims_sub(&access), "any-sign-in", app.clock_secs())
         .unwrap();
     let tampered = format!(
         "{}.{}.{}",
@@ -1077,4 +1077,217 @@ on_both_backends!(users_me_answers_the_account_as_it_is_now, |app| {
         let me = app.call("GET", "/api/v1/users/me", credential, None).await;
         assert_eq!(me.json()["plan"], "premium", "{}", me.text());
     }
+});
+
+/// Signing out ends that sign-in's access token at once (not 15 minutes
+/// later), and only that sign-in's; a refresh after it says "revoked"; a
+/// password change ends every access token of the account.
+on_both_backends!(
+    sign_out_and_password_change_end_access_tokens_at_once,
+    |app| {
+        let (access1, refresh1) = app.register_and_login("alice").await;
+        let second = app.login("alice", PASSWORD).await.json();
+        let access2 = second["access_token"].as_str().unwrap().to_owned();
+        let me = |token: String| {
+            let app = &app;
+            async move { app.call("GET", "/api/v1/users/me", &token, None).await }
+        };
+        // Both work, and are now in the auth cache.
+        assert_eq!(me(access1.clone()).await.status, 200);
+        assert_eq!(me(access2.clone()).await.status, 200);
+        let logout = app
+            .call(
+                "POST",
+                "/api/v1/auth/logout",
+                "",
+                Some(json!({"refresh_token": refresh1})),
+            )
+            .await;
+        assert_eq!(logout.status, 204);
+        let refused = me(access1.clone()).await;
+        let problem = refused.assert_problem(401, "unauthorized");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("sign in again"),
+            "{problem}"
+        );
+        assert_eq!(
+            me(access2.clone()).await.status,
+            200,
+            "another sign-in goes on"
+        );
+        let again = app
+            .call(
+                "POST",
+                "/api/v1/auth/refresh",
+                "",
+                Some(json!({"refresh_token": refresh1})),
+            )
+            .await;
+        let problem = again.assert_problem(401, "unauthorized");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("revoked") && !detail.contains("already used"),
+            "{problem}"
+        );
+
+        let changed = app
+            .call(
+                "POST",
+                "/api/v1/users/me/password",
+                &access2,
+                Some(json!({"current_password": PASSWORD, "new_password": "a much newer secret"})),
+            )
+            .await;
+        assert!(changed.status.is_success(), "{}", changed.text());
+        me(access2).await.assert_problem(401, "unauthorized");
+    }
+);
+
+/// A `…:write` scope includes its `…:read`; a refusal names the public
+/// scope string, never an internal action name.
+on_both_backends!(write_scopes_read_too_and_refusals_name_the_scope, |app| {
+    let (access, _) = app.register_and_login("alice").await;
+    let (writer, _) = app.create_key(&access, &["sandboxes:write"]).await;
+    let list = app.call("GET", "/api/v1/sandboxes", &writer, None).await;
+    assert_eq!(list.status, 200, "{}", list.text());
+    let (orgs_only, _) = app.create_key(&access, &["orgs:read"]).await;
+    let refused = app.call("GET", "/api/v1/sandboxes", &orgs_only, None).await;
+    let problem = refused.assert_problem(403, "forbidden");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("`sandboxes:read`"), "{detail}");
+    assert!(!detail.contains("ReadSandboxes"), "{detail}");
+});
+
+/// Running a library snippet reads the library and submits an execution:
+/// a key needs both scopes.
+on_both_backends!(running_a_snippet_needs_library_read_too, |app| {
+    let (access, _) = app.register_and_login("alice").await;
+    let snippet = corral_core::id::new_id();
+    let run = format!("/api/v1/library/{snippet}/run");
+    let (runner, _) = app.create_key(&access, &["executions:write"]).await;
+    let problem = app
+        .call("POST", &run, &runner, Some(json!({})))
+        .await
+        .assert_problem(403, "forbidden");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`library:read`"),
+        "{problem}"
+    );
+    let (both, _) = app
+        .create_key(&access, &["executions:write", "library:read"])
+        .await;
+    app.call("POST", &run, &both, Some(json!({})))
+        .await
+        .assert_problem(404, "not_found");
+});
+
+/// `X-Corral-Org` that is not an org id is a 400, not the personal org in
+/// silence; a key stays in its own org whatever the header says; a key
+/// cannot create an org (it could never act in it).
+on_both_backends!(
+    the_org_header_is_checked_and_keys_stay_in_their_org,
+    |app| {
+        let (access, _) = app.register_and_login("alice").await;
+        let with_org = |token: &str, org: &str| {
+            http::Request::get("/api/v1/users/me")
+                .header("authorization", format!("Bearer {token}"))
+                .header("x-corral-org", org)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        for bad in ["nope", "", "personal", "0190d3c4e5f67a8b9c0d1e2f3a4b5c6d"] {
+            let res = app.send(with_org(&access, bad)).await;
+            let problem = res.assert_problem(400, "bad_request");
+            assert!(
+                problem["detail"].as_str().unwrap().contains("X-Corral-Org"),
+                "{bad}: {problem}"
+            );
+        }
+        let stranger = corral_core::id::new_id();
+        app.send(with_org(&access, &stranger))
+            .await
+            .assert_problem(404, "not_found");
+        let (key, _) = app.create_key(&access, &["orgs:write"]).await;
+        app.send(with_org(&key, "nope"))
+            .await
+            .assert_problem(400, "bad_request");
+        // Twice: the second answer comes from the auth cache.
+        for _ in 0..2 {
+            app.send(with_org(&key, &stranger))
+                .await
+                .assert_problem(404, "not_found");
+        }
+        let own = app
+            .call("GET", "/api/v1/users/me", &access, None)
+            .await
+            .json()["personal_org_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(app.send(with_org(&key, &own)).await.status, 200);
+
+        let problem = app
+            .call("POST", "/api/v1/orgs", &key, Some(json!({"name": "Keyed"})))
+            .await
+            .assert_problem(403, "forbidden");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("sign in"),
+            "{problem}"
+        );
+        let orgs = app.call("GET", "/api/v1/orgs", &access, None).await.json();
+        assert!(
+            !orgs.to_string().contains("Keyed"),
+            "nothing was created: {orgs}"
+        );
+    }
+);
+
+/// Serde fills a struct from an array of its fields in order; a request
+/// body must be an object.
+on_both_backends!(request_bodies_are_objects_not_arrays, |app| {
+    let (access, _) = app.register_and_login("alice").await;
+    let res = app
+        .send(
+            http::Request::post("/api/v1/api-keys")
+                .header("authorization", format!("Bearer {access}"))
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(r#"["name", ["sandboxes:read"]]"#))
+                .unwrap(),
+        )
+        .await;
+    res.assert_problem(422, "validation_failed");
+    let keys = app
+        .call("GET", "/api/v1/api-keys", &access, None)
+        .await
+        .json();
+    assert_eq!(keys.as_array().unwrap().len(), 0, "{keys}");
+});
+
+/// Any key may revoke itself (the CLI's logout), whatever its scopes; a
+/// signed-in session has no key to revoke.
+on_both_backends!(a_key_revokes_itself, |app| {
+    let (access, _) = app.register_and_login("alice").await;
+    let (key, _) = app.create_key(&access, &["sandboxes:read"]).await;
+    assert_eq!(
+        app.call("GET", "/api/v1/users/me", &key, None).await.status,
+        200
+    );
+    app.call("DELETE", "/api/v1/api-keys/current", &access, None)
+        .await
+        .assert_problem(400, "bad_request");
+    assert_eq!(
+        app.call("DELETE", "/api/v1/api-keys/current", &key, None)
+            .await
+            .status,
+        204
+    );
+    app.call("GET", "/api/v1/users/me", &key, None)
+        .await
+        .assert_problem(401, "unauthorized");
 });

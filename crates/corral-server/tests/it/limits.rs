@@ -205,16 +205,20 @@ async fn replicas_share_a_limit(a: &TestApp, b: TestApp) {
 }
 
 // The Free plan's 20 API calls a day hold exactly under 30 concurrent
-// requests; sessions are not counted; the usage endpoint shows it; the quota
-// resets at midnight UTC.
+// requests of new work (turning a key on); sessions are not counted; the
+// usage endpoint shows it; the quota resets at midnight UTC.
 on_both_backends!(the_daily_api_call_quota_is_exact_under_concurrency, |app| {
     let (access, _) = app.register_and_login("quota").await;
-    let (key, _) = app.create_key(&access, &["orgs:read"]).await;
+    let (key, key_id) = app.create_key(&access, &["keys:write"]).await;
     let app = Arc::new(app);
     let mut requests = tokio::task::JoinSet::new();
     for _ in 0..30 {
         let (app, key) = (app.clone(), key.clone());
-        requests.spawn(async move { app.call("GET", "/api/v1/users/me", &key, None).await });
+        let path = format!("/api/v1/api-keys/{key_id}");
+        requests.spawn(async move {
+            app.call("PATCH", &path, &key, Some(json!({"is_active": true})))
+                .await
+        });
     }
     let (mut ok, mut refused) = (0, 0);
     while let Some(res) = requests.join_next().await {
@@ -274,10 +278,51 @@ on_both_backends!(the_daily_api_call_quota_is_exact_under_concurrency, |app| {
     // Midnight UTC: a new day's quota.
     let now = app.clock_secs() * 1000;
     app.clock.advance(86_400_000 - now.rem_euclid(86_400_000));
+    let path = format!("/api/v1/api-keys/{key_id}");
     assert_eq!(
-        app.call("GET", "/api/v1/users/me", &key, None).await.status,
+        app.call("PATCH", &path, &key, Some(json!({"is_active": true})))
+            .await
+            .status,
         200
     );
+});
+
+// A spent daily quota refuses new work, never reading one's own data or
+// cleaning up: reads, stops and deletes pass (counted while the quota
+// lasts, uncounted after).
+on_both_backends!(a_spent_quota_still_lets_one_read_stop_and_delete, |app| {
+    let (access, _) = app.register_and_login("spent").await;
+    let (key, _) = app.create_key(&access, &["sandboxes:write"]).await;
+    // 20 creates that fail validation: each is new work, taken from the quota.
+    let bad_create = json!({"resources": {"memory_mb": "lots"}});
+    for _ in 0..20 {
+        let res = app
+            .call("POST", "/api/v1/sandboxes", &key, Some(bad_create.clone()))
+            .await;
+        res.assert_problem(422, "validation_failed");
+    }
+    app.call("POST", "/api/v1/sandboxes", &key, Some(bad_create.clone()))
+        .await
+        .assert_problem(429, "quota_exceeded");
+    let id = corral_core::id::new_id();
+    // (method, path, status): reads and clean-up reach their handlers.
+    let cleanup = [
+        ("GET", "/api/v1/sandboxes".to_owned(), 200),
+        ("GET", "/api/v1/users/me".to_owned(), 200),
+        ("GET", "/api/v1/users/me/usage".to_owned(), 200),
+        ("GET", format!("/api/v1/sandboxes/{id}"), 404),
+        ("POST", format!("/api/v1/sandboxes/{id}/stop"), 404),
+        ("DELETE", format!("/api/v1/sandboxes/{id}"), 404),
+    ];
+    for _ in 0..2 {
+        for (method, path, status) in &cleanup {
+            let res = app.call(method, path, &key, None).await;
+            assert_eq!(res.status, *status, "{method} {path}: {}", res.text());
+        }
+    }
+    app.call("POST", "/api/v1/sandboxes", &key, Some(bad_create))
+        .await
+        .assert_problem(429, "quota_exceeded");
 });
 
 // Unlimited plans are not refused, and their calls are still counted.

@@ -311,6 +311,7 @@ on_both_backends!(
             "owner",
             "correct horse battery",
             corral_core::auth::PlatformRole::User,
+            "free",
         )
         .await
         .unwrap();
@@ -411,6 +412,7 @@ on_both_backends!(an_admin_resets_a_password_by_mail_or_directly, |app| {
         "boss",
         "correct horse battery",
         corral_core::auth::PlatformRole::Admin,
+        "free",
     )
     .await
     .unwrap();

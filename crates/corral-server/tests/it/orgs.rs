@@ -454,3 +454,83 @@ on_both_backends!(keys_act_only_in_their_org_and_org_audit_is_scoped, |app| {
         .await
         .assert_problem(422, "validation_failed");
 });
+
+/// The decision on what a viewer may read, as a table: a viewer sees that
+/// the org's sandboxes exist, their state and stats, its executions and
+/// library, but not what is inside a sandbox (files, process output,
+/// terminals, contexts): those hold members' working data and secrets. A
+/// member may read all of it. Authorization answers before the handler, so
+/// a sandbox id that does not exist shows the decision: 403 when refused,
+/// something else (404, 422, 200) when allowed.
+on_both_backends!(viewers_see_sandboxes_but_not_inside_them, |app| {
+    let (org, [_alice, _bob, carol, dave, _eve]) = team(&app).await;
+    let id = corral_core::id::new_id();
+    // (method, path, may a viewer?)
+    let table: Vec<(&str, String, bool)> = vec![
+        ("GET", "/api/v1/sandboxes".into(), true),
+        ("GET", format!("/api/v1/sandboxes/{id}"), true),
+        ("GET", format!("/api/v1/sandboxes/{id}/stats"), true),
+        ("GET", "/api/v1/executions".into(), true),
+        ("GET", "/api/v1/library".into(), true),
+        ("GET", format!("/api/v1/sandboxes/{id}/files?path=/"), false),
+        (
+            "GET",
+            format!("/api/v1/sandboxes/{id}/files/content?path=/etc/passwd"),
+            false,
+        ),
+        (
+            "GET",
+            format!("/api/v1/sandboxes/{id}/files/search?path=/&pattern=x"),
+            false,
+        ),
+        ("GET", format!("/api/v1/sandboxes/{id}/processes"), false),
+        (
+            "GET",
+            format!("/api/v1/sandboxes/{id}/processes/1/logs"),
+            false,
+        ),
+        ("GET", format!("/api/v1/sandboxes/{id}/terminals"), false),
+        ("GET", format!("/api/v1/sandboxes/{id}/contexts"), false),
+        ("POST", "/api/v1/sandboxes".into(), false),
+        ("POST", format!("/api/v1/sandboxes/{id}/stop"), false),
+    ];
+    let in_org = |method: &str, path: &str, token: &str| {
+        axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-corral-org", &org)
+            .header("content-type", "application/json")
+            // Invalid for a create: a member's request stops at validation.
+            .body(axum::body::Body::from(if method == "POST" {
+                r#"{"resources": {"memory_mb": "x"}}"#
+            } else {
+                ""
+            }))
+            .unwrap()
+    };
+    for (method, path, viewer_may) in table {
+        let viewer = app.send(in_org(method, &path, &dave)).await;
+        if viewer_may {
+            assert_ne!(
+                viewer.status,
+                403,
+                "viewer {method} {path}: {}",
+                viewer.text()
+            );
+        } else {
+            let problem = viewer.assert_problem(403, "forbidden");
+            assert!(
+                problem["detail"].as_str().unwrap().contains("`member`"),
+                "the refusal names the role needed: {problem}"
+            );
+        }
+        let member = app.send(in_org(method, &path, &carol)).await;
+        assert_ne!(
+            member.status,
+            403,
+            "member {method} {path}: {}",
+            member.text()
+        );
+    }
+});

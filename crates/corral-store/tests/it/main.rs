@@ -255,11 +255,12 @@ mod identity {
                 store.use_refresh_token("t1", 30).await.unwrap(),
                 RefreshUse::Reused
             );
-            // The successor died with its family.
+            // The successor died with its family, and so did the sign-in.
             assert_eq!(
                 store.use_refresh_token("t2", 31).await.unwrap(),
-                RefreshUse::Reused
+                RefreshUse::Revoked
             );
+            assert!(!store.sign_in_active("fam").await.unwrap());
             assert_eq!(
                 store.use_refresh_token("unknown", 31).await.unwrap(),
                 RefreshUse::Invalid
@@ -268,6 +269,7 @@ mod identity {
                 .insert_refresh_token(40, &user.id, "fam2", "t3", 50)
                 .await
                 .unwrap();
+            assert!(store.sign_in_active("fam2").await.unwrap());
             assert_eq!(
                 store.use_refresh_token("t3", 60).await.unwrap(),
                 RefreshUse::Invalid,

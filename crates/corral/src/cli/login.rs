@@ -44,6 +44,10 @@ pub struct LoginArgs {
 pub struct LogoutArgs {
     #[command(flatten)]
     global: GlobalArgs,
+    /// Keep the API key `corral login` created valid on the server (by
+    /// default logout revokes it).
+    #[arg(long)]
+    keep_key: bool,
 }
 
 pub async fn login(args: LoginArgs) -> Outcome {
@@ -56,10 +60,19 @@ pub async fn login(args: LoginArgs) -> Outcome {
     let url = anonymous.base_url().to_owned();
     let credentials = if let Some(username) = &args.username {
         let password = read_password(args.password_stdin)?;
-        let tokens = anonymous.login(username, &password).await?;
+        let tokens = anonymous
+            .login(username, &password)
+            .await
+            .map_err(Failure::SignIn)?;
         let client = anonymous.with_token(Some(tokens.access_token));
         let me = client.me().await?;
         let name = format!("cli-{}", hostname());
+        // One CLI key per host: an earlier login's key is replaced, not
+        // left behind valid with its secret forgotten.
+        for old in client.api_keys().await?.iter().filter(|k| k.name == name) {
+            client.delete_api_key(&old.id).await?;
+            eprintln!("revoked the earlier API key `{name}` ({}…)", old.prefix);
+        }
         let created = client
             .create_api_key(&CreateApiKeyRequest {
                 name: name.clone(),
@@ -110,26 +123,51 @@ pub async fn login(args: LoginArgs) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn logout(args: &LogoutArgs) -> Outcome {
+/// Forgets the saved login and, unless `--keep-key`, revokes the API key
+/// `corral login` created for it (a key saved with `--token` is the
+/// user's own and stays). A key the server cannot revoke now is named, so
+/// it can be revoked later; the login is forgotten either way.
+pub async fn logout(args: &LogoutArgs) -> Outcome {
     let saved = Credentials::load().ok().flatten();
-    match Credentials::remove()? {
-        Some(path) => {
-            if !args.global.json {
-                println!("Removed {}", path.display());
-                if let Some(saved) = saved.filter(|s| s.key_id.is_some()) {
-                    println!(
-                        "The API key stays valid on {} until it is revoked (DELETE /api/v1/api-keys/{}).",
-                        saved.url,
-                        saved.key_id.unwrap_or_default()
-                    );
+    let mut revoked = false;
+    let mut still_valid: Option<(String, String)> = None;
+    if let Some(saved) = saved.as_ref().filter(|s| s.key_id.is_some()) {
+        let key_id = saved.key_id.clone().unwrap_or_default();
+        if args.keep_key {
+            still_valid = Some((saved.url.clone(), key_id));
+        } else {
+            let client = Client::new(&saved.url, Some(saved.token.clone()))?;
+            match client.revoke_own_key().await {
+                Ok(()) => revoked = true,
+                // Already revoked or disabled: nothing left to do.
+                Err(error) if error.status() == Some(401) => {}
+                Err(error) => {
+                    eprintln!("warning: could not revoke the API key: {error}");
+                    still_valid = Some((saved.url.clone(), key_id));
                 }
             }
         }
-        None => {
-            if !args.global.json {
-                println!("Not logged in (no {}).", config::path()?.display());
-            }
-        }
+    }
+    let removed = Credentials::remove()?;
+    if args.global.json {
+        super::print_json(&serde_json::json!({
+            "credentials_file": removed,
+            "key_revoked": revoked,
+            "key_still_valid": still_valid.as_ref().map(|(_, id)| id),
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match removed {
+        Some(path) => println!("Removed {}", path.display()),
+        None => println!("Not logged in (no {}).", config::path()?.display()),
+    }
+    if revoked {
+        println!("Revoked the API key `corral login` created.");
+    }
+    if let Some((url, id)) = still_valid {
+        println!(
+            "The API key stays valid on {url} until it is revoked (DELETE /api/v1/api-keys/{id})."
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -79,6 +79,9 @@ pub enum Failure {
     Usage(String),
     /// The server refused, or could not be reached (exit 1).
     Client(ClientError),
+    /// The server refused a username and password (exit 1): unlike
+    /// [`Failure::Client`], no token was involved.
+    SignIn(ClientError),
     /// Anything else, such as a local file (exit 1).
     Other(anyhow::Error),
 }
@@ -122,7 +125,7 @@ pub fn run(command: ClientCommand) -> ExitCode {
     let outcome = runtime.block_on(async {
         match command {
             ClientCommand::Login(args) => login::login(args).await,
-            ClientCommand::Logout(args) => login::logout(&args),
+            ClientCommand::Logout(args) => login::logout(&args).await,
             ClientCommand::Sandbox(args) => sandbox::main(args).await,
             ClientCommand::Run(args) => run::main(args).await,
             ClientCommand::Shell(args) => shell::main(args).await,
@@ -136,27 +139,79 @@ pub fn run(command: ClientCommand) -> ExitCode {
     }
 }
 
-/// Prints `error: …` (with a hint where one helps) and gives the exit code.
+/// Whether failures are reported as JSON (`--json`); set once at start.
+static JSON_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Reports failures as one JSON object on stderr from now on (`--json`).
+pub fn report_errors_as_json() {
+    JSON_ERRORS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Prints `error: …` (with a hint where one helps), or with `--json` one
+/// JSON object, on stderr, and gives the exit code.
 pub(crate) fn report(failure: &Failure) -> ExitCode {
-    match failure {
-        Failure::Usage(message) => {
-            eprintln!("error: {message}");
-            ExitCode::from(2)
-        }
-        Failure::Client(error) => {
-            eprintln!("error: {error}");
-            if error.status() == Some(401) {
-                eprintln!(
-                    "hint: the token was refused; check --token / CORRAL_TOKEN, or sign in again with `corral login`"
-                );
-            }
-            ExitCode::FAILURE
-        }
-        Failure::Other(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+    let (exit, message, hint) = match failure {
+        Failure::Usage(message) => (ExitCode::from(2), message.clone(), None),
+        Failure::Client(error) => (
+            ExitCode::FAILURE,
+            error.to_string(),
+            (error.status() == Some(401)).then_some(
+                "the token was refused; check --token / CORRAL_TOKEN, or sign in again with `corral login`",
+            ),
+        ),
+        Failure::SignIn(error) => (
+            ExitCode::FAILURE,
+            error.to_string(),
+            (error.status() == Some(401)).then_some(
+                "check the username and password; after 5 failures in a row the name is locked for a while",
+            ),
+        ),
+        Failure::Other(error) => (ExitCode::FAILURE, format!("{error:#}"), None),
+    };
+    if JSON_ERRORS.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{}", error_json(failure, &message, hint));
+    } else {
+        eprintln!("error: {message}");
+        if let Some(hint) = hint {
+            eprintln!("hint: {hint}");
         }
     }
+    exit
+}
+
+/// A failure as `{"error": {"code", "message", "hint"?, "status"?, …}}`:
+/// `code` is the server's problem code, else `usage`, `unreachable`,
+/// `transport`, `decode` or `error`.
+fn error_json(failure: &Failure, message: &str, hint: Option<&str>) -> serde_json::Value {
+    let client = match failure {
+        Failure::Client(error) | Failure::SignIn(error) => Some(error),
+        Failure::Usage(_) | Failure::Other(_) => None,
+    };
+    let code = match (failure, client) {
+        (Failure::Usage(_), _) => "usage",
+        (_, Some(ClientError::Api(api))) => api.code.as_str(),
+        (_, Some(ClientError::Unreachable { .. })) => "unreachable",
+        (_, Some(ClientError::Transport { .. })) => "transport",
+        (_, Some(ClientError::Decode { .. })) => "decode",
+        _ => "error",
+    };
+    let mut error = serde_json::json!({"code": code, "message": message});
+    if let Some(hint) = hint {
+        error["hint"] = hint.into();
+    }
+    if let Some(api) = client.and_then(ClientError::api) {
+        error["status"] = api.status.into();
+        if let Some(detail) = &api.detail {
+            error["detail"] = detail.as_str().into();
+        }
+        if !api.errors.is_empty() {
+            error["errors"] = serde_json::to_value(&api.errors).unwrap_or_default();
+        }
+        if let Some(id) = &api.request_id {
+            error["request_id"] = id.as_str().into();
+        }
+    }
+    serde_json::json!({ "error": error })
 }
 
 /// The client for `global`: its URL and token, else the saved login's (the
@@ -216,6 +271,22 @@ mod tests {
         assert_eq!(key_value("a=").unwrap(), ("a".into(), String::new()));
         assert!(key_value("=b").is_err());
         assert!(key_value("ab").is_err());
+    }
+
+    #[test]
+    fn json_errors_carry_the_code_message_and_hint() {
+        let usage = error_json(&Failure::Usage("give --token".into()), "give --token", None);
+        assert_eq!(
+            usage,
+            serde_json::json!({"error": {"code": "usage", "message": "give --token"}})
+        );
+        let other = error_json(
+            &Failure::Other(anyhow::anyhow!("disk")),
+            "disk",
+            Some("free some space"),
+        );
+        assert_eq!(other["error"]["code"], "error");
+        assert_eq!(other["error"]["hint"], "free some space");
     }
 
     #[test]
