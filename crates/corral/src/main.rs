@@ -202,7 +202,7 @@ fn load(args: &ConfigArgs, listen: Option<String>) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// [`load`] for the admin commands, which work on the server's existing
+/// [`load`] for the admin and queue commands, which work on the server's existing
 /// database: a SQLite database that is not there is an error naming where
 /// it was looked for, never a new empty one made in silence.
 fn load_existing(args: &ConfigArgs) -> anyhow::Result<Config> {

@@ -64,23 +64,23 @@ pub enum QueueCommand {
 pub fn run(command: QueueCommand) -> anyhow::Result<()> {
     let runtime = crate::runtime()?;
     match command {
-        QueueCommand::Stats { config } => runtime.block_on(stats(crate::load(&config, None)?)),
+        QueueCommand::Stats { config } => runtime.block_on(stats(crate::load_existing(&config)?)),
         QueueCommand::Failed {
             config,
             queue,
             limit,
-        } => runtime.block_on(failed(crate::load(&config, None)?, queue, limit)),
+        } => runtime.block_on(failed(crate::load_existing(&config)?, queue, limit)),
         QueueCommand::Retry { config, id, all } => {
-            runtime.block_on(retry(crate::load(&config, None)?, id, all))
+            runtime.block_on(retry(crate::load_existing(&config)?, id, all))
         }
         QueueCommand::Clear { config, queue } => {
-            runtime.block_on(clear(crate::load(&config, None)?, queue))
+            runtime.block_on(clear(crate::load_existing(&config)?, queue))
         }
         QueueCommand::Work {
             config,
             queues,
             concurrency,
-        } => runtime.block_on(work(crate::load(&config, None)?, queues, concurrency)),
+        } => runtime.block_on(work(crate::load_existing(&config)?, queues, concurrency)),
     }
 }
 

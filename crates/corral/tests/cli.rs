@@ -317,6 +317,7 @@ fn admin_create_user_makes_an_account_that_can_sign_in() {
             "correct horse battery",
         ][..],
         &["admin", "set-plan", "--user", "root", "--plan", "free"][..],
+        &["queue", "stats"][..],
     ] {
         let (code, _, err) = run(dir.path(), &[command, &data[..]].concat(), &[]);
         assert_eq!(code, 1, "{err}");

@@ -361,12 +361,7 @@ fn login_saves_a_private_api_key_that_the_other_commands_use_and_logout_forgets_
     assert_eq!(mode, 0o700, "config dir mode {mode:o}");
     let saved = std::fs::read_to_string(&file).unwrap();
     assert!(saved.contains(&corral.url), "{saved}");
-    let key = saved
-        .lines()
-        .find_map(|l| l.strip_prefix("token = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap()
-        .to_owned();
+    let key = saved_token(&saved);
     assert!(key.starts_with("crl_"), "{saved}");
 
     // The saved login is used without flags.
@@ -380,18 +375,16 @@ fn login_saves_a_private_api_key_that_the_other_commands_use_and_logout_forgets_
     assert_eq!(out.code, 0, "{out:?}");
 
     // A wrong password: the server's error, nothing saved over the login.
-    let out = corral.cli_with(
-        &[
-            "login",
-            "--url",
-            &corral.url,
-            "--username",
-            "alice",
-            "--password-stdin",
-        ],
-        b"wrong\n",
-        &[],
-    );
+    let wrong_password = |extra: &[&str]| {
+        let args = [
+            &["login", "--url", &corral.url, "--username", "alice"][..],
+            &["--password-stdin"],
+            extra,
+        ]
+        .concat();
+        corral.cli_with(&args, b"wrong\n", &[])
+    };
+    let out = wrong_password(&[]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.starts_with("error: unauthorized"), "{out:?}");
     // The hint is about the password, not about a token nobody gave.
@@ -401,19 +394,7 @@ fn login_saves_a_private_api_key_that_the_other_commands_use_and_logout_forgets_
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), saved);
     // With --json the failure is JSON too.
-    let out = corral.cli_with(
-        &[
-            "login",
-            "--url",
-            &corral.url,
-            "--username",
-            "alice",
-            "--password-stdin",
-            "--json",
-        ],
-        b"wrong\n",
-        &[],
-    );
+    let out = wrong_password(&["--json"]);
     assert_eq!(out.code, 1, "{out:?}");
     let error: serde_json::Value = serde_json::from_str(out.stderr.trim())
         .unwrap_or_else(|e| panic!("stderr is not JSON ({e}): {out:?}"));
@@ -422,13 +403,7 @@ fn login_saves_a_private_api_key_that_the_other_commands_use_and_logout_forgets_
 
     // A second login replaces this host's CLI key rather than adding one.
     corral.login();
-    let replaced = std::fs::read_to_string(&file).unwrap();
-    let new_key = replaced
-        .lines()
-        .find_map(|l| l.strip_prefix("token = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap()
-        .to_owned();
+    let new_key = saved_token(&std::fs::read_to_string(&file).unwrap());
     assert_ne!(new_key, key);
     let out = corral.cli(&["sandbox", "ls", "--token", &key]);
     assert_eq!(out.code, 1, "the earlier key is revoked: {out:?}");
@@ -455,13 +430,7 @@ fn login_saves_a_private_api_key_that_the_other_commands_use_and_logout_forgets_
     }
     // ...a good one saved: one kept by `logout --keep-key`.
     corral.login();
-    let key = std::fs::read_to_string(&file)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("token = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap()
-        .to_owned();
+    let key = saved_token(&std::fs::read_to_string(&file).unwrap());
     let out = corral.cli(&["logout", "--keep-key"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.out().contains("stays valid"), "{out:?}");
@@ -669,6 +638,16 @@ fn sandbox_create_ls_get_exec_cp_rm() {
     let out = corral.cli(&["sandbox", "rm", &id]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("not_found"), "{out:?}");
+}
+
+/// The token in a saved `credentials.toml`.
+fn saved_token(saved: &str) -> String {
+    saved
+        .lines()
+        .find_map(|l| l.strip_prefix("token = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_owned()
 }
 
 /// alice's API keys named `cli-…`.

@@ -228,17 +228,27 @@ pub async fn revoke(
     client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if !state.store.delete_api_key(&principal.user_id, &id).await? {
+    delete_key(&state, &principal, &client, &id).await
+}
+
+/// Deletes the caller's key `id` (404 when it has none such) and audits it.
+async fn delete_key(
+    state: &AppState,
+    principal: &Caller,
+    client: &ClientInfo,
+    id: &str,
+) -> Result<StatusCode, ApiError> {
+    if !state.store.delete_api_key(&principal.user_id, id).await? {
         return Err(ApiError::not_found("API key"));
     }
     audit(
-        &state,
-        &client,
+        state,
+        client,
         Some(&principal.user_id),
         None,
         "api_key.revoke",
         "api_key",
-        Some(&id),
+        Some(id),
         "success",
     )
     .await;
@@ -265,23 +275,5 @@ pub async fn revoke_current(
             "this request is not made with an API key; revoke a key by id with `DELETE /api/v1/api-keys/{id}`",
         ));
     };
-    if !state
-        .store
-        .delete_api_key(&principal.user_id, key_id)
-        .await?
-    {
-        return Err(ApiError::not_found("API key"));
-    }
-    audit(
-        &state,
-        &client,
-        Some(&principal.user_id),
-        None,
-        "api_key.revoke",
-        "api_key",
-        Some(key_id),
-        "success",
-    )
-    .await;
-    Ok(StatusCode::NO_CONTENT)
+    delete_key(&state, &principal, &client, key_id).await
 }

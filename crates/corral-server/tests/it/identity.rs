@@ -1079,9 +1079,9 @@ on_both_backends!(users_me_answers_the_account_as_it_is_now, |app| {
     }
 });
 
-/// Signing out ends that sign-in's access token at once (not 15 minutes
-/// later), and only that sign-in's; a refresh after it says "revoked"; a
-/// password change ends every access token of the account.
+// Signing out ends that sign-in's access token at once (not 15 minutes
+// later), and only that sign-in's; a refresh after it says "revoked"; a
+// password change ends every access token of the account.
 on_both_backends!(
     sign_out_and_password_change_end_access_tokens_at_once,
     |app| {
@@ -1095,15 +1095,11 @@ on_both_backends!(
         // Both work, and are now in the auth cache.
         assert_eq!(me(access1.clone()).await.status, 200);
         assert_eq!(me(access2.clone()).await.status, 200);
-        let logout = app
-            .call(
-                "POST",
-                "/api/v1/auth/logout",
-                "",
-                Some(json!({"refresh_token": refresh1})),
-            )
-            .await;
-        assert_eq!(logout.status, 204);
+        let with_refresh = |path: &'static str| {
+            let (app, body) = (&app, json!({"refresh_token": refresh1}));
+            async move { app.call("POST", path, "", Some(body)).await }
+        };
+        assert_eq!(with_refresh("/api/v1/auth/logout").await.status, 204);
         let refused = me(access1.clone()).await;
         let problem = refused.assert_problem(401, "unauthorized");
         assert!(
@@ -1118,14 +1114,7 @@ on_both_backends!(
             200,
             "another sign-in goes on"
         );
-        let again = app
-            .call(
-                "POST",
-                "/api/v1/auth/refresh",
-                "",
-                Some(json!({"refresh_token": refresh1})),
-            )
-            .await;
+        let again = with_refresh("/api/v1/auth/refresh").await;
         let problem = again.assert_problem(401, "unauthorized");
         let detail = problem["detail"].as_str().unwrap();
         assert!(
@@ -1146,8 +1135,8 @@ on_both_backends!(
     }
 );
 
-/// A `…:write` scope includes its `…:read`; a refusal names the public
-/// scope string, never an internal action name.
+// A `…:write` scope includes its `…:read`; a refusal names the public
+// scope string, never an internal action name.
 on_both_backends!(write_scopes_read_too_and_refusals_name_the_scope, |app| {
     let (access, _) = app.register_and_login("alice").await;
     let (writer, _) = app.create_key(&access, &["sandboxes:write"]).await;
@@ -1161,8 +1150,8 @@ on_both_backends!(write_scopes_read_too_and_refusals_name_the_scope, |app| {
     assert!(!detail.contains("ReadSandboxes"), "{detail}");
 });
 
-/// Running a library snippet reads the library and submits an execution:
-/// a key needs both scopes.
+// Running a library snippet reads the library and submits an execution:
+// a key needs both scopes.
 on_both_backends!(running_a_snippet_needs_library_read_too, |app| {
     let (access, _) = app.register_and_login("alice").await;
     let snippet = corral_core::id::new_id();
@@ -1187,9 +1176,9 @@ on_both_backends!(running_a_snippet_needs_library_read_too, |app| {
         .assert_problem(404, "not_found");
 });
 
-/// `X-Corral-Org` that is not an org id is a 400, not the personal org in
-/// silence; a key stays in its own org whatever the header says; a key
-/// cannot create an org (it could never act in it).
+// `X-Corral-Org` that is not an org id is a 400, not the personal org in
+// silence; a key stays in its own org whatever the header says; a key
+// cannot create an org (it could never act in it).
 on_both_backends!(
     the_org_header_is_checked_and_keys_stay_in_their_org,
     |app| {
@@ -1248,8 +1237,8 @@ on_both_backends!(
     }
 );
 
-/// Serde fills a struct from an array of its fields in order; a request
-/// body must be an object.
+// Serde fills a struct from an array of its fields in order; a request
+// body must be an object.
 on_both_backends!(request_bodies_are_objects_not_arrays, |app| {
     let (access, _) = app.register_and_login("alice").await;
     let res = app
@@ -1269,8 +1258,8 @@ on_both_backends!(request_bodies_are_objects_not_arrays, |app| {
     assert_eq!(keys.as_array().unwrap().len(), 0, "{keys}");
 });
 
-/// Any key may revoke itself (the CLI's logout), whatever its scopes; a
-/// signed-in session has no key to revoke.
+// Any key may revoke itself (the CLI's logout), whatever its scopes; a
+// signed-in session has no key to revoke.
 on_both_backends!(a_key_revokes_itself, |app| {
     let (access, _) = app.register_and_login("alice").await;
     let (key, _) = app.create_key(&access, &["sandboxes:read"]).await;

@@ -455,13 +455,13 @@ on_both_backends!(keys_act_only_in_their_org_and_org_audit_is_scoped, |app| {
         .assert_problem(422, "validation_failed");
 });
 
-/// The decision on what a viewer may read, as a table: a viewer sees that
-/// the org's sandboxes exist, their state and stats, its executions and
-/// library, but not what is inside a sandbox (files, process output,
-/// terminals, contexts): those hold members' working data and secrets. A
-/// member may read all of it. Authorization answers before the handler, so
-/// a sandbox id that does not exist shows the decision: 403 when refused,
-/// something else (404, 422, 200) when allowed.
+// The decision on what a viewer may read, as a table: a viewer sees that
+// the org's sandboxes exist, their state and stats, its executions and
+// library, but not what is inside a sandbox (files, process output,
+// terminals, contexts): those hold members' working data and secrets. A
+// member may read all of it. Authorization answers before the handler, so
+// a sandbox id that does not exist shows the decision: 403 when refused,
+// something else (404, 422, 200) when allowed.
 on_both_backends!(viewers_see_sandboxes_but_not_inside_them, |app| {
     let (org, [_alice, _bob, carol, dave, _eve]) = team(&app).await;
     let id = corral_core::id::new_id();
