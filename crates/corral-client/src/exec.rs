@@ -171,15 +171,22 @@ mod tests {
     #[test]
     fn events_are_taken_whole_and_in_order() {
         let mut buffer = BytesMut::from(
-            &b"event: stdout\ndata: {\"data\":\"a\"}\n\n: keep-alive\n\nevent: exit\ndata: {\"x\":"[..],
+            &b"event: stdout\ndata: {\"data\":\"a\"}\n\n: keep-alive\n\nevent: exit\ndata: {\"x\":"
+                [..],
         );
         assert_eq!(
             take_event(&mut buffer),
             Some(("stdout".into(), "{\"data\":\"a\"}".into()))
         );
-        assert_eq!(take_event(&mut buffer), Some(("message".into(), String::new())));
+        assert_eq!(
+            take_event(&mut buffer),
+            Some(("message".into(), String::new()))
+        );
         assert_eq!(take_event(&mut buffer), None);
         buffer.extend_from_slice(b"1}\n\n");
-        assert_eq!(take_event(&mut buffer), Some(("exit".into(), "{\"x\":1}".into())));
+        assert_eq!(
+            take_event(&mut buffer),
+            Some(("exit".into(), "{\"x\":1}".into()))
+        );
     }
 }

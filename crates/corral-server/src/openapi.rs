@@ -45,13 +45,14 @@ use corral_types::library::{
     CreateSnippetRequest, SnippetPage, SnippetResponse, SnippetSummary, UpdateSnippetRequest,
 };
 use corral_types::sandbox::{
-    ChmodRequest, CreateSandboxRequest, DeleteRequest, ExecRequestBody, ExecStarted, MkdirRequest, MoveRequest,
-    ReplaceRequest, ReplaceResponse, Resources, SandboxPage, SandboxResponse, SandboxStats,
-    SearchResponse, UpdateSandboxRequest,
+    ChmodRequest, CreateSandboxRequest, DeleteRequest, ExecRequestBody, ExecStarted, MkdirRequest,
+    MoveRequest, ReplaceRequest, ReplaceResponse, Resources, SandboxPage, SandboxResponse,
+    SandboxStats, SearchResponse, UpdateSandboxRequest,
 };
 use corral_types::terminal::{
     LogChunk, OpenTerminalRequest, ProcessInfo, ProcessLogs, ProcessSignalRequest,
-    ProcessStdinRequest, StartProcessRequest, TerminalClientMessage, TerminalInfo, TerminalServerMessage,
+    ProcessStdinRequest, StartProcessRequest, TerminalClientMessage, TerminalInfo,
+    TerminalServerMessage,
 };
 
 #[derive(OpenApi)]

@@ -553,7 +553,10 @@ fn a_sandbox_runs_an_image_the_server_pulls_from_a_registry() {
         "{refused}"
     );
     assert!(
-        ok(&cli(&["sandbox", "exec", &sandbox, "--", "busybox", "ls", "/"])).contains("bin\n")
+        ok(&cli(&[
+            "sandbox", "exec", &sandbox, "--", "busybox", "ls", "/"
+        ]))
+        .contains("bin\n")
     );
     // A stopped sandbox still needs it (it starts from it again).
     ok(&cli(&["sandbox", "stop", &sandbox]));

@@ -989,7 +989,14 @@ fn exec_streams_output_and_stdin_and_says_when_it_truncated() {
     // Output is printed as the program writes it, not when it ends.
     let mut child = spawn_cli(
         &corral,
-        &["sandbox", "exec", &id, "--no-stdin", "-c", "echo first; sleep 5; echo second"],
+        &[
+            "sandbox",
+            "exec",
+            &id,
+            "--no-stdin",
+            "-c",
+            "echo first; sleep 5; echo second",
+        ],
     );
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
@@ -1021,7 +1028,12 @@ fn exec_streams_output_and_stdin_and_says_when_it_truncated() {
     };
     assert!(status.success());
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert_eq!(out, "hi\n");
     drop(held_open);
 
@@ -1029,7 +1041,13 @@ fn exec_streams_output_and_stdin_and_says_when_it_truncated() {
     // next is written.
     let mut child = spawn_cli(
         &corral,
-        &["sandbox", "exec", &id, "-c", "read a; echo got-$a; read b; echo got-$b"],
+        &[
+            "sandbox",
+            "exec",
+            &id,
+            "-c",
+            "read a; echo got-$a; read b; echo got-$b",
+        ],
     );
     let mut input = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -1056,14 +1074,27 @@ fn exec_streams_output_and_stdin_and_says_when_it_truncated() {
         "{out:?}"
     );
     let out = corral.cli(&[
-        "sandbox", "exec", &id, "--json", "--max-output", "100", "-c", flood,
+        "sandbox",
+        "exec",
+        &id,
+        "--json",
+        "--max-output",
+        "100",
+        "-c",
+        flood,
     ]);
     assert_eq!(out.code, 125, "{out:?}");
     assert_eq!(out.json()["truncated"], true);
     assert_eq!(out.json()["stdout"].as_str().unwrap().len(), 100);
     // More than the server allows: one clear error.
     let out = corral.cli(&[
-        "sandbox", "exec", &id, "--max-output", "999999999999", "--", "true",
+        "sandbox",
+        "exec",
+        &id,
+        "--max-output",
+        "999999999999",
+        "--",
+        "true",
     ]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("max_output_bytes"), "{out:?}");
@@ -1077,7 +1108,10 @@ fn administrators_list_every_org_s_sandboxes() {
     // alice is no administrator.
     let out = corral.cli(&["sandbox", "ls", "--all"]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("forbidden") || out.stderr.contains("dministrator"), "{out:?}");
+    assert!(
+        out.stderr.contains("forbidden") || out.stderr.contains("dministrator"),
+        "{out:?}"
+    );
     // root sees alice's sandbox (root's own org has none), with its org.
     let url = corral.url.clone();
     let token = block_on(async move {
@@ -1096,7 +1130,10 @@ fn administrators_list_every_org_s_sandboxes() {
         corral.cli_with(
             args,
             b"",
-            &[("CORRAL_URL", corral.url.as_str()), ("CORRAL_TOKEN", token.as_str())],
+            &[
+                ("CORRAL_URL", corral.url.as_str()),
+                ("CORRAL_TOKEN", token.as_str()),
+            ],
         )
     };
     let own = as_root(&["sandbox", "ls", "--json"]).json();
@@ -1105,7 +1142,10 @@ fn administrators_list_every_org_s_sandboxes() {
     assert_eq!(all["items"][0]["id"], id.as_str(), "{all}");
     let table = as_root(&["sandbox", "ls", "--all"]).ok();
     let org = all["items"][0]["org_id"].as_str().unwrap();
-    assert!(table.contains("ORG") && table.contains(&id) && table.contains(org), "{table}");
+    assert!(
+        table.contains("ORG") && table.contains(&id) && table.contains(org),
+        "{table}"
+    );
 }
 
 #[test]

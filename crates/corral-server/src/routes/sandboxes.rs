@@ -749,7 +749,9 @@ pub async fn exec(
                 .exec_inputs
                 .open(&principal.org_id, &record.id)
         });
-        return Ok(exec_events(state, client, principal, sandbox, request, input));
+        return Ok(exec_events(
+            state, client, principal, sandbox, request, input,
+        ));
     }
     let result = tokio::task::spawn_blocking(move || sandbox.exec(request))
         .await

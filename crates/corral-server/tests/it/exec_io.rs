@@ -94,7 +94,10 @@ on_both_backends!(
             let problem = exec(json!({"command": "true", "max_output_bytes": bad}))
                 .await
                 .assert_problem(422, "validation_failed");
-            assert!(problem.to_string().contains("max_output_bytes"), "{problem}");
+            assert!(
+                problem.to_string().contains("max_output_bytes"),
+                "{problem}"
+            );
         }
         // stream_stdin needs an event stream, and excludes stdin.
         exec(json!({"command": "cat", "stream_stdin": true}))
@@ -126,7 +129,11 @@ on_both_backends!(listings_give_rfc3339_times, |app| {
         .call("POST", &processes, &key, Some(json!({"command": "true"})))
         .await;
     assert!(started.status.is_success(), "{}", started.text());
-    assert!(recent_rfc3339(&started.json()["started_at"]), "{}", started.text());
+    assert!(
+        recent_rfc3339(&started.json()["started_at"]),
+        "{}",
+        started.text()
+    );
     let pid = started.json()["pid"].as_i64().unwrap();
     // Followed to its end, the process carries its end time too.
     let logs = app
@@ -143,7 +150,12 @@ on_both_backends!(listings_give_rfc3339_times, |app| {
     assert!(recent_rfc3339(&listed[0]["ended_at"]), "{listed}");
     let terminals = format!("/api/v1/sandboxes/{id}/terminals");
     let opened = app
-        .call("POST", &terminals, &key, Some(json!({"command": ["/bin/sh"]})))
+        .call(
+            "POST",
+            &terminals,
+            &key,
+            Some(json!({"command": ["/bin/sh"]})),
+        )
         .await
         .json();
     assert!(recent_rfc3339(&opened["created_at"]), "{opened}");
@@ -225,9 +237,15 @@ async fn standard_input_is_streamed_into_a_running_exec() {
     // Each line reaches the program while it runs: its answer comes before
     // the next line is written.
     assert_eq!(write(&key, &id, "one\n", false).await, 204);
-    assert_eq!(events.next().await, ("stdout".to_owned(), json!({"data": "got-one\n"})));
+    assert_eq!(
+        events.next().await,
+        ("stdout".to_owned(), json!({"data": "got-one\n"}))
+    );
     assert_eq!(write(&key, &id, "two\n", false).await, 204);
-    assert_eq!(events.next().await, ("stdout".to_owned(), json!({"data": "got-two\n"})));
+    assert_eq!(
+        events.next().await,
+        ("stdout".to_owned(), json!({"data": "got-two\n"}))
+    );
     // Another org's caller cannot reach it, even through its own sandbox.
     assert_eq!(write(&other, &id, "x\n", false).await, 404);
     assert_eq!(write(&other, &other_id, "x\n", false).await, 404);
@@ -276,7 +294,10 @@ async fn standard_input_is_streamed_into_a_running_exec() {
     };
     let (_, started) = events.next().await;
     let exec_id = started["exec_id"].as_str().unwrap().to_owned();
-    assert_eq!(events.next().await, ("stdout".to_owned(), json!({"data": "hi\n"})));
+    assert_eq!(
+        events.next().await,
+        ("stdout".to_owned(), json!({"data": "hi\n"}))
+    );
     assert_eq!(events.next().await.0, "exit");
     let status = http
         .post(format!(
@@ -322,7 +343,9 @@ on_both_backends!(admins_list_every_org_s_sandboxes, |app| {
     app.call("GET", "/api/v1/admin/sandboxes", &alice, None)
         .await
         .assert_problem(403, "forbidden");
-    let all = app.call("GET", "/api/v1/admin/sandboxes", &root, None).await;
+    let all = app
+        .call("GET", "/api/v1/admin/sandboxes", &root, None)
+        .await;
     assert_eq!(all.status, 200, "{}", all.text());
     let ids = |page: &serde_json::Value| -> Vec<String> {
         page["items"]
@@ -391,6 +414,9 @@ on_both_backends!(admins_list_every_org_s_sandboxes, |app| {
         .await
         .assert_problem(422, "validation_failed");
     // The members' own list is still their org's only.
-    let own = app.call("GET", "/api/v1/sandboxes", &alice, None).await.json();
+    let own = app
+        .call("GET", "/api/v1/sandboxes", &alice, None)
+        .await
+        .json();
     assert_eq!(ids(&own), vec![a]);
 });

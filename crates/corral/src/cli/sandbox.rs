@@ -506,7 +506,12 @@ async fn feed_stdin(client: Client, id: String, exec_id: String) {
         let rest = pending.split_off(whole);
         let text = String::from_utf8_lossy(&pending).into_owned();
         pending = rest;
-        if !text.is_empty() && client.exec_stdin(&id, &exec_id, &text, false).await.is_err() {
+        if !text.is_empty()
+            && client
+                .exec_stdin(&id, &exec_id, &text, false)
+                .await
+                .is_err()
+        {
             return;
         }
     }
