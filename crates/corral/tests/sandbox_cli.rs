@@ -1063,6 +1063,14 @@ fn exec_streams_output_and_stdin_and_says_when_it_truncated() {
     assert_eq!(line, "got-two\n");
     assert!(child.wait().unwrap().success());
 
+    // A megabyte through the pipe arrives whole.
+    let out = corral.cli_with(
+        &["sandbox", "exec", &id, "--", "wc", "-c"],
+        &vec![b'a'; 1_000_000],
+        &[],
+    );
+    assert_eq!(out.out().trim(), "1000000", "{out:?}");
+
     // Output past --max-output: cut there, a warning, and exit 125.
     let flood = "head -c 5000 /dev/zero | tr '\\0' x; echo done >&2";
     let out = corral.cli(&["sandbox", "exec", &id, "--max-output", "100", "-c", flood]);

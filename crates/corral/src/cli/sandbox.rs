@@ -484,6 +484,9 @@ fn exec_input() -> Result<Input, Failure> {
     Ok(read_stdin()?.map_or(Input::Nothing, Input::Text))
 }
 
+/// Most standard input sent in one write request, bytes.
+const STDIN_BATCH: usize = 256 * 1024;
+
 /// Writes standard input to a running exec as it arrives, then closes it.
 /// Ends early (quietly) when the exec has ended.
 async fn feed_stdin(client: Client, id: String, exec_id: String) {
@@ -491,6 +494,13 @@ async fn feed_stdin(client: Client, id: String, exec_id: String) {
     let mut pending = Vec::new();
     while let Some(chunk) = chunks.recv().await {
         pending.extend_from_slice(&chunk);
+        // What has piled up goes in one request (a fast pipe is not one
+        // request per read).
+        while pending.len() < STDIN_BATCH
+            && let Ok(more) = chunks.try_recv()
+        {
+            pending.extend_from_slice(&more);
+        }
         let whole = match std::str::from_utf8(&pending) {
             Ok(_) => pending.len(),
             // A character cut at the end: its rest comes with the next chunk.
