@@ -26,6 +26,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use corral_types::agent::{AgentRequest, AgentResponse, ExecRequest, ExecResult};
+use corral_types::terminal::ProcessStdinRequest;
 
 mod fs;
 mod process;
@@ -268,9 +269,20 @@ fn serve(stream: UnixStream, agent: &Agent) {
                     return;
                 };
                 let sink = Arc::new(Mutex::new(writer));
-                exec(request, waiters, Some(&sink))
+                // Standard input lines follow the request on this
+                // connection: what the reader already holds, then the rest.
+                let input = if request.stdin_stream {
+                    let Ok(rest) = stream.try_clone() else {
+                        return;
+                    };
+                    let held = std::io::Cursor::new(reader.buffer().to_vec());
+                    Some(BufReader::new(held.chain(rest)))
+                } else {
+                    None
+                };
+                exec(request, waiters, Some(&sink), input)
             }
-            Ok(AgentRequest::Exec(request)) => exec(request, waiters, None),
+            Ok(AgentRequest::Exec(request)) => exec(request, waiters, None, None),
             Ok(AgentRequest::List { path }) => fs::list(&path),
             Ok(AgentRequest::Stat { path }) => fs::stat(&path),
             Ok(AgentRequest::Read { path, max_bytes }) => {
@@ -298,6 +310,7 @@ fn serve(stream: UnixStream, agent: &Agent) {
             Ok(AgentRequest::TerminalOpen(request)) => agent.terminals.open(request, waiters),
             Ok(AgentRequest::TerminalList) => agent.terminals.list(),
             Ok(AgentRequest::TerminalClose { id }) => agent.terminals.close(&id),
+            Ok(AgentRequest::TerminalWait { id }) => agent.terminals.wait(&id),
             Ok(AgentRequest::TerminalAttach { id }) => {
                 agent.terminals.attach(&id, &stream, reader);
                 return;
@@ -337,7 +350,16 @@ fn send(out: &mut impl Write, response: &AgentResponse) -> std::io::Result<()> {
 /// stderr readers, so each line is written whole).
 type Sink = Arc<Mutex<UnixStream>>;
 
-fn exec(request: ExecRequest, waiters: &Waiters, sink: Option<&Sink>) -> AgentResponse {
+/// Where a streaming exec's standard input comes from: the host's
+/// [`ProcessStdinRequest`] lines.
+type StdinLines = BufReader<std::io::Chain<std::io::Cursor<Vec<u8>>, UnixStream>>;
+
+fn exec(
+    request: ExecRequest,
+    waiters: &Waiters,
+    sink: Option<&Sink>,
+    input: Option<StdinLines>,
+) -> AgentResponse {
     let Some((program, args)) = request.argv.split_first() else {
         return fs::error("invalid", "argv is empty");
     };
@@ -348,7 +370,7 @@ fn exec(request: ExecRequest, waiters: &Waiters, sink: Option<&Sink>) -> AgentRe
         .env_clear()
         .envs(request.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&request.cwd)
-        .stdin(if request.stdin.is_empty() {
+        .stdin(if request.stdin.is_empty() && input.is_none() {
             Stdio::null()
         } else {
             Stdio::piped()
@@ -362,10 +384,17 @@ fn exec(request: ExecRequest, waiters: &Waiters, sink: Option<&Sink>) -> AgentRe
         Err(error) => return fs::error("not_found", format!("cannot run {program}: {error}")),
     };
     if let Some(mut stdin) = child.stdin.take() {
-        let input = request.stdin.into_bytes();
-        std::thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
+        match input {
+            Some(lines) => {
+                std::thread::spawn(move || feed_stdin(lines, stdin));
+            }
+            None => {
+                let input = request.stdin.into_bytes();
+                std::thread::spawn(move || {
+                    let _ = stdin.write_all(&input);
+                });
+            }
+        }
     }
     let pgid = Pid::from_raw(child.id() as i32);
     let forward = |name: &'static str| {
@@ -416,6 +445,22 @@ fn exec(request: ExecRequest, waiters: &Waiters, sink: Option<&Sink>) -> AgentRe
         cpu_ms: usage.cpu_ms,
         memory_kb: usage.max_rss_kb,
     })
+}
+
+/// Writes the host's standard input lines to a program until one says
+/// `close`, the host stops sending, or the program stops reading (its pipe
+/// breaks when it ends): each way, the pipe is closed and the program sees
+/// end of file.
+fn feed_stdin(lines: StdinLines, mut stdin: std::process::ChildStdin) {
+    for line in lines.lines() {
+        let Ok(line) = line else { break };
+        let Ok(input) = serde_json::from_str::<ProcessStdinRequest>(&line) else {
+            break;
+        };
+        if stdin.write_all(input.data.as_bytes()).is_err() || input.close {
+            break;
+        }
+    }
 }
 
 /// Waits for the end of the process `pgid` leads; past `timeout`, kills its

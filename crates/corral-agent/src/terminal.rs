@@ -69,6 +69,8 @@ const PARSE_WINDOW: usize = 64 * 1024;
 const PARSE_QUIET: Duration = Duration::from_millis(10);
 /// ...but no longer than this during a flood.
 const PARSE_STALE: Duration = Duration::from_millis(250);
+/// Longest a `TerminalWait` waits for a program to end.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
 /// Largest terminal, in rows or columns.
 const MAX_SIZE: u16 = 1000;
 
@@ -106,6 +108,8 @@ struct Terminal {
     output: Mutex<Output>,
     /// Wakes the parser thread.
     unparsed: Condvar,
+    /// Signalled when `output.ended` is set.
+    exited: Condvar,
 }
 
 struct Screen {
@@ -629,6 +633,7 @@ impl Terminals {
                 closed: false,
             }),
             unparsed: Condvar::new(),
+            exited: Condvar::new(),
         });
         drop(master);
         {
@@ -644,6 +649,7 @@ impl Terminals {
             std::thread::spawn(move || {
                 let how = ended.recv().map_or((None, None), |(how, _)| how);
                 lock(&terminal.output).ended = Some(how);
+                terminal.exited.notify_all();
                 // The program is gone: its group's leftovers go with it, so
                 // the PTY closes and attached clients see the end.
                 let _ = killpg(Pid::from_raw(terminal.pid), Signal::SIGHUP);
@@ -661,6 +667,24 @@ impl Terminals {
         AgentResponse::Terminals {
             terminals: all.iter().map(|t| t.info()).collect(),
         }
+    }
+
+    /// Answers once the terminal's program has ended (or after
+    /// [`EXIT_WAIT`], still running): its PTY can close a moment before
+    /// its exit status is collected, and the host asks for that status
+    /// when an attached connection ends.
+    pub fn wait(&self, id: &str) -> AgentResponse {
+        let Some(terminal) = self.find(id) else {
+            return fs::error("not_found", format!("no terminal {id}"));
+        };
+        {
+            let output = lock(&terminal.output);
+            let _unused = terminal
+                .exited
+                .wait_timeout_while(output, EXIT_WAIT, |output| output.ended.is_none())
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        AgentResponse::Terminal(terminal.info())
     }
 
     /// Ends one and forgets it.
@@ -697,9 +721,13 @@ impl Terminals {
         let client = Arc::new(Client::new(direct));
         let mut refused = None;
         let mut greeting = Vec::new();
+        let mut ended = false;
         terminal.redraw(|output, screen| {
             if output.closed {
-                refused = Some("the terminal has ended");
+                // Too late for live output, not for what it wrote: a
+                // short program may end before anyone attaches.
+                ended = true;
+                greeting = output.recent.iter().copied().collect();
                 return;
             }
             if output.clients.len() >= MAX_CLIENTS {
@@ -721,6 +749,13 @@ impl Terminals {
         });
         if let Some(why) = refused {
             let _ = send(&mut writer, &fs::error("invalid", why));
+            return;
+        }
+        if ended {
+            if send(&mut writer, &AgentResponse::Terminal(terminal.info())).is_ok() {
+                let _ = writer.write_all(&greeting);
+            }
+            let _ = stream.shutdown(std::net::Shutdown::Both);
             return;
         }
         if send(&mut writer, &AgentResponse::Terminal(terminal.info())).is_err()

@@ -20,6 +20,7 @@
 //! ```
 
 mod error;
+mod exec;
 mod judge;
 mod terminal;
 
@@ -39,6 +40,7 @@ use corral_types::sandbox::{CreateSandboxRequest, ExecRequestBody, SandboxPage, 
 
 pub use corral_types as types;
 pub use error::{ApiError, ClientError};
+pub use exec::{ExecEvent, ExecStream};
 pub use judge::LibraryFilter;
 pub use terminal::{TerminalEvent, TerminalReader, TerminalSession, TerminalWriter};
 
@@ -68,6 +70,9 @@ pub struct SandboxFilter {
     pub labels: Vec<(String, String)>,
     /// Page size (server default when `None`).
     pub limit: Option<u32>,
+    /// Every org's sandboxes (`GET /api/v1/admin/sandboxes`: platform
+    /// administrators only), instead of the caller's org's.
+    pub all_orgs: bool,
 }
 
 impl Client {
@@ -245,14 +250,19 @@ impl Client {
         self.post(&["sandboxes"], request).await
     }
 
-    /// `GET /api/v1/sandboxes`: one page, from `cursor` (a previous page's
-    /// `next_cursor`).
+    /// `GET /api/v1/sandboxes` (or, for `all_orgs`,
+    /// `/api/v1/admin/sandboxes`): one page, from `cursor` (a previous
+    /// page's `next_cursor`).
     pub async fn list_sandboxes(
         &self,
         filter: &SandboxFilter,
         cursor: Option<&str>,
     ) -> Result<SandboxPage> {
-        let mut url = self.url(&["sandboxes"]);
+        let mut url = if filter.all_orgs {
+            self.url(&["admin", "sandboxes"])
+        } else {
+            self.url(&["sandboxes"])
+        };
         {
             let mut query = url.query_pairs_mut();
             if let Some(state) = &filter.state {
@@ -501,6 +511,7 @@ mod tests {
             state: Some("running".into()),
             labels: vec![("team".into(), "a b".into()), ("x".into(), "y".into())],
             limit: None,
+            all_orgs: false,
         };
         let page = client.list_sandboxes(&filter, Some("c1")).await.unwrap();
         assert!(page.items.is_empty() && page.next_cursor.is_none());

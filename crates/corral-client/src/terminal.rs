@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use corral_types::terminal::{
     OpenTerminalRequest, ProcessInfo, ProcessLogs, ProcessSignalRequest, ProcessStdinRequest,
-    StartProcessRequest, TerminalClientMessage, TerminalInfo,
+    StartProcessRequest, TerminalClientMessage, TerminalInfo, TerminalServerMessage,
 };
 
 use crate::{Client, ClientError, Result};
@@ -24,6 +24,13 @@ pub enum TerminalEvent {
     Output(Bytes),
     /// The answer to [`TerminalSession::ping`].
     Pong,
+    /// The terminal's program ended (a [`TerminalEvent::Closed`] follows).
+    Exited {
+        /// Its exit code, when it exited.
+        exit_code: Option<i32>,
+        /// The signal that ended it, when one did.
+        signal: Option<i32>,
+    },
     /// The server closed the session (`1000`: the terminal ended or the
     /// connection was idle; `1008`: refused).
     Closed {
@@ -69,7 +76,14 @@ fn event(
 ) -> Option<TerminalEvent> {
     match message {
         Some(Ok(Message::Binary(bytes))) => Some(TerminalEvent::Output(bytes)),
-        Some(Ok(Message::Text(text))) if text.contains("\"pong\"") => Some(TerminalEvent::Pong),
+        Some(Ok(Message::Text(text))) => match serde_json::from_str(&text) {
+            Ok(TerminalServerMessage::Pong) => Some(TerminalEvent::Pong),
+            Ok(TerminalServerMessage::Exit { exit_code, signal }) => {
+                Some(TerminalEvent::Exited { exit_code, signal })
+            }
+            // A message from a newer server: not for this client.
+            Err(_) => None,
+        },
         Some(Ok(Message::Close(Some(frame)))) => Some(TerminalEvent::Closed {
             code: u16::from(frame.code),
             reason: frame.reason.to_string(),
@@ -82,7 +96,7 @@ fn event(
             code: 1006,
             reason: error.to_string(),
         }),
-        // Protocol pings, other text: not for the caller.
+        // Protocol pings: not for the caller.
         Some(Ok(_)) => None,
     }
 }

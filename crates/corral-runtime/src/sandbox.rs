@@ -307,12 +307,43 @@ impl Sandbox {
     /// program (the agent kills it when the connection closes).
     pub fn exec_stream(
         &self,
+        request: ExecRequest,
+        on_output: impl FnMut(&str, String) -> bool,
+    ) -> Result<ExecResult, RuntimeError> {
+        self.exec_stream_with_stdin(request, None, on_output)
+    }
+
+    /// [`Sandbox::exec_stream`] whose program reads `stdin` as it comes:
+    /// each message is written to its standard input (on a thread of its
+    /// own, so a program that does not read holds up only that thread);
+    /// `close`, or the sender going away, ends it.
+    pub fn exec_stream_with_stdin(
+        &self,
         mut request: ExecRequest,
+        stdin: Option<std::sync::mpsc::Receiver<corral_types::terminal::ProcessStdinRequest>>,
         mut on_output: impl FnMut(&str, String) -> bool,
     ) -> Result<ExecResult, RuntimeError> {
         request.stream = true;
+        request.stdin_stream = stdin.is_some();
         let wait = Duration::from_millis(request.timeout_ms) + Duration::from_secs(10);
-        let (mut reader, mut answer) = self.exchange(&AgentRequest::Exec(request), &[], wait)?;
+        let stream = self.send_request(&AgentRequest::Exec(request), wait)?;
+        if let Some(stdin) = stdin {
+            let mut to_agent = stream.try_clone().map_err(agent_io)?;
+            std::thread::spawn(move || {
+                for input in stdin {
+                    let close = input.close;
+                    let mut line = serde_json::to_vec(&input).unwrap_or_default();
+                    line.push(b'\n');
+                    if to_agent.write_all(&line).is_err() || close {
+                        break;
+                    }
+                }
+                let _ = to_agent.shutdown(std::net::Shutdown::Write);
+            });
+        } else {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        }
+        let (mut reader, mut answer) = read_answer(BufReader::new(stream))?;
         loop {
             match answer {
                 AgentResponse::Output { stream, data } => {
@@ -364,6 +395,15 @@ impl Sandbox {
     pub fn terminal_close(&self, id: &str) -> Result<(), RuntimeError> {
         match self.file_op(&AgentRequest::TerminalClose { id: id.to_owned() })? {
             AgentResponse::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A terminal once its program has ended (the agent waits a few
+    /// seconds at most; `running` is still true if it has not).
+    pub fn terminal_wait(&self, id: &str) -> Result<TerminalInfo, RuntimeError> {
+        match self.file_op(&AgentRequest::TerminalWait { id: id.to_owned() })? {
+            AgentResponse::Terminal(info) => Ok(info),
             other => Err(unexpected(other)),
         }
     }

@@ -158,6 +158,9 @@ pub struct SandboxConfig {
     pub terminal_idle_secs: u64,
     /// Largest message a terminal client may send, bytes.
     pub terminal_max_message_bytes: usize,
+    /// Most output an exec may ask to keep per stream (its
+    /// `max_output_bytes`; the default is 1 MiB), bytes.
+    pub exec_max_output_bytes: u64,
 }
 
 /// One warm-pool class: an image and resources (each defaulting as a
@@ -202,6 +205,7 @@ impl Default for SandboxConfig {
             pool: Vec::new(),
             terminal_idle_secs: 900,
             terminal_max_message_bytes: 64 * 1024,
+            exec_max_output_bytes: 8 * 1024 * 1024,
         }
     }
 }

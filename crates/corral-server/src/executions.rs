@@ -310,6 +310,7 @@ fn judge(
             timeout_ms,
             output_limit,
             stream: false,
+            stdin_stream: false,
         })
     };
     let mut outcome = ExecutionOutcome::default();

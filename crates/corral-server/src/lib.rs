@@ -8,6 +8,7 @@ pub mod auth;
 pub mod callbacks;
 pub mod config;
 pub mod error;
+pub mod exec_stdin;
 pub mod executions;
 pub mod extract;
 pub mod jobs;

@@ -45,13 +45,14 @@ use corral_types::library::{
     CreateSnippetRequest, SnippetPage, SnippetResponse, SnippetSummary, UpdateSnippetRequest,
 };
 use corral_types::sandbox::{
-    ChmodRequest, CreateSandboxRequest, DeleteRequest, ExecRequestBody, MkdirRequest, MoveRequest,
-    ReplaceRequest, ReplaceResponse, Resources, SandboxPage, SandboxResponse, SandboxStats,
-    SearchResponse, UpdateSandboxRequest,
+    ChmodRequest, CreateSandboxRequest, DeleteRequest, ExecRequestBody, ExecStarted, MkdirRequest,
+    MoveRequest, ReplaceRequest, ReplaceResponse, Resources, SandboxPage, SandboxResponse,
+    SandboxStats, SearchResponse, UpdateSandboxRequest,
 };
 use corral_types::terminal::{
     LogChunk, OpenTerminalRequest, ProcessInfo, ProcessLogs, ProcessSignalRequest,
     ProcessStdinRequest, StartProcessRequest, TerminalClientMessage, TerminalInfo,
+    TerminalServerMessage,
 };
 
 #[derive(OpenApi)]
@@ -66,7 +67,7 @@ use corral_types::terminal::{
         auth::register, auth::login, auth::refresh, auth::logout,
         sessions::sign_in, sessions::current, sessions::sign_out,
         sandboxes::create, sandboxes::list, sandboxes::show, sandboxes::update, sandboxes::remove,
-        sandboxes::start, sandboxes::stop, sandboxes::pause, sandboxes::resume, sandboxes::exec, sandboxes::stats,
+        sandboxes::start, sandboxes::stop, sandboxes::pause, sandboxes::resume, sandboxes::exec, sandboxes::exec_stdin, sandboxes::stats, sandboxes::admin_list,
         files::list, files::download, files::upload, files::mkdir, files::rename, files::delete, files::chmod, files::replace, files::search,
         terminals::open, terminals::list, terminals::close, terminals::attach,
         executions::list_languages, executions::create, executions::create_batch, executions::batch,
@@ -90,11 +91,11 @@ use corral_types::terminal::{
         RegisterRequest, LoginRequest, RefreshRequest, TokenResponse, UserResponse, PlanResponse,
         CreateApiKeyRequest, UpdateApiKeyRequest, ApiKeyResponse, CreatedApiKeyResponse,
         AuditRecordResponse, AuditPage, AuditCount, AuditStats, ChangePasswordRequest, AdminUpdateUserRequest, UserPage,
-        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateSandboxRequest, Resources, SandboxResponse, SandboxPage, UpdateSandboxRequest, SandboxStats, ExecRequestBody, ExecResult, FileInfo, SearchMatch, SearchResponse, ReplaceRequest, ReplaceResponse, MkdirRequest, MoveRequest, DeleteRequest, ChmodRequest, VerifyEmailRequest, PasswordResetRequest, PasswordResetConfirm, AdminPasswordReset, Accepted, CreateInvitationRequest,
+        OrgRequest, OrgResponse, MemberResponse, UpdateMeRequest, UpdateMemberRequest, UsageResponse, QuotaUsage, SessionResponse, CreateSandboxRequest, Resources, SandboxResponse, SandboxPage, UpdateSandboxRequest, SandboxStats, ExecRequestBody, ExecStarted, ExecResult, FileInfo, SearchMatch, SearchResponse, ReplaceRequest, ReplaceResponse, MkdirRequest, MoveRequest, DeleteRequest, ChmodRequest, VerifyEmailRequest, PasswordResetRequest, PasswordResetConfirm, AdminPasswordReset, Accepted, CreateInvitationRequest,
         InvitationResponse, CreatedInvitationResponse,
         CreateExecutionRequest, ExecutionResponse, ExecutionPage, ExecutionLimits, ExecutionFile,
         BatchRequest, BatchResponse, LanguageResponse, RunSnippetRequest,
-        OpenTerminalRequest, TerminalInfo, TerminalClientMessage, StartProcessRequest, ProcessInfo,
+        OpenTerminalRequest, TerminalInfo, TerminalClientMessage, TerminalServerMessage, StartProcessRequest, ProcessInfo,
         ProcessLogs, LogChunk, ProcessStdinRequest, ProcessSignalRequest,
         CreateSnippetRequest, UpdateSnippetRequest, SnippetResponse, SnippetSummary, SnippetPage,
         CreateContextRequest, ContextInfo, RunCodeRequest, RunResult, RunError,

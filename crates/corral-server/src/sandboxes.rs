@@ -95,6 +95,8 @@ pub struct Sandboxes {
     images: PathBuf,
     /// Warm sandboxes, started before anyone asked.
     pub pool: std::sync::Arc<crate::pool::Pool>,
+    /// Standard input of the running execs that keep it open.
+    pub exec_inputs: std::sync::Arc<crate::exec_stdin::ExecInputs>,
 }
 
 impl Sandboxes {
@@ -128,6 +130,7 @@ impl Sandboxes {
             agent,
             images: config.data_dir.join("images"),
             pool: std::sync::Arc::new(crate::pool::Pool::new(config)),
+            exec_inputs: std::sync::Arc::default(),
         }
     }
 

@@ -31,7 +31,7 @@ pub use instance::Instance;
 pub use library::{NewSnippet, Snippet, SnippetChanges, SnippetFilter};
 pub use orgs::{Invitation, Member, MembershipChange, Org};
 pub use plans::Plan;
-pub use sandboxes::{ID_SLOTS, NewSandbox, SandboxChanges, SandboxRecord};
+pub use sandboxes::{ID_SLOTS, NewSandbox, SandboxChanges, SandboxFilter, SandboxRecord};
 
 use std::path::Path;
 use std::str::FromStr;

@@ -66,6 +66,19 @@ pub struct SandboxChanges {
     pub auto_delete_minutes: Option<Option<i64>>,
 }
 
+/// Which sandboxes [`Store::sandboxes_matching`] lists (`None`: any).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SandboxFilter<'a> {
+    /// Of this org.
+    pub org_id: Option<&'a str>,
+    /// In this state.
+    pub state: Option<&'a str>,
+    /// With this label (`key`, `value`).
+    pub label: Option<(&'a str, &'a str)>,
+    /// On this image (its normalised reference).
+    pub image: Option<&'a str>,
+}
+
 /// A sandbox to record.
 #[derive(Debug, Clone)]
 pub struct NewSandbox {
@@ -198,6 +211,25 @@ impl Store {
         after_id: Option<&str>,
         limit: i64,
     ) -> Result<Vec<SandboxRecord>, StoreError> {
+        let filter = SandboxFilter {
+            org_id: Some(org_id),
+            state,
+            label,
+            image: None,
+        };
+        self.sandboxes_matching(&filter, after_id, limit).await
+    }
+
+    /// Sandboxes of every org that match `filter`, oldest first (by id),
+    /// after `after_id`: the administrators' view, and the image store's
+    /// check that no sandbox still runs on an image it removes.
+    pub async fn sandboxes_matching(
+        &self,
+        filter: &SandboxFilter<'_>,
+        after_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<SandboxRecord>, StoreError> {
+        let label = filter.label;
         // Labels are a JSON object in text: look for the exact `"key":"value"`
         // pair as serde_json writes it (LIKE wildcards escaped). SQLite's LIKE
         // ignores ASCII case, so matches are checked again exactly below.
@@ -214,16 +246,18 @@ impl Store {
             format!("%{escaped}%")
         });
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM sandboxes WHERE org_id = $1 AND ($2 IS NULL OR id > $2) \
+            "SELECT {COLUMNS} FROM sandboxes WHERE ($1 IS NULL OR org_id = $1) \
+             AND ($2 IS NULL OR id > $2) \
              AND ($4 IS NULL OR state = $4) AND ($5 IS NULL OR labels LIKE $5 ESCAPE '\\') \
-             ORDER BY id LIMIT $3"
+             AND ($6 IS NULL OR image = $6) ORDER BY id LIMIT $3"
         ));
         let rows: Vec<SandboxRecord> = sqlx::query_as(sql)
-            .bind(org_id)
+            .bind(filter.org_id.map(str::to_owned))
             .bind(after_id.map(str::to_owned))
             .bind(limit)
-            .bind(state.map(str::to_owned))
+            .bind(filter.state.map(str::to_owned))
             .bind(pattern)
+            .bind(filter.image.map(str::to_owned))
             .fetch_all(self.pool())
             .await?;
         Ok(rows

@@ -119,6 +119,13 @@ pub enum AgentRequest {
         /// Terminal id.
         id: String,
     },
+    /// Waits (a few seconds at most) until a terminal's program has ended,
+    /// then answers with [`AgentResponse::Terminal`] (still `running` if
+    /// it has not).
+    TerminalWait {
+        /// Terminal id.
+        id: String,
+    },
     /// Starts a program in the background, its output kept in a bounded
     /// log: answered with [`AgentResponse::Process`].
     ProcessStart(SpawnRequest),
@@ -187,7 +194,9 @@ pub struct FileInfo {
     pub size: u64,
     /// Permission bits.
     pub mode: u32,
-    /// Last modification (Unix seconds).
+    /// Last modification (RFC 3339; Unix seconds in Rust).
+    #[serde(with = "crate::times::rfc3339_seconds")]
+    #[schema(value_type = String, format = DateTime)]
     pub modified: i64,
 }
 
@@ -229,6 +238,11 @@ pub struct ExecRequest {
     /// final [`AgentResponse::Exited`], whose stdout and stderr are then empty.
     #[serde(default)]
     pub stream: bool,
+    /// With `stream`: standard input stays open, fed by
+    /// [`crate::terminal::ProcessStdinRequest`] lines the host sends on the
+    /// same connection (`close` ends it); `stdin` must then be empty.
+    #[serde(default)]
+    pub stdin_stream: bool,
 }
 
 fn default_cwd() -> String {

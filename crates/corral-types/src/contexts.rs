@@ -31,7 +31,9 @@ pub struct ContextInfo {
     /// The PID of its interpreter, inside the sandbox (it is also one of
     /// the sandbox's background processes).
     pub pid: i32,
-    /// When it was created (Unix seconds).
+    /// When it was created (RFC 3339; Unix seconds in Rust).
+    #[serde(with = "crate::times::rfc3339_seconds")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
 }
 

@@ -13,5 +13,6 @@ pub mod meta;
 pub mod queue;
 pub mod sandbox;
 pub mod terminal;
+pub mod times;
 
 pub use error::{ErrorCode, FieldError, Problem};

@@ -105,6 +105,9 @@ pub struct SandboxResponse {
     pub disk_mb: i64,
     /// Who created it.
     pub created_by: String,
+    /// The org it belongs to.
+    #[serde(default)]
+    pub org_id: String,
     /// Labels.
     pub labels: std::collections::BTreeMap<String, String>,
     /// Created (RFC 3339).
@@ -160,6 +163,26 @@ pub struct ExecRequestBody {
     /// Kill after this many milliseconds (default 30 000; at most the plan's time limit).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Keep at most this many bytes of each of stdout and stderr (default
+    /// 1 048 576; at most the server's `sandbox.exec_max_output_bytes`,
+    /// 8 MiB unless configured). Past it the output is dropped, the program
+    /// runs on, and the result says `truncated: true`.
+    #[serde(default)]
+    pub max_output_bytes: Option<u64>,
+    /// Keep the program's standard input open for
+    /// `POST /api/v1/sandboxes/{id}/exec/{exec_id}/stdin` (event streams
+    /// only, and not with `stdin`): the stream's first event is then
+    /// `started` (`{"exec_id": …}`). The program sees end of file when a
+    /// write says `close`, or when it ends.
+    #[serde(default)]
+    pub stream_stdin: bool,
+}
+
+/// The first event of an exec stream with `stream_stdin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ExecStarted {
+    /// Names the running exec in `POST …/exec/{exec_id}/stdin`.
+    pub exec_id: String,
 }
 
 /// `POST /api/v1/sandboxes/{id}/files/mkdir`.

@@ -56,7 +56,9 @@ pub struct TerminalInfo {
     pub signal: Option<i32>,
     /// How many clients are attached now.
     pub attached: u32,
-    /// When it was opened (Unix seconds).
+    /// When it was opened (RFC 3339; Unix seconds in Rust).
+    #[serde(with = "crate::times::rfc3339_seconds")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
 }
 
@@ -83,6 +85,23 @@ pub enum TerminalClientMessage {
     },
     /// Keep-alive: answered with `{"type":"pong"}`.
     Ping,
+}
+
+/// What the server sends a terminal client in JSON text frames (output
+/// travels in binary frames).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TerminalServerMessage {
+    /// The answer to a `ping`.
+    Pong,
+    /// The terminal's program ended: sent after its last output, just
+    /// before the close frame (code 1000).
+    Exit {
+        /// Its exit code, when it exited.
+        exit_code: Option<i32>,
+        /// The signal that ended it, when one did.
+        signal: Option<i32>,
+    },
 }
 
 /// What the host sends the agent on an attached terminal connection, one
@@ -135,9 +154,13 @@ pub struct ProcessInfo {
     pub exit_code: Option<i32>,
     /// The signal that ended it, if one did.
     pub signal: Option<i32>,
-    /// When it started (Unix seconds).
+    /// When it started (RFC 3339; Unix seconds in Rust).
+    #[serde(with = "crate::times::rfc3339_seconds")]
+    #[schema(value_type = String, format = DateTime)]
     pub started_at: i64,
-    /// When it ended (Unix seconds).
+    /// When it ended (RFC 3339; Unix seconds in Rust).
+    #[serde(default, with = "crate::times::rfc3339_seconds_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub ended_at: Option<i64>,
     /// Bytes of output it has written (the log keeps the most recent part).
     pub output_bytes: u64,

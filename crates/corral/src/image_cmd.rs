@@ -45,7 +45,9 @@ pub enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Remove an image (and the layers no other image uses).
+    /// Remove an image (and the layers no other image uses). Refused while
+    /// any sandbox, running or stopped, was created from it: delete those
+    /// sandboxes first.
     Rm {
         #[command(flatten)]
         config: crate::ConfigArgs,
@@ -117,6 +119,20 @@ pub fn run(command: ImageCommand) -> anyhow::Result<()> {
             let store = open(&config)?;
             let reference =
                 corral_runtime::image::normalize(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let users = sandboxes_on(&config, &reference)?;
+            if !users.is_empty() {
+                let listed: Vec<String> = users
+                    .iter()
+                    .map(|s| format!("{} ({}, org {})", s.id, s.state, s.org_id))
+                    .collect();
+                let more = i64::try_from(users.len()).is_ok_and(|n| n >= SHOWN_USERS);
+                anyhow::bail!(
+                    "image {reference} is in use by sandboxes: {}{}; delete them first \
+                     (`corral sandbox rm ID`; `corral sandbox ls --all` lists every org's)",
+                    listed.join(", "),
+                    if more { ", …" } else { "" },
+                );
+            }
             if store.remove(&name).map_err(|e| anyhow::anyhow!("{e}"))? {
                 println!("removed {reference}");
                 Ok(())
@@ -125,6 +141,34 @@ pub fn run(command: ImageCommand) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Sandboxes named in a refusal to remove an image (the first few).
+const SHOWN_USERS: i64 = 10;
+
+/// Sandboxes (of any org, in any state) created from `reference`: a
+/// running one would lose its root filesystem, a stopped one could not
+/// start again.
+fn sandboxes_on(
+    args: &crate::ConfigArgs,
+    reference: &str,
+) -> anyhow::Result<Vec<corral_store::SandboxRecord>> {
+    let config = crate::load(args, None)?;
+    let store_config = config.store();
+    crate::runtime()?.block_on(async {
+        let store = corral_store::Store::connect(&store_config)
+            .await
+            .context("cannot open the database to see which sandboxes use the image")?;
+        // A data directory the server never ran on has no tables yet.
+        store.migrate().await?;
+        let filter = corral_store::SandboxFilter {
+            image: Some(reference),
+            ..corral_store::SandboxFilter::default()
+        };
+        let found = store.sandboxes_matching(&filter, None, SHOWN_USERS).await;
+        store.close().await;
+        Ok(found?)
+    })
 }
 
 fn open(args: &crate::ConfigArgs) -> anyhow::Result<ImageStore> {

@@ -545,7 +545,26 @@ fn a_sandbox_runs_an_image_the_server_pulls_from_a_registry() {
     assert_eq!(ok(&ran), "from the image\n");
     let code = cli(&["sandbox", "exec", &sandbox, "-c", "exit 7"]);
     assert_eq!(code.status.code(), Some(7));
+    // An image a sandbox runs on is not removed: one clear error naming the
+    // sandbox, and the sandbox still works.
+    let refused = failed(&corral(data.path(), &["image", "rm", &reference], None));
+    assert!(
+        refused.contains("in use") && refused.contains(&sandbox),
+        "{refused}"
+    );
+    assert!(
+        ok(&cli(&[
+            "sandbox", "exec", &sandbox, "--", "busybox", "ls", "/"
+        ]))
+        .contains("bin\n")
+    );
+    // A stopped sandbox still needs it (it starts from it again).
+    ok(&cli(&["sandbox", "stop", &sandbox]));
+    failed(&corral(data.path(), &["image", "rm", &reference], None));
     ok(&cli(&["sandbox", "rm", &sandbox]));
+    // Once no sandbox uses it, it goes.
+    let removed = ok(&corral(data.path(), &["image", "rm", &reference], None));
+    assert!(removed.contains("removed"), "{removed}");
     let stdout = out["stdout"].as_str().unwrap();
     assert!(
         stdout.starts_with("/bin\n0\n"),
@@ -557,7 +576,8 @@ fn a_sandbox_runs_an_image_the_server_pulls_from_a_registry() {
         "the image's root, not the host's: {out}"
     );
     assert_eq!(deleted, 204);
-    // The server pulled it into the store the CLI manages.
+    // The server pulled it into the store the CLI manages (and `image rm`
+    // above removed it from there).
     let listed = ok(&corral(data.path(), &["image", "ls", "--json"], None));
-    assert!(listed.contains(&reference), "{listed}");
+    assert!(!listed.contains(&reference), "{listed}");
 }

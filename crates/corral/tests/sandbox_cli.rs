@@ -867,8 +867,11 @@ struct Tmux {
 
 impl Tmux {
     fn new() -> Tmux {
+        // One server per test: tests in this binary run at the same time.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Tmux {
-            socket: format!("corral-test-{}", std::process::id()),
+            socket: format!("corral-test-{}-{n}", std::process::id()),
         }
     }
 
@@ -988,16 +991,232 @@ fn shell_runs_in_a_real_terminal_detaches_and_reattaches() {
     tmux.until("second", "typed-42");
     tmux.keys("second", &["echo mark=$MARK", "Enter"]);
     tmux.until("second", "mark=kept");
-    // Leaving the shell ends the terminal and the client.
-    tmux.keys("second", &["exit", "Enter"]);
-    let pane = tmux.until("second", "EXITED-0");
-    assert!(pane.contains("[the terminal ended]"), "{pane}");
-    // Attaching to what is gone is one clear error.
+    // Leaving the shell ends the terminal and the client, with the shell's
+    // exit status.
+    tmux.keys("second", &["exit 4", "Enter"]);
+    let pane = tmux.until("second", "EXITED-4");
+    assert!(pane.contains("[the terminal ended: exit code 4]"), "{pane}");
+    // Attaching to one that has ended shows what it last wrote and ends
+    // at once with its status.
     let gone = corral.cli(&["shell", &id, "--attach", "t1"]);
+    assert_eq!(gone.code, 4, "{gone:?}");
+    assert!(gone.out().contains("mark=kept"), "{gone:?}");
+    assert!(gone.stderr.contains("exit code 4"), "{gone:?}");
+    // One that is gone is one clear error.
+    let gone = corral.cli(&["shell", &id, "--attach", "t9"]);
     assert_eq!(gone.code, 1, "{gone:?}");
+    assert!(gone.stderr.contains("no terminal"), "{gone:?}");
+}
+
+/// `corral shell ID -- CMD` with a program that ends at once: its output
+/// is shown and its exit status is the command's.
+#[test]
+fn shell_with_a_short_command_shows_its_output_and_exits_with_its_status() {
+    let corral = Corral::start();
+    corral.login();
+    let id = corral.create(&[]);
+    let tmux = Tmux::new();
+    let command = format!(
+        "env -i PATH=/usr/bin:/bin TERM=xterm HOME={home} CORRAL_CONFIG_DIR={config} {BIN} shell {id} -- sh -c 'echo hi-$((40+2)); exit 3'",
+        home = corral.dir.path().display(),
+        config = corral.config_dir().display(),
+    );
+    tmux.session("short", 100, 30, &command);
+    let pane = tmux.until("short", "EXITED-");
+    assert!(pane.contains("hi-42"), "{pane}");
+    assert!(pane.contains("EXITED-3"), "{pane}");
+    assert!(!pane.contains("error"), "{pane}");
+}
+
+/// A `corral` child with its own pipes, for tests that watch it run.
+fn spawn_cli(corral: &Corral, args: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(corral.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", corral.dir.path())
+        .env("CORRAL_CONFIG_DIR", corral.config_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn exec_streams_output_and_stdin_and_says_when_it_truncated() {
+    let corral = Corral::start();
+    corral.login();
+    let id = corral.create(&[]);
+
+    // Output is printed as the program writes it, not when it ends.
+    let mut child = spawn_cli(
+        &corral,
+        &[
+            "sandbox",
+            "exec",
+            &id,
+            "--no-stdin",
+            "-c",
+            "echo first; sleep 5; echo second",
+        ],
+    );
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "first\n");
     assert!(
-        gone.stderr.contains("ended") || gone.stderr.contains("no terminal"),
-        "{gone:?}"
+        child.try_wait().unwrap().is_none(),
+        "the first line came only when the program ended"
+    );
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "second\n");
+    assert!(child.wait().unwrap().success());
+
+    // Piped standard input that never ends (`sleep 8 | corral sandbox exec
+    // … -- echo hi`): a program that does not read it ends the command.
+    let mut child = spawn_cli(&corral, &["sandbox", "exec", &id, "--", "echo", "hi"]);
+    let held_open = child.stdin.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still waiting for standard input after 8 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "hi\n");
+    drop(held_open);
+
+    // Piped standard input is streamed: each line is answered before the
+    // next is written.
+    let mut child = spawn_cli(
+        &corral,
+        &[
+            "sandbox",
+            "exec",
+            &id,
+            "-c",
+            "read a; echo got-$a; read b; echo got-$b",
+        ],
+    );
+    let mut input = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    input.write_all(b"one\n").unwrap();
+    input.flush().unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "got-one\n");
+    input.write_all(b"two\n").unwrap();
+    drop(input);
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "got-two\n");
+    assert!(child.wait().unwrap().success());
+
+    // A megabyte through the pipe arrives whole.
+    let out = corral.cli_with(
+        &["sandbox", "exec", &id, "--", "wc", "-c"],
+        &vec![b'a'; 1_000_000],
+        &[],
+    );
+    assert_eq!(out.out().trim(), "1000000", "{out:?}");
+
+    // Output past --max-output: cut there, a warning, and exit 125.
+    let flood = "head -c 5000 /dev/zero | tr '\\0' x; echo done >&2";
+    let out = corral.cli(&["sandbox", "exec", &id, "--max-output", "100", "-c", flood]);
+    assert_eq!(out.code, 125, "{out:?}");
+    assert_eq!(out.stdout, vec![b'x'; 100]);
+    assert!(out.stderr.starts_with("done\n"), "{out:?}");
+    assert!(
+        out.stderr.contains("truncated") && out.stderr.contains("exit code 0"),
+        "{out:?}"
+    );
+    let out = corral.cli(&[
+        "sandbox",
+        "exec",
+        &id,
+        "--json",
+        "--max-output",
+        "100",
+        "-c",
+        flood,
+    ]);
+    assert_eq!(out.code, 125, "{out:?}");
+    assert_eq!(out.json()["truncated"], true);
+    assert_eq!(out.json()["stdout"].as_str().unwrap().len(), 100);
+    // More than the server allows: one clear error.
+    let out = corral.cli(&[
+        "sandbox",
+        "exec",
+        &id,
+        "--max-output",
+        "999999999999",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("max_output_bytes"), "{out:?}");
+}
+
+#[test]
+fn administrators_list_every_org_s_sandboxes() {
+    let corral = Corral::start();
+    corral.login();
+    let id = corral.create(&[]);
+    // alice is no administrator.
+    let out = corral.cli(&["sandbox", "ls", "--all"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("forbidden") || out.stderr.contains("dministrator"),
+        "{out:?}"
+    );
+    // root sees alice's sandbox (root's own org has none), with its org.
+    let url = corral.url.clone();
+    let token = block_on(async move {
+        let token: serde_json::Value = reqwest::Client::new()
+            .post(format!("{url}/api/v1/auth/login"))
+            .json(&serde_json::json!({"login": "root", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        token["access_token"].as_str().unwrap().to_owned()
+    });
+    let as_root = |args: &[&str]| {
+        corral.cli_with(
+            args,
+            b"",
+            &[
+                ("CORRAL_URL", corral.url.as_str()),
+                ("CORRAL_TOKEN", token.as_str()),
+            ],
+        )
+    };
+    let own = as_root(&["sandbox", "ls", "--json"]).json();
+    assert_eq!(own["items"], serde_json::json!([]), "{own}");
+    let all = as_root(&["sandbox", "ls", "--all", "--json"]).json();
+    assert_eq!(all["items"][0]["id"], id.as_str(), "{all}");
+    let table = as_root(&["sandbox", "ls", "--all"]).ok();
+    let org = all["items"][0]["org_id"].as_str().unwrap();
+    assert!(
+        table.contains("ORG") && table.contains(&id) && table.contains(org),
+        "{table}"
     );
 }
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use corral_core::auth::Principal;
 use corral_core::clock::rfc3339;
 use corral_runtime::Limits;
-use corral_store::{ID_SLOTS, NewSandbox, SandboxChanges, SandboxRecord};
+use corral_store::{ID_SLOTS, NewSandbox, SandboxChanges, SandboxFilter, SandboxRecord};
 use corral_types::ErrorCode;
 use corral_types::agent::{ExecRequest, ExecResult};
 use corral_types::sandbox::{
@@ -26,8 +26,8 @@ use crate::routes::auth::audit;
 use crate::sandboxes::HOST_IMAGE;
 use crate::{ApiError, AppState};
 
-/// Output kept per stream of one exec.
-const EXEC_OUTPUT_LIMIT: usize = 1 << 20;
+/// Output kept per stream of an exec that names no `max_output_bytes`.
+const EXEC_OUTPUT_LIMIT: u64 = 1 << 20;
 /// Processes and threads per sandbox.
 pub(crate) const SANDBOX_PIDS: i64 = 256;
 /// Writable space of a sandbox whose request names none, MiB.
@@ -45,11 +45,17 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/sandboxes/{id}/pause", post(pause))
         .route("/api/v1/sandboxes/{id}/resume", post(resume))
         .route("/api/v1/sandboxes/{id}/exec", post(exec))
+        .route(
+            "/api/v1/sandboxes/{id}/exec/{exec_id}/stdin",
+            post(exec_stdin),
+        )
         .route("/api/v1/sandboxes/{id}/stats", get(stats))
+        .route("/api/v1/admin/sandboxes", get(admin_list))
 }
 
 fn response(r: SandboxRecord) -> SandboxResponse {
     SandboxResponse {
+        org_id: r.org_id,
         id: r.id,
         name: r.name,
         image: r.image,
@@ -438,16 +444,27 @@ pub async fn list(
     principal: Caller,
     Query(query): Query<SandboxQuery>,
 ) -> Result<Json<SandboxPage>, ApiError> {
-    let limit = page_limit(query.limit)?;
-    if let Some(wanted) = &query.state
-        && !STATES.contains(&wanted.as_str())
+    let filter = SandboxFilter {
+        org_id: Some(&principal.org_id),
+        ..filter_of(query.state.as_deref(), query.label.as_deref())?
+    };
+    sandbox_page(&state, &filter, query.cursor.as_deref(), query.limit).await
+}
+
+/// A state and a `key=value` label from a query, checked.
+fn filter_of<'a>(
+    wanted: Option<&'a str>,
+    label: Option<&'a str>,
+) -> Result<SandboxFilter<'a>, ApiError> {
+    if let Some(wanted) = wanted
+        && !STATES.contains(&wanted)
     {
         return Err(ApiError::invalid_field(
             "state",
             format!("must be one of {}", STATES.join(", ")),
         ));
     }
-    let label = match &query.label {
+    let label = match label {
         Some(pair) => Some(
             pair.split_once('=')
                 .filter(|(key, _)| !key.is_empty())
@@ -455,21 +472,79 @@ pub async fn list(
         ),
         None => None,
     };
+    Ok(SandboxFilter {
+        state: wanted,
+        label,
+        ..SandboxFilter::default()
+    })
+}
+
+/// One page of the sandboxes `filter` matches.
+async fn sandbox_page(
+    state: &AppState,
+    filter: &SandboxFilter<'_>,
+    cursor: Option<&str>,
+    limit: Option<i64>,
+) -> Result<Json<SandboxPage>, ApiError> {
+    let limit = page_limit(limit)?;
     let mut items = state
         .store
-        .sandboxes(
-            &principal.org_id,
-            query.state.as_deref(),
-            label,
-            query.cursor.as_deref(),
-            limit + 1,
-        )
+        .sandboxes_matching(filter, cursor, limit + 1)
         .await?;
     let next_cursor = page_cut(&mut items, limit, |s| s.id.clone());
     Ok(Json(SandboxPage {
         items: items.into_iter().map(response).collect(),
         next_cursor,
     }))
+}
+
+/// Paging and filters of `GET /api/v1/admin/sandboxes`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSandboxQuery {
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Page size, 1–200 (default 50).
+    limit: Option<i64>,
+    /// Only sandboxes in this state.
+    state: Option<String>,
+    /// Only sandboxes with this label, as `key=value`.
+    label: Option<String>,
+    /// Only this org's sandboxes.
+    org_id: Option<String>,
+    /// Only sandboxes on this image (as `corral image ls` names it).
+    image: Option<String>,
+}
+
+/// Every org's sandboxes, oldest first (platform administrators only).
+#[utoipa::path(
+    get, path = "/api/v1/admin/sandboxes", tag = "admin", security(("bearer" = [])),
+    params(AdminSandboxQuery),
+    responses(
+        (status = 200, description = "A page of sandboxes", body = SandboxPage),
+        (status = 403, description = "Not an administrator", body = corral_types::Problem),
+        (status = 422, description = "Invalid filter", body = corral_types::Problem),
+    )
+)]
+pub async fn admin_list(
+    State(state): State<AppState>,
+    Query(query): Query<AdminSandboxQuery>,
+) -> Result<Json<SandboxPage>, ApiError> {
+    let image = query
+        .image
+        .as_deref()
+        .map(|wanted| match wanted {
+            HOST_IMAGE => Ok(HOST_IMAGE.to_owned()),
+            other => corral_runtime::image::normalize(other)
+                .map_err(|e| ApiError::invalid_field("image", e.to_string())),
+        })
+        .transpose()?;
+    let filter = SandboxFilter {
+        org_id: query.org_id.as_deref(),
+        image: image.as_deref(),
+        ..filter_of(query.state.as_deref(), query.label.as_deref())?
+    };
+    sandbox_page(&state, &filter, query.cursor.as_deref(), query.limit).await
 }
 
 /// The sandbox's agent could not be reached or broke the protocol.
@@ -594,9 +669,11 @@ pub async fn remove(
 
 /// Runs a command in a sandbox and returns how it ended. With
 /// `Accept: text/event-stream` the answer is a stream of server-sent events
-/// instead: `stdout` and `stderr` (`{"data": "…"}`, as the program writes),
-/// then one `exit` (the result, with empty stdout and stderr) or `error`
-/// (`{"code", "detail"}`).
+/// instead: with `stream_stdin`, first `started` (`{"exec_id"}`); then
+/// `stdout` and `stderr` (`{"data": "…"}`, as the program writes), then
+/// one `exit` (the result, with empty stdout and stderr) or `error`
+/// (`{"code", "detail"}`). Output past `max_output_bytes` per stream is
+/// dropped and the result says `truncated: true`.
 #[utoipa::path(
     post, path = "/api/v1/sandboxes/{id}/exec", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox id")),
@@ -605,7 +682,7 @@ pub async fn remove(
         (status = 200, description = "Finished (any exit code), or the event stream", content((ExecResult = "application/json"), (String = "text/event-stream"))),
         (status = 404, description = "No such sandbox in this org", body = corral_types::Problem),
         (status = 409, description = "The sandbox is not running", body = corral_types::Problem),
-        (status = 422, description = "Neither or both of command and argv", body = corral_types::Problem),
+        (status = 422, description = "Neither or both of command and argv; max_output_bytes out of range; stream_stdin without an event stream or with stdin", body = corral_types::Problem),
     )
 )]
 pub async fn exec(
@@ -633,6 +710,26 @@ pub async fn exec(
             "must be greater than 0",
         ));
     }
+    let max_output = state.config.sandbox.exec_max_output_bytes;
+    let output_limit = body.max_output_bytes.unwrap_or(EXEC_OUTPUT_LIMIT);
+    if !(1..=max_output).contains(&output_limit) {
+        return Err(ApiError::invalid_field(
+            "max_output_bytes",
+            format!("must be 1–{max_output} (this server's limit)"),
+        ));
+    }
+    if body.stream_stdin && !streaming {
+        return Err(ApiError::invalid_field(
+            "stream_stdin",
+            "needs an event stream (Accept: text/event-stream)",
+        ));
+    }
+    if body.stream_stdin && body.stdin.is_some() {
+        return Err(ApiError::invalid_field(
+            "stdin",
+            "give either `stdin` or `stream_stdin`, not both",
+        ));
+    }
     let record = running(&state, &principal, &id).await?;
     let request = ExecRequest {
         argv,
@@ -640,12 +737,21 @@ pub async fn exec(
         cwd: body.cwd.unwrap_or_else(|| "/tmp".to_owned()),
         stdin: body.stdin.unwrap_or_default(),
         timeout_ms,
-        output_limit: EXEC_OUTPUT_LIMIT,
+        output_limit: usize::try_from(output_limit).unwrap_or(usize::MAX),
         stream: false,
+        stdin_stream: false,
     };
     let sandbox = state.sandboxes.attach(&record.id);
     if streaming {
-        return Ok(exec_events(state, client, principal, sandbox, request));
+        let input = body.stream_stdin.then(|| {
+            state
+                .sandboxes
+                .exec_inputs
+                .open(&principal.org_id, &record.id)
+        });
+        return Ok(exec_events(
+            state, client, principal, sandbox, request, input,
+        ));
     }
     let result = tokio::task::spawn_blocking(move || sandbox.exec(request))
         .await
@@ -724,14 +830,29 @@ fn exec_events(
     principal: Caller,
     sandbox: corral_runtime::Sandbox,
     request: ExecRequest,
+    input: Option<ExecInput>,
 ) -> axum::response::Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     let id = sandbox.id.trim_start_matches("corral-").to_owned();
     tokio::spawn(async move {
+        let (stdin, registration) = match input {
+            Some((exec_id, stdin, registration)) => {
+                let started = Event::default()
+                    .event("started")
+                    .json_data(corral_types::sandbox::ExecStarted { exec_id });
+                if let Ok(started) = started
+                    && tx.send(started).await.is_err()
+                {
+                    return;
+                }
+                (Some(stdin), Some(registration))
+            }
+            None => (None, None),
+        };
         let output = tx.clone();
         let ran = tokio::task::spawn_blocking(move || {
-            sandbox.exec_stream(request, |stream, data| {
+            sandbox.exec_stream_with_stdin(request, stdin, |stream, data| {
                 let event = Event::default()
                     .event(stream)
                     .json_data(serde_json::json!({ "data": data }));
@@ -764,6 +885,8 @@ fn exec_events(
                     }))
             }
         };
+        // The exec is over: its standard input takes no more writes.
+        drop(registration);
         if let Ok(last) = last {
             let _ = tx.send(last).await;
         }
@@ -775,6 +898,59 @@ fn exec_events(
     Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// A streaming exec's open standard input: its id, where writes arrive,
+/// and its registration.
+type ExecInput = (
+    String,
+    std::sync::mpsc::Receiver<corral_types::terminal::ProcessStdinRequest>,
+    crate::exec_stdin::Registration,
+);
+
+/// Writes to the standard input of a running exec started with
+/// `stream_stdin` (and, with `close`, ends it). A write waits while the
+/// program has not read the earlier ones.
+#[utoipa::path(
+    post, path = "/api/v1/sandboxes/{id}/exec/{exec_id}/stdin", tag = "sandboxes", security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "Sandbox id"),
+        ("exec_id" = String, Path, description = "From the exec stream's `started` event"),
+    ),
+    request_body = corral_types::terminal::ProcessStdinRequest,
+    responses(
+        (status = 204, description = "Written"),
+        (status = 404, description = "No such sandbox, or no running exec with that id in it", body = corral_types::Problem),
+        (status = 409, description = "The exec ended", body = corral_types::Problem),
+        (status = 422, description = "Its standard input is closed", body = corral_types::Problem),
+    )
+)]
+pub async fn exec_stdin(
+    State(state): State<AppState>,
+    principal: Caller,
+    Path((id, exec_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<corral_types::terminal::ProcessStdinRequest>,
+) -> Result<StatusCode, ApiError> {
+    use crate::exec_stdin::StdinRefused;
+    let record = running(&state, &principal, &id).await?;
+    let tx = state
+        .sandboxes
+        .exec_inputs
+        .sender(&principal.org_id, &record.id, &exec_id, body.close)
+        .map_err(|refused| match refused {
+            StdinRefused::NotFound => ApiError::new(
+                ErrorCode::NotFound,
+                format!("no running exec {exec_id} with open standard input in this sandbox"),
+            ),
+            StdinRefused::Closed => {
+                ApiError::invalid_field("data", "this exec's standard input is closed")
+            }
+        })?;
+    tokio::task::spawn_blocking(move || tx.send(body))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|_| conflict("the exec has ended"))?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn conflict(detail: impl Into<String>) -> ApiError {

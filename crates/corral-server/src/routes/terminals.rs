@@ -25,7 +25,7 @@ use corral_store::SandboxRecord;
 use corral_types::ErrorCode;
 use corral_types::agent::SpawnRequest;
 use corral_types::terminal::{
-    OpenTerminalRequest, TerminalClientMessage, TerminalInfo, TerminalInput,
+    OpenTerminalRequest, TerminalClientMessage, TerminalInfo, TerminalInput, TerminalServerMessage,
 };
 
 use crate::auth::Caller;
@@ -288,9 +288,10 @@ async fn first_message_auth(
     }
 }
 
-/// What [`connect`] gives: the sandbox, the agent connection, and output
-/// that arrived with the agent's answer (the start of the greeting).
-type Attached = (SandboxRecord, tokio::net::UnixStream, Vec<u8>);
+/// What [`connect`] gives: the sandbox, the agent connection, output
+/// that arrived with the agent's answer (the start of the greeting), and
+/// the terminal's id.
+type Attached = (SandboxRecord, tokio::net::UnixStream, Vec<u8>, String);
 
 /// The sandbox record and an attached agent connection.
 async fn connect(
@@ -301,14 +302,14 @@ async fn connect(
 ) -> Result<Attached, ApiError> {
     let record = running(state, principal, id).await?;
     let sandbox = state.sandboxes.attach(&record.id);
-    let tid = tid.to_owned();
-    let (_, stream, early) = tokio::task::spawn_blocking(move || sandbox.terminal_attach(&tid))
+    let wanted = tid.to_owned();
+    let (_, stream, early) = tokio::task::spawn_blocking(move || sandbox.terminal_attach(&wanted))
         .await
         .map_err(ApiError::internal)?
         .map_err(agent_refused("tid"))?;
     stream.set_nonblocking(true).map_err(ApiError::internal)?;
     let stream = tokio::net::UnixStream::from_std(stream).map_err(ApiError::internal)?;
-    Ok((record, stream, early))
+    Ok((record, stream, early, tid.to_owned()))
 }
 
 /// Closes a WebSocket that may not attach, with the reason (policy
@@ -333,7 +334,7 @@ async fn refuse(mut socket: WebSocket, error: &ApiError) {
 
 /// Relays one client and its agent connection until either ends.
 /// (An attached client is activity for auto-stop: the sweep asks the agent.)
-async fn relay(state: AppState, (_record, agent, early): Attached, socket: WebSocket) {
+async fn relay(state: AppState, (record, agent, early, tid): Attached, socket: WebSocket) {
     let (mut from_agent, mut to_agent) = agent.into_split();
     let (mut to_client, mut from_client) = socket.split();
     if !early.is_empty()
@@ -358,7 +359,17 @@ async fn relay(state: AppState, (_record, agent, early): Attached, socket: WebSo
         }
         tokio::select! {
             read = from_agent.read_buf(&mut buf) => match read {
-                Ok(0) | Err(_) => break (1000, "the terminal ended".to_owned()),
+                Ok(0) | Err(_) => {
+                    // The program's exit status goes to the client before
+                    // the close, so `corral shell -- CMD` can exit with it.
+                    let exit = exit_message(&state, &record.id, &tid).await;
+                    if let Some(exit) = exit
+                        && to_client.send(Message::Text(exit.into())).await.is_err()
+                    {
+                        return;
+                    }
+                    break (1000, "the terminal ended".to_owned());
+                }
                 Ok(_) => {
                     // `reserve` may have given more room than a frame.
                     while !buf.is_empty() {
@@ -383,7 +394,9 @@ async fn relay(state: AppState, (_record, agent, early): Attached, socket: WebSo
                                 Some(TerminalInput::Resize { cols, rows })
                             }
                             Ok(TerminalClientMessage::Ping) => {
-                                let pong = Message::Text(r#"{"type":"pong"}"#.into());
+                                let pong = serde_json::to_string(&TerminalServerMessage::Pong)
+                                    .unwrap_or_default();
+                                let pong = Message::Text(pong.into());
                                 if to_client.send(pong).await.is_err() {
                                     return;
                                 }
@@ -424,4 +437,24 @@ async fn relay(state: AppState, (_record, agent, early): Attached, socket: WebSo
             reason: end.1.into(),
         })))
         .await;
+}
+
+/// `{"type":"exit",…}` for a terminal whose output has ended, once the
+/// agent has its exit status; `None` when the terminal is gone (closed by
+/// another client) or still running (its PTY closed by something else).
+async fn exit_message(state: &AppState, sandbox_id: &str, tid: &str) -> Option<String> {
+    let sandbox = state.sandboxes.attach(sandbox_id);
+    let tid = tid.to_owned();
+    let info = tokio::task::spawn_blocking(move || sandbox.terminal_wait(&tid))
+        .await
+        .ok()?
+        .ok()?;
+    if info.running {
+        return None;
+    }
+    serde_json::to_string(&TerminalServerMessage::Exit {
+        exit_code: info.exit_code,
+        signal: info.signal,
+    })
+    .ok()
 }

@@ -38,6 +38,14 @@ async fn context_in(app: &TestApp, key: &str, id: &str) -> (String, i64) {
     assert_eq!(created.status, 201, "{}", created.text());
     let body = created.json();
     assert_eq!(body["language"], "python", "{body}");
+    // RFC 3339, as every time the API shows.
+    assert!(
+        body["created_at"]
+            .as_str()
+            .and_then(corral_core::clock::parse_rfc3339)
+            .is_some(),
+        "{body}"
+    );
     (
         body["id"].as_str().unwrap().to_owned(),
         body["pid"].as_i64().unwrap(),

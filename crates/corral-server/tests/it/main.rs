@@ -13,6 +13,7 @@ mod support;
 mod contexts;
 mod docs;
 mod errors;
+mod exec_io;
 mod executions;
 mod hostile;
 mod identity;

@@ -89,7 +89,8 @@ impl Term {
         }
     }
 
-    /// The close frame the server ends with.
+    /// The close frame the server ends with (output and text frames until
+    /// then are kept).
     async fn closed(&mut self) -> (u16, String) {
         loop {
             let message = tokio::time::timeout(Duration::from_secs(20), self.socket.next())
@@ -100,6 +101,8 @@ impl Term {
                     return (u16::from(frame.code), frame.reason.to_string());
                 }
                 Some(Ok(Message::Close(None))) | None => return (1005, String::new()),
+                Some(Ok(Message::Binary(bytes))) => self.seen.extend_from_slice(&bytes),
+                Some(Ok(Message::Text(text))) => self.texts.push(text.to_string()),
                 Some(Ok(_)) => {}
                 Some(Err(error)) => return (1006, error.to_string()),
             }
@@ -648,7 +651,54 @@ async fn a_shell_that_exits_ends_its_clients_and_shows_its_status() {
         second.closed().await,
         (1000, "the terminal ended".to_owned())
     );
+    // Its status came just before the close.
+    assert_eq!(
+        second.texts.last().map(String::as_str),
+        Some(r#"{"type":"exit","exit_code":3,"signal":null}"#),
+        "{:?}",
+        second.texts
+    );
     let listed = app.call("GET", &path, &key, None).await.json();
     assert_eq!(listed[0]["running"], false, "{listed}");
     assert_eq!(listed[0]["exit_code"], 3, "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_ended_before_anyone_attached_still_shows_its_output_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(corral_store::Backend::Sqlite, dir.path()).await;
+    let address = app.serve().await;
+    let (key, id) = sandbox_of(&app, "quick").await;
+    let path = format!("/api/v1/sandboxes/{id}/terminals");
+    let tid = app
+        .call(
+            "POST",
+            &path,
+            &key,
+            Some(json!({"command": ["sh", "-c", "echo hi-$((40+2)); exit 3"]})),
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Wait until it has ended (as `corral shell -- CMD` may find it).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = app.call("GET", &path, &key, None).await.json();
+        if listed[0]["running"] == false {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ws = format!("{path}/{tid}/ws?token={key}");
+    let mut late = Term::new(connect(address, &ws, &[]).await.unwrap());
+    assert_eq!(late.closed().await, (1000, "the terminal ended".to_owned()));
+    let seen = String::from_utf8_lossy(&late.seen).into_owned();
+    assert!(seen.contains("hi-42"), "{seen:?}");
+    assert_eq!(
+        late.texts,
+        vec![r#"{"type":"exit","exit_code":3,"signal":null}"#.to_owned()]
+    );
 }

@@ -12,7 +12,7 @@ use corral_client::types::sandbox::{
     CreateSandboxRequest, ExecRequestBody, Resources, SandboxPage,
 };
 use corral_client::types::terminal::StartProcessRequest;
-use corral_client::{Client, SandboxFilter};
+use corral_client::{Client, ExecEvent, SandboxFilter};
 
 use super::output;
 use super::{Failure, GlobalArgs, Outcome, connect, key_value, print_json};
@@ -42,18 +42,29 @@ enum SandboxCommand {
         /// Only sandboxes with this label (repeatable: all must match).
         #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
         label: Vec<(String, String)>,
+        /// Every org's sandboxes, with an ORG column (platform
+        /// administrators only).
+        #[arg(long)]
+        all: bool,
     },
     /// Show one sandbox.
     Get {
         /// Sandbox id.
         id: String,
     },
-    /// Run a command in a sandbox; exits with its exit code (124 on timeout).
+    /// Run a command in a sandbox, printing its output as it comes; exits
+    /// with its exit code (124 on timeout, 125 when output was truncated).
     #[command(after_help = "Examples:\n  \
         corral sandbox exec $ID -- python3 -c 'print(1)'\n  \
         corral sandbox exec $ID -c 'ls /tmp | wc -l'\n  \
         corral sandbox exec $ID -d -c 'python3 -m http.server'   (background: prints its PID)\n  \
-        echo hello | corral sandbox exec $ID -- cat")]
+        echo hello | corral sandbox exec $ID -- cat\n\n\
+        Standard input: from a pipe it is streamed to the program while it runs (and the\n\
+        command ends when the program does, whether or not it read it all); from a file it\n\
+        is sent whole; from a terminal, or with --no-stdin, the program gets none.\n\n\
+        Exit status: the program's exit code; 128+N when signal N killed it; 124 when the\n\
+        timeout killed it; 125 when output went past --max-output (a warning on stderr\n\
+        gives the program's own code); 1 when corral itself failed.")]
     Exec(ExecArgs),
     /// Copy a file into or out of a sandbox: one side is `ID:/path`, the
     /// other a local path (`-` for stdin or stdout).
@@ -156,9 +167,13 @@ struct ExecArgs {
     /// Do not send standard input even when it is not a terminal.
     #[arg(long)]
     no_stdin: bool,
+    /// Keep at most this many bytes of each of stdout and stderr [server
+    /// default: 1048576; at most the server's sandbox.exec_max_output_bytes].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    max_output: Option<u64>,
     /// Run it in the background: print its PID and return at once (see
     /// `corral sandbox ps` and `corral sandbox logs`).
-    #[arg(short = 'd', long, conflicts_with_all = ["timeout_ms", "no_stdin"])]
+    #[arg(short = 'd', long, conflicts_with_all = ["timeout_ms", "no_stdin", "max_output"])]
     background: bool,
     /// Program and arguments (after `--`).
     #[arg(
@@ -199,11 +214,12 @@ pub async fn main(args: SandboxArgs) -> Outcome {
                 println!("{}", sandbox.id);
             }
         }
-        SandboxCommand::Ls { state, label } => {
+        SandboxCommand::Ls { state, label, all } => {
             let filter = SandboxFilter {
                 state,
                 labels: label,
                 limit: Some(200),
+                all_orgs: all,
             };
             let items = client.list_all_sandboxes(&filter).await?;
             if global.json {
@@ -211,6 +227,18 @@ pub async fn main(args: SandboxArgs) -> Outcome {
                     items,
                     next_cursor: None,
                 })?;
+            } else if all {
+                let rows: Vec<_> = items
+                    .iter()
+                    .map(|s| {
+                        let mut row = output::sandbox_row(s);
+                        row.push(s.org_id.clone());
+                        row
+                    })
+                    .collect();
+                let [id, name, image, state, cpu, mem, created] = output::SANDBOX_HEADERS;
+                let headers = [id, name, image, state, cpu, mem, created, "ORG"];
+                print!("{}", output::table(headers, &rows));
             } else {
                 let rows: Vec<_> = items.iter().map(output::sandbox_row).collect();
                 print!("{}", output::table(output::SANDBOX_HEADERS, &rows));
@@ -375,17 +403,129 @@ async fn run_exec(client: &Client, global: &GlobalArgs, args: ExecArgs) -> Outco
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let stdin = if args.no_stdin { None } else { read_stdin()? };
+    let input = if args.no_stdin {
+        Input::Nothing
+    } else {
+        exec_input()?
+    };
     let request = ExecRequestBody {
         command: args.command,
         argv: (!args.argv.is_empty()).then_some(args.argv),
         env: args.env.into_iter().collect::<BTreeMap<_, _>>(),
         cwd: args.cwd,
-        stdin,
+        stream_stdin: matches!(input, Input::Stream),
+        stdin: match input {
+            Input::Text(text) => Some(text),
+            Input::Nothing | Input::Stream => None,
+        },
         timeout_ms: args.timeout_ms,
+        max_output_bytes: args.max_output,
     };
-    let result = client.exec(&args.id, &request).await?;
-    finish_exec(global, &result)
+    let mut events = client.exec_stream(&args.id, &request).await?;
+    let mut feeding = None;
+    // With --json the output goes into the one result printed at the end.
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    loop {
+        match events.next().await? {
+            ExecEvent::Started(exec_id) => {
+                let (client, id) = (client.clone(), args.id.clone());
+                feeding = Some(tokio::spawn(feed_stdin(client, id, exec_id)));
+            }
+            ExecEvent::Stdout(data) if global.json => stdout.push_str(&data),
+            ExecEvent::Stderr(data) if global.json => stderr.push_str(&data),
+            ExecEvent::Stdout(data) => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(data.as_bytes())?;
+                out.flush()?;
+            }
+            ExecEvent::Stderr(data) => {
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(data.as_bytes());
+                let _ = err.flush();
+            }
+            ExecEvent::Exited(mut result) => {
+                // Whatever the program left unread of standard input stays
+                // unread: the command is over when the program is.
+                if let Some(feeding) = feeding {
+                    feeding.abort();
+                }
+                result.stdout = stdout;
+                result.stderr = stderr;
+                return finish_exec(global, &result);
+            }
+        }
+    }
+}
+
+/// What the program's standard input is.
+enum Input {
+    /// None: a terminal, or `--no-stdin`.
+    Nothing,
+    /// All of it, read before the program starts (a file, or empty).
+    Text(String),
+    /// A pipe or socket: written to the program as it comes.
+    Stream,
+}
+
+/// Decides how standard input reaches the program: a pipe is streamed
+/// (its writer may never finish, as `sleep 8 | corral sandbox exec …`), a
+/// file is read whole at once.
+fn exec_input() -> Result<Input, Failure> {
+    use std::os::unix::fs::FileTypeExt;
+    if std::io::stdin().is_terminal() {
+        return Ok(Input::Nothing);
+    }
+    let streamed = std::fs::metadata("/dev/stdin")
+        .map(|m| m.file_type().is_fifo() || m.file_type().is_socket())
+        .unwrap_or(false);
+    if streamed {
+        return Ok(Input::Stream);
+    }
+    Ok(read_stdin()?.map_or(Input::Nothing, Input::Text))
+}
+
+/// Most standard input sent in one write request, bytes.
+const STDIN_BATCH: usize = 256 * 1024;
+
+/// Writes standard input to a running exec as it arrives, then closes it.
+/// Ends early (quietly) when the exec has ended.
+async fn feed_stdin(client: Client, id: String, exec_id: String) {
+    let mut chunks = super::shell::stdin_chunks();
+    let mut pending = Vec::new();
+    while let Some(chunk) = chunks.recv().await {
+        pending.extend_from_slice(&chunk);
+        // What has piled up goes in one request (a fast pipe is not one
+        // request per read).
+        while pending.len() < STDIN_BATCH
+            && let Ok(more) = chunks.try_recv()
+        {
+            pending.extend_from_slice(&more);
+        }
+        let whole = match std::str::from_utf8(&pending) {
+            Ok(_) => pending.len(),
+            // A character cut at the end: its rest comes with the next chunk.
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => {
+                eprintln!(
+                    "corral: standard input is not UTF-8 text; the program's was closed there \
+                     (copy binary data in with `corral sandbox cp`)"
+                );
+                break;
+            }
+        };
+        let rest = pending.split_off(whole);
+        let text = String::from_utf8_lossy(&pending).into_owned();
+        pending = rest;
+        if !text.is_empty()
+            && client
+                .exec_stdin(&id, &exec_id, &text, false)
+                .await
+                .is_err()
+        {
+            return;
+        }
+    }
+    let _ = client.exec_stdin(&id, &exec_id, "", true).await;
 }
 
 /// Standard input for the program: everything, when it is not a terminal.
@@ -420,7 +560,16 @@ pub(crate) fn finish_exec(global: &GlobalArgs, result: &ExecResult) -> Outcome {
         let mut err = std::io::stderr().lock();
         err.write_all(result.stderr.as_bytes())?;
         if result.truncated {
-            writeln!(err, "corral: output was truncated at the server's limit")?;
+            let own = match (result.exit_code, result.signal) {
+                (Some(code), _) => format!("exit code {code}"),
+                (None, Some(signal)) => format!("signal {signal}"),
+                (None, None) => "no exit status".to_owned(),
+            };
+            writeln!(
+                err,
+                "corral: output was truncated: past the limit per stream (--max-output), the rest \
+                 was dropped; exiting with 125 (the program ended with {own})"
+            )?;
         }
         if result.timed_out {
             writeln!(
@@ -433,11 +582,19 @@ pub(crate) fn finish_exec(global: &GlobalArgs, result: &ExecResult) -> Outcome {
     Ok(ExitCode::from(exit_code(result)))
 }
 
+/// The exit status for output that was cut short (as `timeout(1)` uses
+/// 125 for its own failures: not one of the program's).
+pub(crate) const TRUNCATED: u8 = 125;
+
 /// The shell's view of how a program ended: its code, 124 after a timeout
-/// (as `timeout(1)`), 128 + n after signal n.
+/// (as `timeout(1)`), 128 + n after signal n; 125 when its output was
+/// truncated (the program's own status is then on stderr).
 pub(crate) fn exit_code(result: &ExecResult) -> u8 {
     if result.timed_out {
         return 124;
+    }
+    if result.truncated {
+        return TRUNCATED;
     }
     match (result.exit_code, result.signal) {
         (Some(code), _) => u8::try_from(code & 0xff).unwrap_or(1),
@@ -549,6 +706,16 @@ mod tests {
         assert_eq!(exit_code(&result(None, Some(9), false)), 137);
         assert_eq!(exit_code(&result(None, Some(9), true)), 124);
         assert_eq!(exit_code(&result(None, None, false)), 1);
+        let cut = ExecResult {
+            truncated: true,
+            ..result(Some(0), None, false)
+        };
+        assert_eq!(exit_code(&cut), TRUNCATED);
+        let cut_and_late = ExecResult {
+            truncated: true,
+            ..result(None, Some(9), true)
+        };
+        assert_eq!(exit_code(&cut_and_late), 124);
     }
 
     #[test]

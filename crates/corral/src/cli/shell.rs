@@ -117,6 +117,7 @@ pub async fn main(args: ShellArgs) -> Outcome {
     let mut stdin_open = true;
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     let mut stdout = std::io::stdout();
+    let mut exited = None;
     let ended = loop {
         tokio::select! {
             event = reader.next() => match event {
@@ -125,6 +126,7 @@ pub async fn main(args: ShellArgs) -> Outcome {
                     let _ = stdout.flush();
                 }
                 TerminalEvent::Pong => {}
+                TerminalEvent::Exited { exit_code, signal } => exited = Some((exit_code, signal)),
                 TerminalEvent::Closed { code, reason } => break Some((code, reason)),
             },
             read = stdin.recv(), if stdin_open => match read {
@@ -174,8 +176,23 @@ pub async fn main(args: ShellArgs) -> Outcome {
             Ok(ExitCode::SUCCESS)
         }
         Some((1000, reason)) => {
-            eprintln!("\n[{reason}]");
-            Ok(ExitCode::SUCCESS)
+            // The program's own status, as a shell gives it: its code, or
+            // 128 + the signal that ended it.
+            let code = match exited {
+                Some((Some(code), _)) => {
+                    eprintln!("\n[{reason}: exit code {code}]");
+                    u8::try_from(code & 0xff).unwrap_or(1)
+                }
+                Some((None, Some(signal))) => {
+                    eprintln!("\n[{reason}: killed by signal {signal}]");
+                    u8::try_from((128 + signal).clamp(0, 255)).unwrap_or(1)
+                }
+                _ => {
+                    eprintln!("\n[{reason}]");
+                    0
+                }
+            };
+            Ok(ExitCode::from(code))
         }
         Some((code, reason)) => Err(Failure::Other(anyhow::anyhow!(
             "the terminal connection closed ({code}): {reason}"
@@ -186,7 +203,7 @@ pub async fn main(args: ShellArgs) -> Outcome {
 /// Standard input, read on a thread of its own: a read that never returns
 /// (nobody types) must not keep the program from exiting, as a read on
 /// tokio's blocking pool would.
-fn stdin_chunks() -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+pub(crate) fn stdin_chunks() -> tokio::sync::mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     std::thread::spawn(move || {
         use std::io::Read;
