@@ -5,15 +5,16 @@
 #
 #   CORRAL_BIN                  the corral binary (default target/debug/corral)
 #   CORRAL_AGENT_BIN            the agent (default the static build)
-#   SCHEMATHESIS_EXAMPLES       examples per operation (default 8)
-#   SCHEMATHESIS_MAX_TIME       seconds per backend (default 90)
+#   SCHEMATHESIS_EXAMPLES       examples per operation (default 5)
+#   SCHEMATHESIS_MAX_TIME       seconds per backend (default 60)
 #   CORRAL_TEST_POSTGRES_URL    an admin URL of the PostgreSQL to use
+#   SCHEMATHESIS_BACKENDS       default "sqlite postgres"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${CORRAL_BIN:-target/debug/corral}"
 agent="${CORRAL_AGENT_BIN:-$PWD/target/static/x86_64-unknown-linux-gnu/release/corral-agent}"
-examples="${SCHEMATHESIS_EXAMPLES:-8}"
-max_time="${SCHEMATHESIS_MAX_TIME:-90}"
+examples="${SCHEMATHESIS_EXAMPLES:-5}"
+max_time="${SCHEMATHESIS_MAX_TIME:-60}"
 pg_admin="${CORRAL_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 command -v st >/dev/null || { echo "schemathesis.sh: no schemathesis (scripts/deps.sh test installs it)" >&2; exit 1; }
 
@@ -33,6 +34,8 @@ trap cleanup EXIT
 run_backend() {
   local backend="$1"
   work="$(mktemp -d)"
+  # Sandbox users pass through it to their bundles.
+  chmod 755 "$work"
   local port; port="$(free_port)"
   local url="http://127.0.0.1:$port"
   local db_url=""
@@ -72,7 +75,7 @@ run_backend() {
     --max-examples "$examples" \
     --max-time "$max_time" \
     --request-timeout 30 \
-    --workers 2 \
+    --workers 1 \
     --exclude-path-regex '/(auth/logout|auth/session|terminals/\{tid\}/ws)$' \
     --suppress-health-check all \
     --no-color || status=$?
@@ -81,12 +84,16 @@ run_backend() {
     grep -A5 "panicked" "$work/server.log" >&2
     status=1
   fi
+  if [ "$status" != 0 ]; then
+    echo "schemathesis: errors the server logged on $backend:" >&2
+    grep -E "ERROR|error" "$work/server.log" | tail -n 40 >&2 || true
+  fi
   cleanup
   return "$status"
 }
 
 failed=0
-for backend in sqlite postgres; do
+for backend in ${SCHEMATHESIS_BACKENDS:-sqlite postgres}; do
   run_backend "$backend" || failed=1
 done
 exit "$failed"
