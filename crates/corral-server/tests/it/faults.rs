@@ -263,8 +263,10 @@ impl Drop for SmallDisk {
 async fn a_full_data_disk_gives_clean_errors_and_recovers_when_freed() {
     let disk = SmallDisk::mount("8m");
     let store_config = corral_store::StoreConfig::sqlite_in(disk.path());
-    let mut config = corral_server::Config::default();
-    config.data_dir = disk.path().to_path_buf();
+    let config = corral_server::Config {
+        data_dir: disk.path().to_path_buf(),
+        ..corral_server::Config::default()
+    };
     let app = TestApp::on_store(store_config, config).await;
     // A plan with room for every snippet this test writes.
     let token = app.register_on_plan("filler", "enterprise").await;
