@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Extra arguments for `corral serve`, e.g. `make run ARGS="--listen 0.0.0.0:8080"`.
 ARGS ?=
 
-.PHONY: run build agent test lint test-rust test-browser openapi bench clean
+.PHONY: run build agent test lint test-rust test-browser test-schemathesis openapi bench clean
 
 ## Build and start Corral on SQLite in ./corral-data (installs what is missing).
 run:
@@ -24,8 +24,9 @@ agent:
 	  --target x86_64-unknown-linux-gnu --target-dir target/static
 	mkdir -p target/release && install -m 755 $(AGENT_STATIC) target/release/corral-agent
 
-## Every check CI runs: formatting, lints, Rust tests on SQLite and PostgreSQL, browser tests.
-test: lint test-rust test-browser
+## Every check CI runs: formatting, lints, Rust tests on SQLite and PostgreSQL, browser tests,
+## and schemathesis against the live server on both backends (no 5xx).
+test: lint test-rust test-browser test-schemathesis
 
 lint:
 	@scripts/deps.sh test
@@ -45,6 +46,13 @@ test-browser:
 	@scripts/deps.sh test
 	$(CARGO) build -p corral
 	cd tests/browser && npm ci --no-audit --no-fund && npm test
+
+## Fuzz the live API (SQLite, then PostgreSQL) with a bounded schemathesis run; any 5xx fails.
+test-schemathesis:
+	@scripts/deps.sh test
+	$(CARGO) build -p corral
+	@$(MAKE) --no-print-directory agent
+	CORRAL_BIN=$${CARGO_TARGET_DIR:-target}/debug/corral scripts/schemathesis.sh
 
 ## Rewrite openapi.json after an intended API change.
 openapi:

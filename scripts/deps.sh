@@ -73,6 +73,10 @@ case "$want" in
     python3 -c 'import aiosmtpd' 2>/dev/null \
       || python3 -m pip install --quiet --disable-pip-version-check 'aiosmtpd>=1.4,<2' \
       || die "cannot install aiosmtpd (pip install aiosmtpd)"
+    # `make test-schemathesis` fuzzes the live API with schemathesis.
+    command -v st >/dev/null 2>&1 \
+      || python3 -m pip install --quiet --disable-pip-version-check 'schemathesis>=4.32,<5' \
+      || die "cannot install schemathesis (pip install schemathesis)"
     # The shared rate-limit tests need Redis at 127.0.0.1:6379.
     if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
       command -v redis-server >/dev/null 2>&1 || apt_install redis-server

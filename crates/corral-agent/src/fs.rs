@@ -30,14 +30,90 @@ fn io_error(path: &str, failure: &io::Error) -> AgentResponse {
 }
 
 fn absolute(path: &str) -> Result<&Path, AgentResponse> {
-    if path.starts_with('/') && !path.contains('\0') {
-        Ok(Path::new(path))
-    } else {
-        Err(error(
+    if !path.starts_with('/') || path.contains('\0') {
+        return Err(error(
             "invalid",
             format!("`{path}` is not an absolute path"),
-        ))
+        ));
     }
+    let p = Path::new(path);
+    if reaches_the_agent(p) {
+        return Err(error(
+            "invalid",
+            format!("`{path}` is the agent's own process, which the file API does not reach"),
+        ));
+    }
+    Ok(p)
+}
+
+/// Whether `path` names the agent's own `/proc` entries, in any spelling:
+/// `/proc/self`, `/proc/thread-self`, `/proc/<the agent's pid or a thread's
+/// id>`, through `..` or a symlink, or a magic link (`/proc/<pid>/fd/N`,
+/// `/proc/<pid>/cwd`...) whose target cannot be named inside the sandbox.
+///
+/// The agent runs the file API as itself: through those entries it would
+/// open its own descriptors (the host's end of its stdio, the control
+/// socket), memory and environment for the caller.
+fn reaches_the_agent(path: &Path) -> bool {
+    // Directories resolve with `canonicalize`; the last component is
+    // followed link by link, since `/proc/self/fd/1` resolves to wherever
+    // the descriptor points but passes through the agent's entries.
+    let mut current = path.to_path_buf();
+    for _ in 0..40 {
+        let Some(name) = current.file_name().map(ToOwned::to_owned) else {
+            return is_agent_proc(&current);
+        };
+        let directory = current.parent().unwrap_or(Path::new("/"));
+        let directory = match fs::canonicalize(directory) {
+            Ok(directory) => directory,
+            // It exists (following links) but has no name here: a magic
+            // link whose target is outside the sandbox's view.
+            Err(_) if fs::metadata(directory).is_ok() => return true,
+            // Not there: nothing to reach.
+            Err(_) => return false,
+        };
+        let candidate = directory.join(name);
+        if is_agent_proc(&directory) || is_agent_proc(&candidate) {
+            return true;
+        }
+        match fs::read_link(&candidate) {
+            Ok(target) => current = directory.join(target),
+            Err(_) => return false,
+        }
+    }
+    // A loop of links: nothing to open, but nothing to allow either.
+    true
+}
+
+/// Whether the canonical `path` is in `/proc/self`, `/proc/thread-self` or
+/// the agent's `/proc/<id>`.
+fn is_agent_proc(path: &Path) -> bool {
+    let Ok(rest) = path.strip_prefix("/proc") else {
+        return false;
+    };
+    let Some(first) = rest.components().next() else {
+        return false;
+    };
+    let first = first.as_os_str().to_string_lossy();
+    if first == "self" || first == "thread-self" {
+        return true;
+    }
+    let Ok(id) = first.parse::<u32>() else {
+        return false;
+    };
+    id == std::process::id() || own_thread_ids().contains(&id)
+}
+
+/// The ids of the agent's threads (each is also a `/proc/<id>`).
+fn own_thread_ids() -> Vec<u32> {
+    fs::read_dir("/proc/self/task")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn info(name: String, meta: &fs::Metadata) -> FileInfo {

@@ -143,11 +143,29 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Err(error) = detach_stdio() {
+        eprintln!("corral-agent: cannot point its output at /dev/null: {error}");
+        std::process::exit(2);
+    }
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let agent = agent.clone();
         std::thread::spawn(move || serve(stream, &agent));
     }
+}
+
+/// Points stdout and stderr at the sandbox's `/dev/null` once the agent is
+/// ready. Until here they are the host's `agent.log`, where a sandbox that
+/// fails to start says why; from here on nothing inside the sandbox can
+/// name that host file (as `/proc/1/fd/1`, say).
+fn detach_stdio() -> std::io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    nix::unistd::dup2_stdout(&null)?;
+    nix::unistd::dup2_stderr(&null)?;
+    Ok(())
 }
 
 /// The listening socket at fd 3.

@@ -8,4 +8,5 @@
 pub mod auth;
 pub mod clock;
 pub mod id;
+pub mod net;
 pub mod validate;

@@ -45,14 +45,16 @@ DENIED = {
     # Fanotify, NUMA page moving, personality tricks handled below.
     "fanotify_init", "move_pages", "migrate_pages", "mbind",
     # Allowed below only with safe arguments.
-    "clone", "clone3", "ioctl", "personality",
+    "clone", "clone3", "ioctl", "personality", "socket",
 }
+CONDITIONAL = {"clone", "clone3", "ioctl", "personality", "socket"}
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS = 0x00020000, 0x02000000, 0x04000000
 CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x08000000, 0x10000000, 0x20000000, 0x40000000
 NAMESPACE_FLAGS = (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC
                    | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET)
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
+AF_VSOCK = 40
 
 
 def aligned_blocks(start, end):
@@ -88,6 +90,21 @@ def ioctl_rules():
     return rules
 
 
+def socket_rules():
+    """ALLOW rules for socket covering every address family but AF_VSOCK.
+
+    AF_VSOCK reaches the hypervisor (CID 2) and other VMs' services, past
+    the sandbox's network namespace. The kernel reads the family as a 32-bit
+    int, so the rules compare only the low 32 bits (a family of
+    AF_VSOCK | 1 << 32 is still AF_VSOCK): aligned blocks of [0, AF_VSOCK)
+    and (AF_VSOCK, 2**32), each mask limited to the low half."""
+    return [{"names": ["socket"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 0, "value": mask & 0xFFFFFFFF, "valueTwo": value,
+                       "op": "SCMP_CMP_MASKED_EQ"}]}
+            for start, end in ((0, AF_VSOCK), (AF_VSOCK + 1, 1 << 32))
+            for mask, value in aligned_blocks(start, end)]
+
+
 def main():
     if sys.argv[1:] == ["--syscalls"]:
         numbers = {m.group(1): int(m.group(2))
@@ -103,7 +120,7 @@ def main():
         "architectures": ["SCMP_ARCH_X86_64"],
         "syscalls": [
             {"names": allowed, "action": "SCMP_ACT_ALLOW"},
-            {"names": sorted(DENIED - {"clone", "clone3", "ioctl", "personality"}),
+            {"names": sorted(DENIED - CONDITIONAL),
              "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
             # clone without any namespace flag (threads and fork stay fine).
             {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
@@ -120,6 +137,8 @@ def main():
             *({"names": ["personality"], "action": "SCMP_ACT_ALLOW",
                "args": [{"index": 0, "value": v, "op": "SCMP_CMP_EQ"}]}
               for v in (0x0, 0x0008, 0x20000, 0x20008, 0xFFFFFFFF)),
+            # socket, except AF_VSOCK (ENOSYS, as outside the allowlist).
+            *socket_rules(),
         ],
     }
     json.dump(profile, sys.stdout, indent=1)

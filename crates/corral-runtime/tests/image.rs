@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use corral_runtime::image::{
-    ImageError, ImageStore, PullPhase, PullProgress, RegistryAuth, UnpackLimits,
+    ImageError, ImageStore, PullPhase, PullPolicy, PullProgress, RegistryAuth, UnpackLimits,
 };
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
@@ -409,9 +409,13 @@ async fn pull(
     Result<corral_runtime::image::ImageInfo, ImageError>,
     Vec<PullProgress>,
 ) {
+    let policy = PullPolicy {
+        insecure_registries: insecure.to_vec(),
+        ..PullPolicy::default()
+    };
     let mut events = Vec::new();
     let result = store
-        .pull(reference, auth, insecure, &mut |p| events.push(p))
+        .pull(reference, auth, &policy, &mut |p| events.push(p))
         .await;
     (result, events)
 }
@@ -732,6 +736,170 @@ fn an_unreachable_or_unknown_image_is_a_clear_error() {
         assert!(matches!(result, Err(ImageError::InvalidReference { .. })));
         assert_store_empty(&store);
     });
+}
+
+// ---------------------------------------------------------------- SSRF
+
+/// A TCP listener that counts the connections it accepts (it answers none).
+fn tripwire(ip: &str) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind((ip, 0)).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (addr, hits)
+}
+
+/// A minimal registry that answers every request with `response`.
+fn fake_registry(response: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match std::io::Read::read(&mut stream, &mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    addr
+}
+
+/// Issue 17 item 5 (security row 36): an image reference naming a
+/// loopback, private or metadata address, in any spelling, is refused
+/// before anything connects (a real registry listens at the loopback one),
+/// and the error says "refused", not what answered.
+#[test]
+fn pulls_from_internal_addresses_are_refused_before_connecting() {
+    let registry = Registry::start(None);
+    let image = busybox_image();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(store_dir.path()).unwrap();
+    let (trip, hits) = tripwire("127.0.0.1");
+    let port = trip.rsplit_once(':').unwrap().1.to_owned();
+    runtime().block_on(async {
+        registry.push("ssrf/x", "latest", &image, None).await;
+        for reference in [
+            format!("{}/ssrf/x:latest", registry.addr),
+            format!("{trip}/x:latest"),
+            format!("localhost:{port}/x:latest"),
+            format!("127.1:{port}/x:latest"),
+            format!("2130706433:{port}/x:latest"),
+            "169.254.169.254/x:latest".to_owned(),
+            "10.0.0.1:5000/x:latest".to_owned(),
+            format!("[::ffff:127.0.0.1]:{port}/x:latest"),
+        ] {
+            let (result, _) = pull(&store, &reference, &RegistryAuth::Anonymous, &[]).await;
+            match result {
+                Err(ImageError::Refused { .. } | ImageError::InvalidReference { .. }) => {}
+                other => panic!("{reference}: {other:?}"),
+            }
+        }
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // The operator opens a registry explicitly.
+        let reference = format!("{}/ssrf/x:latest", registry.addr);
+        let (result, _) = pull(
+            &store,
+            &reference,
+            &RegistryAuth::Anonymous,
+            &registry.insecure(),
+        )
+        .await;
+        result.unwrap();
+    });
+}
+
+/// The check is made again for every connection a pull makes: a registry
+/// the operator opened cannot send the pull elsewhere with its token
+/// realm or with a redirect.
+#[test]
+fn auth_realms_and_redirects_to_internal_addresses_are_refused() {
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(store_dir.path()).unwrap();
+    let (trip, hits) = tripwire("127.0.0.2");
+    let realm = fake_registry(format!(
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{trip}/token\",service=\"x\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ));
+    let redirect = fake_registry(format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{trip}/v2/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ));
+    runtime().block_on(async {
+        for registry in [realm, redirect] {
+            let reference = format!("{registry}/x:latest");
+            let (result, _) = pull(
+                &store,
+                &reference,
+                &RegistryAuth::Anonymous,
+                std::slice::from_ref(&registry),
+            )
+            .await;
+            match result {
+                Err(ImageError::Refused { host, .. }) => assert_eq!(host, trip, "{reference}"),
+                other => panic!("{reference}: {other:?}"),
+            }
+        }
+    });
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// A pull is bounded in time and in bytes.
+#[test]
+fn pulls_are_capped_in_time_and_size() {
+    let registry = Registry::start(None);
+    let image = busybox_image();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(store_dir.path()).unwrap();
+    // A registry that accepts and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    runtime().block_on(async {
+        registry.push("caps/x", "latest", &image, None).await;
+        let small = PullPolicy {
+            insecure_registries: registry.insecure(),
+            max_bytes: 100,
+            ..PullPolicy::default()
+        };
+        let reference = format!("{}/caps/x:latest", registry.addr);
+        let result = store
+            .pull(&reference, &RegistryAuth::Anonymous, &small, &mut |_| {})
+            .await;
+        assert!(
+            matches!(result, Err(ImageError::PullLimit { .. })),
+            "{result:?}"
+        );
+        let quick = PullPolicy {
+            insecure_registries: vec![silent_addr.clone()],
+            timeout: Duration::from_millis(500),
+            ..PullPolicy::default()
+        };
+        let started = Instant::now();
+        let result = store
+            .pull(
+                &format!("{silent_addr}/x:latest"),
+                &RegistryAuth::Anonymous,
+                &quick,
+                &mut |_| {},
+            )
+            .await;
+        assert!(
+            matches!(result, Err(ImageError::PullLimit { .. })),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_store_empty(&store);
+    });
+    drop(silent);
 }
 
 // ---------------------------------------------------------------- imports

@@ -296,6 +296,85 @@ fn the_agent_binary_cannot_be_overwritten() {
     );
 }
 
+/// Security row 8 of issue 17: the file API runs as the agent, so
+/// `/proc/self` is the agent; neither it nor `/proc/<agent>` is reachable
+/// in any spelling, and the agent's stdout and stderr are no longer the
+/// host's `agent.log` once it serves (they are the sandbox's /dev/null).
+#[test]
+fn the_file_api_does_not_reach_the_agents_own_proc_entries() {
+    use corral_runtime::RuntimeError;
+    use corral_types::agent::{AgentRequest, AgentResponse};
+
+    let running = start("proc-self");
+    let sandbox = &running.sandbox;
+    let out = sandbox
+        .exec(sh(
+            "ln -s /proc/self/fd/1 /tmp/out; ln -s /proc/1 /tmp/agent; \
+             ln -s /proc/self/fd/3 /tmp/socket",
+            10_000,
+        ))
+        .unwrap();
+    assert_eq!(out.exit_code, Some(0), "{}", out.stderr);
+    let refused = |result: Result<Vec<u8>, RuntimeError>, path: &str| match result {
+        Err(RuntimeError::Refused { kind, message }) => {
+            assert_eq!(kind, "invalid", "{path}: {message}");
+            assert!(message.contains("agent"), "{path}: {message}");
+        }
+        other => panic!("{path} was not refused: {other:?}"),
+    };
+    for path in [
+        "/proc/self/fd/1",
+        "/proc/self/fd/2",
+        "/proc/1/fd/1",
+        "/proc/thread-self/environ",
+        "/proc/1/environ",
+        "/proc/self/../self/status",
+        "/proc/./1/mem",
+        "/tmp/out",
+        "/tmp/agent/environ",
+        "/tmp/socket",
+    ] {
+        refused(sandbox.read_file(path, 1 << 20), path);
+    }
+    for request in [
+        AgentRequest::Stat {
+            path: "/proc/self".to_owned(),
+        },
+        AgentRequest::List {
+            path: "/proc/1/fd".to_owned(),
+        },
+        AgentRequest::Chmod {
+            path: "/proc/self/fd/1".to_owned(),
+            mode: 0o777,
+        },
+    ] {
+        match sandbox.file_op(&request) {
+            Err(RuntimeError::Refused { kind, .. }) if kind == "invalid" => {}
+            other => panic!("{request:?} was not refused: {other:?}"),
+        }
+    }
+    refused(
+        sandbox
+            .write_file("/proc/self/fd/1", b"x", None)
+            .map(|()| Vec::new()),
+        "write /proc/self/fd/1",
+    );
+    // Other /proc files and ordinary ones are as before.
+    sandbox.write_file("/tmp/plain", b"plain", None).unwrap();
+    assert_eq!(sandbox.read_file("/tmp/plain", 1 << 20).unwrap(), b"plain");
+    match sandbox.file_op(&AgentRequest::List {
+        path: "/proc".to_owned(),
+    }) {
+        Ok(AgentResponse::Entries { entries }) => assert!(!entries.is_empty()),
+        other => panic!("listing /proc: {other:?}"),
+    }
+    let pid = running.runtime.init_pid(&running.id).unwrap();
+    for fd in [1, 2] {
+        let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+        assert_eq!(target, PathBuf::from("/dev/null"), "the agent's fd {fd}");
+    }
+}
+
 /// Hostile program 15: /tmp is nosuid and no_new_privs is set.
 #[test]
 fn tmp_is_nosuid_and_no_new_privs_is_set() {
@@ -393,6 +472,9 @@ print("keyctl", call(250, 0, 0))
 print("bpf", call(321, 0, 0, 0))
 print("clone3", call(435, 0, 0))
 print("unknown", call(1000))
+print("vsock", call(41, 40, 1, 0))
+print("vsock_high_bits", call(41, 40 | 1 << 32, 1, 0))
+print("inet", call(41, 2, 1, 0))
 print("getpid", "ALLOWED" if call(39) == "ALLOWED" else "refused")
 for pid in ("1", "self"):
     for line in open(f"/proc/{pid}/status"):
@@ -408,6 +490,9 @@ for pid in ("1", "self"):
         "bpf EPERM",
         "clone3 ENOSYS",
         "unknown ENOSYS",
+        "vsock ENOSYS",
+        "vsock_high_bits ENOSYS",
+        "inet ALLOWED",
         "getpid ALLOWED",
         "1 Seccomp: 2",
         "1 Seccomp_filters: 2",

@@ -8,7 +8,7 @@
 //! then pinned to the checked address, so a second DNS answer cannot
 //! point it elsewhere (DNS rebinding). Redirects are not followed.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -21,38 +21,7 @@ use crate::AppState;
 /// How long a callback may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether an address is one a callback must never reach.
-pub fn forbidden_address(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => forbidden_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return forbidden_v4(v4);
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || v6 == Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0xa9fe, 0xa9fe)
-        }
-    }
-}
-
-fn forbidden_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || ip.is_broadcast()
-        || ip.is_documentation()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b))
-        || (a == 198 && (18..20).contains(&b))
-}
+use corral_core::net::forbidden_address;
 
 /// Checks a callback URL and resolves it to one allowed address.
 pub async fn resolve(url: &str, allow_private: bool) -> Result<(reqwest::Url, SocketAddr), String> {

@@ -150,6 +150,14 @@ pub struct SandboxConfig {
     pub pull_missing_images: bool,
     /// Registries spoken to over plain HTTP (`host:port`), such as a local one.
     pub insecure_registries: Vec<String>,
+    /// Registries (`host` or `host:port`, HTTPS) a pull may reach although
+    /// they resolve to a loopback, private or metadata address; every other
+    /// connection of a pull must go to a public address.
+    pub allowed_registries: Vec<String>,
+    /// Time an image pull may take in all, seconds.
+    pub pull_timeout_secs: u64,
+    /// Bytes an image pull may download, all layers together.
+    pub pull_max_bytes: u64,
     /// Warm pools: classes of sandboxes kept started and unassigned, so a
     /// create that asks for exactly such a sandbox gets one at once.
     pub pool: Vec<PoolClass>,
@@ -187,6 +195,18 @@ pub struct PoolClass {
     pub size: usize,
 }
 
+impl SandboxConfig {
+    /// What an image pull may reach, how long and how large.
+    pub fn pull_policy(&self) -> corral_runtime::image::PullPolicy {
+        corral_runtime::image::PullPolicy {
+            insecure_registries: self.insecure_registries.clone(),
+            allowed_registries: self.allowed_registries.clone(),
+            timeout: std::time::Duration::from_secs(self.pull_timeout_secs),
+            max_bytes: self.pull_max_bytes,
+        }
+    }
+}
+
 fn host_image() -> String {
     "host".to_owned()
 }
@@ -202,6 +222,9 @@ impl Default for SandboxConfig {
             sweep_interval_secs: 30,
             pull_missing_images: true,
             insecure_registries: Vec::new(),
+            allowed_registries: Vec::new(),
+            pull_timeout_secs: 600,
+            pull_max_bytes: 4 << 30,
             pool: Vec::new(),
             terminal_idle_secs: 900,
             terminal_max_message_bytes: 64 * 1024,

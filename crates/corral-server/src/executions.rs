@@ -194,11 +194,14 @@ pub async fn run_recorded(state: &AppState, id: &str) -> Result<(), String> {
             }
         }
     };
-    let finished = state
+    let finished = match state
         .store
         .execution_finished(state.clock.now_ms(), id, &outcome)
         .await
-        .map_err(|e| e.to_string())?;
+    {
+        Ok(finished) => finished,
+        Err(error) => unrecorded(state, &record, &error).await?,
+    };
     if finished
         && let Some(url) = &record.callback_url
         && let Ok(Some(done)) = state.store.execution(None, id).await
@@ -206,6 +209,42 @@ pub async fn run_recorded(state: &AppState, id: &str) -> Result<(), String> {
         crate::callbacks::deliver(state, url, &response(&done)).await;
     }
     Ok(())
+}
+
+/// Ends an execution whose outcome the store refused (`error`) as
+/// `internal_error`, without its output, and gives its quota back: the
+/// platform failed, not the program. Without this the record stayed
+/// `running` forever and the job ran the program again on every retry.
+/// An `Err` only when even that cannot be written (the database is gone):
+/// the job is then retried.
+async fn unrecorded(
+    state: &AppState,
+    record: &ExecutionRecord,
+    error: &corral_store::StoreError,
+) -> Result<bool, String> {
+    tracing::error!(%error, id = %record.id, "an execution's outcome could not be recorded");
+    let failed = ExecutionOutcome {
+        status: "internal_error".to_owned(),
+        error: Some("the outcome could not be recorded".to_owned()),
+        ..ExecutionOutcome::default()
+    };
+    let finished = state
+        .store
+        .execution_finished(state.clock.now_ms(), &record.id, &failed)
+        .await
+        .map_err(|e| e.to_string())?;
+    if finished
+        && let Err(error) = crate::quota::refund(
+            state,
+            &record.user_id,
+            crate::quota::Daily::Executions,
+            record.created_at,
+        )
+        .await
+    {
+        tracing::error!(%error, id = %record.id, "an execution's quota could not be given back");
+    }
+    Ok(finished)
 }
 
 /// Runs one execution in a sandbox of its own.

@@ -65,7 +65,64 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|error| json_error(&error.path().to_string(), error.inner()))?;
     // Trailing garbage after the value is a syntax error too.
     deserializer.end().map_err(|e| json_error(".", &e))?;
+    reject_nul(bytes)?;
     Ok(value)
+}
+
+/// Refuses a body with a NUL character (`\u0000`) in any string, key or
+/// value, naming the field: no text the API takes may hold one (PostgreSQL
+/// cannot store it, and names, code and input have no use for it).
+///
+/// JSON can only spell NUL as an escape, so bodies without `\u0000` in
+/// their bytes pass after one scan; only a suspect body is parsed again to
+/// find the field.
+fn reject_nul(bytes: &[u8]) -> Result<(), ApiError> {
+    const ESCAPE: &[u8] = b"\\u0000";
+    if !bytes.windows(ESCAPE.len()).any(|w| w == ESCAPE) {
+        return Ok(());
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Ok(());
+    };
+    match nul_field(&value, String::new()) {
+        Some(field) => Err(ApiError::invalid_field(
+            &field,
+            "must not contain a NUL character (\\u0000)",
+        )),
+        // `\\u0000`: an escaped backslash followed by the text u0000.
+        None => Ok(()),
+    }
+}
+
+/// The path (`a.b[2].c`, as serde_path_to_error names it) of the first
+/// string or key holding a NUL in `value`.
+fn nul_field(value: &serde_json::Value, path: String) -> Option<String> {
+    let here = || {
+        if path.is_empty() {
+            ".".to_owned()
+        } else {
+            path.clone()
+        }
+    };
+    match value {
+        serde_json::Value::String(text) => text.contains('\0').then(here),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_field(item, format!("{path}[{i}]"))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            let field = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if key.contains('\0') {
+                return Some(field.replace('\0', "\\u0000"));
+            }
+            nul_field(item, field)
+        }),
+        _ => None,
+    }
 }
 
 fn json_error(path: &str, error: &serde_json::Error) -> ApiError {
@@ -186,6 +243,31 @@ mod tests {
             assert_eq!(got, *field, "{body}: {problem:?}");
         }
         assert!(parse_json::<Body>(br#"{"name": "ok"}"#).is_ok());
+    }
+
+    /// Issue 17 item 1: NUL in any string of a body is a 422 naming the
+    /// field, wherever it is (a value, nested, in an array, in a key).
+    #[test]
+    fn nul_in_any_string_is_a_validation_error_naming_the_field() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{"name": "a\u0000b"}"#, "name"),
+            (r#"{"name": "\u0000"}"#, "name"),
+            (r#"{"name": ["a", "b\u0000"]}"#, "name[1]"),
+            (r#"{"name": {"k": "\u0000"}}"#, "name.k"),
+            (r#"{"name": {"k\u0000": 1}}"#, "name.k\\u0000"),
+        ];
+        for (body, field) in cases {
+            let err = parse_json::<serde_json::Value>(body.as_bytes()).unwrap_err();
+            let problem = err.problem();
+            assert_eq!(problem.code, ErrorCode::ValidationFailed, "{body}");
+            assert_eq!(problem.errors[0].field, *field, "{body}: {problem:?}");
+        }
+        // The same through a typed body.
+        let err = parse_json::<Body>(br#"{"name": "x\u0000"}"#).unwrap_err();
+        assert_eq!(err.problem().errors[0].field, "name");
+        // An escaped backslash before the text `u0000` is no NUL.
+        let ok: serde_json::Value = parse_json(br#"{"name": "\\u0000"}"#).unwrap();
+        assert_eq!(ok["name"], "\\u0000");
     }
 
     #[test]

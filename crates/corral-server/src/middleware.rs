@@ -259,6 +259,11 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
+        if let Err(refused) = reject_nul_in_uri(request.uri()) {
+            return futures_util::future::Either::Right(std::future::ready(Ok(
+                refused.into_response()
+            )));
+        }
         let limit = if is_streamed_upload(&request) {
             self.upload_limit
         } else {
@@ -271,6 +276,38 @@ where
             }
         }
     }
+}
+
+/// Refuses a URI that spells a NUL byte (`%00`; a raw one never parses):
+/// in the path it can only be part of an id or a name, which then names
+/// nothing (404); in the query it is a bad value (422 naming the
+/// parameter). No route sees it, so no store is asked about it (PostgreSQL
+/// cannot even compare it). Checked here, with the body limit, so it costs
+/// no layer of its own.
+fn reject_nul_in_uri(uri: &http::Uri) -> Result<(), crate::ApiError> {
+    let spells_nul = |text: &str| {
+        text.as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
+    };
+    if spells_nul(uri.path()) {
+        return Err(crate::ApiError::new(
+            ErrorCode::NotFound,
+            "nothing here is named with a NUL character",
+        ));
+    }
+    let Some(query) = uri.query().filter(|q| spells_nul(q)) else {
+        return Ok(());
+    };
+    let parameter = query
+        .split('&')
+        .find(|pair| spells_nul(pair))
+        .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
+        .unwrap_or_default();
+    Err(crate::ApiError::invalid_field(
+        parameter,
+        "must not contain a NUL character (%00)",
+    ))
 }
 
 fn limit_body(request: &mut Request, limit: usize) -> Result<(), StatusCode> {

@@ -112,3 +112,17 @@ pub async fn take(state: &AppState, user: &User, quota: Daily, now: i64) -> Resu
     error.set_resets_at(rfc3339(resets));
     Err(error)
 }
+
+/// Gives back one unit of `quota` that `user_id` was charged on the day of
+/// `taken_at` (Unix ms), for work the platform failed to do.
+pub async fn refund(
+    state: &AppState,
+    user_id: &str,
+    quota: Daily,
+    taken_at: i64,
+) -> Result<(), corral_store::StoreError> {
+    state
+        .store
+        .add_daily(user_id, quota.name(), day_of(taken_at), -1)
+        .await
+}

@@ -49,11 +49,14 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the database itself is unreachable or overloaded (as opposed to a
+    /// Whether the database itself is unreachable, full or overloaded (as opposed to a
     /// bad query), so callers can answer 503 instead of 500.
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Connect { .. } => true,
+            StoreError::Query(sqlx::Error::Database(e)) => {
+                e.code().is_some_and(|code| unavailable_code(&code))
+            }
             StoreError::Query(e) => matches!(
                 e,
                 sqlx::Error::PoolTimedOut
@@ -64,4 +67,19 @@ impl StoreError {
             _ => false,
         }
     }
+}
+
+/// Whether a database error code says the database cannot work right now,
+/// not that the query was wrong. PostgreSQL's are SQLSTATEs (five
+/// characters): disk full (53100), out of memory (53200), too many
+/// connections (53300), a server shutting down or starting (57P01 to
+/// 57P03). SQLite's are numbers whose low byte is the primary code:
+/// `SQLITE_IOERR` (10, with its extended write and fsync codes) and
+/// `SQLITE_FULL` (13).
+fn unavailable_code(code: &str) -> bool {
+    if code.len() == 5 && !code.starts_with('0') {
+        return ["53100", "53200", "53300", "57P01", "57P02", "57P03"].contains(&code);
+    }
+    code.parse::<u32>()
+        .is_ok_and(|n| matches!(n & 0xff, 10 | 13))
 }

@@ -1,6 +1,69 @@
 //! Executions as records: what ran, its limits and its verdict.
+//!
+//! A program's output is whatever it wrote, NUL bytes included, and
+//! PostgreSQL's text cannot hold a NUL. Output columns (`stdout`, `stderr`,
+//! `compile_output`, `error`) are therefore stored escaped when they must
+//! be, and marked so (see [`escape_output`]); records read back carry the
+//! output exactly as it was given. Both backends store the same text.
+
+use std::borrow::Cow;
 
 use crate::{Store, StoreError};
+
+/// Starts a stored output that was escaped: `\0` is NUL, `\\` a
+/// backslash. Output that begins with the mark itself is escaped too, so
+/// the mark never misleads.
+const ESCAPED_MARK: &str = "\u{1}corral-escaped:";
+
+/// `text` as an output column stores it: as it is when it holds no NUL
+/// (nearly always), else marked and escaped.
+fn escape_output(text: &str) -> Cow<'_, str> {
+    if !text.contains('\0') && !text.starts_with(ESCAPED_MARK) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(ESCAPED_MARK.len() + text.len() + 16);
+    out.push_str(ESCAPED_MARK);
+    for c in text.chars() {
+        match c {
+            '\0' => out.push_str("\\0"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The output that [`escape_output`] stored as `stored`.
+fn unescape_output(stored: String) -> String {
+    let Some(escaped) = stored.strip_prefix(ESCAPED_MARK) else {
+        return stored;
+    };
+    let mut out = String::with_capacity(escaped.len());
+    let mut chars = escaped.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('0') => out.push('\0'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+impl ExecutionRecord {
+    /// The record with its output columns as they were given.
+    fn unescaped(mut self) -> ExecutionRecord {
+        self.stdout = unescape_output(self.stdout);
+        self.stderr = unescape_output(self.stderr);
+        self.compile_output = unescape_output(self.compile_output);
+        self.error = self.error.map(unescape_output);
+        self
+    }
+}
 
 /// An execution (its fields are the columns of `COLUMNS`).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -150,11 +213,12 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM executions WHERE id = $1 AND ($2 IS NULL OR org_id = $2)"
         ));
-        Ok(sqlx::query_as(sql)
+        let record: Option<ExecutionRecord> = sqlx::query_as(sql)
             .bind(id)
             .bind(org_id.map(str::to_owned))
             .fetch_optional(self.pool())
-            .await?)
+            .await?;
+        Ok(record.map(ExecutionRecord::unescaped))
     }
 
     /// Marks a queued execution running; `false` if it was not queued
@@ -188,13 +252,18 @@ impl Store {
         .bind(&outcome.status)
         .bind(outcome.exit_code)
         .bind(outcome.signal)
-        .bind(&outcome.stdout)
-        .bind(&outcome.stderr)
-        .bind(&outcome.compile_output)
+        .bind(escape_output(&outcome.stdout).into_owned())
+        .bind(escape_output(&outcome.stderr).into_owned())
+        .bind(escape_output(&outcome.compile_output).into_owned())
         .bind(outcome.time_ms)
         .bind(outcome.wall_ms)
         .bind(outcome.memory_kb)
-        .bind(&outcome.error)
+        .bind(
+            outcome
+                .error
+                .as_deref()
+                .map(|e| escape_output(e).into_owned()),
+        )
         .bind(now)
         .execute(self.pool())
         .await?;
@@ -212,7 +281,7 @@ impl Store {
              AND ($4 IS NULL OR language = $4) AND ($5 IS NULL OR batch_id = $5) \
              AND ($6 IS NULL OR id < $6) ORDER BY id DESC LIMIT $7"
         ));
-        Ok(sqlx::query_as(sql)
+        let records: Vec<ExecutionRecord> = sqlx::query_as(sql)
             .bind(filter.org_id.clone())
             .bind(filter.user_id.clone())
             .bind(filter.status.clone())
@@ -221,6 +290,33 @@ impl Store {
             .bind(filter.before_id.clone())
             .bind(filter.limit)
             .fetch_all(self.pool())
-            .await?)
+            .await?;
+        Ok(records
+            .into_iter()
+            .map(ExecutionRecord::unescaped)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_escaping_round_trips_and_leaves_plain_text_alone() {
+        for text in [
+            "",
+            "plain\n",
+            "back\\slash \\0 not a NUL",
+            "\0",
+            "a\0b\\0c\\",
+            "\u{1}corral-escaped:looks marked",
+            "\u{1}corral-escaped:\\0",
+        ] {
+            let stored = escape_output(text);
+            assert!(!stored.contains('\0'), "{text:?} stored as {stored:?}");
+            assert_eq!(unescape_output(stored.into_owned()), text);
+        }
+        assert!(matches!(escape_output("plain \\0"), Cow::Borrowed(_)));
     }
 }

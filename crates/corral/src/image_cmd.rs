@@ -72,15 +72,15 @@ pub fn run(command: ImageCommand) -> anyhow::Result<()> {
                 },
                 _ => RegistryAuth::Anonymous,
             };
-            let store = open(&config)?;
+            let loaded = crate::load(&config, None)?;
+            let store = ImageStore::open(&loaded.data_dir.join("images"))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut policy = loaded.sandbox.pull_policy();
+            policy.insecure_registries.extend(insecure_registries);
             let runtime = crate::runtime()?;
             let mut progress = Progress::new();
             let info = runtime
-                .block_on(
-                    store.pull(&reference, &auth, &insecure_registries, &mut |p| {
-                        progress.report(p)
-                    }),
-                )
+                .block_on(store.pull(&reference, &auth, &policy, &mut |p| progress.report(p)))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             eprintln!(
                 "pulled {} ({}, {} layer(s), {})",

@@ -289,9 +289,13 @@ fn import_ls_rm_and_pull_through_the_cli() {
         text(&again.stderr)
     );
 
-    // Without --insecure-registry the client speaks HTTPS to it and fails cleanly.
+    // Without --insecure-registry (or `sandbox.allowed_registries`) a
+    // loopback registry is refused before anything connects.
     let err = failed(&corral(&data, &["image", "pull", &reference], None));
-    assert!(err.contains("cannot pull the manifest of"), "{err}");
+    assert!(
+        err.contains("refusing to pull") && err.contains("allowed_registries"),
+        "{err}"
+    );
 
     // ls, table and JSON
     let table = ok(&corral(&data, &["image", "ls"], None));

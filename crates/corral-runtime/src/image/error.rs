@@ -25,6 +25,12 @@ pub enum ImageError {
         #[source]
         source: oci_client::errors::OciDistributionError,
     },
+    #[error(
+        "refusing to pull {reference}: it would connect to {host}, which is not a public HTTPS address (`sandbox.allowed_registries` and `sandbox.insecure_registries` open a registry)"
+    )]
+    Refused { reference: String, host: String },
+    #[error("refusing to pull {reference}: it exceeds the limit of {what}")]
+    PullLimit { reference: String, what: String },
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
     DigestMismatch {
         what: String,

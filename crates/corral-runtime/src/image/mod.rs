@@ -12,6 +12,7 @@
 //! - `lock` — `flock`ed shared by pulls and imports, exclusively by
 //!   `remove`, so a layer is never deleted under a pull that is reusing it.
 
+mod egress;
 mod error;
 mod import;
 mod pull;
@@ -27,6 +28,34 @@ use sha2::{Digest, Sha256};
 pub use error::ImageError;
 use unpack::Compression;
 pub use unpack::UnpackLimits;
+
+/// Where a pull may connect, and how long and large it may be.
+#[derive(Debug, Clone)]
+pub struct PullPolicy {
+    /// Registries spoken to over plain HTTP (`host:port`), such as a local
+    /// one; the operator's choice, so any address.
+    pub insecure_registries: Vec<String>,
+    /// Registries (`host` or `host:port`, HTTPS) a pull may reach although
+    /// they resolve to a loopback, private or metadata address. Every other
+    /// connection of a pull (the registry, its token service, redirects)
+    /// must go to a public address.
+    pub allowed_registries: Vec<String>,
+    /// Time for the whole pull.
+    pub timeout: std::time::Duration,
+    /// Bytes a pull may download, all layers together.
+    pub max_bytes: u64,
+}
+
+impl Default for PullPolicy {
+    fn default() -> PullPolicy {
+        PullPolicy {
+            insecure_registries: Vec::new(),
+            allowed_registries: Vec::new(),
+            timeout: std::time::Duration::from_secs(600),
+            max_bytes: 4 << 30,
+        }
+    }
+}
 
 /// Credentials for a registry.
 #[derive(Clone, PartialEq, Eq)]
@@ -156,17 +185,23 @@ impl ImageStore {
         self.limits
     }
 
-    /// Pulls `reference` from its registry (plain HTTP for the registries
-    /// named in `insecure_registries`, as `host:port`), verifying every
-    /// digest, and unpacks the layers the store does not have yet.
+    /// Pulls `reference` from its registry as `policy` allows, verifying
+    /// every digest, and unpacks the layers the store does not have yet.
     pub async fn pull(
         &self,
         reference: &str,
         auth: &RegistryAuth,
-        insecure_registries: &[String],
+        policy: &PullPolicy,
         progress: &mut (dyn FnMut(PullProgress) + Send),
     ) -> Result<ImageInfo, ImageError> {
-        pull::pull(self, reference, auth, insecure_registries, progress).await
+        let pulling = pull::pull(self, reference, auth, policy, progress);
+        match tokio::time::timeout(policy.timeout, pulling).await {
+            Ok(pulled) => pulled,
+            Err(_) => Err(ImageError::PullLimit {
+                reference: reference.to_owned(),
+                what: format!("{} seconds", policy.timeout.as_secs()),
+            }),
+        }
     }
 
     /// Imports an OCI image layout (directory or tarball) or a plain root

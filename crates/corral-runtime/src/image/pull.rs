@@ -8,9 +8,10 @@ use oci_client::errors::OciDistributionError;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::egress::EgressGuard;
 use super::{
-    ImageError, ImageInfo, ImageStore, NewImage, PullPhase, PullProgress, RegistryAuth, diff_ids,
-    digest_hex, parse_reference, verify,
+    ImageError, ImageInfo, ImageStore, NewImage, PullPhase, PullPolicy, PullProgress, RegistryAuth,
+    diff_ids, digest_hex, parse_reference, verify,
 };
 
 /// rustls needs one process-wide crypto provider; ours is ring (already in
@@ -26,17 +27,53 @@ pub(super) async fn pull(
     store: &ImageStore,
     name: &str,
     auth: &RegistryAuth,
-    insecure_registries: &[String],
+    policy: &PullPolicy,
     progress: &mut (dyn FnMut(PullProgress) + Send),
 ) -> Result<ImageInfo, ImageError> {
     install_crypto_provider();
     let reference = parse_reference(name)?;
+    let guard = EgressGuard::start(policy.allowed_registries.clone())
+        .await
+        .map_err(|e| ImageError::Other {
+            action: "start the pull's egress guard",
+            reason: e.to_string(),
+        })?;
+    let pulled = pull_through(store, &reference, auth, policy, &guard, progress).await;
+    match (pulled, guard.refused()) {
+        // Whatever the client made of the refusal, say what happened.
+        (Err(_), Some(host)) => Err(ImageError::Refused {
+            reference: reference.whole(),
+            host,
+        }),
+        (pulled, _) => pulled,
+    }
+}
+
+/// [`pull`], every connection through `guard` but the insecure registries'.
+async fn pull_through(
+    store: &ImageStore,
+    reference: &oci_client::Reference,
+    auth: &RegistryAuth,
+    policy: &PullPolicy,
+    guard: &EgressGuard,
+    progress: &mut (dyn FnMut(PullProgress) + Send),
+) -> Result<ImageInfo, ImageError> {
     let whole = reference.whole();
+    // The insecure registries are the operator's, reached directly over
+    // HTTP; reqwest's no-proxy list names hosts without ports.
+    let direct: Vec<&str> = policy
+        .insecure_registries
+        .iter()
+        .map(|r| r.rsplit_once(':').map_or(r.as_str(), |(host, _)| host))
+        .collect();
     let client = oci_client::Client::new(ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(insecure_registries.to_vec()),
+        protocol: ClientProtocol::HttpsExcept(policy.insecure_registries.clone()),
         platform_resolver: Some(Box::new(linux_amd64_resolver)),
         connect_timeout: Some(std::time::Duration::from_secs(30)),
         read_timeout: Some(std::time::Duration::from_secs(300)),
+        https_proxy: Some(guard.url()),
+        http_proxy: Some(guard.url()),
+        no_proxy: (!direct.is_empty()).then(|| direct.join(",")),
         ..ClientConfig::default()
     });
     let oci_auth = match auth {
@@ -46,9 +83,9 @@ pub(super) async fn pull(
         }
     };
     let (manifest, manifest_digest, config) = client
-        .pull_manifest_and_config(&reference, &oci_auth)
+        .pull_manifest_and_config(reference, &oci_auth)
         .await
-        .map_err(|e| registry_error(&reference, "pull the manifest of", e))?;
+        .map_err(|e| registry_error(reference, "pull the manifest of", e))?;
     let config = config.into_bytes();
     verify(
         || format!("the config of {whole}"),
@@ -69,6 +106,8 @@ pub(super) async fn pull(
     };
 
     let mut layers = Vec::with_capacity(manifest.layers.len());
+    // Bytes this pull downloads, all layers together (`policy.max_bytes`).
+    let mut downloaded = 0u64;
     for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
         digest_hex(&layer.digest)?;
         let total = u64::try_from(layer.size).unwrap_or(0);
@@ -91,6 +130,13 @@ pub(super) async fn pull(
                 limit: limits.max_bytes,
             });
         }
+        downloaded = downloaded.saturating_add(total);
+        if downloaded > policy.max_bytes {
+            return Err(ImageError::PullLimit {
+                reference: whole.clone(),
+                what: format!("{} bytes", policy.max_bytes),
+            });
+        }
 
         // Download into tmp/, hashing as we go.
         let staging = store.staging(".blob");
@@ -98,9 +144,9 @@ pub(super) async fn pull(
             .await
             .map_err(ImageError::io("create", &staging.path))?;
         let mut stream = client
-            .pull_blob_stream(&reference, layer)
+            .pull_blob_stream(reference, layer)
             .await
-            .map_err(|e| registry_error(&reference, "download a layer of", e))?;
+            .map_err(|e| registry_error(reference, "download a layer of", e))?;
         let mut hasher = Sha256::new();
         let mut done = 0u64;
         progress(PullProgress {

@@ -360,15 +360,12 @@ async fn resolve_image(
                 .pull(
                     &reference,
                     &corral_runtime::image::RegistryAuth::Anonymous,
-                    &state.config.sandbox.insecure_registries,
+                    &state.config.sandbox.pull_policy(),
                     &mut |_| {},
                 )
                 .await;
             if let Err(error) = pulled {
-                return Err(ApiError::invalid_field(
-                    "image",
-                    format!("`{wanted}` is not on this host and could not be pulled: {error}"),
-                ));
+                return Err(pull_refused(wanted, &error));
             }
             store
                 .root(&reference)
@@ -391,6 +388,25 @@ async fn resolve_image(
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     Ok((root.reference, env))
+}
+
+/// A failed pull as the caller sees it. What the registry's address
+/// answered (a closed port, another service, silence) stays in the log:
+/// told to the caller, it would make pulls a port scanner.
+fn pull_refused(wanted: &str, error: &corral_runtime::image::ImageError) -> ApiError {
+    use corral_runtime::image::ImageError;
+    tracing::info!(%error, image = wanted, "an image pull failed");
+    let why = match error {
+        ImageError::Refused { .. }
+        | ImageError::PullLimit { .. }
+        | ImageError::LimitExceeded { .. }
+        | ImageError::InvalidReference { .. } => error.to_string(),
+        _ => "its registry did not provide it".to_owned(),
+    };
+    ApiError::invalid_field(
+        "image",
+        format!("`{wanted}` is not on this host and could not be pulled: {why}"),
+    )
 }
 
 /// At most 16 labels, keys and values 1–64 and 0–64 characters.

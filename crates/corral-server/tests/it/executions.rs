@@ -499,3 +499,80 @@ on_both_backends!(with_reuse_off_every_execution_gets_a_new_sandbox, |app| {
     assert_ne!(seen[0], seen[1]);
     assert_eq!(app.state.sandboxes.pool.reused(), 0);
 });
+
+/// Executions counted against `token`'s daily quota today.
+async fn executions_used(app: &TestApp, token: &str) -> i64 {
+    let usage = app
+        .call("GET", "/api/v1/users/me/usage", token, None)
+        .await
+        .json();
+    usage["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "executions")
+        .unwrap()["used"]
+        .as_i64()
+        .unwrap()
+}
+
+// Issue 17 item 1: a program that prints NUL bytes gets its verdict and
+// its output, byte for byte, on both backends (on PostgreSQL the request
+// was a 500 and the record stayed `running`); and an execution whose
+// outcome the database refuses ends as `internal_error`, with its quota
+// given back, instead of staying `running` and being run again.
+on_both_backends!(
+    nul_output_is_kept_and_unrecordable_outcomes_end_the_run,
+    |app| {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_in(app.state.store.backend(), dir.path()).await;
+        let (token, _) = app.register_and_login("nulprinter").await;
+        let printed = judge(
+        &app,
+        &token,
+        json!({"language": "python", "code": "import sys\nsys.stdout.write('a\\0b\\\\0')\nsys.stderr.write('\\0')", "wait": true}),
+    )
+    .await;
+        assert_eq!(printed["status"], "ok", "{printed}");
+        assert_eq!(printed["stdout"], "a\u{0}b\\0", "{printed}");
+        assert_eq!(printed["stderr"], "\u{0}", "{printed}");
+        let id = printed["id"].as_str().unwrap();
+        let again = finished(&app, &token, id).await;
+        assert_eq!(again["stdout"], printed["stdout"]);
+
+        // The database refuses this program's outcome.
+        let refuse: &[&str] = match app.state.store.backend() {
+            corral_store::Backend::Sqlite => {
+                &["CREATE TRIGGER refuse_outcome BEFORE UPDATE ON executions \
+             WHEN NEW.stdout LIKE '%unrecordable%' BEGIN SELECT RAISE(ABORT, 'refused'); END"]
+            }
+            corral_store::Backend::Postgres => &[
+                "CREATE FUNCTION refuse_outcome() RETURNS trigger AS $$ BEGIN \
+             IF NEW.stdout LIKE '%unrecordable%' THEN RAISE EXCEPTION 'refused'; END IF; \
+             RETURN NEW; END $$ LANGUAGE plpgsql",
+                "CREATE TRIGGER refuse_outcome BEFORE UPDATE ON executions FOR EACH ROW \
+             EXECUTE FUNCTION refuse_outcome()",
+            ],
+        };
+        for sql in refuse {
+            sqlx::query(sqlx::AssertSqlSafe(*sql))
+                .execute(app.state.store.pool())
+                .await
+                .unwrap();
+        }
+        let before = executions_used(&app, &token).await;
+        let refused = judge(
+            &app,
+            &token,
+            json!({"language": "bash", "code": "echo unrecordable", "wait": true}),
+        )
+        .await;
+        assert_eq!(refused["status"], "internal_error", "{refused}");
+        assert_eq!(refused["stdout"], "", "{refused}");
+        assert_eq!(
+            executions_used(&app, &token).await,
+            before,
+            "the quota was given back"
+        );
+    }
+);

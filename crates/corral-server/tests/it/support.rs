@@ -155,6 +155,24 @@ impl TestApp {
         }
     }
 
+    /// An app on a database the test manages itself (`store_config`), such
+    /// as a private PostgreSQL it stops and starts.
+    pub async fn on_store(store_config: corral_store::StoreConfig, config: Config) -> TestApp {
+        let store = Store::open(&store_config).await.unwrap();
+        let clock = ManualClock::at(1_795_510_020_000);
+        let state = AppState::assemble(store, config.clone(), Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        TestApp {
+            router: app_with_routes(state.clone(), Router::new()),
+            state,
+            clock,
+            store_config,
+            config,
+            _db: None,
+        }
+    }
+
     /// The app's clock, in Unix seconds.
     pub fn clock_secs(&self) -> i64 {
         use corral_core::clock::Clock;

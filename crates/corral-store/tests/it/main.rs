@@ -432,3 +432,68 @@ mod login_throttle {
         );
     });
 }
+
+// Issue 17 item 1: a program's output with NUL bytes (and text that
+// looks like the escaping) is stored and read back exactly, on both
+// backends (PostgreSQL's text cannot hold a NUL).
+on_both_backends!(execution_output_with_nul_bytes_round_trips, |db| {
+    use corral_store::{ExecutionFilter, ExecutionOutcome, ExecutionRecord};
+    let store = Store::open(&db.config).await.unwrap();
+    let record = ExecutionRecord {
+        id: "exe_1".into(),
+        org_id: "org_1".into(),
+        user_id: "usr_1".into(),
+        batch_id: None,
+        language: "c".into(),
+        status: "queued".into(),
+        code: "int main(){putchar(0);}".into(),
+        stdin: String::new(),
+        files: "[]".into(),
+        expected_output: None,
+        time_limit_ms: 1000,
+        memory_limit_mb: 64,
+        output_limit_kb: 64,
+        callback_url: None,
+        exit_code: None,
+        signal: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        compile_output: String::new(),
+        time_ms: None,
+        wall_ms: None,
+        memory_kb: None,
+        error: None,
+        created_at: 1,
+        started_at: None,
+        finished_at: None,
+    };
+    store.insert_executions(&[record]).await.unwrap();
+    let outcome = ExecutionOutcome {
+        status: "ok".into(),
+        exit_code: Some(0),
+        stdout: "a\0b\\0\0".into(),
+        stderr: "\u{1}corral-escaped:plain".into(),
+        compile_output: "warning\0".into(),
+        error: Some("\0".into()),
+        ..ExecutionOutcome::default()
+    };
+    assert!(
+        store
+            .execution_finished(2, "exe_1", &outcome)
+            .await
+            .unwrap()
+    );
+    let read = store.execution(None, "exe_1").await.unwrap().unwrap();
+    assert_eq!(read.stdout, outcome.stdout);
+    assert_eq!(read.stderr, outcome.stderr);
+    assert_eq!(read.compile_output, outcome.compile_output);
+    assert_eq!(read.error, outcome.error);
+    let listed = store
+        .executions(&ExecutionFilter {
+            limit: 10,
+            ..ExecutionFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed[0].stdout, outcome.stdout);
+});
