@@ -873,14 +873,15 @@ pub async fn update(
     current(&state, &principal, &id).await
 }
 
-/// Starts a stopped sandbox again (a running one is left as it is).
+/// Starts a stopped sandbox again (a running one is left as it is), on the
+/// disk it had. One in `error` is first cleaned up as a stop would.
 #[utoipa::path(
     post, path = "/api/v1/sandboxes/{id}/start", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox id")),
     responses(
         (status = 200, description = "Running", body = SandboxResponse),
         (status = 404, description = "No such sandbox in this org", body = corral_types::Problem),
-        (status = 409, description = "Not stopped (paused, starting or in error)", body = corral_types::Problem),
+        (status = 409, description = "Not stopped or in error (paused, creating, starting or stopping)", body = corral_types::Problem),
         (status = 429, description = "The plan's concurrent sandboxes are all in use", body = corral_types::Problem),
         (status = 503, description = "It could not start; it stays stopped", body = corral_types::Problem),
     )
@@ -891,13 +892,19 @@ pub async fn start(
     client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxResponse>, ApiError> {
-    let record = find(&state, &principal, &id).await?;
+    let mut record = find(&state, &principal, &id).await?;
     match record.state.as_str() {
         "running" => return Ok(Json(response(record))),
         "stopped" => {}
+        "error" => {
+            if !recover_sandbox(&state, &record).await? {
+                return Err(conflict("the sandbox changed state; try again"));
+            }
+            record = find(&state, &principal, &id).await?;
+        }
         other => {
             return Err(conflict(format!(
-                "the sandbox is {other}; only a stopped sandbox can be started"
+                "the sandbox is {other}; only a stopped sandbox (or one in error) can be started"
             )));
         }
     }
@@ -945,14 +952,17 @@ pub async fn start(
 }
 
 /// Stops a sandbox: its programs end and it holds no place in the plan's
-/// concurrent sandboxes until started again. A stopped one is left as it is.
+/// concurrent sandboxes until started again; its disk (`/tmp` and, for an
+/// image, its writable layer) is kept. A stopped one is left as it is; one
+/// in `error` is cleaned up (what is left of its container ends) and
+/// becomes `stopped`, ready to start again.
 #[utoipa::path(
     post, path = "/api/v1/sandboxes/{id}/stop", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox id")),
     responses(
         (status = 200, description = "Stopped", body = SandboxResponse),
         (status = 404, description = "No such sandbox in this org", body = corral_types::Problem),
-        (status = 409, description = "Creating, starting or in error", body = corral_types::Problem),
+        (status = 409, description = "Creating, starting or stopping", body = corral_types::Problem),
     )
 )]
 pub async fn stop(
@@ -965,9 +975,16 @@ pub async fn stop(
     match record.state.as_str() {
         "stopped" => return Ok(Json(response(record))),
         "running" | "paused" => {}
+        "error" => {
+            if !recover_sandbox(&state, &record).await? {
+                return Err(conflict("the sandbox changed state; try again"));
+            }
+            audit_step(&state, &client, &principal, "sandbox.stop", &id, "success").await;
+            return current(&state, &principal, &id).await;
+        }
         other => {
             return Err(conflict(format!(
-                "the sandbox is {other}; only a running or paused sandbox can be stopped"
+                "the sandbox is {other}; only a running, paused or failed sandbox can be stopped"
             )));
         }
     }
@@ -994,13 +1011,12 @@ pub(crate) async fn stop_sandbox(
     {
         return Ok(false);
     }
-    let (manager, sandbox_id, paused, image) = (
+    let (manager, sandbox_id, paused) = (
         state.sandboxes.clone(),
         record.id.clone(),
         record.state == "paused",
-        record.image.clone(),
     );
-    tokio::task::spawn_blocking(move || manager.stop(&sandbox_id, paused, &image))
+    tokio::task::spawn_blocking(move || manager.stop(&sandbox_id, paused))
         .await
         .map_err(ApiError::internal)?;
     state
@@ -1008,6 +1024,20 @@ pub(crate) async fn stop_sandbox(
         .sandbox_stopped(state.clock.now_ms(), &record.id)
         .await?;
     Ok(true)
+}
+
+/// Cleans up what is left of a sandbox in `error` (its container, mounts
+/// and directory; its disk is kept) and records it `stopped`; `false` when
+/// it was no longer in `error`.
+async fn recover_sandbox(state: &AppState, record: &SandboxRecord) -> Result<bool, ApiError> {
+    let (manager, sandbox_id) = (state.sandboxes.clone(), record.id.clone());
+    tokio::task::spawn_blocking(move || manager.stop(&sandbox_id, false))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(state
+        .store
+        .sandbox_recovered(state.clock.now_ms(), &record.id, |_| rand_slot())
+        .await?)
 }
 
 /// The automatic steps, run on a timer: stops sandboxes idle past their

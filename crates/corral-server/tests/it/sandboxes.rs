@@ -40,6 +40,9 @@ pub(crate) async fn app_configured(
     TestApp::builder(backend)
         .config(move |c| {
             c.sandbox.agent = Some(agent());
+            // Disks and images of this app only (the reconciler removes
+            // disks no record of its own claims).
+            c.data_dir = dir.clone();
             c.sandbox.dir = Some(dir.join("sandboxes"));
             c.sandbox.runtime_root = Some(dir.join("runtime"));
             more(c);
