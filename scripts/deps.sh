@@ -37,10 +37,14 @@ case "$want" in
   run)
     # Sandboxes run under an OCI runtime; runc from Debian by default.
     command -v runc >/dev/null 2>&1 || apt_install runc
+    # Each sandbox's disk is an ext4 image formatted by mkfs.ext4.
+    apt_install e2fsprogs
     ;;
   test)
     # The isolation tests run real sandboxes under runc, as root.
     command -v runc >/dev/null 2>&1 || apt_install runc
+    # Each sandbox's disk is an ext4 image formatted by mkfs.ext4.
+    apt_install e2fsprogs
     # Image-root tests build their own tiny image from Debian's static busybox.
     apt_install busybox-static
     command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
