@@ -266,36 +266,51 @@ pub async fn create(
         running: false,
         ..new
     };
-    let record = state
-        .store
-        .create_sandbox(now, new, |_| rand_slot())
-        .await?;
-    let limits = limits_of(&record);
-    let (manager, id, slot, image) = (
-        state.sandboxes.clone(),
-        record.id.clone(),
-        record.id_slot.unwrap_or(0),
-        record.image.clone(),
-    );
-    let started = tokio::task::spawn_blocking(move || manager.start(&id, slot, limits, &image))
-        .await
-        .map_err(ApiError::internal)?;
-    let outcome = match &started {
-        Ok(()) => {
-            state
+    // From the record on, on a task of its own: a client that goes away
+    // (dropping this handler) must not leave the sandbox `creating` with no
+    // one to finish.
+    let finish = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let record = state
                 .store
-                .sandbox_running(state.clock.now_ms(), &record.id)
+                .create_sandbox(now, new, |_| rand_slot())
                 .await?;
-            "success"
-        }
-        Err(message) => {
-            tracing::warn!(sandbox = %record.id, %message, "a sandbox failed to start");
-            state
-                .store
-                .sandbox_failed(state.clock.now_ms(), &record.id, message)
-                .await?;
-            "failure"
-        }
+            let limits = limits_of(&record);
+            let (manager, id, slot, image, record_id) = (
+                state.sandboxes.clone(),
+                record.id.clone(),
+                record.id_slot.unwrap_or(0),
+                record.image.clone(),
+                record.id.clone(),
+            );
+            let started =
+                tokio::task::spawn_blocking(move || manager.start(&id, slot, limits, &image))
+                    .await
+                    .map_err(ApiError::internal)?;
+            match &started {
+                Ok(()) => {
+                    state
+                        .store
+                        .sandbox_running(state.clock.now_ms(), &record_id)
+                        .await?;
+                }
+                Err(message) => {
+                    tracing::warn!(sandbox = %record_id, %message, "a sandbox failed to start");
+                    state
+                        .store
+                        .sandbox_failed(state.clock.now_ms(), &record_id, message)
+                        .await?;
+                }
+            }
+            Ok::<_, ApiError>((record, started))
+        })
+    };
+    let (record, started) = finish.await.map_err(ApiError::internal)??;
+    let outcome = if started.is_ok() {
+        "success"
+    } else {
+        "failure"
     };
     audit(
         &state,
@@ -913,14 +928,6 @@ pub async fn start(
     let max_live = creator
         .and_then(|u| state.plans.get(&u.plan_id))
         .and_then(|p| p.max_sandboxes);
-    let now = state.clock.now_ms();
-    if !state
-        .store
-        .sandbox_starting(now, &record.id, &record.created_by, max_live)
-        .await?
-    {
-        return Err(conflict("the sandbox changed state; try again"));
-    }
     let (manager, sandbox_id, slot, limits, image) = (
         state.sandboxes.clone(),
         record.id.clone(),
@@ -928,20 +935,42 @@ pub async fn start(
         limits_of(&record),
         record.image.clone(),
     );
-    let started =
-        tokio::task::spawn_blocking(move || manager.restart(&sandbox_id, slot, limits, &image))
+    // From the move to `starting` on, on a task of its own: a client that
+    // goes away (dropping this handler) must not leave the sandbox
+    // `starting` with no one to finish.
+    let finish = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let now = state.clock.now_ms();
+            if !state
+                .store
+                .sandbox_starting(now, &record.id, &record.created_by, max_live)
+                .await?
+            {
+                return Err(conflict("the sandbox changed state; try again"));
+            }
+            let started = tokio::task::spawn_blocking(move || {
+                manager.restart(&sandbox_id, slot, limits, &image)
+            })
             .await
             .map_err(ApiError::internal)?;
-    let now = state.clock.now_ms();
-    match started {
+            let now = state.clock.now_ms();
+            match &started {
+                Ok(()) => state.store.sandbox_running(now, &record.id).await?,
+                // Back to stopped, its place given back: nothing of it is lost.
+                Err(_) => {
+                    state.store.sandbox_stopped(now, &record.id).await?;
+                }
+            }
+            Ok::<_, ApiError>(started)
+        })
+    };
+    match finish.await.map_err(ApiError::internal)?? {
         Ok(()) => {
-            state.store.sandbox_running(now, &record.id).await?;
             audit_step(&state, &client, &principal, "sandbox.start", &id, "success").await;
             current(&state, &principal, &id).await
         }
         Err(message) => {
-            // Back to stopped, its place given back: nothing of it is lost.
-            state.store.sandbox_stopped(now, &record.id).await?;
             audit_step(&state, &client, &principal, "sandbox.start", &id, "failure").await;
             Err(ApiError::new(
                 ErrorCode::ServiceUnavailable,
@@ -1003,27 +1032,34 @@ pub(crate) async fn stop_sandbox(
     state: &AppState,
     record: &SandboxRecord,
 ) -> Result<bool, ApiError> {
-    let now = state.clock.now_ms();
-    if !state
-        .store
-        .sandbox_transition(now, &record.id, &record.state, "stopping")
-        .await?
-    {
-        return Ok(false);
-    }
     let (manager, sandbox_id, paused) = (
         state.sandboxes.clone(),
         record.id.clone(),
         record.state == "paused",
     );
-    tokio::task::spawn_blocking(move || manager.stop(&sandbox_id, paused))
-        .await
-        .map_err(ApiError::internal)?;
-    state
-        .store
-        .sandbox_stopped(state.clock.now_ms(), &record.id)
-        .await?;
-    Ok(true)
+    // From the move to `stopping` on, on a task of its own: a client that
+    // goes away (dropping the caller) must not leave the sandbox
+    // `stopping` with no one to finish.
+    let (state, record_id, from) = (state.clone(), record.id.clone(), record.state.clone());
+    tokio::spawn(async move {
+        if !state
+            .store
+            .sandbox_transition(state.clock.now_ms(), &record_id, &from, "stopping")
+            .await?
+        {
+            return Ok(false);
+        }
+        tokio::task::spawn_blocking(move || manager.stop(&sandbox_id, paused))
+            .await
+            .map_err(ApiError::internal)?;
+        state
+            .store
+            .sandbox_stopped(state.clock.now_ms(), &record_id)
+            .await?;
+        Ok::<_, ApiError>(true)
+    })
+    .await
+    .map_err(ApiError::internal)?
 }
 
 /// Cleans up what is left of a sandbox in `error` (its container, mounts

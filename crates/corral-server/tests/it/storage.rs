@@ -316,3 +316,71 @@ on_both_backends!(
         assert_eq!(back["stdout"], "precious\n", "{back}");
     }
 );
+
+/// Sandbox `id`'s state as the store has it (no API call: polling the API
+/// would meet its rate limit).
+async fn stored_state(app: &TestApp, id: &str) -> String {
+    let all = app
+        .state
+        .store
+        .sandboxes_in(&[
+            "creating", "starting", "running", "stopping", "stopped", "error",
+        ])
+        .await
+        .unwrap();
+    all.into_iter()
+        .find(|s| s.id == id)
+        .map(|s| s.state)
+        .unwrap_or_default()
+}
+
+/// Sends `POST /api/v1/sandboxes/{id}/{step}` and drops the request (as a
+/// client that goes away does) as soon as the sandbox shows `transitional`;
+/// `false` when the request finished before it could be cut short.
+async fn cut_short(app: &TestApp, key: &str, id: &str, step: &str, transitional: &str) -> bool {
+    let path = format!("/api/v1/sandboxes/{id}/{step}");
+    let mut call = Box::pin(app.call("POST", &path, key, None));
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut call => return false,
+            () = tokio::task::yield_now() => {}
+        }
+        if stored_state(app, id).await == transitional {
+            return true;
+        }
+    }
+}
+
+/// Waits until sandbox `id` is in none of the transitional states, and
+/// returns the state it settled in.
+async fn settled(app: &TestApp, id: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let state = stored_state(app, id).await;
+        if !["creating", "starting", "stopping"].contains(&state.as_str())
+            || std::time::Instant::now() > deadline
+        {
+            return state;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+on_both_backends!(
+    a_stop_or_start_whose_client_went_away_still_finishes,
+    |app| {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_in(app.state.store.backend(), dir.path()).await;
+        let (key, _) = app.register_and_login("impatient").await;
+        let id = create(&app, &key).await;
+        sh(&app, &key, &id, "echo here > /tmp/here").await;
+
+        assert!(cut_short(&app, &key, &id, "stop", "stopping").await);
+        assert_eq!(settled(&app, &id).await, "stopped");
+        assert!(cut_short(&app, &key, &id, "start", "starting").await);
+        assert_eq!(settled(&app, &id).await, "running");
+        let back = sh(&app, &key, &id, "cat /tmp/here").await;
+        assert_eq!(back["stdout"], "here\n", "{back}");
+    }
+);
