@@ -19,9 +19,12 @@
 //! disk is scratch space, and a journal would take 4 MiB or more of a
 //! small disk.
 //!
-//! The loop device is attached with `LOOP_CONFIGURE` (autoclear, direct
-//! I/O: the backing file's pages are not cached a second time on the host)
-//! and goes away by itself when the filesystem is unmounted.
+//! The loop device is attached with `LOOP_CONFIGURE` (autoclear) and goes
+//! away by itself when the filesystem is unmounted. Not with direct I/O:
+//! it would spare the host a second cached copy of the file, but the first
+//! read through it waits for the freshly copied template to be written
+//! out, which cost about 12 ms of every cold create (median of 12, 92 ms
+//! against 80 ms buffered).
 
 #![allow(
     unsafe_code,
@@ -209,7 +212,6 @@ fn copy_sparse(from: &Path, to: &Path) -> io::Result<()> {
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
-const LO_FLAGS_DIRECT_IO: u32 = 16;
 
 /// `struct loop_info64`.
 #[repr(C)]
@@ -273,7 +275,7 @@ fn attach_loop(image: &File) -> io::Result<(File, PathBuf)> {
                 lo_number: 0,
                 lo_encrypt_type: 0,
                 lo_encrypt_key_size: 0,
-                lo_flags: LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO,
+                lo_flags: LO_FLAGS_AUTOCLEAR,
                 lo_file_name: [0; 64],
                 lo_crypt_name: [0; 64],
                 lo_encrypt_key: [0; 32],
