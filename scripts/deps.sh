@@ -39,6 +39,8 @@ case "$want" in
     command -v runc >/dev/null 2>&1 || apt_install runc
     # README's quick start talks to the API with curl and reads JSON with jq.
     apt_install curl jq
+    # Each sandbox's disk is an ext4 image formatted by mkfs.ext4.
+    apt_install e2fsprogs
     ;;
   test)
     # The isolation tests run real sandboxes under runc, as root.
@@ -46,6 +48,8 @@ case "$want" in
     # A test runs README's quick start as written (curl, jq), and `corral
     # shell` is driven in a pseudo-terminal by util-linux's `script`.
     apt_install curl jq bsdutils
+    # Each sandbox's disk is an ext4 image formatted by mkfs.ext4.
+    apt_install e2fsprogs
     # Image-root tests build their own tiny image from Debian's static busybox.
     apt_install busybox-static
     command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm

@@ -21,6 +21,11 @@ fn io_error(path: &str, failure: &io::Error) -> AgentResponse {
         io::ErrorKind::NotFound => "not_found",
         io::ErrorKind::AlreadyExists => "exists",
         io::ErrorKind::NotADirectory => "not_a_directory",
+        // ENOSPC (bytes or inodes), EDQUOT, EFBIG: the sandbox's disk or
+        // its file size limit is full.
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge => {
+            "no_space"
+        }
         io::ErrorKind::IsADirectory
         | io::ErrorKind::DirectoryNotEmpty
         | io::ErrorKind::InvalidInput => "invalid",

@@ -247,17 +247,59 @@ fn report(waiters: &Waiters, pid: Pid, exit: Exit) {
 
 /// Spawns `command` with the reaper told to report its end on the channel
 /// returned. The waiters' lock is held across spawn and registration, so
-/// the reaper cannot reap the child before anyone waits for it.
+/// the reaper cannot reap the child before anyone waits for it. The child
+/// starts with an oom_score_adj of 1000 (see [`oom_first`]).
 fn spawn_watched(
     command: &mut Command,
     waiters: &Waiters,
 ) -> std::io::Result<(std::process::Child, Receiver<Exit>)> {
+    // SAFETY: the hook makes only raw open, write and close calls, which
+    // are async-signal-safe, on a static path and buffer.
+    unsafe {
+        command.pre_exec(oom_first);
+    }
     let (tx, rx) = channel();
     let mut waiting = waiters.lock();
     let child = command.spawn()?;
     waiting.insert(child.id() as i32, tx);
     waiters.spawned.notify_all();
     Ok((child, rx))
+}
+
+/// Between fork and exec: sets the child's oom_score_adj to the most a
+/// process can have, 1000, so that when the sandbox runs out of memory the
+/// OOM killer picks the user's programs, never the agent (which stays at
+/// 0): the sandbox stays reachable, and only the program that overran is
+/// killed. Raising the value needs no privilege; lowering it below the
+/// agent's (to shield a program, say) would need CAP_SYS_RESOURCE, which
+/// hosts often lack, so the agent is not made -1000 by the host. A program
+/// may lower its own value back to 0 at most, and then competes with the
+/// agent on size. A child that cannot be set is not started.
+fn oom_first() -> std::io::Result<()> {
+    use nix::libc;
+    // SAFETY: a static NUL-terminated path; `open` returns a new descriptor
+    // or -1.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    const MOST: &[u8] = b"1000";
+    // SAFETY: `fd` is the descriptor just opened; the buffer is a static
+    // byte string of the length passed.
+    let written = unsafe { libc::write(fd, MOST.as_ptr().cast(), MOST.len()) };
+    let error = std::io::Error::last_os_error();
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    if usize::try_from(written).is_ok_and(|n| n == MOST.len()) {
+        Ok(())
+    } else {
+        Err(error)
+    }
 }
 
 /// Seconds since the Unix epoch.

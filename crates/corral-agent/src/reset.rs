@@ -49,8 +49,9 @@ pub struct Baseline {
     refusal: Option<String>,
 }
 
-/// Filesystems a program can write to that reset restores.
-const RESTORABLE: &[&str] = &["tmpfs", "mqueue"];
+/// Filesystems a program can write to that reset restores (`ext4`: the
+/// sandbox's disk, whose `tmp` directory is its `/tmp`).
+const RESTORABLE: &[&str] = &["tmpfs", "mqueue", "ext4"];
 /// Filesystems that are "rw" but hold nothing a program can leave behind
 /// (processes' entries vanish with them; ptys close with their holders).
 const STATELESS: &[&str] = &["proc", "devpts", "sysfs", "cgroup", "cgroup2"];

@@ -139,9 +139,21 @@ impl Bundle {
         spec: &SandboxSpec,
         root: &RootSource,
     ) -> Result<Bundle, RuntimeError> {
+        Bundle::create_with_tmp(dir, spec, root, None)
+    }
+
+    /// [`Bundle::create_with_root`] with the sandbox's `/tmp` bound from
+    /// `tmp` (a host directory on the sandbox's disk, owned by sandbox
+    /// root, mode 1777) instead of a tmpfs of `spec.limits.tmp_mb`.
+    pub fn create_with_tmp(
+        dir: &Path,
+        spec: &SandboxSpec,
+        root: &RootSource,
+        tmp: Option<&Path>,
+    ) -> Result<Bundle, RuntimeError> {
         match root {
-            RootSource::Host => Bundle::create_host(dir, spec),
-            RootSource::Image { image, .. } => Bundle::create_image(dir, spec, image),
+            RootSource::Host => Bundle::create_host(dir, spec, tmp),
+            RootSource::Image { image, .. } => Bundle::create_image(dir, spec, image, tmp),
         }
     }
 
@@ -149,6 +161,7 @@ impl Bundle {
         dir: &Path,
         spec: &SandboxSpec,
         image: &ImageLayers,
+        tmp: Option<&Path>,
     ) -> Result<Bundle, RuntimeError> {
         let io = |what: &str| {
             let what = what.to_owned();
@@ -156,7 +169,7 @@ impl Bundle {
         };
         fs::create_dir(dir).map_err(io("create the bundle directory"))?;
         fs::create_dir(dir.join("rootfs")).map_err(io("create the root mount point"))?;
-        let mut mounts = default_mounts(&spec.limits);
+        let mut mounts = default_mounts(&spec.limits, tmp);
         // Our own names only where the image has none; bound from the
         // bundle directory, so nothing is written into the image's layers.
         for (name, content) in [
@@ -181,7 +194,11 @@ impl Bundle {
         write_config(dir, &config)
     }
 
-    fn create_host(dir: &Path, spec: &SandboxSpec) -> Result<Bundle, RuntimeError> {
+    fn create_host(
+        dir: &Path,
+        spec: &SandboxSpec,
+        tmp: Option<&Path>,
+    ) -> Result<Bundle, RuntimeError> {
         let io = |what: &str| {
             let what = what.to_owned();
             move |source| RuntimeError::Bundle { what, source }
@@ -191,7 +208,7 @@ impl Bundle {
         for sub in ["", "proc", "dev", "sys", "tmp", "etc"] {
             fs::create_dir_all(rootfs.join(sub)).map_err(io("create the root directory"))?;
         }
-        let mut mounts = default_mounts(&spec.limits);
+        let mut mounts = default_mounts(&spec.limits, tmp);
         for host in HOST_DIRS {
             let path = Path::new(host);
             let Ok(meta) = fs::symlink_metadata(path) else {
@@ -269,10 +286,26 @@ fn mount(destination: &str, kind: &str, source: &str, options: &[&str]) -> Mount
         .unwrap_or_default()
 }
 
-fn default_mounts(limits: &Limits) -> Vec<Mount> {
+/// The mounts every sandbox has; `/tmp` is a bind of `tmp` when given (a
+/// directory on the sandbox's disk), else a capped tmpfs.
+fn default_mounts(limits: &Limits, tmp: Option<&Path>) -> Vec<Mount> {
     // tmpfs reads 0 as "no limit": a cap is never below 1.
     let tmp_size = format!("size={}m", limits.tmp_mb.max(1));
     let tmp_inodes = format!("nr_inodes={}", limits.tmp_inodes.max(1));
+    let tmp = match tmp {
+        Some(dir) => mount(
+            "/tmp",
+            "bind",
+            &dir.to_string_lossy(),
+            &["rbind", "rw", "nosuid", "nodev"],
+        ),
+        None => mount(
+            "/tmp",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "nodev", "mode=1777", &tmp_size, &tmp_inodes],
+        ),
+    };
     vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         mount(
@@ -312,12 +345,7 @@ fn default_mounts(limits: &Limits) -> Vec<Mount> {
             "sysfs",
             &["nosuid", "noexec", "nodev", "ro"],
         ),
-        mount(
-            "/tmp",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "nodev", "mode=1777", &tmp_size, &tmp_inodes],
-        ),
+        tmp,
     ]
 }
 

@@ -10,8 +10,9 @@
 //! The baseline, for every sandbox, with no opt-out: a user namespace
 //! mapping sandbox root to an unprivileged host uid range; pid, mount,
 //! network (loopback only), ipc, uts and cgroup namespaces; memory without
-//! swap, CPU, pids, a size- and inode-capped tmpfs `/tmp`, open files, file
-//! size and core dumps capped; the seccomp allowlist in
+//! swap, CPU, pids, a size- and inode-capped `/tmp` (a tmpfs for one-off
+//! runs; for long-lived sandboxes a directory on their own disk, see
+//! [`disk`]), open files, file size and core dumps capped; the seccomp allowlist in
 //! `seccomp/profile.json` (installed by runc, or, when the agent is PID 1,
 //! by the agent itself from a copy compiled at its build); a minimal
 //! capability set; `no_new_privs`; masked
@@ -19,6 +20,7 @@
 //! the spec names.
 
 pub mod bundle;
+pub mod disk;
 pub mod image;
 pub mod oci;
 pub mod rootfs;
@@ -26,6 +28,7 @@ pub mod sandbox;
 pub mod state;
 
 pub use bundle::{AGENT_PATH, Bundle, Limits, SandboxSpec};
+pub use disk::Disk;
 pub use oci::{OciRuntime, RunOutput, RuntimeError};
 pub use rootfs::{ImageLayers, RootSource, WritableLayer};
 pub use sandbox::Sandbox;

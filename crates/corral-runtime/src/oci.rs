@@ -32,7 +32,7 @@ pub enum RuntimeError {
         source: std::io::Error,
     },
     /// The agent refused a request (`kind`: `not_found`, `exists`,
-    /// `not_a_directory`, `too_large`, `invalid`, `failed`).
+    /// `not_a_directory`, `too_large`, `no_space`, `invalid`, `failed`).
     #[error("{message}")]
     Refused {
         /// Machine-readable reason.
@@ -43,6 +43,9 @@ pub enum RuntimeError {
     /// The agent inside the sandbox failed or could not be reached.
     #[error("agent: {0}")]
     Agent(String),
+    /// The sandbox's disk could not be made or mounted.
+    #[error(transparent)]
+    Disk(#[from] crate::disk::DiskError),
     /// The runtime refused the sandbox (its message is in `stderr`).
     #[error("the OCI runtime failed: {stderr}")]
     Runtime {

@@ -1,6 +1,6 @@
 //! Roots built from OCI image layers: idmapped read-only lower layers, a
-//! size- and inode-capped writable layer on a host-side tmpfs, and overlayfs
-//! over both.
+//! writable layer on the sandbox's size- and inode-capped disk (see
+//! [`crate::disk`]), and overlayfs over both.
 //!
 //! The problem: layer files are owned as in the image (uid 0, i.e. host
 //! root), while sandbox root is host uid `host_id_base`. Through a plain
@@ -17,9 +17,10 @@
 //!
 //! ```text
 //! <dir>/lower/<i>        layer i (0 = bottom), idmapped, read-only, nodev, nosuid
-//! <dir>/rw/              tmpfs, size=<size_mb>m, nr_inodes=<inodes>, nodev, nosuid
+//! <dir>/rw/              the sandbox's disk (ext4 on a loop device), nodev, nosuid
 //! <dir>/rw/upper         the overlay's upper layer, owned by host_id_base
 //! <dir>/rw/work          the overlay's work directory
+//! <dir>/rw/tmp           the sandbox's /tmp (bound there by the runtime)
 //! <dir>/bundle/rootfs    the overlay (nodev, nosuid): the sandbox's `/`
 //! ```
 //!
@@ -157,10 +158,11 @@ fn is_opaque(dir: &Path) -> bool {
     len == 1 && value[0] == b'y'
 }
 
-/// The writable layer's caps.
+/// The caps of an image sandbox's disk, which holds its writable layer and
+/// its `/tmp` together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WritableLayer {
-    /// Size of the writable layer, MiB.
+    /// Size of the disk, MiB.
     pub size_mb: u64,
     /// Files and directories it may hold.
     pub inodes: u64,
@@ -194,7 +196,8 @@ impl RootSource {
 
 /// Where the idmapped layers are attached, under the sandbox directory.
 pub const LOWER_DIR: &str = "lower";
-/// Where the writable layer's tmpfs is mounted, under the sandbox directory.
+/// Where the sandbox's disk (its writable layer and `/tmp`) is mounted,
+/// under the sandbox directory.
 pub const RW_DIR: &str = "rw";
 
 // From <linux/mount.h>.
@@ -465,24 +468,19 @@ fn mount_error(what: String, error: io::Error) -> RuntimeError {
 
 /// Mounts an image root for a sandbox whose directory is `dir` (absolute)
 /// and whose root maps to host uid `host_id_base`: each layer idmapped at
-/// `dir/lower/<i>`, the writable tmpfs at `dir/rw`, and the overlay at
-/// `target` (an empty directory the host made, e.g. `dir/bundle/rootfs`).
+/// `dir/lower/<i>`, and the overlay at `target` (an empty directory the
+/// host made, e.g. `dir/bundle/rootfs`) with its upper layer on the
+/// sandbox's disk, which the caller has mounted at `dir/rw` (see
+/// [`crate::disk`]).
 /// On failure whatever was mounted stays mounted: [`unmount`] removes it.
 pub fn mount(
     dir: &Path,
     target: &Path,
     image: &ImageLayers,
-    writable: &WritableLayer,
     host_id_base: u32,
 ) -> Result<(), RuntimeError> {
     if image.layers.is_empty() {
         return Err(RuntimeError::Spec("an image with no layers".into()));
-    }
-    // tmpfs reads 0 as "no limit".
-    if writable.size_mb == 0 || writable.inodes == 0 {
-        return Err(RuntimeError::Spec(
-            "the writable layer needs a size and an inode cap above 0".into(),
-        ));
     }
     let make_dir = |path: &Path, mode: u32| {
         std::fs::DirBuilder::new()
@@ -518,31 +516,13 @@ pub fn mount(
     }
     drop(userns);
 
+    // The writable layer lives on the sandbox's disk, mounted at `rw` by
+    // the caller; a restart finds its upper and work directories there.
     let rw = dir.join(RW_DIR);
-    make_dir(&rw, 0o700)?;
-    let tmpfs = (|| {
-        let fs = FsContext::open("tmpfs")?;
-        fs.set("source", b"corral-rw")?;
-        fs.set("size", format!("{}m", writable.size_mb).as_bytes())?;
-        fs.set("nr_inodes", writable.inodes.to_string().as_bytes())?;
-        fs.set("mode", b"0755")?;
-        let mnt = fs.mount(MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)?;
-        move_mount(&mnt, &rw)
-    })();
-    tmpfs.map_err(|e| mount_error("mount the writable layer".into(), e))?;
     let upper = rw.join("upper");
     let work = rw.join("work");
-    make_dir(&upper, 0o755)?;
-    make_dir(&work, 0o700)?;
-    // Sandbox root owns the root of its writable layer (the lowers show it
-    // the image's root-owned files as its own through the id mapping).
-    nix::unistd::chown(
-        &upper,
-        Some(nix::unistd::Uid::from_raw(host_id_base)),
-        Some(nix::unistd::Gid::from_raw(host_id_base)),
-    )
-    .map_err(|e| mount_error("give the upper layer to sandbox root".into(), e.into()))?;
-
+    crate::disk::owned_dir(&upper, host_id_base, 0o755)?;
+    crate::disk::owned_dir(&work, 0, 0o700)?;
     let overlay = (|| {
         let fs = FsContext::open("overlay")?;
         fs.set("source", b"corral-root")?;
@@ -608,7 +588,7 @@ fn unmount_at(path: &Path) -> io::Result<()> {
 }
 
 /// Unmounts everything [`mount`] made for the sandbox in `dir` (the overlay
-/// at `target`, then the lowers, then the writable tmpfs), then anything
+/// at `target`, then the lowers, then the disk at `rw`), then anything
 /// else still mounted under `dir`. Idempotent, and fine for a half-made
 /// root. Only paths the host made are addressed: the mount points, never a
 /// path inside a mounted filesystem. Errors if a mount under `dir` remains.

@@ -10,10 +10,14 @@
 //! <dir>/agent.log        the agent's own stdout and stderr
 //! ```
 //!
-//! An image root adds `<dir>/lower/<i>` (the idmapped layers) and `<dir>/rw`
-//! (the writable layer's tmpfs), and mounts the overlay at
-//! `<dir>/bundle/rootfs` (see [`crate::rootfs`]). [`Sandbox::stop`] keeps
-//! them; [`Sandbox::destroy`] unmounts them before removing the directory.
+//! `<dir>/rw` is the sandbox's disk (see [`crate::disk`]): an ext4 image
+//! file kept elsewhere, on persistent storage, loop-mounted here; its
+//! `tmp/` is the sandbox's `/tmp`. An image root adds `<dir>/lower/<i>`
+//! (the idmapped layers) and mounts the overlay, its upper layer on the
+//! disk, at `<dir>/bundle/rootfs` (see [`crate::rootfs`]).
+//! [`Sandbox::stop`] keeps all of it; [`Sandbox::teardown`] unmounts it and
+//! removes the directory but keeps the disk image; [`Sandbox::destroy`]
+//! removes the disk image too.
 //!
 //! The host binds the socket and hands the listening descriptor to the
 //! agent (`--preserve-fds 1`, as fd 3). The sandbox never sees a path to
@@ -30,7 +34,10 @@ use std::time::Duration;
 use corral_types::agent::{AgentRequest, AgentResponse, ExecRequest, ExecResult, SpawnRequest};
 use corral_types::terminal::{ProcessInfo, ProcessLogs, TerminalInfo};
 
+use std::os::unix::fs::DirBuilderExt;
+
 use crate::bundle::{AGENT_PATH, Bundle, SandboxSpec};
+use crate::disk::Disk;
 use crate::oci::{OciRuntime, RuntimeError};
 use crate::rootfs::{self, RootSource};
 
@@ -137,12 +144,20 @@ pub struct Sandbox {
     pub id: String,
     dir: PathBuf,
     runtime: OciRuntime,
+    /// The disk image (see [`crate::disk`]).
+    disk: PathBuf,
+}
+
+/// Where a sandbox in `dir` keeps its disk unless told: beside it.
+fn default_disk(dir: &Path) -> PathBuf {
+    dir.with_extension("disk")
 }
 
 impl Sandbox {
     /// Creates and starts sandbox `id` in `dir` (created; must not exist)
     /// with `agent` as its PID 1 and the `host` image as its root, and waits
-    /// until the agent answers.
+    /// until the agent answers. Its disk is `<dir>.disk` (see
+    /// [`Sandbox::start_on_disk`]).
     pub fn start(
         runtime: &OciRuntime,
         id: &str,
@@ -153,15 +168,34 @@ impl Sandbox {
         Sandbox::start_with_root(runtime, id, dir, spec, agent, &RootSource::Host)
     }
 
-    /// [`Sandbox::start`] with `root` as the sandbox's `/`: for an image,
-    /// its layers are mounted (idmapped lowers, the capped writable tmpfs,
-    /// the overlay; see [`crate::rootfs`]) before the runtime starts it.
-    /// Whatever fails, a half-made sandbox is destroyed (unmounted and
-    /// removed) before the error returns.
+    /// [`Sandbox::start`] with `root` as the sandbox's `/`, on the disk
+    /// `<dir>.disk`.
     pub fn start_with_root(
         runtime: &OciRuntime,
         id: &str,
         dir: &Path,
+        spec: SandboxSpec,
+        agent: &Path,
+        root: &RootSource,
+    ) -> Result<Sandbox, RuntimeError> {
+        let disk = default_disk(dir);
+        Sandbox::start_on_disk(runtime, id, dir, &disk, spec, agent, root)
+    }
+
+    /// Creates and starts sandbox `id` in `dir` (created; must not exist)
+    /// with `root` as its `/` and `disk` (an image file on persistent
+    /// storage; made if missing, kept as it is otherwise) as its writable
+    /// storage: the disk is mounted at `dir/rw` and holds `/tmp` and, for an
+    /// image, the writable layer (see [`crate::disk`], [`crate::rootfs`]).
+    /// Its size is the image's writable layer's, or `spec.limits.tmp_mb`
+    /// for the `host` image. Whatever fails, a half-made sandbox is torn
+    /// down before the error returns, and a disk made by this call removed
+    /// (an existing one is kept: it holds the sandbox's files).
+    pub fn start_on_disk(
+        runtime: &OciRuntime,
+        id: &str,
+        dir: &Path,
+        disk: &Path,
         mut spec: SandboxSpec,
         agent: &Path,
         root: &RootSource,
@@ -172,25 +206,44 @@ impl Sandbox {
                 source,
             }
         };
+        let disk_existed = disk.exists();
         std::fs::create_dir(dir).map_err(io("create the sandbox directory"))?;
         // Absolute and canonical, as mount tables name mount points.
         let sandbox = Sandbox {
             id: id.to_owned(),
             dir: dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
             runtime: runtime.clone(),
+            disk: disk.to_path_buf(),
         };
         spec.argv = vec![AGENT_PATH.to_owned()];
         spec.agent = Some(agent.to_path_buf());
+        let (size_mb, inodes) = match root {
+            RootSource::Image { writable, .. } => (writable.size_mb, writable.inodes),
+            RootSource::Host => (spec.limits.tmp_mb, spec.limits.tmp_inodes),
+        };
         let prepared = (|| {
             std::fs::create_dir(sandbox.dir.join("control"))
                 .map_err(io("create the control directory"))?;
-            let bundle = Bundle::create_with_root(&sandbox.dir.join("bundle"), &spec, root)?;
-            if let RootSource::Image { image, writable } = root {
+            let rw = sandbox.dir.join(rootfs::RW_DIR);
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&rw)
+                .map_err(io("create the disk's mount point"))?;
+            let disk = Disk {
+                image: sandbox.disk.clone(),
+                size_mb,
+                inodes,
+            };
+            crate::disk::mount(&disk, &rw)?;
+            let tmp = rw.join("tmp");
+            crate::disk::owned_dir(&tmp, spec.host_id_base, 0o1777)?;
+            let bundle =
+                Bundle::create_with_tmp(&sandbox.dir.join("bundle"), &spec, root, Some(&tmp))?;
+            if let RootSource::Image { image, .. } = root {
                 rootfs::mount(
                     &sandbox.dir,
                     &bundle.dir.join("rootfs"),
                     image,
-                    writable,
                     spec.host_id_base,
                 )?;
             }
@@ -199,7 +252,11 @@ impl Sandbox {
         match prepared {
             Ok(()) => Ok(sandbox),
             Err(error) => {
-                sandbox.destroy();
+                if disk_existed {
+                    sandbox.teardown();
+                } else {
+                    sandbox.destroy();
+                }
                 Err(error)
             }
         }
@@ -210,15 +267,12 @@ impl Sandbox {
     /// everything written before), a fresh agent.
     pub fn restart(&self) -> Result<(), RuntimeError> {
         let dir = self.canonical_dir();
-        // An image root must still be mounted; after a host restart it is
-        // not (its writable layer was a tmpfs), and the runtime must not
-        // start on the bare mount point.
-        if dir.join(rootfs::LOWER_DIR).exists()
-            && !rootfs::is_mount_point(&dir.join("bundle/rootfs"))
-        {
+        // The disk must still be mounted; after a host restart (or a
+        // teardown) it is not, and the runtime must not start on the bare
+        // mount points: start the sandbox afresh on its disk instead.
+        if !rootfs::is_mount_point(&dir.join(rootfs::RW_DIR)) {
             return Err(RuntimeError::Runtime {
-                stderr: "the sandbox's image root is no longer mounted (was the host restarted?)"
-                    .into(),
+                stderr: "the sandbox's disk is no longer mounted (was the host restarted?)".into(),
             });
         }
         self.launch().inspect_err(|_| self.stop())
@@ -276,10 +330,17 @@ impl Sandbox {
 
     /// The sandbox `id` that [`Sandbox::start`] started in `dir`.
     pub fn attach(runtime: &OciRuntime, id: &str, dir: &Path) -> Sandbox {
+        Sandbox::attach_on_disk(runtime, id, dir, &default_disk(dir))
+    }
+
+    /// The sandbox `id` that [`Sandbox::start_on_disk`] started in `dir`
+    /// on `disk`.
+    pub fn attach_on_disk(runtime: &OciRuntime, id: &str, dir: &Path, disk: &Path) -> Sandbox {
         Sandbox {
             id: id.to_owned(),
             dir: dir.to_path_buf(),
             runtime: runtime.clone(),
+            disk: disk.to_path_buf(),
         }
     }
 
@@ -758,13 +819,15 @@ impl Sandbox {
     }
 
     /// Kills every process of the sandbox, deletes the container, unmounts
-    /// its root (overlay, layers, writable tmpfs; addressed by the mount
-    /// points the host made, never by a path inside the sandbox) and
-    /// removes the sandbox directory. Idempotent; errors are logged, not
-    /// returned, so a half-created sandbox is always cleaned up. If a mount
-    /// cannot be removed the directory is kept: deleting through a mounted
-    /// layer could reach files that are not the sandbox's.
-    pub fn destroy(&self) {
+    /// its root and disk (overlay, layers, the disk at `rw`; addressed by
+    /// the mount points the host made, never by a path inside the sandbox)
+    /// and removes the sandbox directory, but keeps the disk image: a
+    /// [`Sandbox::start_on_disk`] with it later finds every file written.
+    /// Idempotent; errors are logged, not returned, so a half-created
+    /// sandbox is always cleaned up. If a mount cannot be removed the
+    /// directory is kept: deleting through a mounted layer could reach
+    /// files that are not the sandbox's.
+    pub fn teardown(&self) {
         self.stop();
         let dir = self.canonical_dir();
         if !dir.exists() {
@@ -778,6 +841,17 @@ impl Sandbox {
             && error.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(id = %self.id, %error, "removing a sandbox directory failed");
+        }
+    }
+
+    /// [`Sandbox::teardown`], then the disk image is removed too: nothing
+    /// of the sandbox is left. Idempotent; errors are logged.
+    pub fn destroy(&self) {
+        self.teardown();
+        // Safe even if the disk could not be unmounted: the loop device
+        // keeps the unlinked file until it lets go.
+        if let Err(error) = crate::disk::remove(&self.disk) {
+            tracing::warn!(id = %self.id, %error, "removing a sandbox's disk failed");
         }
     }
 }

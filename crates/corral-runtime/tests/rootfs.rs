@@ -1,5 +1,5 @@
 //! Sandboxes whose root is an OCI image's layers (idmapped lowers, a capped
-//! writable tmpfs, overlayfs), under real runc as root, with the real agent.
+//! writable layer on the sandbox's disk, overlayfs), under real runc as root, with the real agent.
 //! The image is made here: Debian's static busybox in one layer, a second
 //! layer overriding a file, whiting one out and making a directory opaque.
 
@@ -443,8 +443,11 @@ fn the_writable_layer_is_capped_in_bytes_and_files() {
         .unwrap();
     assert!(stopped < 300, "{stopped} files in a 300-inode layer");
 
-    // The separate /tmp still works and has its own cap.
-    let tmp = sh(sandbox, "echo t > /tmp/t && cat /tmp/t");
+    // /tmp is on the same disk: full too, and usable again once the
+    // files are gone.
+    let full = sh(sandbox, "echo t > /tmp/t");
+    assert!(full.stderr.contains("No space left on device"), "{full:?}");
+    let tmp = sh(sandbox, "rm -r /many && echo t > /tmp/t && cat /tmp/t");
     assert_eq!(tmp.stdout, "t\n", "{tmp:?}");
 
     drop(running);
@@ -579,7 +582,7 @@ fn a_half_made_sandbox_is_unmounted_and_removed() {
     assert!(!dir.exists());
     assert!(mounts_under(&tmp_path).unwrap().is_empty());
 
-    // A zero cap (which tmpfs would read as "no limit") is refused.
+    // A zero cap (an empty disk) is refused.
     let dir = tmp_path.join("uncapped");
     let uncapped = root_of(
         &image,

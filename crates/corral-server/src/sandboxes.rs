@@ -1,6 +1,7 @@
 //! Sandboxes on this host: records in the store, containers through
 //! `corral-runtime` (blocking calls run on tokio's blocking pool).
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -93,6 +94,10 @@ pub struct Sandboxes {
     agent: Option<PathBuf>,
     /// The image store (`<data_dir>/images`, as `corral image` uses it).
     images: PathBuf,
+    /// Sandboxes' disks (`<data_dir>/disks/<id>.img`): on persistent
+    /// storage, unlike their directories, so files outlive a stop and a
+    /// host restart (see [`corral_runtime::disk`]).
+    disks: PathBuf,
     /// Warm sandboxes, started before anyone asked.
     pub pool: std::sync::Arc<crate::pool::Pool>,
     /// Standard input of the running execs that keep it open.
@@ -129,6 +134,7 @@ impl Sandboxes {
                 .unwrap_or_else(|| state.join("sandboxes")),
             agent,
             images: config.data_dir.join("images"),
+            disks: config.data_dir.join("disks"),
             pool: std::sync::Arc::new(crate::pool::Pool::new(config)),
             exec_inputs: std::sync::Arc::default(),
         }
@@ -152,8 +158,13 @@ impl Sandboxes {
         ImageStore::open(&self.images).map_err(|e| e.to_string())
     }
 
+    /// Where sandbox `id`'s disk image is.
+    fn disk_of(&self, id: &str) -> PathBuf {
+        self.disks.join(format!("{id}.img"))
+    }
+
     /// What sandboxes of `image` boot from: the host's programs, or the
-    /// image's layers under a writable layer of `limits.tmp_mb`.
+    /// image's layers under a writable layer on a disk of `limits.tmp_mb`.
     fn root_of(&self, image: &str, limits: &Limits) -> Result<RootSource, String> {
         if image == HOST_IMAGE {
             return Ok(RootSource::Host);
@@ -172,12 +183,19 @@ impl Sandboxes {
         })
     }
 
-    /// Starts sandbox `id` from `image` (blocking: call from a blocking task).
+    /// Starts sandbox `id` from `image` (blocking: call from a blocking
+    /// task) on its disk: made empty if it has none, else the one it had.
     pub fn start(&self, id: &str, slot: i64, limits: Limits, image: &str) -> Result<(), String> {
         let agent = self.agent()?;
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         reachable_by_sandboxes(&self.dir)?;
+        // Only the host mounts disks: no sandbox user needs to pass.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.disks)
+            .map_err(|e| format!("cannot create {}: {e}", self.disks.display()))?;
         let root = self.root_of(image, &limits)?;
         let spec = SandboxSpec {
             argv: Vec::new(),
@@ -187,10 +205,11 @@ impl Sandboxes {
             limits,
             agent: None,
         };
-        Sandbox::start_with_root(
+        Sandbox::start_on_disk(
             &self.runtime,
             &Self::container_id(id),
             &self.dir.join(id),
+            &self.disk_of(id),
             spec,
             &agent,
             &root,
@@ -199,44 +218,34 @@ impl Sandboxes {
         .map_err(|e| format!("{e:#}"))
     }
 
-    /// Ends sandbox `id`'s container (blocking). A paused one is thawed
-    /// first so its processes can die. An image sandbox keeps its writable
-    /// layer (mounted on this host) for a later start; the `host` image
-    /// keeps nothing writable outside the container, so its directory goes
-    /// and a start builds it afresh.
-    pub fn stop(&self, id: &str, paused: bool, image: &str) {
+    /// Ends sandbox `id`'s container (blocking) and tears it down: its
+    /// mounts and directory go, its disk (the writable layer of an image,
+    /// and `/tmp`) stays for a later start. A paused one is thawed first so
+    /// its processes can die. Also what is left of a sandbox in `error`.
+    pub fn stop(&self, id: &str, paused: bool) {
         let sandbox = self.attach(id);
         if paused && let Err(error) = sandbox.resume() {
             tracing::debug!(id, %error, "resuming before a stop failed");
         }
-        if image == HOST_IMAGE {
-            sandbox.destroy();
-        } else {
-            sandbox.stop();
-        }
+        sandbox.teardown();
     }
 
-    /// Starts a stopped sandbox `id` again in its uid range (blocking). An
-    /// image sandbox resumes on its writable layer; if that is gone (the
-    /// host restarted: it lived in memory), it starts afresh from the image.
+    /// Starts a stopped sandbox `id` again in its uid range (blocking), on
+    /// the disk it had: every file it wrote is there.
     pub fn restart(&self, id: &str, slot: i64, limits: Limits, image: &str) -> Result<(), String> {
-        let sandbox = self.attach(id);
-        if image != HOST_IMAGE {
-            match sandbox.restart() {
-                Ok(()) => return Ok(()),
-                Err(error) => {
-                    tracing::warn!(id, %error, "restarting on the old writable layer failed; starting afresh");
-                }
-            }
-        }
         // Whatever a crash may have left of the old container.
-        sandbox.destroy();
+        self.attach(id).teardown();
         self.start(id, slot, limits, image)
     }
 
     /// The running sandbox `id`.
     pub fn attach(&self, id: &str) -> Sandbox {
-        Sandbox::attach(&self.runtime, &Self::container_id(id), &self.dir.join(id))
+        Sandbox::attach_on_disk(
+            &self.runtime,
+            &Self::container_id(id),
+            &self.dir.join(id),
+            &self.disk_of(id),
+        )
     }
 
     /// Brings the runtime and the store into agreement. At start-up
@@ -244,8 +253,9 @@ impl Sandboxes {
     /// still runs are re-adopted (nothing else holds them); those whose
     /// container is gone become `error` (which frees their place); a start
     /// or stop cut short is finished (`starting` with a container → running,
-    /// without → stopped; `stopping` → stopped); containers and directories
-    /// no record claims are destroyed. On the timer (`!startup`), requests
+    /// without → stopped; `stopping` → stopped); containers, directories and
+    /// disks no record claims are destroyed. A sandbox in `error` keeps its
+    /// disk (a stop and a start bring it back). On the timer (`!startup`), requests
     /// may be under way: sandboxes in a transitional state are left alone
     /// and unclaimed directories younger than a minute too (a create may
     /// have written its record after the records were read).
@@ -270,7 +280,7 @@ impl Sandboxes {
         };
         let all = store
             .sandboxes_in(&[
-                "creating", "starting", "running", "paused", "stopping", "stopped",
+                "creating", "starting", "running", "paused", "stopping", "stopped", "error",
             ])
             .await
             .map_err(|e| e.to_string())?;
@@ -290,7 +300,9 @@ impl Sandboxes {
                 ("running" | "paused", true) => done.kept += 1,
                 ("stopped", false) => {}
                 ("running" | "paused", false) => {
-                    self.destroy_blocking(&record.id).await;
+                    // Its disk is kept: a stop and a start bring it back
+                    // with its files.
+                    self.stop_blocking(&record.id).await;
                     store
                         .sandbox_failed(
                             now,
@@ -319,7 +331,7 @@ impl Sandboxes {
                     done.kept += 1;
                 }
                 ("starting" | "stopping" | "stopped", _) => {
-                    self.stop_blocking(&record.id, &record.image).await;
+                    self.stop_blocking(&record.id).await;
                     store.sandbox_stopped(now, &record.id).await.map_err(e)?;
                 }
                 _ => {}
@@ -363,6 +375,36 @@ impl Sandboxes {
                 }
             }
         }
+        // Disks with neither a record, a directory nor a container: a
+        // sandbox deleted while its disk could not be removed, or a crash
+        // between removing its directory and its disk.
+        if let Ok(entries) = std::fs::read_dir(&self.disks) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(id) = name
+                    .strip_suffix(".img")
+                    .or_else(|| name.strip_suffix(".partial"))
+                else {
+                    continue;
+                };
+                let container = Self::container_id(id);
+                let young = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|age| age < Duration::from_secs(60));
+                if !claimed.contains(&container)
+                    && !running_ids.contains(&container)
+                    && !stray.contains(&container)
+                    && !self.dir.join(id).exists()
+                    && !self.pool.holds(id)
+                    && (startup || !young)
+                {
+                    stray.push(container);
+                }
+            }
+        }
         for container in stray {
             let id = container.trim_start_matches("corral-").to_owned();
             self.destroy_blocking(&id).await;
@@ -377,9 +419,10 @@ impl Sandboxes {
         let _ = tokio::task::spawn_blocking(move || sandbox.destroy()).await;
     }
 
-    async fn stop_blocking(&self, id: &str, image: &str) {
-        let (manager, id, image) = (self.clone(), id.to_owned(), image.to_owned());
-        let _ = tokio::task::spawn_blocking(move || manager.stop(&id, true, &image)).await;
+    /// [`Sandboxes::stop`] off the async threads (thawing it first).
+    pub async fn stop_blocking(&self, id: &str) {
+        let (manager, id) = (self.clone(), id.to_owned());
+        let _ = tokio::task::spawn_blocking(move || manager.stop(&id, true)).await;
     }
 
     /// Default wall time of one exec.

@@ -433,8 +433,10 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Moves a sandbox to `error` with `message`, releasing its id range and
-    /// its place in the creator's live count (it runs nothing any more).
+    /// Moves a sandbox to `error` with `message`, releasing its place in the
+    /// creator's live count (it runs nothing any more). It keeps its id
+    /// range: the files on its disk are owned by it, and a stop and a start
+    /// bring it back ([`Store::sandbox_recovered`]).
     pub async fn sandbox_failed(
         &self,
         now: i64,
@@ -448,7 +450,7 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
         sqlx::query(
-            "UPDATE sandboxes SET state = 'error', error = $2, id_slot = NULL, counted = 0, \
+            "UPDATE sandboxes SET state = 'error', error = $2, counted = 0, \
              updated_at = $3 WHERE id = $1",
         )
         .bind(id)
@@ -461,6 +463,40 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Moves a sandbox in `error` to `stopped` (what is left of its
+    /// container has been cleaned up), so it can be started again; `false`
+    /// when it is not in `error`. It holds no place in the live count
+    /// either way. One that lost its id range (recorded before ranges were
+    /// kept) gets a free one from `pick_slot`.
+    pub async fn sandbox_recovered(
+        &self,
+        now: i64,
+        id: &str,
+        pick_slot: impl Fn(u32) -> i64,
+    ) -> Result<bool, StoreError> {
+        for attempt in 0..8 {
+            let moved = sqlx::query(
+                "UPDATE sandboxes SET state = 'stopped', error = NULL, stopped_at = $2, \
+                 updated_at = $2, id_slot = COALESCE(id_slot, $3) \
+                 WHERE id = $1 AND state = 'error'",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(pick_slot(attempt))
+            .execute(self.pool())
+            .await;
+            match moved {
+                Ok(done) => return Ok(done.rows_affected() == 1),
+                // The slot was taken: try another.
+                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {}
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(StoreError::Conflict(
+            "no free sandbox id range; try again".into(),
+        ))
     }
 
     /// Deletes a sandbox record of `org_id`; `false` when there is none.

@@ -314,7 +314,8 @@ pub enum AgentResponse {
     Error {
         /// Why.
         message: String,
-        /// `not_found`, `exists`, `not_a_directory`, `too_large`, `invalid` or `failed`.
+        /// `not_found`, `exists`, `not_a_directory`, `too_large`, `no_space` (the
+        /// disk is full), `invalid` or `failed`.
         #[serde(default)]
         kind: String,
     },

@@ -72,6 +72,9 @@ error_codes! {
     Internal => ("internal", 500, "Internal server error"),
     /// A dependency (such as the database) is unavailable; retry later.
     ServiceUnavailable => ("service_unavailable", 503, "Service unavailable"),
+    /// The sandbox's disk has no room for this (bytes or files); nothing was
+    /// written, and the sandbox goes on working.
+    NoSpace => ("no_space", 507, "Insufficient storage"),
 }
 
 impl ErrorCode {
@@ -90,6 +93,7 @@ impl ErrorCode {
             422 => ErrorCode::ValidationFailed,
             429 => ErrorCode::RateLimited,
             503 => ErrorCode::ServiceUnavailable,
+            507 => ErrorCode::NoSpace,
             400..=499 => ErrorCode::BadRequest,
             _ => ErrorCode::Internal,
         }

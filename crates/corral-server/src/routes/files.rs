@@ -59,6 +59,10 @@ pub(crate) fn refused(error: RuntimeError) -> ApiError {
             "not_found" => ApiError::new(ErrorCode::NotFound, message),
             "exists" => ApiError::new(ErrorCode::Conflict, message),
             "too_large" => ApiError::new(ErrorCode::PayloadTooLarge, message),
+            "no_space" => ApiError::new(
+                ErrorCode::NoSpace,
+                format!("the sandbox's disk is full: {message}"),
+            ),
             _ => ApiError::invalid_field("path", message),
         },
         other => unreachable_sandbox(&other),
@@ -179,6 +183,7 @@ pub async fn download(
         (status = 204, description = "Written"),
         (status = 404, description = "No such sandbox or directory", body = corral_types::Problem),
         (status = 413, description = "Larger than the upload limit (or, without a Content-Length, the body limit)", body = corral_types::Problem),
+        (status = 507, description = "The sandbox's disk has no room for it (`no_space`); the old file, if any, is kept", body = corral_types::Problem),
     )
 )]
 pub async fn upload(

@@ -272,36 +272,51 @@ pub async fn create(
         running: false,
         ..new
     };
-    let record = state
-        .store
-        .create_sandbox(now, new, |_| rand_slot())
-        .await?;
-    let limits = limits_of(&record);
-    let (manager, id, slot, image) = (
-        state.sandboxes.clone(),
-        record.id.clone(),
-        record.id_slot.unwrap_or(0),
-        record.image.clone(),
-    );
-    let started = tokio::task::spawn_blocking(move || manager.start(&id, slot, limits, &image))
-        .await
-        .map_err(ApiError::internal)?;
-    let outcome = match &started {
-        Ok(()) => {
-            state
+    // From the record on, on a task of its own: a client that goes away
+    // (dropping this handler) must not leave the sandbox `creating` with no
+    // one to finish.
+    let finish = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let record = state
                 .store
-                .sandbox_running(state.clock.now_ms(), &record.id)
+                .create_sandbox(now, new, |_| rand_slot())
                 .await?;
-            "success"
-        }
-        Err(message) => {
-            tracing::warn!(sandbox = %record.id, %message, "a sandbox failed to start");
-            state
-                .store
-                .sandbox_failed(state.clock.now_ms(), &record.id, message)
-                .await?;
-            "failure"
-        }
+            let limits = limits_of(&record);
+            let (manager, id, slot, image, record_id) = (
+                state.sandboxes.clone(),
+                record.id.clone(),
+                record.id_slot.unwrap_or(0),
+                record.image.clone(),
+                record.id.clone(),
+            );
+            let started =
+                tokio::task::spawn_blocking(move || manager.start(&id, slot, limits, &image))
+                    .await
+                    .map_err(ApiError::internal)?;
+            match &started {
+                Ok(()) => {
+                    state
+                        .store
+                        .sandbox_running(state.clock.now_ms(), &record_id)
+                        .await?;
+                }
+                Err(message) => {
+                    tracing::warn!(sandbox = %record_id, %message, "a sandbox failed to start");
+                    state
+                        .store
+                        .sandbox_failed(state.clock.now_ms(), &record_id, message)
+                        .await?;
+                }
+            }
+            Ok::<_, ApiError>((record, started))
+        })
+    };
+    let (record, started) = finish.await.map_err(ApiError::internal)??;
+    let outcome = if started.is_ok() {
+        "success"
+    } else {
+        "failure"
     };
     audit(
         &state,
@@ -1065,14 +1080,15 @@ pub async fn update(
     current(&state, &principal, &id).await
 }
 
-/// Starts a stopped sandbox again (a running one is left as it is).
+/// Starts a stopped sandbox again (a running one is left as it is), on the
+/// disk it had. One in `error` is first cleaned up as a stop would.
 #[utoipa::path(
     post, path = "/api/v1/sandboxes/{id}/start", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox id")),
     responses(
         (status = 200, description = "Running", body = SandboxResponse),
         (status = 404, description = "No such sandbox in this org", body = corral_types::Problem),
-        (status = 409, description = "Not stopped (paused, starting or in error)", body = corral_types::Problem),
+        (status = 409, description = "Not stopped or in error (paused, creating, starting or stopping)", body = corral_types::Problem),
         (status = 429, description = "The plan's concurrent sandboxes are all in use", body = corral_types::Problem),
         (status = 503, description = "It could not start; it stays stopped", body = corral_types::Problem),
     )
@@ -1083,13 +1099,19 @@ pub async fn start(
     client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxResponse>, ApiError> {
-    let record = find(&state, &principal, &id).await?;
+    let mut record = find(&state, &principal, &id).await?;
     match record.state.as_str() {
         "running" => return Ok(Json(response(record))),
         "stopped" => {}
+        "error" => {
+            if !recover_sandbox(&state, &record).await? {
+                return Err(conflict("the sandbox changed state; try again"));
+            }
+            record = find(&state, &principal, &id).await?;
+        }
         other => {
             return Err(conflict(format!(
-                "the sandbox is {other}; only a stopped sandbox can be started"
+                "the sandbox is {other}; only a stopped sandbox (or one in error) can be started"
             )));
         }
     }
@@ -1098,14 +1120,6 @@ pub async fn start(
     let max_live = creator
         .and_then(|u| state.plans.get(&u.plan_id))
         .and_then(|p| p.max_sandboxes);
-    let now = state.clock.now_ms();
-    if !state
-        .store
-        .sandbox_starting(now, &record.id, &record.created_by, max_live)
-        .await?
-    {
-        return Err(conflict("the sandbox changed state; try again"));
-    }
     let (manager, sandbox_id, slot, limits, image) = (
         state.sandboxes.clone(),
         record.id.clone(),
@@ -1113,20 +1127,42 @@ pub async fn start(
         limits_of(&record),
         record.image.clone(),
     );
-    let started =
-        tokio::task::spawn_blocking(move || manager.restart(&sandbox_id, slot, limits, &image))
+    // From the move to `starting` on, on a task of its own: a client that
+    // goes away (dropping this handler) must not leave the sandbox
+    // `starting` with no one to finish.
+    let finish = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let now = state.clock.now_ms();
+            if !state
+                .store
+                .sandbox_starting(now, &record.id, &record.created_by, max_live)
+                .await?
+            {
+                return Err(conflict("the sandbox changed state; try again"));
+            }
+            let started = tokio::task::spawn_blocking(move || {
+                manager.restart(&sandbox_id, slot, limits, &image)
+            })
             .await
             .map_err(ApiError::internal)?;
-    let now = state.clock.now_ms();
-    match started {
+            let now = state.clock.now_ms();
+            match &started {
+                Ok(()) => state.store.sandbox_running(now, &record.id).await?,
+                // Back to stopped, its place given back: nothing of it is lost.
+                Err(_) => {
+                    state.store.sandbox_stopped(now, &record.id).await?;
+                }
+            }
+            Ok::<_, ApiError>(started)
+        })
+    };
+    match finish.await.map_err(ApiError::internal)?? {
         Ok(()) => {
-            state.store.sandbox_running(now, &record.id).await?;
             audit_step(&state, &client, &principal, "sandbox.start", &id, "success").await;
             current(&state, &principal, &id).await
         }
         Err(message) => {
-            // Back to stopped, its place given back: nothing of it is lost.
-            state.store.sandbox_stopped(now, &record.id).await?;
             audit_step(&state, &client, &principal, "sandbox.start", &id, "failure").await;
             Err(ApiError::new(
                 ErrorCode::ServiceUnavailable,
@@ -1137,14 +1173,17 @@ pub async fn start(
 }
 
 /// Stops a sandbox: its programs end and it holds no place in the plan's
-/// concurrent sandboxes until started again. A stopped one is left as it is.
+/// concurrent sandboxes until started again; its disk (`/tmp` and, for an
+/// image, its writable layer) is kept. A stopped one is left as it is; one
+/// in `error` is cleaned up (what is left of its container ends) and
+/// becomes `stopped`, ready to start again.
 #[utoipa::path(
     post, path = "/api/v1/sandboxes/{id}/stop", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox id")),
     responses(
         (status = 200, description = "Stopped", body = SandboxResponse),
         (status = 404, description = "No such sandbox in this org", body = corral_types::Problem),
-        (status = 409, description = "Creating, starting or in error", body = corral_types::Problem),
+        (status = 409, description = "Creating, starting or stopping", body = corral_types::Problem),
     )
 )]
 pub async fn stop(
@@ -1157,9 +1196,16 @@ pub async fn stop(
     match record.state.as_str() {
         "stopped" => return Ok(Json(response(record))),
         "running" | "paused" => {}
+        "error" => {
+            if !recover_sandbox(&state, &record).await? {
+                return Err(conflict("the sandbox changed state; try again"));
+            }
+            audit_step(&state, &client, &principal, "sandbox.stop", &id, "success").await;
+            return current(&state, &principal, &id).await;
+        }
         other => {
             return Err(conflict(format!(
-                "the sandbox is {other}; only a running or paused sandbox can be stopped"
+                "the sandbox is {other}; only a running, paused or failed sandbox can be stopped"
             )));
         }
     }
@@ -1178,28 +1224,48 @@ pub(crate) async fn stop_sandbox(
     state: &AppState,
     record: &SandboxRecord,
 ) -> Result<bool, ApiError> {
-    let now = state.clock.now_ms();
-    if !state
-        .store
-        .sandbox_transition(now, &record.id, &record.state, "stopping")
-        .await?
-    {
-        return Ok(false);
-    }
-    let (manager, sandbox_id, paused, image) = (
+    let (manager, sandbox_id, paused) = (
         state.sandboxes.clone(),
         record.id.clone(),
         record.state == "paused",
-        record.image.clone(),
     );
-    tokio::task::spawn_blocking(move || manager.stop(&sandbox_id, paused, &image))
+    // From the move to `stopping` on, on a task of its own: a client that
+    // goes away (dropping the caller) must not leave the sandbox
+    // `stopping` with no one to finish.
+    let (state, record_id, from) = (state.clone(), record.id.clone(), record.state.clone());
+    tokio::spawn(async move {
+        if !state
+            .store
+            .sandbox_transition(state.clock.now_ms(), &record_id, &from, "stopping")
+            .await?
+        {
+            return Ok(false);
+        }
+        tokio::task::spawn_blocking(move || manager.stop(&sandbox_id, paused))
+            .await
+            .map_err(ApiError::internal)?;
+        state
+            .store
+            .sandbox_stopped(state.clock.now_ms(), &record_id)
+            .await?;
+        Ok::<_, ApiError>(true)
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// Cleans up what is left of a sandbox in `error` (its container, mounts
+/// and directory; its disk is kept) and records it `stopped`; `false` when
+/// it was no longer in `error`.
+async fn recover_sandbox(state: &AppState, record: &SandboxRecord) -> Result<bool, ApiError> {
+    let (manager, sandbox_id) = (state.sandboxes.clone(), record.id.clone());
+    tokio::task::spawn_blocking(move || manager.stop(&sandbox_id, false))
         .await
         .map_err(ApiError::internal)?;
-    state
+    Ok(state
         .store
-        .sandbox_stopped(state.clock.now_ms(), &record.id)
-        .await?;
-    Ok(true)
+        .sandbox_recovered(state.clock.now_ms(), &record.id, |_| rand_slot())
+        .await?)
 }
 
 /// The automatic steps, run on a timer: stops sandboxes idle past their

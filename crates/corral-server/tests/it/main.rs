@@ -29,4 +29,5 @@ mod orgs;
 mod queue;
 mod sandboxes;
 mod sessions;
+mod storage;
 mod terminals;

@@ -40,6 +40,9 @@ pub(crate) async fn app_configured(
     TestApp::builder(backend)
         .config(move |c| {
             c.sandbox.agent = Some(agent());
+            // Disks and images of this app only (the reconciler removes
+            // disks no record of its own claims).
+            c.data_dir = dir.clone();
             c.sandbox.dir = Some(dir.join("sandboxes"));
             c.sandbox.runtime_root = Some(dir.join("runtime"));
             more(c);
@@ -263,6 +266,7 @@ async fn without_an_agent_binary_creation_fails_cleanly_and_frees_the_place() {
     let app = TestApp::builder(corral_store::Backend::Sqlite)
         .config(move |c| {
             c.sandbox.agent = Some(dir_path.join("no-such-agent"));
+            c.data_dir = dir_path.clone();
             c.sandbox.dir = Some(dir_path.join("sandboxes"));
             c.sandbox.runtime_root = Some(dir_path.join("runtime"));
         })
