@@ -356,6 +356,7 @@ fn a_new_users_first_hour_has_no_dead_end() {
     let wrong = install.corral(&["judge", "reverse.py", "--expected", "wrong.txt"], "abc\n");
     assert_eq!(wrong.code, 3, "{wrong:?}");
     assert!(wrong.stderr.contains("wrong_answer"), "{wrong:?}");
+    install.write("reverse.cobol", "DISPLAY 'HI'.\n");
     let unknown = install.corral(&["judge", "reverse.cobol"], "");
     assert_eq!(unknown.code, 2, "{unknown:?}");
     assert!(unknown.stderr.contains("--language"), "{unknown:?}");
