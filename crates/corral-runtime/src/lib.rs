@@ -19,6 +19,7 @@
 //! the spec names.
 
 pub mod bundle;
+pub mod cgroup;
 pub mod image;
 pub mod oci;
 pub mod rootfs;

@@ -102,6 +102,7 @@ fn sh(script: &str, timeout_ms: u64) -> ExecRequest {
         timeout_ms,
         output_limit: 1 << 20,
         stream: false,
+        sole: false,
     }
 }
 

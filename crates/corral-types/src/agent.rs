@@ -229,6 +229,12 @@ pub struct ExecRequest {
     /// final [`AgentResponse::Exited`], whose stdout and stderr are then empty.
     #[serde(default)]
     pub stream: bool,
+    /// The program is the sandbox's only work (the judge's runs): when it
+    /// ends or its time is up, every other process of the sandbox is killed
+    /// too (those that left its process group included), so nothing it
+    /// started can hold its output open or go on using CPU.
+    #[serde(default)]
+    pub sole: bool,
 }
 
 fn default_cwd() -> String {

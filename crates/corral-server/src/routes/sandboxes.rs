@@ -642,6 +642,7 @@ pub async fn exec(
         timeout_ms,
         output_limit: EXEC_OUTPUT_LIMIT,
         stream: false,
+        sole: false,
     };
     let sandbox = state.sandboxes.attach(&record.id);
     if streaming {
