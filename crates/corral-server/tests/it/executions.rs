@@ -556,28 +556,55 @@ on_both_backends!(hostile_settings_do_not_reach_the_next_run, |app| {
     let dir = tempfile::tempdir().unwrap();
     let app = app_in(app.state.store.backend(), dir.path()).await;
     let token = app.register_on_plan("leaver", "enterprise").await;
-    let show = "import os\n\
-        def show():\n\
-        \x20   for p in ('/tmp', '/dev/shm', '/dev'):\n\
-        \x20       print(p, sorted(os.listxattr(p)))\n\
-        \x20   print('nice', os.getpriority(os.PRIO_PROCESS, 1))\n\
-        \x20   for f in ('oom_score_adj', 'coredump_filter'):\n\
-        \x20       print(f, open('/proc/1/' + f).read().strip())\n";
+    let show = r#"import ctypes, os
+def show():
+    # Which sandbox (the host uid range of its root): the same one is reused.
+    print(open('/proc/self/uid_map').readline().split()[1])
+    for p in ('/tmp', '/dev/shm', '/dev'):
+        print(p, sorted(os.listxattr(p)))
+    print('nice', os.getpriority(os.PRIO_PROCESS, 1))
+    for f in ('oom_score_adj', 'coredump_filter'):
+        print(f, open('/proc/1/' + f).read().strip())
+"#;
     let change = format!(
-        "{show}show()\n\
-         for p in ('/tmp', '/dev/shm', '/dev'):\n\
-         \x20   os.setxattr(p, 'user.left', b'x')\n\
-         os.setpriority(os.PRIO_PROCESS, 1, 19)\n\
-         open('/proc/1/oom_score_adj', 'w').write('900')\n\
-         open('/proc/1/coredump_filter', 'w').write('0x7f')\n\
-         print('--')\nshow()\n"
+        r#"{show}show()
+print('--')
+for p in ('/tmp', '/dev/shm', '/dev'):
+    os.setxattr(p, 'user.left', b'x')
+libc = ctypes.CDLL(None, use_errno=True)
+def wide():
+    # setpriority(PRIO_PROCESS, 1 + 2^32, 19): the kernel reads an int.
+    if libc.syscall(141, 0, ctypes.c_long(1 + (1 << 32)), 19) != 0:
+        raise OSError(ctypes.get_errno(), 'wide')
+for name, change in (('renice', lambda: os.setpriority(os.PRIO_PROCESS, 1, 19)),
+        ('renice-user', lambda: os.setpriority(os.PRIO_USER, 0, 19)),
+        ('affinity', lambda: os.sched_setaffinity(1, {{0}})),
+        ('wide pid', wide)):
+    try:
+        change(); print(name, 'changed')
+    except OSError as e:
+        print(name, 'refused', e.errno)
+open('/proc/1/oom_score_adj', 'w').write('900')
+open('/proc/1/coredump_filter', 'w').write('0x7f')
+print('--')
+show()
+"#
     );
     let first = judge(&app, &token, json!({"language": "python", "code": change, "wait": true})).await;
     assert_eq!(first["status"], "ok", "{first}");
     let out = first["stdout"].as_str().unwrap();
-    let (before, after) = out.split_once("--\n").unwrap();
+    let parts: Vec<&str> = out.split("--\n").collect();
+    let [before, tried, after] = parts[..] else {
+        panic!("{out}")
+    };
     // The changes took hold inside the first run…
-    assert!(after.contains("/dev ['user.left']") && after.contains("nice 19") && after.contains("oom_score_adj 900") && after.contains("coredump_filter 0000007f"), "{out}");
+    assert!(after.contains("/dev ['user.left']") && after.contains("oom_score_adj 900") && after.contains("coredump_filter 0000007f"), "{out}");
+    // The agent's scheduling cannot be changed at all (EPERM), by PID, by
+    // user, or by a PID with high bits the kernel drops.
+    for name in ["renice", "renice-user", "affinity", "wide pid"] {
+        assert!(tried.contains(&format!("{name} refused 1\n")), "{out}");
+    }
+    assert!(after.contains("nice 0\n"), "{out}");
     // …and the next run sees the sandbox as the first one found it.
     let second = judge(&app, &token, json!({"language": "python", "code": format!("{show}show()\n"), "wait": true})).await;
     assert_eq!(second["stdout"], before, "{first} / {second}");
