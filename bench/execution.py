@@ -136,16 +136,25 @@ def busy_ticks():
     return 0
 
 
-def load(target, seconds, clients=None):
-    """Runs `clients` (CLIENTS) threads of `target` for `seconds`: (done, latencies ms, results)."""
-    stop = time.perf_counter() + seconds
+def load(target, seconds=None, clients=None, runs=None):
+    """Runs `clients` (CLIENTS) threads of `target` for `seconds`, or until
+    `runs` are done between them: (runs/s, latencies ms, results)."""
+    stop = time.perf_counter() + (seconds or 0)
+    left = [runs]
     latencies, results, errors = [], [], []
     lock = threading.Lock()
+
+    def more():
+        if runs is None:
+            return time.perf_counter() < stop
+        with lock:
+            left[0] -= 1
+            return left[0] >= 0
 
     def client():
         conn = http.client.HTTPConnection(HOST, timeout=120) if target is execute else None
         try:
-            while time.perf_counter() < stop:
+            while more():
                 start = time.perf_counter()
                 result = target(conn)
                 took = (time.perf_counter() - start) * 1000
@@ -172,40 +181,10 @@ def load(target, seconds, clients=None):
     return len(latencies) / elapsed, latencies, results
 
 
-def fixed(target, runs, clients=CLIENTS):
-    """`runs` of `target` shared by `clients` threads: (runs/s, latencies ms)."""
-    left = [runs]
-    latencies, errors = [], []
-    lock = threading.Lock()
-
-    def client():
-        conn = http.client.HTTPConnection(HOST, timeout=120) if target is execute else None
-        try:
-            while True:
-                with lock:
-                    if left[0] == 0:
-                        return
-                    left[0] -= 1
-                start = time.perf_counter()
-                target(conn)
-                with lock:
-                    latencies.append((time.perf_counter() - start) * 1000)
-        except Exception as e:  # noqa: BLE001 - any failure ends the run
-            with lock:
-                errors.append(e)
-        finally:
-            if conn is not None:
-                conn.close()
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    began = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        sys.exit(f"{target.__name__}: {errors[0]}")
-    return runs / (time.perf_counter() - began), latencies
+def fixed(target, runs):
+    """`runs` of `target` shared by CLIENTS threads: (runs/s, latencies ms)."""
+    rate, latencies, _ = load(target, runs=runs)
+    return rate, latencies
 
 
 FLOOD_BODY = json.dumps({"language": "python", "code": "while True: pass",

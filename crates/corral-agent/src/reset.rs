@@ -111,7 +111,7 @@ pub fn baseline() -> Baseline {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Settings {
     nice: i32,
-    oom_score_adj: String,
+    oom_score_adj: i32,
     coredump_filter: String,
 }
 
@@ -125,7 +125,7 @@ impl Settings {
         };
         Settings {
             nice: nice(),
-            oom_score_adj: read("oom_score_adj"),
+            oom_score_adj: read("oom_score_adj").parse().unwrap_or(0),
             coredump_filter: read("coredump_filter"),
         }
     }
@@ -146,17 +146,28 @@ impl Settings {
                 ));
             }
         }
-        for (name, was, is) in [
-            ("oom_score_adj", &self.oom_score_adj, &now.oom_score_adj),
-            ("coredump_filter", &self.coredump_filter, &now.coredump_filter),
-        ] {
-            if was != is {
-                std::fs::write(format!("/proc/self/{name}"), was)
-                    .map_err(|e| format!("restoring the agent's {name} (was {is}): {e}"))?;
-            }
+        // Only ever lowered back: a value below the baseline was set by
+        // the host (a program cannot go below the floor the host's write
+        // set), and making the agent a likelier OOM victim is what a
+        // program could do.
+        if now.oom_score_adj > self.oom_score_adj {
+            std::fs::write("/proc/self/oom_score_adj", self.oom_score_adj.to_string()).map_err(
+                |e| format!("restoring the agent's oom_score_adj (was {}): {e}", now.oom_score_adj),
+            )?;
+        }
+        if now.coredump_filter != self.coredump_filter {
+            std::fs::write("/proc/self/coredump_filter", &self.coredump_filter).map_err(|e| {
+                format!(
+                    "restoring the agent's coredump_filter (was {}): {e}",
+                    now.coredump_filter
+                )
+            })?;
         }
         let after = Settings::now();
-        if &after != self {
+        if after.nice != self.nice
+            || after.oom_score_adj > self.oom_score_adj
+            || after.coredump_filter != self.coredump_filter
+        {
             return Err(format!(
                 "the agent's settings are {after:?} after restoring {self:?}"
             ));
@@ -538,7 +549,16 @@ mod tests {
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         )
         .unwrap();
+        // An extended attribute left on a directory of the baseline.
+        let c_kept = std::ffi::CString::new(dir.join("kept").to_str().unwrap()).unwrap();
+        // SAFETY: NUL-terminated path and name, a 1-byte value.
+        let set = unsafe {
+            libc::lsetxattr(c_kept.as_ptr(), c"user.left".as_ptr(), b"x".as_ptr().cast(), 1, 0)
+        };
+        assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+        assert_eq!(xattrs(&dir.join("kept")).len(), 1);
         restore(&mount).unwrap();
+        assert!(xattrs(&dir.join("kept")).is_empty());
         let mut after = BTreeMap::new();
         walk(&dir, Path::new(""), dev, &mut after);
         assert_eq!(after, mount.entries);

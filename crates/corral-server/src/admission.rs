@@ -16,6 +16,22 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+impl Admission {
+    /// `org`'s line, made (or remade, when its plan changed: runs already
+    /// in the old one finish there) with `places` (at least one).
+    fn line(&self, org: &str, places: usize) -> Arc<Semaphore> {
+        let places = places.max(1);
+        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = lines
+            .entry(org.to_owned())
+            .or_insert_with(|| (places, Arc::new(Semaphore::new(places))));
+        if entry.0 != places {
+            *entry = (places, Arc::new(Semaphore::new(places)));
+        }
+        entry.1.clone()
+    }
+}
+
 /// The lines of every org that has run something.
 #[derive(Debug, Default)]
 pub struct Admission {
@@ -32,24 +48,20 @@ pub struct Place {
 impl Admission {
     /// Waits for one of `org`'s `places` (at least one) to be free.
     pub async fn enter(&self, org: &str, places: usize) -> Place {
-        let places = places.max(1);
-        let line = {
-            let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-            let entry = lines
-                .entry(org.to_owned())
-                .or_insert_with(|| (places, Arc::new(Semaphore::new(places))));
-            // The plan changed: a new line from now on (runs already in
-            // the old one finish there).
-            if entry.0 != places {
-                *entry = (places, Arc::new(Semaphore::new(places)));
-            }
-            entry.1.clone()
-        };
+        let line = self.line(org, places);
         // Never closed, so acquiring cannot fail; if it ever did, running
         // without a place is better than refusing the execution.
         Place {
             _permit: line.acquire_owned().await.ok(),
         }
+    }
+
+    /// One of `org`'s `places` if one is free now, without waiting.
+    pub fn try_enter(&self, org: &str, places: usize) -> Option<Place> {
+        let line = self.line(org, places);
+        line.try_acquire_owned().ok().map(|permit| Place {
+            _permit: Some(permit),
+        })
     }
 
     /// How many of `org`'s executions hold a place now.
@@ -82,6 +94,9 @@ mod tests {
         let other = admission.enter("other", 2).await;
         assert_eq!(admission.running("other"), 1);
         drop(other);
+        // Without waiting: none free for the flood, one for the other org.
+        assert!(admission.try_enter("flood", 2).is_none());
+        assert!(admission.try_enter("other", 2).is_some());
         // A place freed goes to the one waiting.
         drop(first);
         let third = waiting.await.unwrap();

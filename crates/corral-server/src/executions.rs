@@ -180,35 +180,85 @@ fn to_i64(v: u64) -> Option<i64> {
     i64::try_from(v).ok()
 }
 
-/// Runs a recorded execution and writes its outcome (once: a second
-/// delivery of the same job finds it finished and does nothing).
-pub async fn run_recorded(state: &AppState, id: &str) -> Result<(), String> {
-    let Some(record) = state
+/// How long a queued execution whose org has no free place waits before
+/// its job is tried again.
+const DEFER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The execution `id` if it still has to run.
+async fn pending(state: &AppState, id: &str) -> Result<Option<ExecutionRecord>, String> {
+    let record = state
         .store
         .execution(None, id)
         .await
-        .map_err(|e| e.to_string())?
-    else {
+        .map_err(|e| e.to_string())?;
+    Ok(record.filter(|r| matches!(r.status.as_str(), "queued" | "running")))
+}
+
+/// The places of the org's line (its plan's concurrent executions) and the
+/// job priority of the user who asked.
+async fn line_of(state: &AppState, record: &ExecutionRecord) -> (usize, Option<corral_store::User>) {
+    let user = state.store.user_by_id(&record.user_id).await.ok().flatten();
+    let places = user
+        .as_ref()
+        .and_then(|user| state.plans.get(&user.plan_id))
+        .map_or(1, |plan| usize::try_from(plan.max_concurrent_executions).unwrap_or(1));
+    (places, user)
+}
+
+/// Runs a recorded execution when its org has a free place (waiting in
+/// line for one) and writes its outcome (once: a second delivery of the
+/// same job finds it finished and does nothing). For `wait=true`.
+pub async fn run_recorded(state: &AppState, id: &str) -> Result<(), String> {
+    let Some(record) = pending(state, id).await? else {
         return Ok(());
     };
-    if !matches!(record.status.as_str(), "queued" | "running") {
+    let (places, _) = line_of(state, &record).await;
+    let place = state.admission.enter(&record.org_id, places).await;
+    run_admitted(state, &record, place).await
+}
+
+/// A queued execution's job: runs it if its org has a free place now;
+/// otherwise queues a new job for it, [`DEFER`] later, and ends, so a queue
+/// worker never waits in one org's line while other orgs' jobs could run.
+pub async fn run_queued(state: &AppState, id: &str) -> Result<(), String> {
+    let Some(record) = pending(state, id).await? else {
         return Ok(());
+    };
+    let (places, user) = line_of(state, &record).await;
+    if let Some(place) = state.admission.try_enter(&record.org_id, places) {
+        return run_admitted(state, &record, place).await;
     }
-    // A place in the org's line first; the wall clock starts after it.
-    let places = match state.store.user_by_id(&record.user_id).await {
-        Ok(Some(user)) => state.plans.get(&user.plan_id).map_or(1, |plan| {
-            usize::try_from(plan.max_concurrent_executions).unwrap_or(1)
-        }),
-        _ => 1,
-    };
-    let _place = state.admission.enter(&record.org_id, places).await;
+    let priority = user.as_ref().map_or(0, crate::routes::executions::priority);
+    let job = corral_queue::NewJob::new(
+        crate::routes::executions::RUN_JOB,
+        serde_json::json!({ "id": id }),
+    )
+    .queue(crate::routes::executions::QUEUE)
+    .priority(priority)
+    .delay(DEFER);
+    state
+        .queue
+        .enqueue(job)
+        .await
+        .map_err(|e| format!("queueing the execution again: {e}"))?;
+    Ok(())
+}
+
+/// Runs a pending execution that holds a place in its org's line.
+async fn run_admitted(
+    state: &AppState,
+    record: &ExecutionRecord,
+    _place: crate::admission::Place,
+) -> Result<(), String> {
+    let id = record.id.as_str();
+    // The wall clock starts here, after the wait for a place.
     let now = state.clock.now_ms();
     state
         .store
         .execution_started(now, id)
         .await
         .map_err(|e| e.to_string())?;
-    let outcome = match run(state, &record).await {
+    let outcome = match run(state, record).await {
         Ok(outcome) => outcome,
         Err(error) => {
             tracing::error!(%error, id, "an execution could not run");

@@ -188,7 +188,7 @@ async fn record_of(
 }
 
 /// Higher plans' executions are taken from the queue first.
-fn priority(user: &User) -> i64 {
+pub(crate) fn priority(user: &User) -> i64 {
     match user.plan_id.as_str() {
         "enterprise" => 30,
         "premium" => 20,

@@ -663,3 +663,62 @@ on_both_backends!(hostile_a_flood_from_one_org_does_not_change_another_orgs_verd
         assert_eq!(run["status"], "time_limit", "{run}");
     }
 });
+
+// Row 39, queued: a batch from an org at its cap is put back in the queue
+// rather than waiting in its line on a queue worker, so the workers stay
+// free for other orgs' executions, which run at once.
+on_both_backends!(hostile_a_queued_flood_does_not_hold_the_workers, |app| {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_configured(app.state.store.backend(), dir.path(), |c| {
+        c.queue.workers = 4;
+    })
+    .await;
+    let workers = corral_server::jobs::start(
+        &app.state,
+        corral_server::jobs::worker_options(&app.state.config),
+    );
+    // Basic: two executions at once.
+    let flooder = app.register_on_plan("batch-flooder", "basic").await;
+    let other = app.register_on_plan("batch-other", "enterprise").await;
+    let busy = json!({"language": "python", "code": "while True: pass", "limits": {"time_ms": 4000}});
+    let batch = app
+        .call(
+            "POST",
+            "/api/v1/executions/batch",
+            &flooder,
+            Some(json!({"executions": [busy, busy, busy, busy]})),
+        )
+        .await;
+    assert_eq!(batch.status, 202, "{}", batch.text());
+    let batch_id = batch.json()["id"].as_str().unwrap().to_owned();
+    let user = app.state.store.user_by_login("batch-flooder").await.unwrap().unwrap();
+    let org = app.state.store.orgs_of(&user.id).await.unwrap()[0].0.id.clone();
+    // Once the flood holds both its places (its other two jobs are then
+    // put back, not waiting on a worker).
+    while app.state.admission.running(&org) < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let queued = app
+        .call(
+            "POST",
+            "/api/v1/executions",
+            &other,
+            Some(json!({"language": "python", "code": "print(1)"})),
+        )
+        .await;
+    assert_eq!(queued.status, 202, "{}", queued.text());
+    let done = finished(&app, &other, queued.json()["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "ok", "{done}");
+    // Before any run of the flood (4 s of CPU each) has ended.
+    let seen = app
+        .call("GET", &format!("/api/v1/executions/batch/{batch_id}"), &flooder, None)
+        .await
+        .json();
+    assert_eq!(seen["finished"], 0, "{seen}");
+    assert!(app.state.admission.running(&org) <= 2);
+    for run in seen["executions"].as_array().unwrap() {
+        let run = finished(&app, &flooder, run["id"].as_str().unwrap()).await;
+        assert_eq!(run["status"], "time_limit", "{run}");
+    }
+    workers.shutdown(Duration::from_secs(5)).await;
+});
