@@ -157,17 +157,29 @@ fn pid1_filter(numbers: &HashMap<String, i64>) -> SeccompFilter {
             .expect("a condition")
     };
     let rule = |conditions: Vec<SeccompCondition>| SeccompRule::new(conditions).expect("a rule");
-    let number = |name: &str| *numbers.get(name).unwrap_or_else(|| panic!("`{name}` has no number"));
+    let number = |name: &str| {
+        *numbers
+            .get(name)
+            .unwrap_or_else(|| panic!("`{name}` has no number"))
+    };
     let mut rules = Rules::new();
     // setpriority(which, who, prio): PRIO_PROCESS 0, PRIO_PGRP 1, PRIO_USER 2.
     rules.insert(
         number("setpriority"),
-        vec![rule(vec![is(0, 0), is(1, 1)]), rule(vec![is(0, 1), is(1, 1)]), rule(vec![is(0, 2)])],
+        vec![
+            rule(vec![is(0, 0), is(1, 1)]),
+            rule(vec![is(0, 1), is(1, 1)]),
+            rule(vec![is(0, 2)]),
+        ],
     );
     // ioprio_set(which, who, prio): IOPRIO_WHO_PROCESS 1, _PGRP 2, _USER 3.
     rules.insert(
         number("ioprio_set"),
-        vec![rule(vec![is(0, 1), is(1, 1)]), rule(vec![is(0, 2), is(1, 1)]), rule(vec![is(0, 3)])],
+        vec![
+            rule(vec![is(0, 1), is(1, 1)]),
+            rule(vec![is(0, 2), is(1, 1)]),
+            rule(vec![is(0, 3)]),
+        ],
     );
     // The pid is the first argument of each of these.
     for name in [

@@ -152,7 +152,12 @@ impl Settings {
         // program could do.
         if now.oom_score_adj > self.oom_score_adj {
             std::fs::write("/proc/self/oom_score_adj", self.oom_score_adj.to_string()).map_err(
-                |e| format!("restoring the agent's oom_score_adj (was {}): {e}", now.oom_score_adj),
+                |e| {
+                    format!(
+                        "restoring the agent's oom_score_adj (was {}): {e}",
+                        now.oom_score_adj
+                    )
+                },
             )?;
         }
         if now.coredump_filter != self.coredump_filter {
@@ -553,7 +558,13 @@ mod tests {
         let c_kept = std::ffi::CString::new(dir.join("kept").to_str().unwrap()).unwrap();
         // SAFETY: NUL-terminated path and name, a 1-byte value.
         let set = unsafe {
-            libc::lsetxattr(c_kept.as_ptr(), c"user.left".as_ptr(), b"x".as_ptr().cast(), 1, 0)
+            libc::lsetxattr(
+                c_kept.as_ptr(),
+                c"user.left".as_ptr(),
+                b"x".as_ptr().cast(),
+                1,
+                0,
+            )
         };
         assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
         assert_eq!(xattrs(&dir.join("kept")).len(), 1);

@@ -196,12 +196,17 @@ async fn pending(state: &AppState, id: &str) -> Result<Option<ExecutionRecord>, 
 
 /// The places of the org's line (its plan's concurrent executions) and the
 /// job priority of the user who asked.
-async fn line_of(state: &AppState, record: &ExecutionRecord) -> (usize, Option<corral_store::User>) {
+async fn line_of(
+    state: &AppState,
+    record: &ExecutionRecord,
+) -> (usize, Option<corral_store::User>) {
     let user = state.store.user_by_id(&record.user_id).await.ok().flatten();
     let places = user
         .as_ref()
         .and_then(|user| state.plans.get(&user.plan_id))
-        .map_or(1, |plan| usize::try_from(plan.max_concurrent_executions).unwrap_or(1));
+        .map_or(1, |plan| {
+            usize::try_from(plan.max_concurrent_executions).unwrap_or(1)
+        });
     (places, user)
 }
 
@@ -376,8 +381,8 @@ fn judge(
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
-    let request = |argv: &[String], stdin: &str, timeout_ms: u64, output_limit: usize| {
-        ExecRequest {
+    let request =
+        |argv: &[String], stdin: &str, timeout_ms: u64, output_limit: usize| ExecRequest {
             argv: argv.to_vec(),
             env: env.clone(),
             cwd: WORK_DIR.to_owned(),
@@ -386,8 +391,7 @@ fn judge(
             output_limit,
             stream: false,
             sole: true,
-        }
-    };
+        };
     let mut outcome = ExecutionOutcome::default();
     if let Some(compile) = &language.compile {
         let compiled = sandbox

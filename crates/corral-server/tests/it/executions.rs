@@ -512,7 +512,12 @@ on_both_backends!(hostile_children_never_waited_for_are_counted, |app| {
     // The parent sleeps 2 s and exits; the child it never waits for burns
     // CPU. wait4 saw only the parent (a few ms, verdict ok).
     let burn = "import os, time\nif os.fork() == 0:\n    while True: pass\ntime.sleep(6)\nprint('parent done')\n";
-    let run = judge(&app, &token, json!({"language": "python", "code": burn, "limits": {"time_ms": 1000}, "wait": true})).await;
+    let run = judge(
+        &app,
+        &token,
+        json!({"language": "python", "code": burn, "limits": {"time_ms": 1000}, "wait": true}),
+    )
+    .await;
     assert_eq!(run["status"], "time_limit", "{run}");
     assert!(run["time_ms"].as_i64().unwrap() >= 1000, "{run}");
     // Killed at the CPU limit, not by the wall limit (5 s) or when the
@@ -521,7 +526,12 @@ on_both_backends!(hostile_children_never_waited_for_are_counted, |app| {
     assert_eq!(run["limits"]["time_ms"], 1000, "{run}");
     // 200 MB held by a child that is never waited for.
     let hog = "import os, time\nif os.fork() == 0:\n    b = bytearray(200 * 1024 * 1024)\n    time.sleep(30)\ntime.sleep(3)\nprint('parent done')\n";
-    let run = judge(&app, &token, json!({"language": "python", "code": hog, "limits": {"memory_mb": 512}, "wait": true})).await;
+    let run = judge(
+        &app,
+        &token,
+        json!({"language": "python", "code": hog, "limits": {"memory_mb": 512}, "wait": true}),
+    )
+    .await;
     assert_eq!(run["status"], "ok", "{run}");
     assert_eq!(run["stdout"], "parent done\n", "{run}");
     assert!(run["memory_kb"].as_i64().unwrap() >= 200 * 1024, "{run}");
@@ -537,16 +547,35 @@ on_both_backends!(hostile_detached_children_end_with_the_run, |app| {
         "setsid sleep 60 & sleep 0.3; echo done",
         "setsid sh -c 'while :; do :; done' & sleep 0.3; echo done",
     ] {
-        let run = judge(&app, &token, json!({"language": "bash", "code": code, "limits": {"time_ms": 5000}, "wait": true})).await;
+        let run = judge(
+            &app,
+            &token,
+            json!({"language": "bash", "code": code, "limits": {"time_ms": 5000}, "wait": true}),
+        )
+        .await;
         assert_eq!(run["status"], "ok", "{code}: {run}");
         assert_eq!(run["stdout"], "done\n", "{code}: {run}");
         assert!(run["wall_ms"].as_i64().unwrap() < 3000, "{code}: {run}");
         assert!(run["time_ms"].as_i64().unwrap() < 3000, "{code}: {run}");
     }
     // Nothing of them is left running in the org's (reused) sandbox.
-    let look = judge(&app, &token, json!({"language": "bash", "code": "ls /proc | grep -c '^[0-9]'", "wait": true})).await;
+    let look = judge(
+        &app,
+        &token,
+        json!({"language": "bash", "code": "ls /proc | grep -c '^[0-9]'", "wait": true}),
+    )
+    .await;
     // The agent, bash and ls/grep: nothing else.
-    assert!(look["stdout"].as_str().unwrap().trim().parse::<u32>().unwrap() <= 4, "{look}");
+    assert!(
+        look["stdout"]
+            .as_str()
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+            <= 4,
+        "{look}"
+    );
 });
 
 // Row 34: what a run changes in the sandbox outside its files (extended
@@ -590,7 +619,12 @@ print('--')
 show()
 "#
     );
-    let first = judge(&app, &token, json!({"language": "python", "code": change, "wait": true})).await;
+    let first = judge(
+        &app,
+        &token,
+        json!({"language": "python", "code": change, "wait": true}),
+    )
+    .await;
     assert_eq!(first["status"], "ok", "{first}");
     let out = first["stdout"].as_str().unwrap();
     let parts: Vec<&str> = out.split("--\n").collect();
@@ -598,7 +632,12 @@ show()
         panic!("{out}")
     };
     // The changes took hold inside the first run…
-    assert!(after.contains("/dev ['user.left']") && after.contains("oom_score_adj 900") && after.contains("coredump_filter 0000007f"), "{out}");
+    assert!(
+        after.contains("/dev ['user.left']")
+            && after.contains("oom_score_adj 900")
+            && after.contains("coredump_filter 0000007f"),
+        "{out}"
+    );
     // The agent's scheduling cannot be changed at all (EPERM), by PID, by
     // user, or by a PID with high bits the kernel drops.
     for name in ["renice", "renice-user", "affinity", "wide pid"] {
@@ -606,63 +645,90 @@ show()
     }
     assert!(after.contains("nice 0\n"), "{out}");
     // …and the next run sees the sandbox as the first one found it.
-    let second = judge(&app, &token, json!({"language": "python", "code": format!("{show}show()\n"), "wait": true})).await;
+    let second = judge(
+        &app,
+        &token,
+        json!({"language": "python", "code": format!("{show}show()\n"), "wait": true}),
+    )
+    .await;
     assert_eq!(second["stdout"], before, "{first} / {second}");
 });
 
 // Rows 21 and 39: one org floods the judge with busy loops while another
 // org's CPU-bound program runs: the flood runs at most its plan's places
 // at once, and the other program's verdict is `ok` on the CPU it used.
-on_both_backends!(hostile_a_flood_from_one_org_does_not_change_another_orgs_verdicts, |app| {
-    let dir = tempfile::tempdir().unwrap();
-    let app = app_in(app.state.store.backend(), dir.path()).await;
-    // Basic: two executions at once.
-    let flooder = app.register_on_plan("flooder", "basic").await;
-    let victim = app.register_on_plan("victim", "enterprise").await;
-    let plans = app.call("GET", "/api/v1/plans", &victim, None).await.json();
-    let basic = plans.as_array().unwrap().iter().find(|p| p["id"] == "basic").unwrap();
-    assert_eq!(basic["max_concurrent_executions"], 2, "{plans}");
-    let busy = json!({"language": "python", "code": "while True: pass", "limits": {"time_ms": 3000}, "wait": true});
-    let needs = json!({"language": "python",
+on_both_backends!(
+    hostile_a_flood_from_one_org_does_not_change_another_orgs_verdicts,
+    |app| {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_in(app.state.store.backend(), dir.path()).await;
+        // Basic: two executions at once.
+        let flooder = app.register_on_plan("flooder", "basic").await;
+        let victim = app.register_on_plan("victim", "enterprise").await;
+        let plans = app.call("GET", "/api/v1/plans", &victim, None).await.json();
+        let basic = plans
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == "basic")
+            .unwrap();
+        assert_eq!(basic["max_concurrent_executions"], 2, "{plans}");
+        let busy = json!({"language": "python", "code": "while True: pass", "limits": {"time_ms": 3000}, "wait": true});
+        let needs = json!({"language": "python",
         "code": "import time\nwhile time.process_time() < 2.5: pass\nprint('done')",
         "limits": {"time_ms": 4000, "wall_time_ms": 30000}, "wait": true});
-    let user = app.state.store.user_by_login("flooder").await.unwrap().unwrap();
-    let org = app.state.store.orgs_of(&user.id).await.unwrap()[0].0.id.clone();
-    let admission = app.state.admission.clone();
-    let flood = futures_util::future::join_all((0..6).map(|_| app.call("POST", "/api/v1/executions", &flooder, Some(busy.clone()))));
-    let most = std::sync::atomic::AtomicUsize::new(0);
-    let fair = async {
-        // Once the flood holds its places (and the rest of it waits).
-        while admission.running(&org) < 2 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let watch = async {
-            loop {
-                most.fetch_max(admission.running(&org), std::sync::atomic::Ordering::Relaxed);
+        let user = app
+            .state
+            .store
+            .user_by_login("flooder")
+            .await
+            .unwrap()
+            .unwrap();
+        let org = app.state.store.orgs_of(&user.id).await.unwrap()[0]
+            .0
+            .id
+            .clone();
+        let admission = app.state.admission.clone();
+        let flood = futures_util::future::join_all(
+            (0..6).map(|_| app.call("POST", "/api/v1/executions", &flooder, Some(busy.clone()))),
+        );
+        let most = std::sync::atomic::AtomicUsize::new(0);
+        let fair = async {
+            // Once the flood holds its places (and the rest of it waits).
+            while admission.running(&org) < 2 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            let watch = async {
+                loop {
+                    most.fetch_max(
+                        admission.running(&org),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            tokio::select! {
+                res = app.call("POST", "/api/v1/executions", &victim, Some(needs.clone())) => res,
+                () = watch => unreachable!(),
+            }
         };
-        tokio::select! {
-            res = app.call("POST", "/api/v1/executions", &victim, Some(needs.clone())) => res,
-            () = watch => unreachable!(),
+        let (flood, fair) = tokio::join!(flood, fair);
+        // At no moment did more than two of the flood's runs run.
+        assert_eq!(most.load(std::sync::atomic::Ordering::Relaxed), 2);
+        let fair = fair.json();
+        assert_eq!(fair["status"], "ok", "{fair}");
+        assert_eq!(fair["stdout"], "done\n");
+        assert!(fair["time_ms"].as_i64().unwrap() >= 2500, "{fair}");
+        assert_eq!(fair["limits"]["wall_time_ms"], 30000, "{fair}");
+        for res in flood {
+            assert_eq!(res.status, 200, "{}", res.text());
+            let run = res.json();
+            // Ended by its CPU limit, or by its wall limit where the machine
+            // was too busy to give it 3 s of CPU in 11 s: either way its own.
+            assert_eq!(run["status"], "time_limit", "{run}");
         }
-    };
-    let (flood, fair) = tokio::join!(flood, fair);
-    // At no moment did more than two of the flood's runs run.
-    assert_eq!(most.load(std::sync::atomic::Ordering::Relaxed), 2);
-    let fair = fair.json();
-    assert_eq!(fair["status"], "ok", "{fair}");
-    assert_eq!(fair["stdout"], "done\n");
-    assert!(fair["time_ms"].as_i64().unwrap() >= 2500, "{fair}");
-    assert_eq!(fair["limits"]["wall_time_ms"], 30000, "{fair}");
-    for res in flood {
-        assert_eq!(res.status, 200, "{}", res.text());
-        let run = res.json();
-        // Ended by its CPU limit, or by its wall limit where the machine
-        // was too busy to give it 3 s of CPU in 11 s: either way its own.
-        assert_eq!(run["status"], "time_limit", "{run}");
     }
-});
+);
 
 // Row 39, queued: a batch from an org at its cap is put back in the queue
 // rather than waiting in its line on a queue worker, so the workers stay
@@ -680,7 +746,8 @@ on_both_backends!(hostile_a_queued_flood_does_not_hold_the_workers, |app| {
     // Basic: two executions at once.
     let flooder = app.register_on_plan("batch-flooder", "basic").await;
     let other = app.register_on_plan("batch-other", "enterprise").await;
-    let busy = json!({"language": "python", "code": "while True: pass", "limits": {"time_ms": 4000}});
+    let busy =
+        json!({"language": "python", "code": "while True: pass", "limits": {"time_ms": 4000}});
     let batch = app
         .call(
             "POST",
@@ -691,8 +758,17 @@ on_both_backends!(hostile_a_queued_flood_does_not_hold_the_workers, |app| {
         .await;
     assert_eq!(batch.status, 202, "{}", batch.text());
     let batch_id = batch.json()["id"].as_str().unwrap().to_owned();
-    let user = app.state.store.user_by_login("batch-flooder").await.unwrap().unwrap();
-    let org = app.state.store.orgs_of(&user.id).await.unwrap()[0].0.id.clone();
+    let user = app
+        .state
+        .store
+        .user_by_login("batch-flooder")
+        .await
+        .unwrap()
+        .unwrap();
+    let org = app.state.store.orgs_of(&user.id).await.unwrap()[0]
+        .0
+        .id
+        .clone();
     // Once the flood holds both its places (its other two jobs are then
     // put back, not waiting on a worker).
     while app.state.admission.running(&org) < 2 {
@@ -711,7 +787,12 @@ on_both_backends!(hostile_a_queued_flood_does_not_hold_the_workers, |app| {
     assert_eq!(done["status"], "ok", "{done}");
     // Before any run of the flood (4 s of CPU each) has ended.
     let seen = app
-        .call("GET", &format!("/api/v1/executions/batch/{batch_id}"), &flooder, None)
+        .call(
+            "GET",
+            &format!("/api/v1/executions/batch/{batch_id}"),
+            &flooder,
+            None,
+        )
         .await
         .json();
     assert_eq!(seen["finished"], 0, "{seen}");
