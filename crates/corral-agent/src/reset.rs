@@ -161,7 +161,10 @@ impl Settings {
             )?;
         }
         if now.coredump_filter != self.coredump_filter {
-            std::fs::write("/proc/self/coredump_filter", &self.coredump_filter).map_err(|e| {
+            // Read back as hex digits with leading zeros, which the kernel
+            // would parse as octal: written back with `0x`.
+            let hex = format!("0x{}", self.coredump_filter);
+            std::fs::write("/proc/self/coredump_filter", hex).map_err(|e| {
                 format!(
                     "restoring the agent's coredump_filter (was {}): {e}",
                     now.coredump_filter
