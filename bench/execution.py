@@ -3,8 +3,15 @@
 measured in the same run: bare `/usr/bin/python3 -c 'print(1)'` processes at
 the same concurrency.
 
-Usage: execution.py URL TOKEN ROUNDS CORRAL_PID   (bench/run.sh calls it)
-Knobs: BENCH_EXEC_CLIENTS (8), BENCH_EXEC_SECONDS (10, per target and round).
+Usage: execution.py URL TOKEN ROUNDS CORRAL_PID [FLOOD_TOKEN]   (bench/run.sh calls it)
+Knobs: BENCH_EXEC_CLIENTS (8), BENCH_EXEC_SECONDS (10, per target and round),
+BENCH_EXEC_COLD_RUNS (200), BENCH_FLOOD_CLIENTS (8).
+
+First, on the server as it comes (no sandbox of the judge yet: cold starts
+included), a fixed number of runs by the clients, against as many bare
+processes before and after. Then the alternating rounds (warm). Last, with
+FLOOD_TOKEN (a user of another org), the slowdown of this user's runs while
+the other floods the judge with busy loops, against the same runs alone.
 
 Each Corral client is a thread with its own keep-alive connection sending
 `POST /api/v1/executions {"language":"python","code":"print(1)","wait":true}`
@@ -25,7 +32,10 @@ import time
 import urllib.parse
 
 URL, TOKEN, ROUNDS, CORRAL_PID = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+FLOOD_TOKEN = sys.argv[5] if len(sys.argv) > 5 else None
 CLIENTS = int(os.environ.get("BENCH_EXEC_CLIENTS", "8"))
+COLD_RUNS = int(os.environ.get("BENCH_EXEC_COLD_RUNS", "200"))
+FLOOD_CLIENTS = int(os.environ.get("BENCH_FLOOD_CLIENTS", "8"))
 SECONDS = float(os.environ.get("BENCH_EXEC_SECONDS", "10"))
 HOST = urllib.parse.urlparse(URL).netloc
 PYTHON = "/usr/bin/python3"  # not the pyenv shim first on PATH (it adds ~100 ms)
@@ -126,16 +136,25 @@ def busy_ticks():
     return 0
 
 
-def load(target, seconds):
-    """Runs CLIENTS threads of `target` for `seconds`: (done, latencies ms, results)."""
-    stop = time.perf_counter() + seconds
+def load(target, seconds=None, clients=None, runs=None):
+    """Runs `clients` (CLIENTS) threads of `target` for `seconds`, or until
+    `runs` are done between them: (runs/s, latencies ms, results)."""
+    stop = time.perf_counter() + (seconds or 0)
+    left = [runs]
     latencies, results, errors = [], [], []
     lock = threading.Lock()
+
+    def more():
+        if runs is None:
+            return time.perf_counter() < stop
+        with lock:
+            left[0] -= 1
+            return left[0] >= 0
 
     def client():
         conn = http.client.HTTPConnection(HOST, timeout=120) if target is execute else None
         try:
-            while time.perf_counter() < stop:
+            while more():
                 start = time.perf_counter()
                 result = target(conn)
                 took = (time.perf_counter() - start) * 1000
@@ -150,7 +169,7 @@ def load(target, seconds):
             if conn is not None:
                 conn.close()
 
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    threads = [threading.Thread(target=client) for _ in range(clients or CLIENTS)]
     began = time.perf_counter()
     for t in threads:
         t.start()
@@ -162,12 +181,58 @@ def load(target, seconds):
     return len(latencies) / elapsed, latencies, results
 
 
+def fixed(target, runs):
+    """`runs` of `target` shared by CLIENTS threads: (runs/s, latencies ms)."""
+    rate, latencies, _ = load(target, runs=runs)
+    return rate, latencies
+
+
+FLOOD_BODY = json.dumps({"language": "python", "code": "while True: pass",
+                         "limits": {"time_ms": 1000}, "wait": True})
+
+
+def flooded(seconds):
+    """This user's runs (2 clients, `seconds`) while FLOOD_CLIENTS threads
+    of the other org send busy loops of 1 s CPU back to back:
+    (runs/s, latencies ms, floods finished, their verdicts)."""
+    stop = threading.Event()
+    verdicts = []
+
+    def flood():
+        conn = http.client.HTTPConnection(HOST, timeout=120)
+        headers = {"authorization": f"Bearer {FLOOD_TOKEN}", "content-type": "application/json"}
+        while not stop.is_set():
+            conn.request("POST", "/api/v1/executions", body=FLOOD_BODY, headers=headers)
+            res = conn.getresponse()
+            data = res.read()
+            verdicts.append(json.loads(data).get("status") if res.status == 200 else res.status)
+        conn.close()
+
+    floods = [threading.Thread(target=flood) for _ in range(FLOOD_CLIENTS)]
+    for t in floods:
+        t.start()
+    time.sleep(1)  # the flood holds its places before the measured runs start
+    try:
+        rate, latencies, _ = load(execute, seconds, clients=2)
+    finally:
+        stop.set()
+        for t in floods:
+            t.join()
+    return rate, latencies, verdicts
+
+
 def pct(samples, p):
     s = sorted(samples)
     return s[min(len(s) - 1, max(0, int(len(s) * p) - 1))]
 
 
 def main():
+    # Cold: the judge has no sandbox yet. Bare before and after, so drift
+    # hits both; the ratio is against their mean.
+    cold_bare1, _ = fixed(bare, COLD_RUNS)
+    cold, cold_lat = fixed(execute, COLD_RUNS)
+    cold_bare2, _ = fixed(bare, COLD_RUNS)
+    cold_bare = (cold_bare1 + cold_bare2) / 2
     # Warm-up: page cache, the server's reused sandboxes, the interpreter.
     load(bare, 2)
     load(execute, 3)
@@ -199,7 +264,10 @@ def main():
     print(f"## Executions: `print(1)` in python, {CLIENTS} concurrent clients, {ROUNDS} rounds of {SECONDS:g} s each\n")
     print("| metric | Corral | baseline | ratio | goal | pass/fail |")
     print("|---|---|---|---|---|---|")
-    print(f"| throughput, executions/s (median of rounds) | {c:.1f} | {b:.1f} (bare `{PYTHON} -c`) | **{ratio:.2f}** | ≥ 0.7 | {'pass' if ratio >= 0.7 else '**FAIL**'} |")
+    cr = cold / cold_bare if cold_bare else 0.0
+    print(f"| throughput with cold starts: {COLD_RUNS} runs from a fresh judge, executions/s | {cold:.1f} | {cold_bare:.1f} ({cold_bare1:.1f} before, {cold_bare2:.1f} after) | **{cr:.2f}** | ≥ 0.7 | {'pass' if cr >= 0.7 else '**FAIL**'} |")
+    print(f"| latency with cold starts p50 / p99, ms | {pct(cold_lat, 0.5):.1f} / {pct(cold_lat, 0.99):.1f} | — | — | — | — |")
+    print(f"| throughput, warm, executions/s (median of rounds) | {c:.1f} | {b:.1f} (bare `{PYTHON} -c`) | **{ratio:.2f}** | ≥ 0.7 | {'pass' if ratio >= 0.7 else '**FAIL**'} |")
     print(f"| latency per execution p50 / p99, ms | {pct(lat['corral'], 0.5):.1f} / {pct(lat['corral'], 0.99):.1f} | {pct(lat['bare'], 0.5):.1f} / {pct(lat['bare'], 0.99):.1f} | {pct(lat['corral'], 0.5) / pct(lat['bare'], 0.5):.2f} (p50) | — | — |")
     if verdict_ms:
         print(f"| the program's own wall time in the sandbox (`wall_ms`), p50 | {statistics.median(verdict_ms):.0f} ms | — | — | — | — |")
@@ -207,6 +275,14 @@ def main():
     print(f"| CPU per execution, ms: `corral serve` + the sandboxes' cgroups (agent and python) = total | {srv:.2f} + {box:.2f} = {srv + box:.2f} | {raw:.2f} (the bare process) | {(srv + box) / raw:.2f} | — | — |")
     print(f"| capacity on idle CPUs (bare CPU per run ÷ Corral's CPU per execution; the client's own CPU is in neither) | {raw / (srv + box):.2f} | — | — | ≥ 0.7 | {'pass' if raw / (srv + box) >= 0.7 else '**FAIL**'} |")
     print(f"| sandboxes in use at the end of each round (reset and reused) | {', '.join(map(str, sandboxes))} | — | — | — | — |")
+    if FLOOD_TOKEN:
+        alone_rate, alone_lat, _ = load(execute, SECONDS, clients=2)
+        rate, lat_f, verdicts = flooded(SECONDS)
+        slow = pct(lat_f, 0.5) / pct(alone_lat, 0.5)
+        print(f"| one org's runs (2 clients, `print(1)`) while another org floods ({FLOOD_CLIENTS} clients of 1 s busy loops), p50 / p99 latency, ms | {pct(lat_f, 0.5):.1f} / {pct(lat_f, 0.99):.1f} | {pct(alone_lat, 0.5):.1f} / {pct(alone_lat, 0.99):.1f} (the same runs alone) | {slow:.2f} (p50 slowdown) | — | — |")
+        print(f"| the same, executions/s | {rate:.1f} | {alone_rate:.1f} | {rate / alone_rate:.2f} | — | — |")
+        counts = {v: verdicts.count(v) for v in set(verdicts)}
+        print(f"| the flood's verdicts | {counts} | — | — | — | — |")
     print()
     print("Per round, executions/s: Corral " + ", ".join(f"{r:.1f}" for r in rows["corral"])
           + "; bare " + ", ".join(f"{r:.1f}" for r in rows["bare"])

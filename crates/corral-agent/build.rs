@@ -140,6 +140,66 @@ fn main() {
     )
     .expect("the deny-list filter");
     write(&out.join("seccomp-deny.bpf"), denylist);
+    write(&out.join("seccomp-pid1.bpf"), pid1_filter(&numbers));
+}
+
+/// The third filter: nothing may change PID 1's (the agent's) scheduling,
+/// resource limits or memory placement by naming it (EPERM). Programs run
+/// with the agent's uid, which the kernel lets change a process's nice
+/// value, CPU affinity, I/O priority and limits; and a reused sandbox
+/// would carry such a change into the next run. By PID 1, its process
+/// group 1, or every process of a user (which includes the agent, so it is
+/// refused whole). Comparisons are on the low 32 bits: the kernel reads
+/// these arguments as `int`. The agent itself names itself as 0.
+fn pid1_filter(numbers: &HashMap<String, i64>) -> SeccompFilter {
+    let is = |index: u8, value: u64| {
+        SeccompCondition::new(index, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
+            .expect("a condition")
+    };
+    let rule = |conditions: Vec<SeccompCondition>| SeccompRule::new(conditions).expect("a rule");
+    let number = |name: &str| {
+        *numbers
+            .get(name)
+            .unwrap_or_else(|| panic!("`{name}` has no number"))
+    };
+    let mut rules = Rules::new();
+    // setpriority(which, who, prio): PRIO_PROCESS 0, PRIO_PGRP 1, PRIO_USER 2.
+    rules.insert(
+        number("setpriority"),
+        vec![
+            rule(vec![is(0, 0), is(1, 1)]),
+            rule(vec![is(0, 1), is(1, 1)]),
+            rule(vec![is(0, 2)]),
+        ],
+    );
+    // ioprio_set(which, who, prio): IOPRIO_WHO_PROCESS 1, _PGRP 2, _USER 3.
+    rules.insert(
+        number("ioprio_set"),
+        vec![
+            rule(vec![is(0, 1), is(1, 1)]),
+            rule(vec![is(0, 2), is(1, 1)]),
+            rule(vec![is(0, 3)]),
+        ],
+    );
+    // The pid is the first argument of each of these.
+    for name in [
+        "sched_setaffinity",
+        "sched_setscheduler",
+        "sched_setparam",
+        "sched_setattr",
+        "prlimit64",
+        "migrate_pages",
+        "move_pages",
+    ] {
+        rules.insert(number(name), vec![rule(vec![is(0, 1)])]);
+    }
+    SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(1), // EPERM
+        TargetArch::x86_64,
+    )
+    .expect("the PID 1 filter")
 }
 
 fn errno(value: &Value) -> u32 {

@@ -492,6 +492,11 @@ fn exec(
         .take()
         .map(|s| capped(s, request.output_limit, forward("stderr")));
     let ((ended, usage), timed_out) = wait(&rx, pgid, Duration::from_millis(request.timeout_ms));
+    if request.sole {
+        // What left its group (`setsid`) would hold the output pipes open
+        // and go on running: nothing of the run outlives it.
+        reset::kill_all_others();
+    }
     let (stdout, out_cut) = stdout.and_then(|h| h.join().ok()).unwrap_or_default();
     let (stderr, err_cut) = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
     AgentResponse::Exited(ExecResult {

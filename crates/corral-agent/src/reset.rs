@@ -3,7 +3,9 @@
 //!
 //! All or nothing: either every trace of what ran is gone (every other
 //! process killed, every writable filesystem back to what it held when the
-//! agent started, System V IPC objects removed), or the reset is refused
+//! agent started, extended attributes included, System V IPC objects
+//! removed, the agent's own nice value, `oom_score_adj` and
+//! `coredump_filter` back to what they were), or the reset is refused
 //! and the host discards the sandbox. It is refused where something
 //! writable cannot be restored from here (an image's overlay root, a
 //! volume), and while a terminal, a background process or an exec is live.
@@ -29,6 +31,8 @@ struct Entry {
     gid: u32,
     /// Size and modification time of a regular file, target of a link.
     content: String,
+    /// Extended attributes (name, value), sorted by name.
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// One writable mount and what it held at start.
@@ -45,6 +49,8 @@ struct Writable {
 pub struct Baseline {
     writable: Vec<Writable>,
     hostname: String,
+    /// The agent's own scheduling and OOM settings.
+    settings: Settings,
     /// Why this sandbox cannot be reset at all, found at start.
     refusal: Option<String>,
 }
@@ -94,8 +100,96 @@ pub fn baseline() -> Baseline {
     Baseline {
         writable,
         hostname: hostname(),
+        settings: Settings::now(),
         refusal,
     }
+}
+
+/// Settings of the agent (PID 1) that a program running with its uid can
+/// change through `/proc/1` or `setpriority`, and that would otherwise
+/// reach the next run: its nice value, `oom_score_adj` and
+/// `coredump_filter`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Settings {
+    nice: i32,
+    oom_score_adj: i32,
+    coredump_filter: String,
+}
+
+impl Settings {
+    fn now() -> Settings {
+        let read = |name: &str| {
+            std::fs::read_to_string(format!("/proc/self/{name}"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        };
+        Settings {
+            nice: nice(),
+            oom_score_adj: read("oom_score_adj").parse().unwrap_or(0),
+            coredump_filter: read("coredump_filter"),
+        }
+    }
+
+    /// Puts them back; an error where the kernel refuses (raising its
+    /// priority back needs a privilege it may not have): the reset is then
+    /// refused and the sandbox discarded.
+    fn restore(&self) -> Result<(), String> {
+        let now = Settings::now();
+        if now.nice != self.nice {
+            // SAFETY: setpriority on this process has no memory effects.
+            let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, self.nice) };
+            if rc != 0 {
+                return Err(format!(
+                    "the agent's nice value was changed to {} and cannot be restored: {}",
+                    now.nice,
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        // Only ever lowered back: a value below the baseline was set by
+        // the host (a program cannot go below the floor the host's write
+        // set), and making the agent a likelier OOM victim is what a
+        // program could do.
+        if now.oom_score_adj > self.oom_score_adj {
+            std::fs::write("/proc/self/oom_score_adj", self.oom_score_adj.to_string()).map_err(
+                |e| {
+                    format!(
+                        "restoring the agent's oom_score_adj (was {}): {e}",
+                        now.oom_score_adj
+                    )
+                },
+            )?;
+        }
+        if now.coredump_filter != self.coredump_filter {
+            // Read back as hex digits with leading zeros, which the kernel
+            // would parse as octal: written back with `0x`.
+            let hex = format!("0x{}", self.coredump_filter);
+            std::fs::write("/proc/self/coredump_filter", hex).map_err(|e| {
+                format!(
+                    "restoring the agent's coredump_filter (was {}): {e}",
+                    now.coredump_filter
+                )
+            })?;
+        }
+        let after = Settings::now();
+        if after.nice != self.nice
+            || after.oom_score_adj > self.oom_score_adj
+            || after.coredump_filter != self.coredump_filter
+        {
+            return Err(format!(
+                "the agent's settings are {after:?} after restoring {self:?}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// This process's nice value.
+fn nice() -> i32 {
+    // SAFETY: getpriority has no memory effects; -1 is also a valid value,
+    // and nothing here can fail for the calling process.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
 }
 
 /// Resets the sandbox to `baseline`. `busy` says why it must not now.
@@ -111,19 +205,25 @@ pub fn reset(baseline: &Baseline, busy: Option<String>) -> Result<(), String> {
     for mount in &baseline.writable {
         restore(mount)?;
     }
+    baseline.settings.restore()?;
     if hostname() != baseline.hostname {
         return Err("the hostname changed".to_owned());
     }
     Ok(())
 }
 
+/// `SIGKILL` to every process but the agent (PID 1); `false` when there
+/// was nobody else.
+pub fn kill_all_others() -> bool {
+    // SAFETY: kill(2) with pid -1 and a valid signal has no memory effects;
+    // from PID 1 it reaches every other process of the namespace.
+    unsafe { libc::kill(-1, libc::SIGKILL) == 0 }
+}
+
 /// `SIGKILL` to every process but the agent (PID 1), then waits until the
 /// reaper has reaped them all.
 fn kill_everyone_else() -> Result<(), String> {
-    // SAFETY: kill(2) with pid -1 and a valid signal has no memory effects;
-    // from PID 1 it reaches every other process of the namespace.
-    let killed = unsafe { libc::kill(-1, libc::SIGKILL) };
-    if killed != 0 {
+    if !kill_all_others() {
         let error = std::io::Error::last_os_error();
         // ESRCH: there was nobody else.
         if error.raw_os_error() != Some(libc::ESRCH) {
@@ -237,6 +337,9 @@ fn restore(mount: &Writable) -> Result<(), String> {
         if !same_kind || is.content != was.content || was.mode & libc::S_IFMT == libc::S_IFLNK {
             return Err(format!("{} changed", path.display()));
         }
+        if is.xattrs != was.xattrs {
+            restore_xattrs(&path, &was.xattrs, &is.xattrs)?;
+        }
         std::os::unix::fs::lchown(&path, Some(was.uid), Some(was.gid))
             .map_err(|e| format!("restoring the owner of {}: {e}", path.display()))?;
         std::fs::set_permissions(
@@ -270,6 +373,7 @@ fn walk(root: &Path, relative: &Path, dev: u64, into: &mut BTreeMap<PathBuf, Ent
             uid: meta.uid(),
             gid: meta.gid(),
             content,
+            xattrs: xattrs(&path),
         },
     );
     if kind != libc::S_IFDIR || meta.dev() != dev {
@@ -281,6 +385,99 @@ fn walk(root: &Path, relative: &Path, dev: u64, into: &mut BTreeMap<PathBuf, Ent
     for entry in dir.flatten() {
         walk(root, &relative.join(entry.file_name()), dev, into);
     }
+}
+
+/// The extended attributes of `path` itself (a link is not followed),
+/// sorted by name; none where it has none or cannot have any.
+fn xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return Vec::new();
+    };
+    let mut names = vec![0u8; 64 * 1024];
+    // SAFETY: llistxattr writes at most `names.len()` bytes into `names`;
+    // `c_path` is a NUL-terminated string that outlives the call.
+    let len = unsafe { libc::llistxattr(c_path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    let Ok(len) = usize::try_from(len) else {
+        return Vec::new();
+    };
+    let mut all: Vec<(Vec<u8>, Vec<u8>)> = names[..len]
+        .split(|b| *b == 0)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            let mut value = vec![0u8; 64 * 1024];
+            let mut c_name = name.to_vec();
+            c_name.push(0);
+            // SAFETY: as above; `c_name` is NUL-terminated, and lgetxattr
+            // writes at most `value.len()` bytes into `value`.
+            let got = unsafe {
+                libc::lgetxattr(
+                    c_path.as_ptr(),
+                    c_name.as_ptr().cast(),
+                    value.as_mut_ptr().cast(),
+                    value.len(),
+                )
+            };
+            value.truncate(usize::try_from(got).unwrap_or(0));
+            (name.to_vec(), value)
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// Removes the extended attributes of `path` that were not there and
+/// puts back the values of those that were.
+fn restore_xattrs(
+    path: &Path,
+    was: &[(Vec<u8>, Vec<u8>)],
+    is: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("{} has a NUL byte", path.display()))?;
+    let c = |name: &[u8]| {
+        let mut c_name = name.to_vec();
+        c_name.push(0);
+        c_name
+    };
+    let failed = |what: &str, name: &[u8]| {
+        format!(
+            "{what} the extended attribute {} of {}: {}",
+            String::from_utf8_lossy(name),
+            path.display(),
+            std::io::Error::last_os_error()
+        )
+    };
+    for (name, _) in is {
+        if !was.iter().any(|(n, _)| n == name) {
+            let c_name = c(name);
+            // SAFETY: both pointers are NUL-terminated strings that outlive the call.
+            if unsafe { libc::lremovexattr(c_path.as_ptr(), c_name.as_ptr().cast()) } != 0 {
+                return Err(failed("removing", name));
+            }
+        }
+    }
+    for (name, value) in was {
+        if !is.iter().any(|(n, v)| n == name && v == value) {
+            let c_name = c(name);
+            // SAFETY: NUL-terminated path and name; lsetxattr reads
+            // `value.len()` bytes of `value`.
+            let rc = unsafe {
+                libc::lsetxattr(
+                    c_path.as_ptr(),
+                    c_name.as_ptr().cast(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            };
+            if rc != 0 {
+                return Err(failed("restoring", name));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Mount points whose mount and superblock are both read-write, with
@@ -361,7 +558,22 @@ mod tests {
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         )
         .unwrap();
+        // An extended attribute left on a directory of the baseline.
+        let c_kept = std::ffi::CString::new(dir.join("kept").to_str().unwrap()).unwrap();
+        // SAFETY: NUL-terminated path and name, a 1-byte value.
+        let set = unsafe {
+            libc::lsetxattr(
+                c_kept.as_ptr(),
+                c"user.left".as_ptr(),
+                b"x".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+        assert_eq!(xattrs(&dir.join("kept")).len(), 1);
         restore(&mount).unwrap();
+        assert!(xattrs(&dir.join("kept")).is_empty());
         let mut after = BTreeMap::new();
         walk(&dir, Path::new(""), dev, &mut after);
         assert_eq!(after, mount.entries);

@@ -12,7 +12,8 @@
 struct Program<T: ?Sized>(T);
 
 /// The allowlist (everything else: ENOSYS) and the deny list (EPERM), as
-/// `struct sock_filter` arrays; installed in this order (see `build.rs`).
+/// `struct sock_filter` arrays; installed in this order, then the PID 1
+/// filter (see `build.rs`).
 /// Used in place, from the binary: a heap copy would stay in the agent's
 /// memory for its whole life.
 static ALLOWLIST: &Program<[u8]> = &Program(*include_bytes!(concat!(
@@ -23,8 +24,14 @@ static DENY_LIST: &Program<[u8]> = &Program(*include_bytes!(concat!(
     env!("OUT_DIR"),
     "/seccomp-deny.bpf"
 )));
+/// EPERM for changing PID 1's scheduling, limits or memory placement by
+/// naming it (see `build.rs`): what runs in the sandbox has the agent's uid.
+static PID1: &Program<[u8]> = &Program(*include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/seccomp-pid1.bpf"
+)));
 
-/// Installs both filters on the calling thread; call it while the process
+/// Installs the three filters on the calling thread; call it while the process
 /// has no other thread, so everything started later inherits them.
 pub fn install() -> Result<(), String> {
     // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1) only sets this process's flag
@@ -32,7 +39,11 @@ pub fn install() -> Result<(), String> {
     if unsafe { nix::libc::prctl(nix::libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
     }
-    for (name, program) in [("allowlist", ALLOWLIST), ("deny list", DENY_LIST)] {
+    for (name, program) in [
+        ("allowlist", ALLOWLIST),
+        ("deny list", DENY_LIST),
+        ("PID 1 filter", PID1),
+    ] {
         let bytes = &program.0;
         let size = std::mem::size_of::<nix::libc::sock_filter>();
         let len =

@@ -21,6 +21,7 @@
 
 pub mod bundle;
 pub mod disk;
+pub mod cgroup;
 pub mod image;
 pub mod oci;
 pub mod rootfs;

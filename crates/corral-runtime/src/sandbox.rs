@@ -38,6 +38,7 @@ use std::os::unix::fs::DirBuilderExt;
 
 use crate::bundle::{AGENT_PATH, Bundle, SandboxSpec};
 use crate::disk::Disk;
+use crate::cgroup::{Cgroup, Measured, WATCH_INTERVAL_MS};
 use crate::oci::{OciRuntime, RuntimeError};
 use crate::rootfs::{self, RootSource};
 
@@ -351,6 +352,60 @@ impl Sandbox {
             AgentResponse::Exited(result) => Ok(result),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The sandbox's cgroup (see [`crate::cgroup`]).
+    pub fn cgroup(&self) -> Result<Cgroup, RuntimeError> {
+        Cgroup::of(&self.runtime.root, &self.id)
+    }
+
+    /// [`Sandbox::exec`] measured by the sandbox's cgroup, so every process
+    /// of the run counts, and with a CPU limit: a watchdog reads the
+    /// cgroup's CPU counter every [`WATCH_INTERVAL_MS`] and, once the run
+    /// has used `cpu_limit_ms`, kills every process of the sandbox but the
+    /// agent (and goes on killing whatever is left until the exec ends).
+    /// Meant for a sandbox that runs nothing else meanwhile (the judge's).
+    pub fn exec_measured(
+        &self,
+        request: ExecRequest,
+        cpu_limit_ms: u64,
+    ) -> Result<Measured, RuntimeError> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let cgroup = self.cgroup()?;
+        let mut peak = cgroup.watch_peak()?;
+        let memory_before = cgroup.memory_bytes()?;
+        let oom_before = cgroup.oom_kills();
+        let cpu_before = cgroup.cpu_ns()?;
+        let limit_ns = cpu_limit_ms.saturating_mul(1_000_000);
+        let hit = AtomicBool::new(false);
+        let (done, ticks) = std::sync::mpsc::channel::<()>();
+        let result = std::thread::scope(|scope| {
+            let (cgroup, hit) = (&cgroup, &hit);
+            scope.spawn(move || {
+                // Ends as soon as the exec does: the sender is dropped.
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    ticks.recv_timeout(Duration::from_millis(WATCH_INTERVAL_MS))
+                {
+                    let used = cgroup.cpu_ns().map_or(0, |n| n.saturating_sub(cpu_before));
+                    if used >= limit_ns {
+                        hit.store(true, Ordering::Relaxed);
+                        cgroup.kill_all_but_agent();
+                    }
+                }
+            });
+            let result = self.exec(request);
+            drop(done);
+            result
+        })?;
+        let cpu_ns = cgroup.cpu_ns()?.saturating_sub(cpu_before);
+        let memory_growth = peak.peak()?.saturating_sub(memory_before);
+        Ok(Measured {
+            result,
+            cpu_ms: cpu_ns / 1_000_000,
+            memory_growth_kb: memory_growth / 1024,
+            oom_killed: cgroup.oom_kills() > oom_before,
+            cpu_limit_hit: hit.load(Ordering::Relaxed) || cpu_ns >= limit_ns,
+        })
     }
 
     /// Returns the sandbox to the state it started in, so it can run the

@@ -103,6 +103,7 @@ fn sh(script: &str, timeout_ms: u64) -> ExecRequest {
         output_limit: 1 << 20,
         stream: false,
         stdin_stream: false,
+        sole: false,
     }
 }
 
@@ -449,7 +450,10 @@ print("devmem", os.path.exists("/dev/mem"), "kmsg", os.path.exists("/dev/kmsg"))
 /// agent's build, see corral-agent's seccomp.rs): the bundle carries none,
 /// and the agent and every program it starts are filtered as runc filtered
 /// them: the reviewed deny list answers EPERM, anything outside the
-/// allowlist ENOSYS. Both filters show in /proc (runc's single filter
+/// allowlist ENOSYS. The third filter refuses changing PID 1's
+/// scheduling by naming it (its nice value by PID, by a PID with high bits
+/// the kernel drops, or by user; its CPUs; its limits), while a program's
+/// own stays its to change. All three show in /proc (runc's single filter
 /// would show as one).
 #[test]
 fn the_agent_installs_the_seccomp_profile_on_itself_and_its_programs() {
@@ -476,6 +480,12 @@ print("vsock", call(41, 40, 1, 0))
 print("vsock_high_bits", call(41, 40 | 1 << 32, 1, 0))
 print("inet", call(41, 2, 1, 0))
 print("getpid", "ALLOWED" if call(39) == "ALLOWED" else "refused")
+print("renice-agent", call(141, 0, 1, 19))
+print("renice-agent-wide", call(141, 0, 1 + (1 << 32), 19))
+print("renice-user", call(141, 2, 0, 19))
+print("pin-agent", call(203, 1, 8, 0))
+print("prlimit-agent", call(302, 1, 7, 0, 0))
+print("renice-self", call(141, 0, 0, 5))
 for pid in ("1", "self"):
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("Seccomp"):
@@ -495,9 +505,15 @@ for pid in ("1", "self"):
         "inet ALLOWED",
         "getpid ALLOWED",
         "1 Seccomp: 2",
-        "1 Seccomp_filters: 2",
+        "renice-agent EPERM",
+        "renice-agent-wide EPERM",
+        "renice-user EPERM",
+        "pin-agent EPERM",
+        "prlimit-agent EPERM",
+        "renice-self ALLOWED",
+        "1 Seccomp_filters: 3",
         "self Seccomp: 2",
-        "self Seccomp_filters: 2",
+        "self Seccomp_filters: 3",
     ] {
         assert!(
             out.lines().any(|l| l == expected),

@@ -8,8 +8,17 @@
 //! that cannot be reset is destroyed, and sandboxes are never shared
 //! between organizations. The source and extra files are written by the agent;
 //! compilation and the run are two execs in that sandbox, under its
-//! memory limit; CPU time and peak memory are the agent's `wait4` figures
-//! for each exec.
+//! memory limit.
+//!
+//! Verdicts depend on what the run used, never on how busy the machine
+//! was: CPU time is what the sandbox's cgroup counts (every process of the
+//! run, also those never waited for; a watchdog kills the run when it
+//! reaches its CPU limit), and memory is the cgroup's peak. The wall-clock
+//! limit is separate and generous (default 3 × the CPU limit + 2 s); it
+//! only ends programs that sleep or wait. When the program ends or a
+//! limit is reached, every process left in the sandbox is killed, so
+//! nothing that left the program's process group holds its output open.
+//! Fairness between orgs comes before the run: [`crate::admission`].
 
 use std::sync::OnceLock;
 
@@ -30,6 +39,12 @@ const COMPILE_WALL_MS: u64 = 30_000;
 const COMPILE_OUTPUT: usize = 64 * 1024;
 /// CPU of an execution's sandbox, thousandths of a core.
 const EXECUTION_CPU: i64 = 1000;
+
+/// The wall-clock limit of a run whose request names none: room to wait
+/// for I/O and for a share of a busy machine's CPUs.
+pub fn default_wall_ms(time_ms: u64) -> u64 {
+    time_ms.saturating_mul(3).saturating_add(2000)
+}
 
 /// One language, from `languages/<name>.yaml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +133,7 @@ impl Language {
             source_file: self.source_file.clone(),
             limits: ExecutionLimits {
                 time_ms: Some(self.limits.time_ms),
+                wall_time_ms: Some(default_wall_ms(self.limits.time_ms)),
                 memory_mb: Some(self.limits.memory_mb),
                 output_kb: Some(self.limits.output_kb),
             },
@@ -142,6 +158,7 @@ pub fn response(r: &ExecutionRecord) -> ExecutionResponse {
         memory_kb: r.memory_kb,
         limits: ExecutionLimits {
             time_ms: u(r.time_limit_ms),
+            wall_time_ms: r.wall_limit_ms.and_then(u),
             memory_mb: u(r.memory_limit_mb),
             output_kb: u(r.output_limit_kb),
         },
@@ -163,27 +180,90 @@ fn to_i64(v: u64) -> Option<i64> {
     i64::try_from(v).ok()
 }
 
-/// Runs a recorded execution and writes its outcome (once: a second
-/// delivery of the same job finds it finished and does nothing).
-pub async fn run_recorded(state: &AppState, id: &str) -> Result<(), String> {
-    let Some(record) = state
+/// How long a queued execution whose org has no free place waits before
+/// its job is tried again.
+const DEFER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The execution `id` if it still has to run.
+async fn pending(state: &AppState, id: &str) -> Result<Option<ExecutionRecord>, String> {
+    let record = state
         .store
         .execution(None, id)
         .await
-        .map_err(|e| e.to_string())?
-    else {
+        .map_err(|e| e.to_string())?;
+    Ok(record.filter(|r| matches!(r.status.as_str(), "queued" | "running")))
+}
+
+/// The places of the org's line (its plan's concurrent executions) and the
+/// job priority of the user who asked.
+async fn line_of(
+    state: &AppState,
+    record: &ExecutionRecord,
+) -> (usize, Option<corral_store::User>) {
+    let user = state.store.user_by_id(&record.user_id).await.ok().flatten();
+    let places = user
+        .as_ref()
+        .and_then(|user| state.plans.get(&user.plan_id))
+        .map_or(1, |plan| {
+            usize::try_from(plan.max_concurrent_executions).unwrap_or(1)
+        });
+    (places, user)
+}
+
+/// Runs a recorded execution when its org has a free place (waiting in
+/// line for one) and writes its outcome (once: a second delivery of the
+/// same job finds it finished and does nothing). For `wait=true`.
+pub async fn run_recorded(state: &AppState, id: &str) -> Result<(), String> {
+    let Some(record) = pending(state, id).await? else {
         return Ok(());
     };
-    if !matches!(record.status.as_str(), "queued" | "running") {
+    let (places, _) = line_of(state, &record).await;
+    let place = state.admission.enter(&record.org_id, places).await;
+    run_admitted(state, &record, place).await
+}
+
+/// A queued execution's job: runs it if its org has a free place now;
+/// otherwise queues a new job for it, [`DEFER`] later, and ends, so a queue
+/// worker never waits in one org's line while other orgs' jobs could run.
+pub async fn run_queued(state: &AppState, id: &str) -> Result<(), String> {
+    let Some(record) = pending(state, id).await? else {
         return Ok(());
+    };
+    let (places, user) = line_of(state, &record).await;
+    if let Some(place) = state.admission.try_enter(&record.org_id, places) {
+        return run_admitted(state, &record, place).await;
     }
+    let priority = user.as_ref().map_or(0, crate::routes::executions::priority);
+    let job = corral_queue::NewJob::new(
+        crate::routes::executions::RUN_JOB,
+        serde_json::json!({ "id": id }),
+    )
+    .queue(crate::routes::executions::QUEUE)
+    .priority(priority)
+    .delay(DEFER);
+    state
+        .queue
+        .enqueue(job)
+        .await
+        .map_err(|e| format!("queueing the execution again: {e}"))?;
+    Ok(())
+}
+
+/// Runs a pending execution that holds a place in its org's line.
+async fn run_admitted(
+    state: &AppState,
+    record: &ExecutionRecord,
+    _place: crate::admission::Place,
+) -> Result<(), String> {
+    let id = record.id.as_str();
+    // The wall clock starts here, after the wait for a place.
     let now = state.clock.now_ms();
     state
         .store
         .execution_started(now, id)
         .await
         .map_err(|e| e.to_string())?;
-    let outcome = match run(state, &record).await {
+    let outcome = match run(state, record).await {
         Ok(outcome) => outcome,
         Err(error) => {
             tracing::error!(%error, id, "an execution could not run");
@@ -340,8 +420,8 @@ fn judge(
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
-    let exec = |argv: &[String], stdin: &str, timeout_ms: u64, output_limit: usize| {
-        sandbox.exec(ExecRequest {
+    let request =
+        |argv: &[String], stdin: &str, timeout_ms: u64, output_limit: usize| ExecRequest {
             argv: argv.to_vec(),
             env: env.clone(),
             cwd: WORK_DIR.to_owned(),
@@ -350,11 +430,12 @@ fn judge(
             output_limit,
             stream: false,
             stdin_stream: false,
-        })
-    };
+            sole: true,
+        };
     let mut outcome = ExecutionOutcome::default();
     if let Some(compile) = &language.compile {
-        let compiled = exec(compile, "", COMPILE_WALL_MS, COMPILE_OUTPUT)
+        let compiled = sandbox
+            .exec(request(compile, "", COMPILE_WALL_MS, COMPILE_OUTPUT))
             .map_err(|e| failed("compiling", e))?;
         outcome.compile_output = format!("{}{}", compiled.stdout, compiled.stderr);
         if compiled.exit_code != Some(0) {
@@ -366,25 +447,37 @@ fn judge(
     }
     let time_limit = u64::try_from(record.time_limit_ms).unwrap_or(1000);
     let output_limit = usize::try_from(record.output_limit_kb).unwrap_or(64) * 1024;
-    // CPU time is the limit; the wall clock gets room for waiting on I/O
-    // but still ends a program that sleeps forever.
-    let wall = time_limit * 2 + 1000;
-    let ran =
-        exec(&language.run, &record.stdin, wall, output_limit).map_err(|e| failed("running", e))?;
+    // The CPU limit is what the cgroup counts; the wall clock only ends a
+    // program that sleeps or waits (see the module's comment).
+    let wall = record
+        .wall_limit_ms
+        .and_then(|w| u64::try_from(w).ok())
+        .unwrap_or_else(|| default_wall_ms(time_limit));
+    let measured = sandbox
+        .exec_measured(
+            request(&language.run, &record.stdin, wall, output_limit),
+            time_limit,
+        )
+        .map_err(|e| failed("running", e))?;
+    let ran = measured.result;
+    // Every process of the run, from the cgroup; at least what wait4 saw.
+    let memory_kb = measured.memory_growth_kb.max(ran.memory_kb);
     outcome.exit_code = ran.exit_code.map(i64::from);
     outcome.signal = ran.signal.map(i64::from);
     outcome.stdout = ran.stdout;
     outcome.stderr = ran.stderr;
-    outcome.time_ms = to_i64(ran.cpu_ms);
+    outcome.time_ms = to_i64(measured.cpu_ms);
     outcome.wall_ms = to_i64(ran.duration_ms);
-    outcome.memory_kb = to_i64(ran.memory_kb);
+    outcome.memory_kb = to_i64(memory_kb);
     let memory_limit_kb = u64::try_from(record.memory_limit_mb).unwrap_or(0) * 1024;
-    outcome.status = if ran.timed_out || ran.cpu_ms > time_limit {
+    outcome.status = if ran.timed_out || measured.cpu_limit_hit {
         "time_limit"
-    } else if ran.signal == Some(9)
-        || (ran.exit_code != Some(0) && ran.memory_kb >= memory_limit_kb)
+    } else if measured.oom_killed
+        || ran.signal == Some(9)
+        || (ran.exit_code != Some(0) && memory_kb >= memory_limit_kb)
     {
-        // Nobody else sends SIGKILL to it: the memory cgroup's OOM killer.
+        // The watchdog's SIGKILL is a time limit (above); any other is
+        // the memory cgroup's OOM killer.
         "memory_limit"
     } else if ran.truncated {
         "output_limit"

@@ -190,7 +190,7 @@ pub fn register(mut workers: Workers, state: &AppState) -> Workers {
             move |payload: RunExecution, _ctx| {
                 let state = state.clone();
                 async move {
-                    crate::executions::run_recorded(&state, &payload.id)
+                    crate::executions::run_queued(&state, &payload.id)
                         .await
                         .map_err(corral_queue::JobError::retry)
                 }

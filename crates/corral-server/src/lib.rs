@@ -4,6 +4,7 @@
 //! tests drive it with `tower::ServiceExt::oneshot`; [`serve`] binds a
 //! listener and runs it until SIGTERM/SIGINT.
 
+pub mod admission;
 pub mod auth;
 pub mod callbacks;
 pub mod config;
@@ -87,6 +88,8 @@ pub struct Services {
     pub plans: Arc<std::collections::HashMap<String, corral_store::Plan>>,
     /// The durable job queue (`[queue]`); handlers are registered in [`jobs`].
     pub queue: corral_queue::Queue,
+    /// How many of each org's executions run at once ([`admission`]).
+    pub admission: Arc<admission::Admission>,
 }
 
 /// Why the server state could not be built.
@@ -137,6 +140,7 @@ impl AppState {
         let queue = corral_queue::Queue::open(store.clone(), config.queue_config()).await?;
         Ok(AppState(Arc::new(Services {
             queue,
+            admission: Arc::default(),
             mailer: Arc::new(mailer),
             sandboxes: sandboxes::Sandboxes::new(&config),
             limiter: Arc::new(limiter),

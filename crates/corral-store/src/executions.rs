@@ -90,6 +90,8 @@ pub struct ExecutionRecord {
     pub expected_output: Option<String>,
     /// CPU time limit, ms.
     pub time_limit_ms: i64,
+    /// Wall-clock limit, ms (`None`: recorded before there was one).
+    pub wall_limit_ms: Option<i64>,
     /// Memory limit, MiB.
     pub memory_limit_mb: i64,
     /// Output limit per stream, KiB.
@@ -169,7 +171,7 @@ pub struct ExecutionFilter {
 const COLUMNS: &str = "id, org_id, user_id, batch_id, language, status, code, stdin, files, \
      expected_output, time_limit_ms, memory_limit_mb, output_limit_kb, callback_url, exit_code, \
      signal, stdout, stderr, compile_output, time_ms, wall_ms, memory_kb, error, created_at, \
-     started_at, finished_at";
+     started_at, finished_at, wall_limit_ms";
 
 impl Store {
     /// Records executions (`status` queued), all or none.
@@ -179,8 +181,8 @@ impl Store {
             sqlx::query(
                 "INSERT INTO executions (id, org_id, user_id, batch_id, language, status, code, \
                  stdin, files, expected_output, time_limit_ms, memory_limit_mb, output_limit_kb, \
-                 callback_url, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                 callback_url, created_at, wall_limit_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             )
             .bind(&r.id)
             .bind(&r.org_id)
@@ -197,6 +199,7 @@ impl Store {
             .bind(r.output_limit_kb)
             .bind(&r.callback_url)
             .bind(r.created_at)
+            .bind(r.wall_limit_ms)
             .execute(&mut *tx)
             .await?;
         }

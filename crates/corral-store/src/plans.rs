@@ -27,6 +27,8 @@ pub struct Plan {
     pub max_cpus: Option<i64>,
     /// Disk per sandbox, MB.
     pub max_disk_mb: Option<i64>,
+    /// Executions of one org that run at once; more wait in line.
+    pub max_concurrent_executions: i64,
 }
 
 type PlanRow = (
@@ -41,10 +43,11 @@ type PlanRow = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
+    i64,
 );
 
 const PLAN_SELECT: &str = "SELECT id, name, executions_per_day, api_calls_per_day, max_time_secs, \
-     max_memory_mb, max_snippets, max_api_keys, max_sandboxes, max_cpus, max_disk_mb FROM plans";
+     max_memory_mb, max_snippets, max_api_keys, max_sandboxes, max_cpus, max_disk_mb, max_concurrent_executions FROM plans";
 
 fn plan(row: PlanRow) -> Plan {
     let (id, name, executions_per_day, api_calls_per_day, max_time_secs, max_memory_mb) =
@@ -61,6 +64,7 @@ fn plan(row: PlanRow) -> Plan {
         max_sandboxes: row.8,
         max_cpus: row.9,
         max_disk_mb: row.10,
+        max_concurrent_executions: row.11,
     }
 }
 

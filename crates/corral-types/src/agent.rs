@@ -243,6 +243,12 @@ pub struct ExecRequest {
     /// same connection (`close` ends it); `stdin` must then be empty.
     #[serde(default)]
     pub stdin_stream: bool,
+    /// The program is the sandbox's only work (the judge's runs): when it
+    /// ends or its time is up, every other process of the sandbox is killed
+    /// too (those that left its process group included), so nothing it
+    /// started can hold its output open or go on using CPU.
+    #[serde(default)]
+    pub sole: bool,
 }
 
 fn default_cwd() -> String {

@@ -8,9 +8,17 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecutionLimits {
-    /// CPU time of the run (compilation has its own allowance), ms.
+    /// CPU time of the run (compilation has its own allowance), ms: the
+    /// CPU its sandbox's cgroup counts, every process of the run included;
+    /// past it the run is killed and its verdict is `time_limit`.
     #[serde(default)]
     pub time_ms: Option<u64>,
+    /// Wall-clock time of the run, ms (default: 3 × `time_ms` + 2 s, at
+    /// most 4 × the plan's longest execution): ends a run that sleeps or
+    /// waits on input; its verdict is then `time_limit` too. Time spent
+    /// waiting for a turn does not count.
+    #[serde(default)]
+    pub wall_time_ms: Option<u64>,
     /// Memory, MiB.
     #[serde(default)]
     pub memory_mb: Option<u64>,

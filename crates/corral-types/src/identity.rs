@@ -102,6 +102,8 @@ pub struct PlanResponse {
     pub max_cpus: Option<i64>,
     /// Disk per sandbox, MB.
     pub max_disk_mb: Option<i64>,
+    /// Executions of one org that run at once; more wait in line.
+    pub max_concurrent_executions: i64,
 }
 
 /// `POST /api/v1/api-keys`.

@@ -204,6 +204,7 @@ pub async fn plans(State(state): State<AppState>) -> Result<Json<Vec<PlanRespons
                 max_sandboxes: p.max_sandboxes,
                 max_cpus: p.max_cpus,
                 max_disk_mb: p.max_disk_mb,
+                max_concurrent_executions: p.max_concurrent_executions,
             })
             .collect(),
     ))

@@ -120,6 +120,17 @@ async fn record_of(
             format!("must be 1–{max_time_ms} (your plan's limit)"),
         ));
     }
+    let max_wall_ms = max_time_ms.saturating_mul(4);
+    let wall_ms = request
+        .limits
+        .wall_time_ms
+        .unwrap_or_else(|| crate::executions::default_wall_ms(time_ms).min(max_wall_ms));
+    if !(1..=max_wall_ms).contains(&wall_ms) {
+        return Err(ApiError::invalid_field(
+            &at("limits.wall_time_ms"),
+            format!("must be 1–{max_wall_ms} (4 × your plan's longest execution)"),
+        ));
+    }
     if !(16..=max_memory).contains(&memory_mb) {
         return Err(ApiError::invalid_field(
             &at("limits.memory_mb"),
@@ -157,6 +168,7 @@ async fn record_of(
         files,
         expected_output: request.expected_output.clone(),
         time_limit_ms: big(time_ms),
+        wall_limit_ms: Some(big(wall_ms)),
         memory_limit_mb: big(memory_mb),
         output_limit_kb: big(output_kb),
         callback_url: request.callback_url.clone(),
@@ -176,7 +188,7 @@ async fn record_of(
 }
 
 /// Higher plans' executions are taken from the queue first.
-fn priority(user: &User) -> i64 {
+pub(crate) fn priority(user: &User) -> i64 {
     match user.plan_id.as_str() {
         "enterprise" => 30,
         "premium" => 20,

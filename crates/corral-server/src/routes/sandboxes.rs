@@ -771,6 +771,7 @@ pub async fn exec(
         output_limit: usize::try_from(output_limit).unwrap_or(usize::MAX),
         stream: false,
         stdin_stream: false,
+        sole: false,
     };
     let sandbox = state.sandboxes.attach(&record.id);
     if streaming {

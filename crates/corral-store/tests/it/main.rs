@@ -451,6 +451,7 @@ on_both_backends!(execution_output_with_nul_bytes_round_trips, |db| {
         files: "[]".into(),
         expected_output: None,
         time_limit_ms: 1000,
+        wall_limit_ms: Some(3000),
         memory_limit_mb: 64,
         output_limit_kb: 64,
         callback_url: None,
