@@ -20,8 +20,8 @@
 //! the spec names.
 
 pub mod bundle;
-pub mod disk;
 pub mod cgroup;
+pub mod disk;
 pub mod image;
 pub mod oci;
 pub mod rootfs;

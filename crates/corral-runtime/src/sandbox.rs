@@ -37,8 +37,8 @@ use corral_types::terminal::{ProcessInfo, ProcessLogs, TerminalInfo};
 use std::os::unix::fs::DirBuilderExt;
 
 use crate::bundle::{AGENT_PATH, Bundle, SandboxSpec};
-use crate::disk::Disk;
 use crate::cgroup::{Cgroup, Measured, WATCH_INTERVAL_MS};
+use crate::disk::Disk;
 use crate::oci::{OciRuntime, RuntimeError};
 use crate::rootfs::{self, RootSource};
 

@@ -280,7 +280,7 @@ async fn run_admitted(
         .await
     {
         Ok(finished) => finished,
-        Err(error) => unrecorded(state, &record, &error).await?,
+        Err(error) => unrecorded(state, record, &error).await?,
     };
     if finished
         && let Some(url) = &record.callback_url
