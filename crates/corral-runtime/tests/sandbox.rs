@@ -729,8 +729,17 @@ fn a_terminal_that_exits_reports_its_status() {
         assert!(std::time::Instant::now() < deadline, "{now:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let refused = sandbox.terminal_attach(&info.id).unwrap_err().to_string();
-    assert!(refused.contains("ended"), "{refused}");
+    // Attaching after the end is not refused: the client gets the
+    // terminal's last output and its status (`corral shell -- CMD` whose
+    // program ended before the client attached).
+    let (late, _stream, replay) = sandbox.terminal_attach(&info.id).unwrap();
+    assert!(!late.running, "{late:?}");
+    assert_eq!(late.exit_code, Some(7), "{late:?}");
+    assert!(
+        String::from_utf8_lossy(&replay).contains("exit 7"),
+        "{}",
+        String::from_utf8_lossy(&replay)
+    );
     // Bad sizes and programs are refused clearly.
     let mut huge = spawn(&["/bin/sh"]);
     huge.cols = 5000;
