@@ -122,8 +122,25 @@ fn template(dir: &Path, size_mb: u64, inodes: u64) -> Result<PathBuf, DiskError>
     if path.exists() {
         return Ok(path);
     }
+    // One maker at a time in this process: concurrent creates of the same
+    // class (a judge's first runs) would otherwise each format a template.
+    // A poisoned lock only means another maker panicked; its partial file
+    // has its own name, so going on is safe.
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _making = MAKING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if path.exists() {
+        return Ok(path);
+    }
+    // A name of its own per attempt (process and counter), so two makers
+    // never write one file: a shared name let one maker's `File::create`
+    // truncate the file another was formatting, and sandboxes then got a
+    // template that did not mount.
+    static ATTEMPT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let attempt = ATTEMPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let partial = templates.join(format!(
-        "ext4-{size_mb}m-{inodes}i.{}.partial",
+        "ext4-{size_mb}m-{inodes}i.{}-{attempt}.partial",
         std::process::id()
     ));
     let made = (|| {
@@ -377,6 +394,55 @@ mod tests {
     fn the_loop_structs_have_the_kernels_layout() {
         assert_eq!(std::mem::size_of::<LoopInfo64>(), 232);
         assert_eq!(std::mem::size_of::<LoopConfig>(), 304);
+    }
+
+    // The judge's first runs create sandboxes of one class at once: every
+    // disk made then must be a whole filesystem. With one partial name per
+    // process, a second maker truncated the template the first was
+    // formatting, and sandboxes failed with "cannot mount".
+    #[test]
+    fn disks_made_at_once_are_each_a_whole_filesystem() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let made: Vec<PathBuf> = std::thread::scope(|scope| {
+            let makers: Vec<_> = (0..8)
+                .map(|i| {
+                    let image = dir.path().join(format!("{i}.img"));
+                    scope.spawn(move || {
+                        let disk = Disk {
+                            image,
+                            size_mb: 32,
+                            inodes: 512,
+                        };
+                        ensure(&disk).expect("made");
+                        disk.image
+                    })
+                })
+                .collect();
+            makers
+                .into_iter()
+                .map(|m| m.join().expect("no panic"))
+                .collect()
+        });
+        for image in made {
+            let check = Command::new("e2fsck")
+                .args(["-f", "-n"])
+                .arg(&image)
+                .output()
+                .expect("e2fsck runs");
+            assert!(
+                check.status.success(),
+                "{}: {}{}",
+                image.display(),
+                String::from_utf8_lossy(&check.stdout),
+                String::from_utf8_lossy(&check.stderr)
+            );
+        }
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join(TEMPLATES))
+            .expect("templates")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     #[test]
