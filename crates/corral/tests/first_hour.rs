@@ -10,26 +10,16 @@
     reason = "test code: a failed step should fail the test"
 )]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+mod common;
+
+use common::agent;
 
 const BIN: &str = env!("CARGO_BIN_EXE_corral");
 const PASSWORD: &str = "a first admin's password";
-
-/// The agent binary: `CORRAL_AGENT_BIN`, else the one `cargo build -p
-/// corral-agent` makes.
-fn agent() -> PathBuf {
-    if let Ok(path) = std::env::var("CORRAL_AGENT_BIN") {
-        return PathBuf::from(path);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
-        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        PathBuf::from,
-    );
-    target.join("debug/corral-agent")
-}
 
 /// What a command did.
 #[derive(Debug)]
@@ -63,47 +53,15 @@ impl FreshInstall {
         let release = dir.path().join("target/release");
         std::fs::create_dir_all(&release).unwrap();
         std::os::unix::fs::symlink(BIN, release.join("corral")).unwrap();
-        let mut server = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .current_dir(dir.path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("CORRAL_LOG__LEVEL", "warn")
-            .env("CORRAL_SANDBOX__AGENT", agent())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = server.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let url = loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    if let Some((_, url)) = line.split_once("is listening on ") {
-                        break url.trim().to_owned();
-                    }
-                }
-                Err(_) => {
-                    let exited = server.try_wait().unwrap();
-                    if exited.is_some() || Instant::now() > deadline {
-                        let _ = server.kill();
-                        let mut err = String::new();
-                        let _ = server.stderr.take().unwrap().read_to_string(&mut err);
-                        panic!("server did not start ({exited:?}): {err}");
-                    }
-                }
-            }
-        };
-        std::thread::spawn(move || while rx.recv().is_ok() {});
+        let (server, url) = common::serve(
+            Command::new(BIN)
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .current_dir(dir.path())
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("CORRAL_LOG__LEVEL", "warn")
+                .env("CORRAL_SANDBOX__AGENT", agent()),
+        );
         FreshInstall { dir, server, url }
     }
 

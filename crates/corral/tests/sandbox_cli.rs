@@ -15,27 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::agent;
+
 const BIN: &str = env!("CARGO_BIN_EXE_corral");
 const PASSWORD: &str = "correct horse battery staple";
-
-/// The agent binary: `CORRAL_AGENT_BIN`, else the one `cargo build -p
-/// corral-agent` makes.
-fn agent() -> PathBuf {
-    if let Ok(path) = std::env::var("CORRAL_AGENT_BIN") {
-        return PathBuf::from(path);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
-        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        PathBuf::from,
-    );
-    let path = target.join("debug/corral-agent");
-    assert!(
-        path.is_file(),
-        "{} missing: run `cargo build -p corral-agent`",
-        path.display()
-    );
-    path
-}
 
 fn block_on<F: Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -119,50 +104,17 @@ impl Corral {
             let out = raw_run(dir.path(), &args, PASSWORD.as_bytes(), &[]);
             assert_eq!(out.code, 0, "{out:?}");
         }
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .current_dir(dir.path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("CORRAL_LOG__LEVEL", "warn")
-            .env("CORRAL_SANDBOX__AGENT", agent())
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let url = loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    if let Some((_, url)) = line.split_once("is listening on ") {
-                        break url.trim().to_owned();
-                    }
-                }
-                Err(_) => {
-                    let exited = child.try_wait().unwrap();
-                    if exited.is_some() || Instant::now() > deadline {
-                        let _ = child.kill();
-                        let mut err = String::new();
-                        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-                        panic!("server did not start ({exited:?}): {err}");
-                    }
-                }
-            }
-        };
-        // Keep draining stdout so the server never blocks on it.
-        std::thread::spawn(move || while rx.recv().is_ok() {});
+        let (child, url) = common::serve(
+            Command::new(BIN)
+                .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(&data)
+                .current_dir(dir.path())
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("CORRAL_LOG__LEVEL", "warn")
+                .env("CORRAL_SANDBOX__AGENT", agent())
+                .envs(env.iter().copied()),
+        );
         let corral = Corral { dir, child, url };
         corral.upgrade_alice();
         corral
