@@ -26,7 +26,15 @@ database=""
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
   [ -n "$database" ] && psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $database WITH (FORCE)" >/dev/null 2>&1 || true
-  [ -n "$work" ] && rm -rf "$work"
+  # Sandboxes the fuzzer left (stopped ones keep their disk mounted, by
+  # design, for a later start) hold loop mounts under the work directory:
+  # undo them, deepest first, or the folder cannot be removed.
+  if [ -n "$work" ]; then
+    findmnt -rn -o TARGET | grep -F "$work/" | sort -r | while read -r mount; do
+      umount -l "$mount" || true
+    done
+    rm -rf "$work"
+  fi
   server_pid="" database="" work=""
 }
 trap cleanup EXIT
