@@ -422,7 +422,37 @@ async fn relay(state: AppState, (record, agent, early, tid): Attached, socket: W
                     let mut line = serde_json::to_vec(&input).unwrap_or_default();
                     line.push(b'\n');
                     if to_agent.write_all(&line).await.is_err() {
-                        break (1011, "the sandbox went away".to_owned());
+                        // The agent closed this connection: almost always the
+                        // terminal ended while this input (a client's first
+                        // resize, say) was on its way. Forward what it still
+                        // wrote, then its status, as when the output ends;
+                        // only a terminal with no status is a lost sandbox.
+                        loop {
+                            buf.clear();
+                            match tokio::time::timeout(
+                                Duration::from_secs(1),
+                                from_agent.read_buf(&mut buf),
+                            )
+                            .await
+                            {
+                                Ok(Ok(n)) if n > 0 => {
+                                    let frame = buf.split().freeze();
+                                    if to_client.send(Message::Binary(frame)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                _ => break,
+                            }
+                        }
+                        match exit_message(&state, &record.id, &tid).await {
+                            Some(exit) => {
+                                if to_client.send(Message::Text(exit.into())).await.is_err() {
+                                    return;
+                                }
+                                break (1000, "the terminal ended".to_owned());
+                            }
+                            None => break (1011, "the sandbox went away".to_owned()),
+                        }
                     }
                 }
             },
