@@ -258,25 +258,16 @@ impl Drop for Corral {
 }
 
 fn raw_run(cwd: &Path, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Out {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(cwd)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", cwd)
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+    let out = common::run_with_stdin(
+        Command::new(BIN)
+            .args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", cwd)
+            .envs(env.iter().copied()),
+        stdin,
+    );
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: out.stdout,

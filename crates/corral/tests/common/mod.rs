@@ -72,3 +72,24 @@ pub fn serve(serve: &mut Command) -> (Child, String) {
     std::thread::spawn(move || while rx.recv().is_ok() {});
     (child, url)
 }
+
+/// Runs `command` with `stdin` fed on a thread of its own (so a program
+/// that writes before it reads never deadlocks against us) and collects
+/// its output.
+pub fn run_with_stdin(command: &mut Command, stdin: &[u8]) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = input.write_all(&stdin);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
