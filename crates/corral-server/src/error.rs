@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
+use corral_service::ServiceError;
 use corral_store::StoreError;
 use corral_types::error::PROBLEM_CONTENT_TYPE;
 use corral_types::{ErrorCode, FieldError, Problem};
@@ -105,26 +106,55 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
-        match &error {
-            StoreError::Conflict(message) => return ApiError::new(ErrorCode::Conflict, message),
-            StoreError::QuotaExceeded(what) => {
-                return ApiError::new(
-                    ErrorCode::QuotaExceeded,
-                    format!("your plan's limit for {what} is reached"),
-                );
+        ServiceError::from(error).into()
+    }
+}
+
+/// The one mapping from the use cases' errors to problems. Codes and
+/// statuses come from [`ServiceError::code`]; causes go to the log only.
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> ApiError {
+        let code = error.code();
+        match error {
+            ServiceError::Validation(errors) => ApiError::validation(errors),
+            ServiceError::Internal(cause) => ApiError::internal(cause),
+            ServiceError::Quota {
+                detail,
+                resets_at,
+                retry_after_secs,
+            } => {
+                let mut api = ApiError::new(code, detail);
+                if let Some(at) = resets_at {
+                    api.set_resets_at(at);
+                }
+                match retry_after_secs {
+                    Some(secs) => api.retry_after(secs),
+                    None => api,
+                }
             }
-            _ => {}
-        }
-        if error.is_unavailable() {
-            let mut api = ApiError::new(
-                ErrorCode::ServiceUnavailable,
-                "the database is unavailable; retry shortly",
-            );
-            api.problem.retry_after_secs = Some(5);
-            api.cause = Some(error.into());
-            api
-        } else {
-            ApiError::internal(error)
+            ServiceError::RateLimited {
+                detail,
+                retry_after_secs,
+            } => ApiError::new(code, detail).retry_after(retry_after_secs),
+            ServiceError::Unavailable {
+                detail,
+                retry_after_secs,
+                cause,
+            } => {
+                let mut api = ApiError::new(code, detail);
+                api.cause = cause;
+                match retry_after_secs {
+                    Some(secs) => api.retry_after(secs),
+                    None => api,
+                }
+            }
+            ServiceError::NotFound(detail)
+            | ServiceError::Forbidden(detail)
+            | ServiceError::Unauthorized(detail)
+            | ServiceError::Conflict(detail)
+            | ServiceError::BadRequest(detail)
+            | ServiceError::TooLarge(detail)
+            | ServiceError::NoSpace(detail) => ApiError::new(code, detail),
         }
     }
 }

@@ -4,26 +4,22 @@
 //! tests drive it with `tower::ServiceExt::oneshot`; [`serve`] binds a
 //! listener and runs it until SIGTERM/SIGINT.
 
-pub mod admission;
 pub mod auth;
-pub mod callbacks;
-pub mod config;
 pub mod error;
-pub mod exec_stdin;
-pub mod executions;
 pub mod extract;
-pub mod jobs;
-pub mod limits;
 pub mod logging;
-pub mod mail;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
-pub mod pool;
-pub mod quota;
 mod routes;
-pub mod sandboxes;
 mod serve;
+
+// The domain lives in `corral-service`; these paths stay for the adapter's
+// own modules and for callers that named them here before the split.
+pub use corral_service::{
+    admission, callbacks, config, exec_stdin, executions, jobs, limits, mail, pool, quota,
+    sandboxes,
+};
 
 use std::sync::Arc;
 
@@ -31,129 +27,80 @@ use axum::Router;
 use axum::response::IntoResponse;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use corral_core::clock::{Clock, SystemClock};
+use corral_core::clock::Clock;
 use corral_store::Store;
 use corral_types::ErrorCode;
 
 pub use config::Config;
+pub use corral_service::{Service, StartError};
 
 /// Account creation shared by the API and the CLI.
 pub mod accounts {
     pub use crate::routes::auth::create_checked;
 }
-pub use error::ApiError;
 /// The automatic sandbox steps (auto-stop, auto-delete) the server runs on a timer.
-pub use routes::sandboxes::sweep as sweep_sandboxes;
-pub use serve::{ServeError, serve, shutdown_signal};
+pub use corral_service::sandbox::sweep as sweep_sandboxes;
+pub use corral_service::signals::shutdown_signal;
+pub use error::ApiError;
+pub use serve::{ServeError, serve};
 
-/// Everything a handler may reach. One `Arc`, so the clones axum makes for
-/// every extractor and middleware cost one reference count, not one per field.
+/// Everything a handler may reach: the [`Service`] (every use case's
+/// state, reached through `Deref`) and what only HTTP has (metrics). One
+/// `Arc`, so the clones axum makes for every extractor and middleware cost
+/// one reference count.
 #[derive(Debug, Clone)]
-pub struct AppState(Arc<Services>);
-
-impl std::ops::Deref for AppState {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
+pub struct AppState(Arc<Adapter>);
 
 /// What [`AppState`] holds.
 #[derive(Debug)]
-pub struct Services {
-    /// The database.
-    pub store: Store,
-    /// The configuration the server started with.
-    pub config: Arc<Config>,
+pub struct Adapter {
+    /// The use cases' state.
+    pub service: Service,
     /// Prometheus metrics.
     pub metrics: Arc<metrics::Metrics>,
-    /// The clock.
-    pub clock: Arc<dyn Clock>,
-    /// Signs and checks access tokens (shared: the state is cloned per request).
-    pub tokens: Arc<auth::credentials::TokenKeys>,
-    /// API-key usage not yet written to the store.
-    pub key_usage: Arc<auth::usage::UsageBuffer>,
-    /// Daily counts of unlimited quotas not yet written to the store.
-    pub daily_usage: Arc<auth::usage::DailyBuffer>,
-    /// Recently authenticated callers.
-    pub auth_cache: Arc<auth::cache::AuthCache>,
-    /// Rate limits and sign-in lockout.
-    pub limiter: Arc<limits::Limiter>,
-    /// Outgoing email.
-    pub mailer: Arc<mail::Mailer>,
-    /// Sandboxes on this host.
-    pub sandboxes: sandboxes::Sandboxes,
-    /// Every plan, by id (plans change only with migrations).
-    pub plans: Arc<std::collections::HashMap<String, corral_store::Plan>>,
-    /// The durable job queue (`[queue]`); handlers are registered in [`jobs`].
-    pub queue: corral_queue::Queue,
-    /// How many of each org's executions run at once ([`admission`]).
-    pub admission: Arc<admission::Admission>,
 }
 
-/// Why the server state could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The database.
-    #[error(transparent)]
-    Store(#[from] corral_store::StoreError),
-    /// The rate-limit backend.
-    #[error(transparent)]
-    Limits(#[from] limits::LimitsError),
-    /// The email backend.
-    #[error("cannot set up email")]
-    Mail(#[from] mail::MailError),
-    /// The job queue.
-    #[error("cannot open the job queue")]
-    Queue(#[from] corral_queue::QueueError),
+impl std::ops::Deref for AppState {
+    type Target = Service;
+
+    fn deref(&self) -> &Service {
+        &self.0.service
+    }
 }
 
 impl AppState {
-    /// Opens (and migrates) the store named by `config` and records the installation.
-    pub async fn open(config: Config) -> Result<AppState, StartError> {
-        let store = Store::open(&config.store()).await?;
-        AppState::assemble(store, config, Arc::new(SystemClock)).await
+    /// The HTTP adapter over `service`.
+    pub fn new(service: Service) -> AppState {
+        AppState(Arc::new(Adapter {
+            service,
+            metrics: Arc::new(metrics::Metrics::new()),
+        }))
     }
 
-    /// State over an open, migrated store: records the installation and
-    /// loads (or creates) the token signing key shared by all replicas.
+    /// Opens (and migrates) the store named by `config` and records the installation.
+    pub async fn open(config: Config) -> Result<AppState, StartError> {
+        Service::open(config).await.map(AppState::new)
+    }
+
+    /// State over an open, migrated store.
     pub async fn assemble(
         store: Store,
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<AppState, StartError> {
-        store
-            .ensure_instance(clock.as_ref(), env!("CARGO_PKG_VERSION"))
-            .await?;
-        let secret = store
-            .token_signing_key(|| auth::credentials::random_token(64))
-            .await?;
-        let limiter = limits::Limiter::connect(&config.limits, &store).await?;
-        let plans = store
-            .plans()
-            .await?
-            .into_iter()
-            .map(|plan| (plan.id.clone(), plan))
-            .collect();
-        let mailer = mail::Mailer::new(&config)?;
-        let queue = corral_queue::Queue::open(store.clone(), config.queue_config()).await?;
-        Ok(AppState(Arc::new(Services {
-            queue,
-            admission: Arc::default(),
-            mailer: Arc::new(mailer),
-            sandboxes: sandboxes::Sandboxes::new(&config),
-            limiter: Arc::new(limiter),
-            plans: Arc::new(plans),
-            store,
-            config: Arc::new(config),
-            metrics: Arc::new(metrics::Metrics::new()),
-            clock,
-            tokens: Arc::new(auth::credentials::TokenKeys::new(&secret)),
-            key_usage: Arc::default(),
-            auth_cache: Arc::default(),
-            daily_usage: Arc::default(),
-        })))
+        Service::assemble(store, config, clock)
+            .await
+            .map(AppState::new)
+    }
+
+    /// The use cases' state.
+    pub fn service(&self) -> &Service {
+        &self.0.service
+    }
+
+    /// Prometheus metrics.
+    pub fn metrics(&self) -> &Arc<metrics::Metrics> {
+        &self.0.metrics
     }
 }
 
@@ -193,7 +140,7 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
     router.layer(
         tower::ServiceBuilder::new()
             .layer(middleware::EnvelopeLayer::new(
-                state.metrics.clone(),
+                state.metrics().clone(),
                 config.hsts(),
             ))
             .option_layer(cors_layer(&config))

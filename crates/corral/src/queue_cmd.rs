@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Subcommand;
 
-use corral_server::AppState;
-use corral_server::config::Config;
+use corral_service::Service;
+use corral_service::config::Config;
 
 /// `corral queue`.
 #[derive(Debug, Subcommand)]
@@ -84,8 +84,8 @@ pub fn run(command: QueueCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn open(config: Config) -> anyhow::Result<AppState> {
-    AppState::open(config)
+async fn open(config: Config) -> anyhow::Result<Service> {
+    Service::open(config)
         .await
         .context("cannot open the database")
 }
@@ -168,7 +168,7 @@ async fn work(
 ) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.queue.shutdown_grace_secs);
     let state = open(config).await?;
-    let mut options = corral_server::jobs::worker_options(&state.config);
+    let mut options = corral_service::jobs::worker_options(&state.config);
     if !queues.is_empty() {
         options.queues = queues;
     }
@@ -181,8 +181,8 @@ async fn work(
         options.concurrency,
         options.queues.join(", ")
     );
-    let background = corral_server::jobs::start(&state, options);
-    corral_server::shutdown_signal().await;
+    let background = corral_service::jobs::start(&state, options);
+    corral_service::signals::shutdown_signal().await;
     println!("stopping: in-flight jobs get {}s", grace.as_secs());
     let report = background.shutdown(grace).await;
     // Reset execution sandboxes kept for the next run go with the worker.

@@ -5,10 +5,9 @@
 //! before any handler runs and refuses a route that has no entry, so a new
 //! route without a declared policy fails closed (and a test fails).
 
-pub mod cache;
-pub mod credentials;
 pub mod session;
-pub mod usage;
+
+pub use corral_service::{cache, credentials, usage};
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -175,18 +174,22 @@ fn policies(route: &str) -> Option<&'static [(&'static str, Access)]> {
     BY_ROUTE.get(route).map(Vec::as_slice)
 }
 
-/// Where a request came from, for the audit log.
+/// Where a request came from, for the audit log: the service's
+/// [`corral_service::audit::ClientInfo`], extracted from the request.
 #[derive(Debug, Clone, Default)]
-pub struct ClientInfo {
-    /// Peer IP address.
-    pub ip: Option<String>,
-    /// `User-Agent`, truncated.
-    pub user_agent: Option<String>,
+pub struct ClientInfo(pub corral_service::audit::ClientInfo);
+
+impl std::ops::Deref for ClientInfo {
+    type Target = corral_service::audit::ClientInfo;
+
+    fn deref(&self) -> &corral_service::audit::ClientInfo {
+        &self.0
+    }
 }
 
 impl ClientInfo {
     fn from_parts(extensions: &http::Extensions, headers: &HeaderMap) -> ClientInfo {
-        ClientInfo {
+        ClientInfo(corral_service::audit::ClientInfo {
             ip: extensions
                 .get::<ConnectInfo<std::net::SocketAddr>>()
                 .map(|c| c.0.ip().to_string()),
@@ -195,7 +198,7 @@ impl ClientInfo {
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v[..v.len().min(USER_AGENT_MAX)].to_owned()),
-        }
+        })
     }
 }
 
@@ -347,7 +350,7 @@ fn authorize_now(state: &AppState, mut request: Request) -> Now {
                 .limiter
                 .check_now(&Subject::ip(ip), limits.per_ip_per_minute, now)
     {
-        return Now::Refuse(error.into_response());
+        return Now::Refuse(ApiError::from(error).into_response());
     }
     let need = match requirement(state, &mut request) {
         Ok(Some(need)) => need,
@@ -371,7 +374,7 @@ fn authorize_now(state: &AppState, mut request: Request) -> Now {
         None => state.limiter.check_counted_now(&[user_check], now),
     };
     if let Some(Err(error)) = checked {
-        return Now::Refuse(error.into_response());
+        return Now::Refuse(ApiError::from(error).into_response());
     }
     if matches!(caller.credential, Credential::ApiKey { .. })
         && !count_api_call_now(state, &caller, now)
@@ -411,6 +414,8 @@ async fn authorize_later(
     stage: Stage,
 ) -> Result<Request, Response> {
     let refuse = |error: ApiError| error.into_response();
+    let refuse_service =
+        |error: corral_service::ServiceError| ApiError::from(error).into_response();
     let (caller, now, counted, new_work) = match stage {
         Stage::Start => {
             let now = state.clock.now_ms();
@@ -420,7 +425,7 @@ async fn authorize_later(
                     .limiter
                     .check(&subject, state.config.limits.per_ip_per_minute, now)
                     .await
-                    .map_err(refuse)?;
+                    .map_err(refuse_service)?;
             }
             let Some(need) = requirement(state, &mut request).map_err(refuse)? else {
                 return Ok(request);
@@ -663,8 +668,8 @@ async fn take_api_call(
 ) -> Result<(), ApiError> {
     let taken = crate::quota::take(state, caller.user(), crate::quota::Daily::ApiCalls, now).await;
     match taken {
-        Err(error) if !new_work && error.problem().code == ErrorCode::QuotaExceeded => Ok(()),
-        other => other,
+        Err(corral_service::ServiceError::Quota { .. }) if !new_work => Ok(()),
+        other => Ok(other?),
     }
 }
 

@@ -7,7 +7,7 @@ use axum::{Json, Router};
 
 use corral_core::auth::PlatformRole;
 use corral_core::validate::{check_password, check_username, normalize_email};
-use corral_store::{AuditEntry, NewUser, RefreshUse, StoreError};
+use corral_store::{NewUser, RefreshUse, StoreError};
 use corral_types::identity::{
     LoginRequest, RefreshRequest, RegisterRequest, TokenResponse, UserResponse,
 };
@@ -409,33 +409,4 @@ fn field(name: &str, message: String) -> FieldError {
     }
 }
 
-/// Appends an audit record; a failure to write it is logged, never shown.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one flat call per audited action reads best"
-)]
-pub async fn audit(
-    state: &AppState,
-    client: &ClientInfo,
-    actor: Option<&str>,
-    org: Option<&str>,
-    action: &str,
-    resource_type: &str,
-    resource_id: Option<&str>,
-    outcome: &str,
-) {
-    let entry = AuditEntry {
-        actor_user_id: actor.map(str::to_owned),
-        org_id: org.map(str::to_owned),
-        action: action.to_owned(),
-        resource_type: resource_type.to_owned(),
-        resource_id: resource_id.map(str::to_owned),
-        ip: client.ip.clone(),
-        user_agent: client.user_agent.clone(),
-        outcome: outcome.to_owned(),
-        detail: None,
-    };
-    if let Err(error) = state.store.audit(state.clock.now_ms(), entry).await {
-        tracing::error!(%error, action, "writing the audit log failed");
-    }
-}
+pub use corral_service::audit::audit;

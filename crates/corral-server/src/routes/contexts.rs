@@ -37,8 +37,9 @@ use crate::auth::Caller;
 use crate::auth::credentials::random_token;
 use crate::auth::{ClientInfo, CurrentUser};
 use crate::extract::ApiJson;
-use crate::routes::sandboxes::{audit_step, program_env, running, unreachable_sandbox};
+use crate::routes::sandboxes::unreachable_sandbox;
 use crate::{ApiError, AppState};
+use corral_service::sandbox::{audit_step, program_env, running};
 
 /// The languages a context can run.
 const LANGUAGES: &[&str] = &["python"];

@@ -24,10 +24,8 @@ use crate::routes::admin::{page_cut, page_limit};
 use crate::routes::auth::audit;
 use crate::{ApiError, AppState};
 
-/// The job kind that runs a queued execution.
-pub const RUN_JOB: &str = "execution.run";
-/// The queue executions run on.
-pub const QUEUE: &str = "default";
+use corral_service::executions::{QUEUE, RUN_JOB, priority};
+
 /// Largest source.
 const MAX_CODE: usize = 256 * 1024;
 /// Largest standard input.
@@ -185,16 +183,6 @@ async fn record_of(
         started_at: None,
         finished_at: None,
     })
-}
-
-/// Higher plans' executions are taken from the queue first.
-pub(crate) fn priority(user: &User) -> i64 {
-    match user.plan_id.as_str() {
-        "enterprise" => 30,
-        "premium" => 20,
-        "basic" => 10,
-        _ => 0,
-    }
 }
 
 /// Queues a recorded execution.

@@ -21,8 +21,9 @@ use corral_types::sandbox::{
 
 use crate::auth::Caller;
 use crate::extract::ApiJson;
-use crate::routes::sandboxes::{running, unreachable_sandbox};
+use crate::routes::sandboxes::unreachable_sandbox;
 use crate::{ApiError, AppState};
+use corral_service::sandbox::running;
 
 /// Largest file served by a download (streamed: it is never held whole).
 const MAX_DOWNLOAD: u64 = 1024 * 1024 * 1024;

@@ -72,7 +72,7 @@ impl LivenessProbe {
         }
         LivenessProbe {
             headers,
-            served: state.metrics.request_counter("GET", "/health", 200),
+            served: state.metrics().request_counter("GET", "/health", 200),
         }
     }
 
@@ -152,11 +152,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     // Queue numbers are read at each scrape; a slow or failing queue
     // backend leaves them out rather than holding up the scrape.
     match tokio::time::timeout(QUEUE_STATS_TIMEOUT, state.queue.stats()).await {
-        Ok(Ok(stats)) => state.metrics.set_queue_stats(&stats),
+        Ok(Ok(stats)) => state.metrics().set_queue_stats(&stats),
         Ok(Err(error)) => tracing::warn!(%error, "cannot read queue stats for /metrics"),
         Err(_) => tracing::warn!("reading queue stats for /metrics timed out"),
     }
-    let body = state.metrics.render(state.store.pool_stats());
+    let body = state.metrics().render(state.store.pool_stats());
     (
         [(
             header::CONTENT_TYPE,

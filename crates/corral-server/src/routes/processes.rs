@@ -17,9 +17,9 @@ use corral_types::terminal::{
 use crate::auth::Caller;
 use crate::auth::ClientInfo;
 use crate::extract::ApiJson;
-use crate::routes::sandboxes::{audit_step, command_argv, program_env, running};
 use crate::routes::terminals::agent_refused;
 use crate::{ApiError, AppState};
+use corral_service::sandbox::{audit_step, command_argv, program_env, running};
 
 pub fn routes() -> Router<AppState> {
     Router::new()

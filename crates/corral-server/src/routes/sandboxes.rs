@@ -10,8 +10,7 @@ use serde::Deserialize;
 
 use corral_core::auth::Principal;
 use corral_core::clock::rfc3339;
-use corral_runtime::Limits;
-use corral_store::{ID_SLOTS, NewSandbox, SandboxChanges, SandboxFilter, SandboxRecord};
+use corral_store::{NewSandbox, SandboxChanges, SandboxFilter, SandboxRecord};
 use corral_types::ErrorCode;
 use corral_types::agent::{ExecRequest, ExecResult};
 use corral_types::sandbox::{
@@ -25,13 +24,13 @@ use crate::routes::admin::{page_cut, page_limit};
 use crate::routes::auth::audit;
 use crate::sandboxes::HOST_IMAGE;
 use crate::{ApiError, AppState};
+use corral_service::sandbox::{
+    SANDBOX_DISK_MB, SANDBOX_PIDS, audit_step, command_argv, find, limits_of, program_env,
+    rand_slot, recover_sandbox, running, stop_sandbox,
+};
 
 /// Output kept per stream of an exec that names no `max_output_bytes`.
 const EXEC_OUTPUT_LIMIT: u64 = 1 << 20;
-/// Processes and threads per sandbox.
-pub(crate) const SANDBOX_PIDS: i64 = 256;
-/// Writable space of a sandbox whose request names none, MiB.
-pub(crate) const SANDBOX_DISK_MB: i64 = 256;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -100,24 +99,6 @@ fn check_name(name: Option<&String>) -> Result<(), ApiError> {
             "must be 1 to 64 characters",
         )),
         _ => Ok(()),
-    }
-}
-
-/// The runtime limits of a recorded sandbox.
-fn limits_of(r: &SandboxRecord) -> Limits {
-    limits_for(r.memory_mb, r.cpu_millicores, r.pids, r.disk_mb)
-}
-
-/// The runtime limits of a sandbox with these resources.
-pub(crate) fn limits_for(memory_mb: i64, cpu_millicores: i64, pids: i64, disk_mb: i64) -> Limits {
-    Limits {
-        memory_mb: u64::try_from(memory_mb).unwrap_or(16),
-        pids,
-        cpu_millicores: u64::try_from(cpu_millicores).unwrap_or(1000),
-        tmp_mb: u64::try_from(disk_mb).unwrap_or(1),
-        tmp_inodes: u64::try_from(disk_mb * 64).unwrap_or(4096).max(1024),
-        open_files: 1024,
-        file_size_mb: u64::try_from(disk_mb).unwrap_or(1),
     }
 }
 
@@ -440,11 +421,6 @@ fn check_labels(labels: &std::collections::BTreeMap<String, String>) -> Result<(
     Ok(())
 }
 
-pub(crate) fn rand_slot() -> i64 {
-    use rand::Rng;
-    rand::rng().random_range(0..ID_SLOTS)
-}
-
 /// Paging of `GET /api/v1/sandboxes`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -580,47 +556,7 @@ pub async fn admin_list(
 
 /// The sandbox's agent could not be reached or broke the protocol.
 pub(crate) fn unreachable_sandbox(error: &corral_runtime::RuntimeError) -> ApiError {
-    ApiError::new(
-        ErrorCode::ServiceUnavailable,
-        format!("the sandbox did not answer: {error}"),
-    )
-}
-
-/// How stale a sandbox's recorded activity may get.
-const ACTIVITY_RESOLUTION_MS: i64 = 30_000;
-
-/// A running sandbox of the caller's org, or 404 / 409.
-pub(crate) async fn running(
-    state: &AppState,
-    principal: &Principal,
-    id: &str,
-) -> Result<SandboxRecord, ApiError> {
-    let record = find(state, principal, id).await?;
-    if record.state != "running" {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("the sandbox is {}, not running", record.state),
-        ));
-    }
-    // Activity, for auto-stop (minutes): written at most every 30 s, so a
-    // busy sandbox does not cost a database write per request.
-    let now = state.clock.now_ms();
-    if now - record.last_active_at >= ACTIVITY_RESOLUTION_MS {
-        state.store.sandbox_touch(now, &record.id).await?;
-    }
-    Ok(record)
-}
-
-async fn find(
-    state: &AppState,
-    principal: &Principal,
-    id: &str,
-) -> Result<SandboxRecord, ApiError> {
-    state
-        .store
-        .sandbox(&principal.org_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("sandbox"))
+    corral_service::sandbox::unreachable_sandbox(error).into()
 }
 
 /// One sandbox.
@@ -793,42 +729,6 @@ pub async fn exec(
     Ok(Json(result).into_response())
 }
 
-/// The program a request names: `command` (a shell command line, run by
-/// `/bin/sh -c`) or a non-empty `argv`, never both.
-pub(crate) fn command_argv(
-    command: Option<String>,
-    argv: Option<Vec<String>>,
-) -> Result<Vec<String>, ApiError> {
-    match (command, argv) {
-        (Some(command), None) if !command.trim().is_empty() => {
-            Ok(vec!["/bin/sh".to_owned(), "-c".to_owned(), command])
-        }
-        (None, Some(argv)) if !argv.is_empty() => Ok(argv),
-        _ => Err(ApiError::invalid_field(
-            "command",
-            "give either `command` (a shell command line) or a non-empty `argv`",
-        )),
-    }
-}
-
-/// The environment a program in the sandbox starts with: defaults, then
-/// the sandbox's own, then the request's.
-pub(crate) fn program_env(
-    record: &SandboxRecord,
-    extra: std::collections::BTreeMap<String, String>,
-) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
-        ("HOME".to_owned(), "/tmp".to_owned()),
-        ("LANG".to_owned(), "C.UTF-8".to_owned()),
-    ];
-    let base: std::collections::BTreeMap<String, String> =
-        serde_json::from_str(&record.env).unwrap_or_default();
-    env.extend(base);
-    env.extend(extra);
-    env
-}
-
 fn exec_refused(error: corral_runtime::RuntimeError) -> ApiError {
     match error {
         corral_runtime::RuntimeError::Refused { message, .. } => {
@@ -989,35 +889,13 @@ fn conflict(detail: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::Conflict, detail)
 }
 
-/// Audits a lifecycle step on sandbox `id`.
-pub(crate) async fn audit_step(
-    state: &AppState,
-    client: &ClientInfo,
-    principal: &Principal,
-    action: &str,
-    id: &str,
-    outcome: &str,
-) {
-    audit(
-        state,
-        client,
-        Some(&principal.user_id),
-        Some(&principal.org_id),
-        action,
-        "sandbox",
-        Some(id),
-        outcome,
-    )
-    .await;
-}
-
 /// The sandbox as it is now in the store.
 async fn current(
     state: &AppState,
     principal: &Principal,
     id: &str,
 ) -> Result<Json<SandboxResponse>, ApiError> {
-    find(state, principal, id).await.map(response).map(Json)
+    Ok(Json(response(find(state, principal, id).await?)))
 }
 
 /// Changes a sandbox's name, labels or automatic stop and delete.
@@ -1215,137 +1093,6 @@ pub async fn stop(
     }
     audit_step(&state, &client, &principal, "sandbox.stop", &id, "success").await;
     current(&state, &principal, &id).await
-}
-
-/// Stops the container of a running or paused sandbox and records it
-/// stopped (also the auto-stop sweep's way). The state moves to `stopping`
-/// first, so no other request (or the reconciler) acts on it meanwhile;
-/// `false` when it was no longer running or paused.
-pub(crate) async fn stop_sandbox(
-    state: &AppState,
-    record: &SandboxRecord,
-) -> Result<bool, ApiError> {
-    let (manager, sandbox_id, paused) = (
-        state.sandboxes.clone(),
-        record.id.clone(),
-        record.state == "paused",
-    );
-    // From the move to `stopping` on, on a task of its own: a client that
-    // goes away (dropping the caller) must not leave the sandbox
-    // `stopping` with no one to finish.
-    let (state, record_id, from) = (state.clone(), record.id.clone(), record.state.clone());
-    tokio::spawn(async move {
-        if !state
-            .store
-            .sandbox_transition(state.clock.now_ms(), &record_id, &from, "stopping")
-            .await?
-        {
-            return Ok(false);
-        }
-        tokio::task::spawn_blocking(move || manager.stop(&sandbox_id, paused))
-            .await
-            .map_err(ApiError::internal)?;
-        state
-            .store
-            .sandbox_stopped(state.clock.now_ms(), &record_id)
-            .await?;
-        Ok::<_, ApiError>(true)
-    })
-    .await
-    .map_err(ApiError::internal)?
-}
-
-/// Cleans up what is left of a sandbox in `error` (its container, mounts
-/// and directory; its disk is kept) and records it `stopped`; `false` when
-/// it was no longer in `error`.
-async fn recover_sandbox(state: &AppState, record: &SandboxRecord) -> Result<bool, ApiError> {
-    let (manager, sandbox_id) = (state.sandboxes.clone(), record.id.clone());
-    tokio::task::spawn_blocking(move || manager.stop(&sandbox_id, false))
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(state
-        .store
-        .sandbox_recovered(state.clock.now_ms(), &record.id, |_| rand_slot())
-        .await?)
-}
-
-/// The automatic steps, run on a timer: stops sandboxes idle past their
-/// `auto_stop_minutes`, deletes those stopped past `auto_delete_minutes`.
-/// Each is audited with no actor. Returns (stopped, deleted).
-/// Whether a client is attached to one of the sandbox's terminals.
-async fn has_attached_terminal(state: &AppState, id: &str) -> bool {
-    let sandbox = state.sandboxes.attach(id);
-    tokio::task::spawn_blocking(move || sandbox.terminals())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .is_some_and(|terminals| terminals.iter().any(|t| t.attached > 0))
-}
-
-pub async fn sweep(state: &AppState) -> Result<(usize, usize), ApiError> {
-    let now = state.clock.now_ms();
-    let system = ClientInfo {
-        ip: None,
-        user_agent: Some("corral (automatic)".to_owned()),
-    };
-    let (mut stopped, mut deleted) = (0, 0);
-    for record in state.store.sandboxes_in(&["running", "paused"]).await? {
-        let Some(idle) = record.auto_stop_minutes else {
-            continue;
-        };
-        if record.last_active_at + idle * 60_000 > now {
-            continue;
-        }
-        if record.state == "running" && has_attached_terminal(state, &record.id).await {
-            // Someone is at a terminal: that is activity.
-            state.store.sandbox_touch(now, &record.id).await?;
-            continue;
-        }
-        if stop_sandbox(state, &record).await? {
-            audit(
-                state,
-                &system,
-                None,
-                Some(&record.org_id),
-                "sandbox.auto_stop",
-                "sandbox",
-                Some(&record.id),
-                "success",
-            )
-            .await;
-            stopped += 1;
-        }
-    }
-    for record in state.store.sandboxes_in(&["stopped"]).await? {
-        let (Some(after), Some(since)) = (record.auto_delete_minutes, record.stopped_at) else {
-            continue;
-        };
-        if since + after * 60_000 <= now {
-            let sandbox = state.sandboxes.attach(&record.id);
-            tokio::task::spawn_blocking(move || sandbox.destroy())
-                .await
-                .map_err(ApiError::internal)?;
-            if state
-                .store
-                .delete_sandbox(&record.org_id, &record.id)
-                .await?
-            {
-                audit(
-                    state,
-                    &system,
-                    None,
-                    Some(&record.org_id),
-                    "sandbox.auto_delete",
-                    "sandbox",
-                    Some(&record.id),
-                    "success",
-                )
-                .await;
-                deleted += 1;
-            }
-        }
-    }
-    Ok((stopped, deleted))
 }
 
 /// Freezes every program of a running sandbox; memory and files are kept.

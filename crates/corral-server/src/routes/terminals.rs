@@ -32,8 +32,9 @@ use crate::auth::Caller;
 use crate::auth::ClientInfo;
 use crate::extract::ApiJson;
 use crate::routes::files::on_sandbox;
-use crate::routes::sandboxes::{audit_step, program_env, running, unreachable_sandbox};
+use crate::routes::sandboxes::unreachable_sandbox;
 use crate::{ApiError, AppState};
+use corral_service::sandbox::{audit_step, program_env, running};
 
 /// Largest terminal, in rows or columns.
 const MAX_SIZE: u16 = 1000;

@@ -103,10 +103,8 @@ impl Pool {
                     image,
                     memory_mb: class.memory_mb.unwrap_or(config.sandbox.default_memory_mb),
                     cpu_millicores: class.cpu.map_or(1000, |c| (c * 1000.0).round() as i64),
-                    pids: class.pids.unwrap_or(crate::routes::sandboxes::SANDBOX_PIDS),
-                    disk_mb: class
-                        .disk_mb
-                        .unwrap_or(crate::routes::sandboxes::SANDBOX_DISK_MB),
+                    pids: class.pids.unwrap_or(crate::sandbox::SANDBOX_PIDS),
+                    disk_mb: class.disk_mb.unwrap_or(crate::sandbox::SANDBOX_DISK_MB),
                 };
                 (key, class.size)
             })
@@ -282,7 +280,7 @@ impl Pool {
     ) -> Result<Warm, String> {
         let mut slot = None;
         for _ in 0..8 {
-            let candidate = crate::routes::sandboxes::rand_slot();
+            let candidate = crate::sandbox::rand_slot();
             if !self.slot_held(candidate)
                 && !store
                     .sandbox_slot_taken(candidate)
@@ -303,12 +301,7 @@ impl Pool {
             sandboxes.clone(),
             warm.id.clone(),
             key.image.clone(),
-            crate::routes::sandboxes::limits_for(
-                key.memory_mb,
-                key.cpu_millicores,
-                key.pids,
-                key.disk_mb,
-            ),
+            crate::sandbox::limits_for(key.memory_mb, key.cpu_millicores, key.pids, key.disk_mb),
         );
         let started = tokio::task::spawn_blocking(move || manager.start(&id, slot, limits, &image))
             .await

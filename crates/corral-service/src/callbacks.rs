@@ -16,7 +16,7 @@ use sha2::Sha256;
 
 use corral_types::executions::ExecutionResponse;
 
-use crate::AppState;
+use crate::Service;
 
 /// How long a callback may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,7 +65,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 
 /// POSTs a finished execution to its callback URL (best effort: a failure
 /// is logged; the result stays available at `GET /api/v1/executions/{id}`).
-pub async fn deliver(state: &AppState, url: &str, execution: &ExecutionResponse) {
+pub async fn deliver(state: &Service, url: &str, execution: &ExecutionResponse) {
     let allow_private = state.config.executions.allow_private_callbacks;
     let (url, address) = match resolve(url, allow_private).await {
         Ok(resolved) => resolved,

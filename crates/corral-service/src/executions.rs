@@ -28,10 +28,25 @@ use corral_store::{ExecutionOutcome, ExecutionRecord};
 use corral_types::agent::ExecRequest;
 use corral_types::executions::{ExecutionLimits, ExecutionResponse, LanguageResponse};
 
-use crate::AppState;
+use crate::Service;
 use crate::pool::PoolKey;
 
 /// Where the program lives inside its sandbox.
+/// The job that runs a queued execution.
+pub const RUN_JOB: &str = "execution.run";
+/// The queue executions are run from.
+pub const QUEUE: &str = "default";
+
+/// Higher plans' executions are taken from the queue first.
+pub fn priority(user: &corral_store::User) -> i64 {
+    match user.plan_id.as_str() {
+        "enterprise" => 30,
+        "premium" => 20,
+        "basic" => 10,
+        _ => 0,
+    }
+}
+
 const WORK_DIR: &str = "/tmp/run";
 /// Wall time a compiler may take, ms.
 const COMPILE_WALL_MS: u64 = 30_000;
@@ -185,7 +200,7 @@ fn to_i64(v: u64) -> Option<i64> {
 const DEFER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The execution `id` if it still has to run.
-async fn pending(state: &AppState, id: &str) -> Result<Option<ExecutionRecord>, String> {
+async fn pending(state: &Service, id: &str) -> Result<Option<ExecutionRecord>, String> {
     let record = state
         .store
         .execution(None, id)
@@ -196,10 +211,7 @@ async fn pending(state: &AppState, id: &str) -> Result<Option<ExecutionRecord>, 
 
 /// The places of the org's line (its plan's concurrent executions) and the
 /// job priority of the user who asked.
-async fn line_of(
-    state: &AppState,
-    record: &ExecutionRecord,
-) -> (usize, Option<corral_store::User>) {
+async fn line_of(state: &Service, record: &ExecutionRecord) -> (usize, Option<corral_store::User>) {
     let user = state.store.user_by_id(&record.user_id).await.ok().flatten();
     let places = user
         .as_ref()
@@ -213,7 +225,7 @@ async fn line_of(
 /// Runs a recorded execution when its org has a free place (waiting in
 /// line for one) and writes its outcome (once: a second delivery of the
 /// same job finds it finished and does nothing). For `wait=true`.
-pub async fn run_recorded(state: &AppState, id: &str) -> Result<(), String> {
+pub async fn run_recorded(state: &Service, id: &str) -> Result<(), String> {
     let Some(record) = pending(state, id).await? else {
         return Ok(());
     };
@@ -225,7 +237,7 @@ pub async fn run_recorded(state: &AppState, id: &str) -> Result<(), String> {
 /// A queued execution's job: runs it if its org has a free place now;
 /// otherwise queues a new job for it, [`DEFER`] later, and ends, so a queue
 /// worker never waits in one org's line while other orgs' jobs could run.
-pub async fn run_queued(state: &AppState, id: &str) -> Result<(), String> {
+pub async fn run_queued(state: &Service, id: &str) -> Result<(), String> {
     let Some(record) = pending(state, id).await? else {
         return Ok(());
     };
@@ -233,14 +245,12 @@ pub async fn run_queued(state: &AppState, id: &str) -> Result<(), String> {
     if let Some(place) = state.admission.try_enter(&record.org_id, places) {
         return run_admitted(state, &record, place).await;
     }
-    let priority = user.as_ref().map_or(0, crate::routes::executions::priority);
-    let job = corral_queue::NewJob::new(
-        crate::routes::executions::RUN_JOB,
-        serde_json::json!({ "id": id }),
-    )
-    .queue(crate::routes::executions::QUEUE)
-    .priority(priority)
-    .delay(DEFER);
+    let priority = user.as_ref().map_or(0, crate::executions::priority);
+    let job =
+        corral_queue::NewJob::new(crate::executions::RUN_JOB, serde_json::json!({ "id": id }))
+            .queue(crate::executions::QUEUE)
+            .priority(priority)
+            .delay(DEFER);
     state
         .queue
         .enqueue(job)
@@ -251,7 +261,7 @@ pub async fn run_queued(state: &AppState, id: &str) -> Result<(), String> {
 
 /// Runs a pending execution that holds a place in its org's line.
 async fn run_admitted(
-    state: &AppState,
+    state: &Service,
     record: &ExecutionRecord,
     _place: crate::admission::Place,
 ) -> Result<(), String> {
@@ -298,7 +308,7 @@ async fn run_admitted(
 /// An `Err` only when even that cannot be written (the database is gone):
 /// the job is then retried.
 async fn unrecorded(
-    state: &AppState,
+    state: &Service,
     record: &ExecutionRecord,
     error: &corral_store::StoreError,
 ) -> Result<bool, String> {
@@ -328,15 +338,15 @@ async fn unrecorded(
 }
 
 /// Runs one execution in a sandbox of its own.
-async fn run(state: &AppState, record: &ExecutionRecord) -> Result<ExecutionOutcome, String> {
+async fn run(state: &Service, record: &ExecutionRecord) -> Result<ExecutionOutcome, String> {
     let language = language(&record.language)
         .ok_or_else(|| format!("the language {} is not available here", record.language))?;
     let key = PoolKey {
         image: language.image.clone(),
         memory_mb: record.memory_limit_mb,
         cpu_millicores: EXECUTION_CPU,
-        pids: crate::routes::sandboxes::SANDBOX_PIDS,
-        disk_mb: crate::routes::sandboxes::SANDBOX_DISK_MB,
+        pids: crate::sandbox::SANDBOX_PIDS,
+        disk_mb: crate::sandbox::SANDBOX_DISK_MB,
     };
     let pool = state.sandboxes.pool.clone();
     let warm = match pool.take_reused(&key, &record.org_id) {

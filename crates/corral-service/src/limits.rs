@@ -23,11 +23,9 @@ use std::sync::{Arc, Mutex};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
-use corral_store::{Backend, Store, StoreError};
-use corral_types::ErrorCode;
-
-use crate::ApiError;
+use crate::ServiceError;
 use crate::config::{LimitsBackend, LimitsConfig};
+use corral_store::{Backend, Store, StoreError};
 
 /// Length of a rate-limit window.
 const WINDOW_MS: i64 = 60_000;
@@ -135,7 +133,7 @@ fn verdict(
     per_minute: u32,
     window: i64,
     now: i64,
-) -> Result<(), ApiError> {
+) -> Result<(), ServiceError> {
     let count = match count {
         Ok(count) => count,
         Err(error) => {
@@ -151,11 +149,10 @@ fn verdict(
         .div_ceil(1000)
         .max(1);
     let what = subject.split(':').next().unwrap_or("client");
-    Err(ApiError::new(
-        ErrorCode::RateLimited,
-        format!("too many requests for this {what}: at most {per_minute} a minute"),
-    )
-    .retry_after(secs))
+    Err(ServiceError::RateLimited {
+        detail: format!("too many requests for this {what}: at most {per_minute} a minute"),
+        retry_after_secs: secs,
+    })
 }
 
 /// One subject's requests in the current window of the in-process limiter:
@@ -316,7 +313,12 @@ impl Limiter {
     /// Counts one request by `subject` (`ip:…`, `user:…`, `key:…`) against
     /// `per_minute` (0: unlimited). Over the limit: 429 `rate_limited` with
     /// `Retry-After` until the window ends.
-    pub async fn check(&self, subject: &str, per_minute: u32, now: i64) -> Result<(), ApiError> {
+    pub async fn check(
+        &self,
+        subject: &str,
+        per_minute: u32,
+        now: i64,
+    ) -> Result<(), ServiceError> {
         if per_minute == 0 {
             return Ok(());
         }
@@ -332,7 +334,7 @@ impl Limiter {
         subject: &str,
         per_minute: u32,
         now: i64,
-    ) -> Option<Result<(), ApiError>> {
+    ) -> Option<Result<(), ServiceError>> {
         let Counters::Memory(map) = &self.counters else {
             return None;
         };
@@ -364,7 +366,7 @@ impl Limiter {
         &self,
         checks: &[(&Counted, u32)],
         now: i64,
-    ) -> Option<Result<(), ApiError>> {
+    ) -> Option<Result<(), ServiceError>> {
         let Counters::Memory(map) = &self.counters else {
             return None;
         };
@@ -427,7 +429,7 @@ impl Limiter {
         &self,
         store: &Store,
         login_hash: &str,
-    ) -> Result<Option<i64>, ApiError> {
+    ) -> Result<Option<i64>, ServiceError> {
         match &self.counters {
             Counters::Redis(conn) => {
                 let until: Option<i64> = conn
@@ -448,7 +450,7 @@ impl Limiter {
         login_hash: &str,
         now: i64,
         lock_for: impl Fn(i64) -> Option<i64>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ServiceError> {
         match &self.counters {
             Counters::Redis(conn) => {
                 let key = self.lockout_key(login_hash);
@@ -485,7 +487,7 @@ impl Limiter {
         &self,
         store: &Store,
         login_hash: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ServiceError> {
         match &self.counters {
             Counters::Redis(conn) => {
                 let () = conn
@@ -504,13 +506,12 @@ impl Limiter {
     }
 }
 
-fn lockout_unavailable(error: redis::RedisError) -> ApiError {
-    ApiError::new(
-        ErrorCode::ServiceUnavailable,
-        "sign-in is unavailable right now; retry shortly",
-    )
-    .retry_after(5)
-    .with_cause(error)
+fn lockout_unavailable(error: redis::RedisError) -> ServiceError {
+    ServiceError::Unavailable {
+        detail: "sign-in is unavailable right now; retry shortly".to_owned(),
+        retry_after_secs: Some(5),
+        cause: Some(error.into()),
+    }
 }
 
 #[cfg(test)]

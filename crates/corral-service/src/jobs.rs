@@ -13,7 +13,7 @@ use corral_queue::{
 };
 use serde_json::{Value, json};
 
-use crate::AppState;
+use crate::Service;
 use crate::config::Config;
 
 /// The queue maintenance jobs that any worker may run (pruning) go to.
@@ -97,8 +97,8 @@ pub fn periodic_jobs(config: &Config) -> Result<Vec<PeriodicJob>, QueueError> {
 }
 
 /// The sweep and reconcile `corral serve` used to run on a timer.
-pub async fn sweep_job(state: AppState) -> JobResult {
-    match crate::routes::sandboxes::sweep(&state).await {
+pub async fn sweep_job(state: Service) -> JobResult {
+    match crate::sandbox::sweep(&state).await {
         Ok((0, 0)) => {}
         Ok((stopped, deleted)) => {
             tracing::info!(
@@ -130,7 +130,7 @@ pub async fn sweep_job(state: AppState) -> JobResult {
     Ok(())
 }
 
-async fn queue_prune_job(state: AppState) -> JobResult {
+async fn queue_prune_job(state: Service) -> JobResult {
     let age = Duration::from_secs(state.config.queue.prune_completed_after_hours * 3600);
     let pruned = state
         .queue
@@ -143,7 +143,7 @@ async fn queue_prune_job(state: AppState) -> JobResult {
     Ok(())
 }
 
-async fn usage_prune_job(state: AppState) -> JobResult {
+async fn usage_prune_job(state: Service) -> JobResult {
     let keep = i64::try_from(state.config.queue.prune_usage_after_days).unwrap_or(i64::MAX);
     let before = crate::quota::day_of(state.clock.now_ms()).saturating_sub(keep);
     let pruned = state
@@ -165,7 +165,7 @@ struct RunExecution {
 
 /// Registers every job handler on `workers`. This is the one place kinds
 /// are named to workers; add new kinds here.
-pub fn register(mut workers: Workers, state: &AppState) -> Workers {
+pub fn register(mut workers: Workers, state: &Service) -> Workers {
     workers.wrap(Logging);
 
     // Maintenance (scheduled by `periodic_jobs`).
@@ -186,7 +186,7 @@ pub fn register(mut workers: Workers, state: &AppState) -> Workers {
     {
         let state = state.clone();
         workers.register(
-            crate::routes::executions::RUN_JOB,
+            crate::executions::RUN_JOB,
             move |payload: RunExecution, _ctx| {
                 let state = state.clone();
                 async move {
@@ -223,7 +223,7 @@ pub struct Background {
 }
 
 /// Starts workers with `options` (none when its concurrency is 0).
-pub fn start(state: &AppState, options: WorkerOptions) -> Background {
+pub fn start(state: &Service, options: WorkerOptions) -> Background {
     let mut background = Background::default();
     if options.concurrency > 0 {
         tracing::info!(
@@ -241,7 +241,7 @@ pub fn start(state: &AppState, options: WorkerOptions) -> Background {
 /// What `corral serve` runs besides HTTP: the configured workers, one
 /// worker for this host's queue (its sandbox sweep), and the scheduler of
 /// periodic jobs (every replica runs one; each occurrence is enqueued once).
-pub fn start_for_server(state: &AppState) -> Result<Background, QueueError> {
+pub fn start_for_server(state: &Service) -> Result<Background, QueueError> {
     let options = worker_options(&state.config);
     let host = host_queue();
     let mut background = start(state, options.clone());

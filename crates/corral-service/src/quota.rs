@@ -3,9 +3,8 @@
 
 use corral_core::clock::rfc3339;
 use corral_store::User;
-use corral_types::ErrorCode;
 
-use crate::{ApiError, AppState};
+use crate::{Service, ServiceError};
 
 /// A day in milliseconds; quotas reset at 00:00 UTC.
 pub const DAY_MS: i64 = 86_400_000;
@@ -32,7 +31,7 @@ impl Daily {
     }
 
     /// The limit of `user`'s plan (`None`: unlimited, or no such plan).
-    pub fn limit(self, state: &AppState, user: &User) -> Option<i64> {
+    pub fn limit(self, state: &Service, user: &User) -> Option<i64> {
         let plan = state.plans.get(&user.plan_id)?;
         match self {
             Daily::Executions => plan.executions_per_day,
@@ -55,7 +54,7 @@ pub fn day_of(now_ms: i64) -> i64 {
 
 /// [`take`] without waiting, when the plan has no limit for `quota` (the
 /// unit is only counted, in memory); `None` when the database must be asked.
-pub fn take_now(state: &AppState, user: &User, quota: Daily, now: i64) -> Option<()> {
+pub fn take_now(state: &Service, user: &User, quota: Daily, now: i64) -> Option<()> {
     if quota.limit(state, user).is_some() {
         return None;
     }
@@ -69,7 +68,7 @@ pub fn take_now(state: &AppState, user: &User, quota: Daily, now: i64) -> Option
 /// when the plan has no limit for it: what an auth cache entry counts
 /// into (see `auth::cache::Cached::api_calls`). `None` for a limited plan.
 pub fn uncapped_counter(
-    state: &AppState,
+    state: &Service,
     user: &User,
     quota: Daily,
     now: i64,
@@ -82,7 +81,12 @@ pub fn uncapped_counter(
 }
 
 /// Takes one unit of `quota` for `user`, or refuses with 429.
-pub async fn take(state: &AppState, user: &User, quota: Daily, now: i64) -> Result<(), ApiError> {
+pub async fn take(
+    state: &Service,
+    user: &User,
+    quota: Daily,
+    now: i64,
+) -> Result<(), ServiceError> {
     let limit = quota.limit(state, user);
     let day = day_of(now);
     let Some(_) = limit else {
@@ -99,24 +103,22 @@ pub async fn take(state: &AppState, user: &User, quota: Daily, now: i64) -> Resu
         return Ok(());
     }
     let resets = (day + 1) * DAY_MS;
-    let mut error = ApiError::new(
-        ErrorCode::QuotaExceeded,
-        format!(
+    Err(ServiceError::Quota {
+        detail: format!(
             "your plan allows {} {} a day; the quota resets at {}",
             limit.unwrap_or(0),
             quota.describe(),
             rfc3339(resets)
         ),
-    )
-    .retry_after(u64::try_from(resets - now).unwrap_or(0).div_ceil(1000));
-    error.set_resets_at(rfc3339(resets));
-    Err(error)
+        resets_at: Some(rfc3339(resets)),
+        retry_after_secs: Some(u64::try_from(resets - now).unwrap_or(0).div_ceil(1000)),
+    })
 }
 
 /// Gives back one unit of `quota` that `user_id` was charged on the day of
 /// `taken_at` (Unix ms), for work the platform failed to do.
 pub async fn refund(
-    state: &AppState,
+    state: &Service,
     user_id: &str,
     quota: Daily,
     taken_at: i64,

@@ -1,0 +1,68 @@
+//! A [`Service`] over a fresh SQLite database in a temporary directory,
+//! with no HTTP anywhere: what the service crate's own tests drive.
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: each binary uses part of it; a failed step fails the test"
+)]
+
+use std::sync::Arc;
+
+use corral_core::auth::{Credential, OrgRole, PlatformRole, Principal};
+use corral_core::clock::SystemClock;
+use corral_service::{Config, Service};
+use corral_store::{NewUser, Store, StoreConfig, User};
+
+/// A service and the directory its database (and sandboxes) live in.
+pub struct TestService {
+    pub service: Service,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestService {
+    /// A service on SQLite with the default configuration.
+    pub async fn new() -> TestService {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let store = Store::open(&StoreConfig::sqlite_in(dir.path()))
+            .await
+            .expect("the store opens");
+        let service = Service::assemble(store, config, Arc::new(SystemClock))
+            .await
+            .expect("the service assembles");
+        TestService { service, dir }
+    }
+
+    /// A new account on `plan`, and the principal of a session in its personal org.
+    pub async fn user(&self, name: &str, plan: &str) -> (User, Principal) {
+        let user = self
+            .service
+            .store
+            .create_user(
+                self.service.clock.now_ms(),
+                NewUser {
+                    email: format!("{name}@example.com"),
+                    username: name.to_owned(),
+                    // Never checked here: these tests act as the principal directly.
+                    password_hash: "unused".to_owned(),
+                    role: PlatformRole::User,
+                    plan_id: plan.to_owned(),
+                },
+            )
+            .await
+            .expect("the user is created");
+        let principal = Principal {
+            user_id: user.id.clone(),
+            platform_role: user.role,
+            org_id: user.personal_org_id.clone(),
+            org_role: OrgRole::Owner,
+            credential: Credential::Session,
+        };
+        (user, principal)
+    }
+}
