@@ -22,6 +22,7 @@ pub mod executions;
 pub mod jobs;
 pub mod limits;
 pub mod mail;
+pub mod paging;
 pub mod pool;
 pub mod quota;
 pub mod sandbox;
