@@ -16,6 +16,7 @@ pub mod cache;
 pub mod callbacks;
 pub mod config;
 pub mod credentials;
+pub mod driver;
 pub mod error;
 pub mod exec_stdin;
 pub mod executions;

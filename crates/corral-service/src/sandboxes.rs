@@ -265,19 +265,9 @@ impl Sandboxes {
         now: i64,
         startup: bool,
     ) -> Result<Reconciled, String> {
-        let runtime = self.runtime.clone();
         // The runtime first, then the store: a container that appears in
         // between belongs to a record read afterwards.
-        // No state directory yet: no container was ever made (and asking the
-        // runtime would create the directory).
-        let containers = if runtime.root.exists() {
-            tokio::task::spawn_blocking(move || runtime.list())
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("{e:#}"))?
-        } else {
-            Vec::new()
-        };
+        let containers = self.containers().await?;
         let all = store
             .sandboxes_in(&[
                 "creating", "starting", "running", "paused", "stopping", "stopped", "error",
@@ -411,6 +401,20 @@ impl Sandboxes {
             done.orphans += 1;
         }
         Ok(done)
+    }
+
+    /// Every container of this host's runtime state directory, with its status.
+    pub async fn containers(&self) -> Result<Vec<(String, String)>, String> {
+        let runtime = self.runtime.clone();
+        // No state directory yet: no container was ever made (and asking the
+        // runtime would create the directory).
+        if !runtime.root.exists() {
+            return Ok(Vec::new());
+        }
+        tokio::task::spawn_blocking(move || runtime.list())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{e:#}"))
     }
 
     /// Destroys sandbox `id`'s container and directory off the async threads.

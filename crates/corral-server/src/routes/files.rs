@@ -21,7 +21,6 @@ use corral_types::sandbox::{
 
 use crate::auth::Caller;
 use crate::extract::ApiJson;
-use crate::routes::sandboxes::unreachable_sandbox;
 use crate::{ApiError, AppState};
 use corral_service::sandbox::running;
 
@@ -66,7 +65,7 @@ pub(crate) fn refused(error: RuntimeError) -> ApiError {
             ),
             _ => ApiError::invalid_field("path", message),
         },
-        other => unreachable_sandbox(&other),
+        other => ApiError::from(corral_service::sandbox::unreachable_sandbox(&other)),
     }
 }
 

@@ -32,7 +32,6 @@ use crate::auth::Caller;
 use crate::auth::ClientInfo;
 use crate::extract::ApiJson;
 use crate::routes::files::on_sandbox;
-use crate::routes::sandboxes::unreachable_sandbox;
 use crate::{ApiError, AppState};
 use corral_service::sandbox::{audit_step, program_env, running};
 
@@ -63,7 +62,7 @@ pub(crate) fn agent_refused(field: &'static str) -> impl Fn(RuntimeError) -> Api
             "too_large" => ApiError::new(ErrorCode::Conflict, message),
             _ => ApiError::invalid_field(field, message),
         },
-        other => unreachable_sandbox(&other),
+        other => ApiError::from(corral_service::sandbox::unreachable_sandbox(&other)),
     }
 }
 

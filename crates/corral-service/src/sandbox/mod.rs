@@ -1,6 +1,10 @@
 //! The sandbox lifecycle rules shared by every surface and by the judge:
 //! default resources, the runtime limits of a recorded sandbox, stopping,
-//! recovering from `error`, and the automatic sweep.
+//! recovering from `error`, and the automatic sweep; the use cases on top
+//! of them in [`lifecycle`] and [`exec`].
+
+pub mod exec;
+pub mod lifecycle;
 
 use corral_core::auth::Principal;
 use corral_runtime::Limits;

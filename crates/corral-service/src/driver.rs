@@ -1,0 +1,182 @@
+//! The placement seam: where and how a sandbox runs, behind one trait, so
+//! the use cases do not know whether it is a container on this host or a
+//! pod elsewhere. [`crate::sandboxes::Sandboxes`] (an OCI runtime on this
+//! host) is the only driver today; ARCHITECTURE.md says what a second one
+//! (Kubernetes) must provide.
+//!
+//! Every method is named by the sandbox's id (the store's `sbx_…`); a
+//! driver maps it to its own objects. Blocking work runs off the async
+//! threads inside the driver.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use corral_runtime::{Limits, RuntimeError, Sandbox};
+use corral_types::agent::{ExecRequest, ExecResult};
+use corral_types::sandbox::SandboxStats;
+
+use crate::Service;
+use crate::sandboxes::Sandboxes;
+
+/// A future a driver returns (boxed: the trait is used as an object).
+pub type DriverFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A container of a driver and its runtime status (`running`, `paused`,
+/// `stopped`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    /// The driver's name of it (`corral-<sandbox id>` for the local one).
+    pub container: String,
+    /// Its runtime status.
+    pub status: String,
+}
+
+/// Where sandboxes run.
+pub trait SandboxDriver: Send + Sync + std::fmt::Debug {
+    /// Makes sandbox `id` from `image` with `limits` in uid range `slot`
+    /// and starts it, on its disk (made empty if it has none); answers once
+    /// its agent does. The message says why it could not.
+    fn create<'a>(
+        &'a self,
+        id: &'a str,
+        slot: i64,
+        limits: Limits,
+        image: &'a str,
+    ) -> DriverFuture<'a, Result<(), String>>;
+
+    /// Starts a stopped sandbox again on the disk it had (whatever a crash
+    /// left of its old container goes first).
+    fn start<'a>(
+        &'a self,
+        id: &'a str,
+        slot: i64,
+        limits: Limits,
+        image: &'a str,
+    ) -> DriverFuture<'a, Result<(), String>>;
+
+    /// Ends the sandbox's programs and releases what it holds but its disk
+    /// (thawing it first when `paused`). Idempotent.
+    fn stop<'a>(&'a self, id: &'a str, paused: bool) -> DriverFuture<'a, ()>;
+
+    /// Ends the sandbox and removes everything of it, its disk too. Idempotent.
+    fn kill<'a>(&'a self, id: &'a str) -> DriverFuture<'a, ()>;
+
+    /// Runs a program in the running sandbox to completion.
+    fn exec<'a>(
+        &'a self,
+        id: &'a str,
+        request: ExecRequest,
+    ) -> DriverFuture<'a, Result<ExecResult, RuntimeError>>;
+
+    /// A handle on the running sandbox's agent, for streams (exec output,
+    /// terminals, processes, files). The local runtime's type: a remote
+    /// driver provides the same agent protocol over its own transport.
+    fn attach(&self, id: &str) -> Sandbox;
+
+    /// What the sandbox uses now.
+    fn stats<'a>(&'a self, id: &'a str) -> DriverFuture<'a, Result<SandboxStats, RuntimeError>>;
+
+    /// Every container this driver runs (records or not), for the reconciler.
+    fn list(&self) -> DriverFuture<'_, Result<Vec<Placed>, String>>;
+}
+
+impl Service {
+    /// Where this service's sandboxes run.
+    pub fn driver(&self) -> &dyn SandboxDriver {
+        &self.sandboxes
+    }
+}
+
+/// Runs blocking work of the local runtime off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(work).await
+}
+
+fn join_error(error: &tokio::task::JoinError) -> RuntimeError {
+    RuntimeError::Runtime {
+        stderr: format!("the runtime call failed: {error}"),
+    }
+}
+
+impl SandboxDriver for Sandboxes {
+    fn create<'a>(
+        &'a self,
+        id: &'a str,
+        slot: i64,
+        limits: Limits,
+        image: &'a str,
+    ) -> DriverFuture<'a, Result<(), String>> {
+        let (manager, id, image) = (self.clone(), id.to_owned(), image.to_owned());
+        Box::pin(async move {
+            blocking(move || manager.start(&id, slot, limits, &image))
+                .await
+                .map_err(|e| e.to_string())?
+        })
+    }
+
+    fn start<'a>(
+        &'a self,
+        id: &'a str,
+        slot: i64,
+        limits: Limits,
+        image: &'a str,
+    ) -> DriverFuture<'a, Result<(), String>> {
+        let (manager, id, image) = (self.clone(), id.to_owned(), image.to_owned());
+        Box::pin(async move {
+            blocking(move || manager.restart(&id, slot, limits, &image))
+                .await
+                .map_err(|e| e.to_string())?
+        })
+    }
+
+    fn stop<'a>(&'a self, id: &'a str, paused: bool) -> DriverFuture<'a, ()> {
+        let (manager, id) = (self.clone(), id.to_owned());
+        Box::pin(async move {
+            if let Err(error) = blocking(move || manager.stop(&id, paused)).await {
+                tracing::error!(%error, "stopping a sandbox panicked");
+            }
+        })
+    }
+
+    fn kill<'a>(&'a self, id: &'a str) -> DriverFuture<'a, ()> {
+        Box::pin(self.destroy_blocking(id))
+    }
+
+    fn exec<'a>(
+        &'a self,
+        id: &'a str,
+        request: ExecRequest,
+    ) -> DriverFuture<'a, Result<ExecResult, RuntimeError>> {
+        let sandbox = self.attach(id);
+        Box::pin(async move {
+            blocking(move || sandbox.exec(request))
+                .await
+                .map_err(|e| join_error(&e))?
+        })
+    }
+
+    fn attach(&self, id: &str) -> Sandbox {
+        Sandboxes::attach(self, id)
+    }
+
+    fn stats<'a>(&'a self, id: &'a str) -> DriverFuture<'a, Result<SandboxStats, RuntimeError>> {
+        let sandbox = self.attach(id);
+        Box::pin(async move {
+            blocking(move || sandbox.stats())
+                .await
+                .map_err(|e| join_error(&e))?
+        })
+    }
+
+    fn list(&self) -> DriverFuture<'_, Result<Vec<Placed>, String>> {
+        Box::pin(async move {
+            let containers = self.containers().await?;
+            Ok(containers
+                .into_iter()
+                .map(|(container, status)| Placed { container, status })
+                .collect())
+        })
+    }
+}
