@@ -23,6 +23,7 @@ pub mod executions;
 pub mod jobs;
 pub mod limits;
 pub mod mail;
+pub mod owners;
 pub mod paging;
 pub mod pool;
 pub mod quota;

@@ -11,6 +11,7 @@ use corral_runtime::{
 };
 
 use crate::config::Config;
+use crate::owners::{Owner, Owners};
 
 /// First host uid of sandbox ranges; slot `n` maps sandbox root to
 /// `ID_BASE + n × 65 536`.
@@ -79,6 +80,10 @@ pub struct Reconciled {
     pub failed: usize,
     /// Containers and directories no record claimed, destroyed.
     pub orphans: usize,
+    /// Containers and directories under the old default paths (before
+    /// sandbox state moved to memory), ended at start-up; a recorded one's
+    /// disk is kept and its record becomes `error`.
+    pub retired: usize,
 }
 
 /// How long the periodic reconciler leaves a running sandbox with no record
@@ -102,6 +107,18 @@ pub struct Sandboxes {
     pub pool: std::sync::Arc<crate::pool::Pool>,
     /// Standard input of the running execs that keep it open.
     pub exec_inputs: std::sync::Arc<crate::exec_stdin::ExecInputs>,
+    /// Which process started each sandbox (see [`crate::owners`]).
+    owners: Owners,
+    /// Where sandboxes lived before this data directory's default state
+    /// moved to memory, when that differs from where they live now.
+    legacy: Option<Legacy>,
+}
+
+/// The runtime state and sandbox directories of an older default layout.
+#[derive(Debug, Clone)]
+struct Legacy {
+    runtime: OciRuntime,
+    dir: PathBuf,
 }
 
 impl Sandboxes {
@@ -118,20 +135,43 @@ impl Sandboxes {
             (Some(_), Some(_)) => config.data_dir.clone(),
             _ => state_dir(&config.data_dir),
         };
-        Sandboxes {
-            runtime: OciRuntime {
-                binary: config.sandbox.runtime.clone(),
-                root: config
-                    .sandbox
-                    .runtime_root
-                    .clone()
-                    .unwrap_or_else(|| state.join("runtime")),
-            },
-            dir: config
+        let runtime = OciRuntime {
+            binary: config.sandbox.runtime.clone(),
+            root: config
                 .sandbox
-                .dir
+                .runtime_root
                 .clone()
-                .unwrap_or_else(|| state.join("sandboxes")),
+                .unwrap_or_else(|| state.join("runtime")),
+        };
+        let dir = config
+            .sandbox
+            .dir
+            .clone()
+            .unwrap_or_else(|| state.join("sandboxes"));
+        // Up to the move of sandbox state to memory, the defaults were in
+        // the data directory itself; containers started there before an
+        // upgrade are still this data directory's.
+        let legacy = Legacy {
+            runtime: OciRuntime {
+                binary: runtime.binary.clone(),
+                root: if config.sandbox.runtime_root.is_some() {
+                    runtime.root.clone()
+                } else {
+                    config.data_dir.join("runtime")
+                },
+            },
+            dir: if config.sandbox.dir.is_some() {
+                dir.clone()
+            } else {
+                config.data_dir.join("sandboxes")
+            },
+        };
+        let legacy = (legacy.runtime.root != runtime.root || legacy.dir != dir).then_some(legacy);
+        Sandboxes {
+            owners: Owners::beside(&dir),
+            legacy,
+            runtime,
+            dir,
             agent,
             images: config.data_dir.join("images"),
             disks: config.data_dir.join("disks"),
@@ -197,6 +237,10 @@ impl Sandboxes {
             .create(&self.disks)
             .map_err(|e| format!("cannot create {}: {e}", self.disks.display()))?;
         let root = self.root_of(image, &limits)?;
+        // Before the container exists: no reconciler may see it unowned.
+        self.owners
+            .claim(id)
+            .map_err(|e| format!("cannot record the sandbox's owner: {e}"))?;
         let spec = SandboxSpec {
             argv: Vec::new(),
             env: Vec::new(),
@@ -283,6 +327,9 @@ impl Sandboxes {
         let claimed: std::collections::HashSet<String> =
             all.iter().map(|s| Self::container_id(&s.id)).collect();
         let mut done = Reconciled::default();
+        if startup {
+            done.retired = self.retire_legacy(&claimed).await;
+        }
         for record in &all {
             let has_container = alive.contains(&Self::container_id(&record.id));
             let e = |e: corral_store::StoreError| e.to_string();
@@ -346,6 +393,7 @@ impl Sandboxes {
             .filter(|id| {
                 id.starts_with("corral-")
                     && !claimed.contains(id)
+                    && !self.owned_by_another(id)
                     && !self.pool.holds(id.trim_start_matches("corral-"))
                     && (startup || age(id).is_none_or(|a| a >= UNOWNED_GRACE))
             })
@@ -359,6 +407,7 @@ impl Sandboxes {
                 if !claimed.contains(&id)
                     && !running_ids.contains(&id)
                     && !warm
+                    && !self.owned_by_another(&id)
                     && (startup || !young)
                 {
                     stray.push(id);
@@ -389,6 +438,7 @@ impl Sandboxes {
                     && !stray.contains(&container)
                     && !self.dir.join(id).exists()
                     && !self.pool.holds(id)
+                    && !self.owned_by_another(&container)
                     && (startup || !young)
                 {
                     stray.push(container);
@@ -399,6 +449,17 @@ impl Sandboxes {
             let id = container.trim_start_matches("corral-").to_owned();
             self.destroy_blocking(&id).await;
             done.orphans += 1;
+        }
+        // Owners of sandboxes of which nothing is left (a judge's sandbox
+        // destroyed where it ran).
+        for id in self.owners.sandboxes_older_than(Duration::from_secs(60)) {
+            let container = Self::container_id(&id);
+            if !running_ids.contains(&container)
+                && !self.dir.join(&id).exists()
+                && !self.disk_of(&id).exists()
+            {
+                self.owners.release(&id);
+            }
         }
         Ok(done)
     }
@@ -417,10 +478,80 @@ impl Sandboxes {
             .map_err(|e| format!("{e:#}"))
     }
 
+    /// Whether container `container` (`corral-<id>`) belongs to another
+    /// process on this host that still runs (a `corral queue work` beside
+    /// this server): never this reconciler's orphan.
+    fn owned_by_another(&self, container: &str) -> bool {
+        self.owners.of(container.trim_start_matches("corral-")) == Owner::Alive
+    }
+
+    /// Ends the containers and directories under the old default paths
+    /// (see [`Legacy`]): a claimed one is torn down (its disk kept for a
+    /// stop and a start on today's paths), others destroyed. Returns how
+    /// many.
+    async fn retire_legacy(&self, claimed: &std::collections::HashSet<String>) -> usize {
+        let Some(legacy) = self.legacy.clone() else {
+            return 0;
+        };
+        let disks = self.clone();
+        let claimed = claimed.clone();
+        let retired = tokio::task::spawn_blocking(move || {
+            let mut ids: Vec<String> = Vec::new();
+            if legacy.runtime.root.is_dir() {
+                match legacy.runtime.list() {
+                    Ok(containers) => ids.extend(
+                        containers
+                            .into_iter()
+                            .filter_map(|(id, _)| id.strip_prefix("corral-").map(str::to_owned)),
+                    ),
+                    Err(error) => {
+                        tracing::warn!(%error, "listing containers under the old default paths failed");
+                    }
+                }
+            }
+            if let Ok(entries) = std::fs::read_dir(&legacy.dir) {
+                for entry in entries.flatten() {
+                    let id = entry.file_name().to_string_lossy().into_owned();
+                    if entry.path().is_dir() && !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+            let owners = Owners::beside(&legacy.dir);
+            let mut retired = 0;
+            for id in ids {
+                if owners.of(&id) == Owner::Alive {
+                    continue;
+                }
+                let container = Self::container_id(&id);
+                let sandbox = Sandbox::attach_on_disk(
+                    &legacy.runtime,
+                    &container,
+                    &legacy.dir.join(&id),
+                    &disks.disk_of(&id),
+                );
+                if claimed.contains(&container) {
+                    sandbox.teardown();
+                } else {
+                    sandbox.destroy();
+                }
+                tracing::info!(sandbox = %id, "ended a sandbox under the old default paths");
+                retired += 1;
+            }
+            retired
+        })
+        .await;
+        retired.unwrap_or_else(|error| {
+            tracing::error!(%error, "retiring sandboxes under the old default paths panicked");
+            0
+        })
+    }
+
     /// Destroys sandbox `id`'s container and directory off the async threads.
     pub async fn destroy_blocking(&self, id: &str) {
         let sandbox = self.attach(id);
         let _ = tokio::task::spawn_blocking(move || sandbox.destroy()).await;
+        self.owners.release(id);
     }
 
     /// [`Sandboxes::stop`] off the async threads (thawing it first).

@@ -66,3 +66,47 @@ impl TestService {
         (user, principal)
     }
 }
+
+/// The sandbox agent binary: `CORRAL_AGENT_BIN` (`make agent` builds the
+/// static one), else the workspace's debug build.
+pub fn sandbox_agent() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("CORRAL_AGENT_BIN") {
+        return path.into();
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
+        |_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        std::path::PathBuf::from,
+    );
+    let path = target.join("debug/corral-agent");
+    assert!(
+        path.is_file(),
+        "{} is missing: set CORRAL_AGENT_BIN or run `cargo build -p corral-agent`",
+        path.display()
+    );
+    path
+}
+
+/// The configuration of a service that runs sandboxes (as root, with
+/// runc) in `data_dir`, state in its default place.
+pub fn sandbox_config(data_dir: &std::path::Path) -> Config {
+    let mut config = Config {
+        data_dir: data_dir.to_path_buf(),
+        ..Config::default()
+    };
+    config.sandbox.agent = Some(sandbox_agent());
+    config
+}
+
+impl TestService {
+    /// A service on SQLite that runs sandboxes ([`sandbox_config`]).
+    pub async fn with_sandboxes() -> TestService {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(&StoreConfig::sqlite_in(dir.path()))
+            .await
+            .expect("the store opens");
+        let service = Service::assemble(store, sandbox_config(dir.path()), Arc::new(SystemClock))
+            .await
+            .expect("the service assembles");
+        TestService { service, dir }
+    }
+}
