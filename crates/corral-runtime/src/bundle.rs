@@ -208,6 +208,14 @@ impl Bundle {
         for sub in ["", "proc", "dev", "sys", "tmp", "etc"] {
             fs::create_dir_all(rootfs.join(sub)).map_err(io("create the root directory"))?;
         }
+        // `/tmp` is everyone's scratch space, in the image as under the
+        // disk or tmpfs mounted on it: sticky and writable by all (made
+        // 755 by the umask otherwise).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))
+                .map_err(io("set the mode of /tmp"))?;
+        }
         let mut mounts = default_mounts(&spec.limits, tmp);
         for host in HOST_DIRS {
             let path = Path::new(host);
@@ -505,4 +513,35 @@ fn build_spec(
         .linux(linux)
         .build()
         .map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a failed step fails the test"
+    )]
+
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_host_images_tmp_is_sticky_and_writable_by_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = SandboxSpec {
+            argv: vec!["/bin/true".into()],
+            env: Vec::new(),
+            cwd: "/tmp".into(),
+            host_id_base: 1_000_000,
+            limits: Limits::default(),
+            agent: None,
+        };
+        let bundle = Bundle::create(&dir.path().join("bundle"), &spec).unwrap();
+        let mode = fs::metadata(bundle.dir.join("rootfs/tmp"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o1777, "{mode:o}");
+    }
 }
