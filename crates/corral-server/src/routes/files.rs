@@ -10,10 +10,9 @@ use axum::{Json, Router};
 use http::header;
 use serde::Deserialize;
 
-use corral_core::auth::Principal;
-use corral_runtime::RuntimeError;
+use corral_service::sandbox::files;
 use corral_types::ErrorCode;
-use corral_types::agent::{AgentRequest, AgentResponse, FileInfo};
+use corral_types::agent::FileInfo;
 use corral_types::sandbox::{
     ChmodRequest, DeleteRequest, MkdirRequest, MoveRequest, ReplaceRequest, ReplaceResponse,
     SearchResponse,
@@ -22,10 +21,7 @@ use corral_types::sandbox::{
 use crate::auth::Caller;
 use crate::extract::ApiJson;
 use crate::{ApiError, AppState};
-use corral_service::sandbox::running;
 
-/// Largest file served by a download (streamed: it is never held whole).
-const MAX_DOWNLOAD: u64 = 1024 * 1024 * 1024;
 /// Bytes per chunk of a streamed download.
 const DOWNLOAD_CHUNK: usize = 256 * 1024;
 
@@ -52,38 +48,6 @@ pub struct PathQuery {
     path: String,
 }
 
-/// The agent's refusal as an API error.
-pub(crate) fn refused(error: RuntimeError) -> ApiError {
-    match error {
-        RuntimeError::Refused { kind, message } => match kind.as_str() {
-            "not_found" => ApiError::new(ErrorCode::NotFound, message),
-            "exists" => ApiError::new(ErrorCode::Conflict, message),
-            "too_large" => ApiError::new(ErrorCode::PayloadTooLarge, message),
-            "no_space" => ApiError::new(
-                ErrorCode::NoSpace,
-                format!("the sandbox's disk is full: {message}"),
-            ),
-            _ => ApiError::invalid_field("path", message),
-        },
-        other => ApiError::from(corral_service::sandbox::unreachable_sandbox(&other)),
-    }
-}
-
-/// Runs an agent operation on the sandbox `id` off the async threads.
-pub(crate) async fn on_sandbox<T: Send + 'static>(
-    state: &AppState,
-    principal: &Principal,
-    id: &str,
-    op: impl FnOnce(corral_runtime::Sandbox) -> Result<T, RuntimeError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let record = running(state, principal, id).await?;
-    let sandbox = state.sandboxes.attach(&record.id);
-    tokio::task::spawn_blocking(move || op(sandbox))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(refused)
-}
-
 /// A directory's entries.
 #[utoipa::path(
     get, path = "/api/v1/sandboxes/{id}/files", tag = "sandboxes", security(("bearer" = [])),
@@ -99,13 +63,9 @@ pub async fn list(
     Path(id): Path<String>,
     Query(query): Query<PathQuery>,
 ) -> Result<Json<Vec<FileInfo>>, ApiError> {
-    let request = AgentRequest::List { path: query.path };
-    match on_sandbox(&state, &principal, &id, move |s| s.file_op(&request)).await? {
-        AgentResponse::Entries { entries } => Ok(Json(entries)),
-        other => Err(ApiError::internal(anyhow::anyhow!(
-            "unexpected agent answer {other:?}"
-        ))),
-    }
+    Ok(Json(
+        files::list(&state, &principal, &id, query.path).await?,
+    ))
 }
 
 /// Downloads a file (raw bytes, streamed; at most 1 GiB).
@@ -124,10 +84,7 @@ pub async fn download(
     Path(id): Path<String>,
     Query(query): Query<PathQuery>,
 ) -> Result<Response, ApiError> {
-    let (size, mut reader) = on_sandbox(&state, &principal, &id, move |s| {
-        s.open_file(&query.path, MAX_DOWNLOAD)
-    })
-    .await?;
+    let (size, mut reader) = files::open(&state, &principal, &id, query.path).await?;
     // Chunks cross from the blocking reader through a small channel: at
     // most a few chunks are in memory, however large the file.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
@@ -207,10 +164,7 @@ pub async fn upload(
                 "the upload is larger than the body limit",
             )
         })?;
-        on_sandbox(&state, &principal, &id, move |s| {
-            s.write_file(&query.path, &bytes, None)
-        })
-        .await?;
+        files::write(&state, &principal, &id, query.path, bytes).await?;
         return Ok(StatusCode::NO_CONTENT);
     };
     // Streamed: chunks go to the agent as they arrive, a few at a time.
@@ -225,14 +179,11 @@ pub async fn upload(
             }
         }
     });
-    let written = on_sandbox(&state, &principal, &id, move |s| {
-        let mut source = ChannelReader {
-            rx,
-            chunk: Bytes::new(),
-        };
-        s.write_file_from(&query.path, size, None, &mut source)
-    })
-    .await;
+    let source = ChannelReader {
+        rx,
+        chunk: Bytes::new(),
+    };
+    let written = files::write_from(&state, &principal, &id, query.path, size, source).await;
     feeder.abort();
     written?;
     Ok(StatusCode::NO_CONTENT)
@@ -259,16 +210,6 @@ impl std::io::Read for ChannelReader {
     }
 }
 
-async fn plain_op(
-    state: &AppState,
-    principal: &Principal,
-    id: &str,
-    request: AgentRequest,
-) -> Result<StatusCode, ApiError> {
-    on_sandbox(state, principal, id, move |s| s.file_op(&request)).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
 /// Creates a directory.
 #[utoipa::path(
     post, path = "/api/v1/sandboxes/{id}/files/mkdir", tag = "sandboxes", security(("bearer" = [])),
@@ -281,11 +222,8 @@ pub async fn mkdir(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<MkdirRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let request = AgentRequest::Mkdir {
-        path: body.path,
-        parents: body.parents,
-    };
-    plain_op(&state, &principal, &id, request).await
+    files::mkdir(&state, &principal, &id, body).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Moves or renames a path.
@@ -300,11 +238,8 @@ pub async fn rename(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<MoveRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let request = AgentRequest::Move {
-        from: body.from,
-        to: body.to,
-    };
-    plain_op(&state, &principal, &id, request).await
+    files::rename(&state, &principal, &id, body).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Deletes a path (a directory only with `recursive`).
@@ -319,11 +254,8 @@ pub async fn delete(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<DeleteRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let request = AgentRequest::Delete {
-        path: body.path,
-        recursive: body.recursive,
-    };
-    plain_op(&state, &principal, &id, request).await
+    files::delete(&state, &principal, &id, body).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Changes a path's permission bits.
@@ -338,15 +270,8 @@ pub async fn chmod(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ChmodRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let mode = u32::from_str_radix(&body.mode, 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| ApiError::invalid_field("mode", "must be an octal mode such as `755`"))?;
-    let request = AgentRequest::Chmod {
-        path: body.path,
-        mode,
-    };
-    plain_op(&state, &principal, &id, request).await
+    files::chmod(&state, &principal, &id, body).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `?path=&pattern=&contains=&limit=` of a search.
@@ -379,37 +304,13 @@ pub async fn search(
     Path(id): Path<String>,
     Query(query): Query<SearchQuery>,
 ) -> Result<Json<SearchResponse>, ApiError> {
-    let limit = query.limit.unwrap_or(200);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid_field(
-            "limit",
-            "must be between 1 and 1000",
-        ));
-    }
-    if query
-        .pattern
-        .as_ref()
-        .is_some_and(|p| p.is_empty() || p.len() > 256)
-    {
-        return Err(ApiError::invalid_field(
-            "pattern",
-            "must be 1 to 256 characters",
-        ));
-    }
-    let request = AgentRequest::Search {
+    let query = files::Search {
         path: query.path,
         pattern: query.pattern,
         contains: query.contains,
-        max_results: limit,
+        limit: query.limit,
     };
-    match on_sandbox(&state, &principal, &id, move |s| s.file_op(&request)).await? {
-        AgentResponse::Matches { matches, truncated } => {
-            Ok(Json(SearchResponse { matches, truncated }))
-        }
-        other => Err(ApiError::internal(anyhow::anyhow!(
-            "unexpected agent answer {other:?}"
-        ))),
-    }
+    Ok(Json(files::search(&state, &principal, &id, query).await?))
 }
 
 /// Replaces every occurrence of a text in a file (written whole, then
@@ -429,18 +330,5 @@ pub async fn replace(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ReplaceRequest>,
 ) -> Result<Json<ReplaceResponse>, ApiError> {
-    if body.find.is_empty() {
-        return Err(ApiError::invalid_field("find", "must not be empty"));
-    }
-    let request = AgentRequest::Replace {
-        path: body.path,
-        find: body.find,
-        replace: body.replace,
-    };
-    match on_sandbox(&state, &principal, &id, move |s| s.file_op(&request)).await? {
-        AgentResponse::Replaced { count } => Ok(Json(ReplaceResponse { replaced: count })),
-        other => Err(ApiError::internal(anyhow::anyhow!(
-            "unexpected agent answer {other:?}"
-        ))),
-    }
+    Ok(Json(files::replace(&state, &principal, &id, body).await?))
 }

@@ -31,8 +31,8 @@ use corral_types::terminal::{
 use crate::auth::Caller;
 use crate::auth::ClientInfo;
 use crate::extract::ApiJson;
-use crate::routes::files::on_sandbox;
 use crate::{ApiError, AppState};
+use corral_service::sandbox::files::on_sandbox;
 use corral_service::sandbox::{audit_step, program_env, running};
 
 /// Largest terminal, in rows or columns.
@@ -151,9 +151,9 @@ pub async fn list(
     principal: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<TerminalInfo>>, ApiError> {
-    on_sandbox(&state, &principal, &id, |s| s.terminals())
-        .await
-        .map(Json)
+    Ok(Json(
+        on_sandbox(&state, &principal, &id, |s| s.terminals()).await?,
+    ))
 }
 
 /// Ends a terminal (its program is hung up, then killed) and forgets it.

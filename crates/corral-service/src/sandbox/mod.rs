@@ -1,9 +1,10 @@
 //! The sandbox lifecycle rules shared by every surface and by the judge:
 //! default resources, the runtime limits of a recorded sandbox, stopping,
 //! recovering from `error`, and the automatic sweep; the use cases on top
-//! of them in [`lifecycle`] and [`exec`].
+//! of them in [`lifecycle`], [`exec`] and [`files`].
 
 pub mod exec;
+pub mod files;
 pub mod lifecycle;
 
 use corral_core::auth::Principal;
