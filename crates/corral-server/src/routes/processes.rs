@@ -8,18 +8,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use corral_types::agent::SpawnRequest;
+use corral_service::sandbox::processes::{self, LogEvent};
 use corral_types::terminal::{
     ProcessInfo, ProcessLogs, ProcessSignalRequest, ProcessStdinRequest, StartProcessRequest,
-    signal_number,
 };
 
 use crate::auth::Caller;
 use crate::auth::ClientInfo;
 use crate::extract::ApiJson;
-use crate::routes::terminals::agent_refused;
 use crate::{ApiError, AppState};
-use corral_service::sandbox::{audit_step, command_argv, program_env, running};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -51,29 +48,7 @@ pub async fn start(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<StartProcessRequest>,
 ) -> Result<(StatusCode, Json<ProcessInfo>), ApiError> {
-    let argv = command_argv(body.command, body.argv)?;
-    let record = running(&state, &principal, &id).await?;
-    let request = SpawnRequest {
-        argv,
-        env: program_env(&record, body.env),
-        cwd: body.cwd.unwrap_or_else(|| "/tmp".to_owned()),
-        cols: 0,
-        rows: 0,
-    };
-    let sandbox = state.sandboxes.attach(&record.id);
-    let info = tokio::task::spawn_blocking(move || sandbox.process_start(request))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(agent_refused("command"))?;
-    audit_step(
-        &state,
-        &client,
-        &principal,
-        "sandbox.process.start",
-        &record.id,
-        "success",
-    )
-    .await;
+    let info = processes::start(&state, &principal, &client, &id, body).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -91,13 +66,7 @@ pub async fn list(
     principal: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<ProcessInfo>>, ApiError> {
-    let record = running(&state, &principal, &id).await?;
-    let sandbox = state.sandboxes.attach(&record.id);
-    tokio::task::spawn_blocking(move || sandbox.processes())
-        .await
-        .map_err(ApiError::internal)?
-        .map(Json)
-        .map_err(agent_refused("pid"))
+    Ok(Json(processes::list(&state, &principal, &id).await?))
 }
 
 /// `?offset=&follow=` of the logs route.
@@ -137,57 +106,31 @@ pub async fn logs(
             .iter()
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.contains("text/event-stream"));
-    let record = running(&state, &principal, &id).await?;
-    let sandbox = state.sandboxes.attach(&record.id);
-    let offset = query.offset;
     if !follow {
-        return tokio::task::spawn_blocking(move || sandbox.process_logs(pid, offset))
-            .await
-            .map_err(ApiError::internal)?
-            .map(|logs| Json(logs).into_response())
-            .map_err(agent_refused("pid"));
+        let logs = processes::logs(&state, &principal, &id, pid, query.offset).await?;
+        return Ok(Json(logs).into_response());
     }
-    // Refuse an unknown process over HTTP, before the stream starts.
-    let probe = sandbox.clone();
-    tokio::task::spawn_blocking(move || probe.process_logs(pid, u64::MAX))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(agent_refused("pid"))?;
-    Ok(follow_events(sandbox, pid, offset))
+    let events = processes::follow(&state, &principal, &id, pid, query.offset).await?;
+    Ok(follow_events(events))
 }
 
-fn follow_events(sandbox: corral_runtime::Sandbox, pid: i32, offset: u64) -> Response {
+/// A followed log as server-sent events: `log` per piece of output, then
+/// `exit` (the process) or `error`.
+fn follow_events(events: tokio::sync::mpsc::Receiver<LogEvent>) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
-    tokio::task::spawn_blocking(move || {
-        let mut last = None;
-        let followed = sandbox.process_follow(pid, offset, |logs| {
-            for chunk in &logs.chunks {
-                let Ok(event) = Event::default().event("log").json_data(chunk) else {
-                    continue;
-                };
-                if tx.blocking_send(event).is_err() {
-                    // The client went away.
-                    return false;
-                }
-            }
-            last = Some(logs.process);
-            true
-        });
-        let end = match (followed, last) {
-            (Ok(()), Some(process)) => Event::default().event("exit").json_data(process),
-            (Ok(()), None) => return,
-            (Err(error), _) => Event::default()
+    let frame = |event: LogEvent| {
+        let framed = match event {
+            LogEvent::Log(chunk) => Event::default().event("log").json_data(chunk),
+            LogEvent::Exit(process) => Event::default().event("exit").json_data(process),
+            LogEvent::Failed(detail) => Event::default()
                 .event("error")
-                .json_data(serde_json::json!({ "detail": error.to_string() })),
+                .json_data(serde_json::json!({ "detail": detail })),
         };
-        if let Ok(end) = end {
-            let _ = tx.blocking_send(end);
-        }
-    });
-    let events = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::ReceiverStream::new(rx),
-        Ok::<_, std::convert::Infallible>,
+        framed.ok().map(Ok::<_, std::convert::Infallible>)
+    };
+    let events = tokio_stream::StreamExt::filter_map(
+        tokio_stream::wrappers::ReceiverStream::new(events),
+        frame,
     );
     Sse::new(events)
         .keep_alive(KeepAlive::default())
@@ -211,12 +154,7 @@ pub async fn stdin(
     Path((id, pid)): Path<(String, i32)>,
     ApiJson(body): ApiJson<ProcessStdinRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let record = running(&state, &principal, &id).await?;
-    let sandbox = state.sandboxes.attach(&record.id);
-    tokio::task::spawn_blocking(move || sandbox.process_input(pid, &body.data, body.close))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(agent_refused("data"))?;
+    processes::write_stdin(&state, &principal, &id, pid, body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -238,26 +176,6 @@ pub async fn signal(
     Path((id, pid)): Path<(String, i32)>,
     ApiJson(body): ApiJson<ProcessSignalRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let number = signal_number(&body.signal).ok_or_else(|| {
-        ApiError::invalid_field(
-            "signal",
-            "use TERM, KILL, INT, HUP, QUIT, USR1, USR2, STOP, CONT or WINCH",
-        )
-    })?;
-    let record = running(&state, &principal, &id).await?;
-    let sandbox = state.sandboxes.attach(&record.id);
-    tokio::task::spawn_blocking(move || sandbox.process_signal(pid, number))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(agent_refused("signal"))?;
-    audit_step(
-        &state,
-        &client,
-        &principal,
-        "sandbox.process.signal",
-        &record.id,
-        "success",
-    )
-    .await;
+    processes::signal(&state, &principal, &client, &id, pid, body).await?;
     Ok(StatusCode::NO_CONTENT)
 }

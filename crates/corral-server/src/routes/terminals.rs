@@ -20,10 +20,8 @@ use http::{HeaderMap, header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use corral_core::auth::{Action, Principal};
-use corral_runtime::RuntimeError;
 use corral_store::SandboxRecord;
 use corral_types::ErrorCode;
-use corral_types::agent::SpawnRequest;
 use corral_types::terminal::{
     OpenTerminalRequest, TerminalClientMessage, TerminalInfo, TerminalInput, TerminalServerMessage,
 };
@@ -32,11 +30,8 @@ use crate::auth::Caller;
 use crate::auth::ClientInfo;
 use crate::extract::ApiJson;
 use crate::{ApiError, AppState};
-use corral_service::sandbox::files::on_sandbox;
-use corral_service::sandbox::{audit_step, program_env, running};
+use corral_service::sandbox::processes::{self, MAX_TERMINAL_SIZE};
 
-/// Largest terminal, in rows or columns.
-const MAX_SIZE: u16 = 1000;
 /// How long a client that connected without credentials has to send them.
 const AUTH_WAIT: Duration = Duration::from_secs(10);
 /// Largest output frame sent to a client.
@@ -50,28 +45,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/sandboxes/{id}/terminals/{tid}", delete(close))
         .route("/api/v1/sandboxes/{id}/terminals/{tid}/ws", get(attach))
 }
-
-/// The agent's refusal of a terminal or process operation as an API error.
-pub(crate) fn agent_refused(field: &'static str) -> impl Fn(RuntimeError) -> ApiError {
-    move |error| match error {
-        RuntimeError::Refused { kind, message } => match kind.as_str() {
-            "not_found" if field == "command" || field == "argv" => {
-                ApiError::invalid_field(field, message)
-            }
-            "not_found" => ApiError::new(ErrorCode::NotFound, message),
-            "too_large" => ApiError::new(ErrorCode::Conflict, message),
-            _ => ApiError::invalid_field(field, message),
-        },
-        other => ApiError::from(corral_service::sandbox::unreachable_sandbox(&other)),
-    }
-}
-
-/// The shell a terminal runs when the request names none.
-const DEFAULT_SHELL: &[&str] = &[
-    "/bin/sh",
-    "-c",
-    "if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi",
-];
 
 /// Opens a terminal: a program on a PTY that keeps running with no client
 /// attached.
@@ -93,47 +66,7 @@ pub async fn open(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<OpenTerminalRequest>,
 ) -> Result<(StatusCode, Json<TerminalInfo>), ApiError> {
-    for (field, value) in [("cols", body.cols), ("rows", body.rows)] {
-        if !(1..=MAX_SIZE).contains(&value) {
-            return Err(ApiError::invalid_field(
-                field,
-                format!("must be 1–{MAX_SIZE}"),
-            ));
-        }
-    }
-    let argv = match body.command {
-        Some(argv) if argv.is_empty() => {
-            return Err(ApiError::invalid_field("command", "must not be empty"));
-        }
-        Some(argv) => argv,
-        None => DEFAULT_SHELL.iter().map(|a| (*a).to_owned()).collect(),
-    };
-    let record = running(&state, &principal, &id).await?;
-    let mut env = program_env(&record, body.env);
-    if !env.iter().any(|(k, _)| k == "TERM") {
-        env.push(("TERM".to_owned(), "xterm-256color".to_owned()));
-    }
-    let request = SpawnRequest {
-        argv,
-        env,
-        cwd: body.cwd.unwrap_or_else(|| "/tmp".to_owned()),
-        cols: body.cols,
-        rows: body.rows,
-    };
-    let sandbox = state.sandboxes.attach(&record.id);
-    let info = tokio::task::spawn_blocking(move || sandbox.terminal_open(request))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(agent_refused("command"))?;
-    audit_step(
-        &state,
-        &client,
-        &principal,
-        "sandbox.terminal.open",
-        &record.id,
-        "success",
-    )
-    .await;
+    let info = processes::open_terminal(&state, &principal, &client, &id, body).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -151,9 +84,7 @@ pub async fn list(
     principal: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<TerminalInfo>>, ApiError> {
-    Ok(Json(
-        on_sandbox(&state, &principal, &id, |s| s.terminals()).await?,
-    ))
+    Ok(Json(processes::terminals(&state, &principal, &id).await?))
 }
 
 /// Ends a terminal (its program is hung up, then killed) and forgets it.
@@ -171,21 +102,7 @@ pub async fn close(
     client: ClientInfo,
     Path((id, tid)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let record = running(&state, &principal, &id).await?;
-    let sandbox = state.sandboxes.attach(&record.id);
-    tokio::task::spawn_blocking(move || sandbox.terminal_close(&tid))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(agent_refused("tid"))?;
-    audit_step(
-        &state,
-        &client,
-        &principal,
-        "sandbox.terminal.close",
-        &record.id,
-        "success",
-    )
-    .await;
+    processes::close_terminal(&state, &principal, &client, &id, tid).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -300,13 +217,8 @@ async fn connect(
     id: &str,
     tid: &str,
 ) -> Result<Attached, ApiError> {
-    let record = running(state, principal, id).await?;
-    let sandbox = state.sandboxes.attach(&record.id);
-    let wanted = tid.to_owned();
-    let (_, stream, early) = tokio::task::spawn_blocking(move || sandbox.terminal_attach(&wanted))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(agent_refused("tid"))?;
+    let (record, stream, early) =
+        processes::attach_terminal(state, principal, id, tid.to_owned()).await?;
     stream.set_nonblocking(true).map_err(ApiError::internal)?;
     let stream = tokio::net::UnixStream::from_std(stream).map_err(ApiError::internal)?;
     Ok((record, stream, early, tid.to_owned()))
@@ -388,8 +300,8 @@ async fn relay(state: AppState, (record, agent, early, tid): Attached, socket: W
                                 Some(TerminalInput::Input { data })
                             }
                             Ok(TerminalClientMessage::Resize { cols, rows }) => {
-                                if !(1..=MAX_SIZE).contains(&cols) || !(1..=MAX_SIZE).contains(&rows) {
-                                    break (1008, format!("cols and rows must be 1–{MAX_SIZE}"));
+                                if !(1..=MAX_TERMINAL_SIZE).contains(&cols) || !(1..=MAX_TERMINAL_SIZE).contains(&rows) {
+                                    break (1008, format!("cols and rows must be 1–{MAX_TERMINAL_SIZE}"));
                                 }
                                 Some(TerminalInput::Resize { cols, rows })
                             }

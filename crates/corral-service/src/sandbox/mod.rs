@@ -1,11 +1,13 @@
 //! The sandbox lifecycle rules shared by every surface and by the judge:
 //! default resources, the runtime limits of a recorded sandbox, stopping,
 //! recovering from `error`, and the automatic sweep; the use cases on top
-//! of them in [`lifecycle`], [`exec`] and [`files`].
+//! of them in [`lifecycle`], [`exec`], [`files`] and [`processes`] (and
+//! terminals).
 
 pub mod exec;
 pub mod files;
 pub mod lifecycle;
+pub mod processes;
 
 use corral_core::auth::Principal;
 use corral_runtime::Limits;
