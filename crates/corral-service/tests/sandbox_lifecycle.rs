@@ -1,6 +1,11 @@
 //! The sandbox use cases driven without HTTP, against real runc (root):
 //! create, list, stop, start, exec, remove; the plan's caps; other orgs.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed step fails the test"
+)]
+
 mod common;
 
 use corral_service::ServiceError;

@@ -2,6 +2,11 @@
 //! orphans and those whose owner is gone, and it finds sandboxes started
 //! under the old default paths.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed step fails the test"
+)]
+
 mod common;
 
 use std::sync::Arc;
