@@ -31,28 +31,41 @@ pub struct Placed {
     pub status: String,
 }
 
+/// What a driver needs to run one sandbox.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// The sandbox's id.
+    pub id: String,
+    /// Its uid range (see `corral_store::ID_SLOTS`).
+    pub slot: i64,
+    /// Its resources.
+    pub limits: Limits,
+    /// Its image (`host` or a normalised reference).
+    pub image: String,
+}
+
+impl Placement {
+    /// The placement of a recorded sandbox.
+    pub fn of(record: &corral_store::SandboxRecord) -> Placement {
+        Placement {
+            id: record.id.clone(),
+            slot: record.id_slot.unwrap_or(0),
+            limits: crate::sandbox::limits_of(record),
+            image: record.image.clone(),
+        }
+    }
+}
+
 /// Where sandboxes run.
 pub trait SandboxDriver: Send + Sync + std::fmt::Debug {
-    /// Makes sandbox `id` from `image` with `limits` in uid range `slot`
-    /// and starts it, on its disk (made empty if it has none); answers once
-    /// its agent does. The message says why it could not.
-    fn create<'a>(
-        &'a self,
-        id: &'a str,
-        slot: i64,
-        limits: Limits,
-        image: &'a str,
-    ) -> DriverFuture<'a, Result<(), String>>;
+    /// Makes the sandbox `placement` names and starts it, on its disk
+    /// (made empty if it has none); answers once its agent does. The
+    /// message says why it could not.
+    fn create(&self, placement: Placement) -> DriverFuture<'_, Result<(), String>>;
 
     /// Starts a stopped sandbox again on the disk it had (whatever a crash
     /// left of its old container goes first).
-    fn start<'a>(
-        &'a self,
-        id: &'a str,
-        slot: i64,
-        limits: Limits,
-        image: &'a str,
-    ) -> DriverFuture<'a, Result<(), String>>;
+    fn start(&self, placement: Placement) -> DriverFuture<'_, Result<(), String>>;
 
     /// Ends the sandbox's programs and releases what it holds but its disk
     /// (thawing it first when `paused`). Idempotent.
@@ -87,6 +100,28 @@ impl Service {
     }
 }
 
+impl Sandboxes {
+    /// Starts a sandbox afresh, or (`again`) a stopped one on its disk.
+    async fn place(&self, placement: Placement, again: bool) -> Result<(), String> {
+        let manager = self.clone();
+        blocking(move || {
+            let Placement {
+                id,
+                slot,
+                limits,
+                image,
+            } = placement;
+            if again {
+                manager.restart(&id, slot, limits, &image)
+            } else {
+                manager.start(&id, slot, limits, &image)
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
 /// Runs blocking work of the local runtime off the async threads.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
@@ -101,34 +136,12 @@ fn join_error(error: &tokio::task::JoinError) -> RuntimeError {
 }
 
 impl SandboxDriver for Sandboxes {
-    fn create<'a>(
-        &'a self,
-        id: &'a str,
-        slot: i64,
-        limits: Limits,
-        image: &'a str,
-    ) -> DriverFuture<'a, Result<(), String>> {
-        let (manager, id, image) = (self.clone(), id.to_owned(), image.to_owned());
-        Box::pin(async move {
-            blocking(move || manager.start(&id, slot, limits, &image))
-                .await
-                .map_err(|e| e.to_string())?
-        })
+    fn create(&self, placement: Placement) -> DriverFuture<'_, Result<(), String>> {
+        Box::pin(self.place(placement, false))
     }
 
-    fn start<'a>(
-        &'a self,
-        id: &'a str,
-        slot: i64,
-        limits: Limits,
-        image: &'a str,
-    ) -> DriverFuture<'a, Result<(), String>> {
-        let (manager, id, image) = (self.clone(), id.to_owned(), image.to_owned());
-        Box::pin(async move {
-            blocking(move || manager.restart(&id, slot, limits, &image))
-                .await
-                .map_err(|e| e.to_string())?
-        })
+    fn start(&self, placement: Placement) -> DriverFuture<'_, Result<(), String>> {
+        Box::pin(self.place(placement, true))
     }
 
     fn stop<'a>(&'a self, id: &'a str, paused: bool) -> DriverFuture<'a, ()> {

@@ -13,10 +13,11 @@ use corral_types::sandbox::{
 };
 
 use super::{
-    SANDBOX_DISK_MB, SANDBOX_PIDS, audit_step, find, limits_of, rand_slot, recover_sandbox,
-    stop_sandbox, unreachable_sandbox,
+    SANDBOX_DISK_MB, SANDBOX_PIDS, audit_step, find, rand_slot, recover_sandbox, stop_sandbox,
+    unreachable_sandbox,
 };
 use crate::audit::ClientInfo;
+use crate::driver::Placement;
 use crate::paging::{page_cut, page_limit};
 use crate::pool::PoolKey;
 use crate::sandboxes::HOST_IMAGE;
@@ -281,15 +282,7 @@ pub async fn create(
                 .store
                 .create_sandbox(now, new, |_| rand_slot())
                 .await?;
-            let started = service
-                .driver()
-                .create(
-                    &record.id,
-                    record.id_slot.unwrap_or(0),
-                    limits_of(&record),
-                    &record.image,
-                )
-                .await;
+            let started = service.driver().create(Placement::of(&record)).await;
             match &started {
                 Ok(()) => {
                     service
@@ -648,15 +641,7 @@ pub async fn start(
             {
                 return Err(changed_meanwhile());
             }
-            let started = service
-                .driver()
-                .start(
-                    &record.id,
-                    record.id_slot.unwrap_or(0),
-                    limits_of(&record),
-                    &record.image,
-                )
-                .await;
+            let started = service.driver().start(Placement::of(&record)).await;
             let now = service.clock.now_ms();
             match &started {
                 Ok(()) => service.store.sandbox_running(now, &record.id).await?,
