@@ -92,6 +92,23 @@ impl Owners {
         }
     }
 
+    /// Removes the files of instances that have ended (their lock free).
+    pub fn prune_instances(&self) {
+        let Ok(entries) = std::fs::read_dir(self.instances()) else {
+            return;
+        };
+        let me = self.me.get().map(|me| me.id.as_str());
+        for entry in entries.flatten() {
+            if me == Some(entry.file_name().to_string_lossy().as_ref()) {
+                continue;
+            }
+            let free = File::open(entry.path()).is_ok_and(|file| file.try_lock().is_ok());
+            if free {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// Every sandbox whose owner was recorded at least `age` ago (a younger
     /// one may be starting: its directory not made yet).
     pub fn sandboxes_older_than(&self, age: std::time::Duration) -> Vec<String> {
@@ -142,5 +159,42 @@ impl Owners {
             }
             Err(_) => Owner::Gone,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a failed step fails the test"
+    )]
+
+    use super::*;
+
+    #[test]
+    fn a_sandbox_is_its_owners_while_it_runs_and_an_orphan_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let sandboxes = dir.path().join("sandboxes");
+        let (worker, server) = (Owners::beside(&sandboxes), Owners::beside(&sandboxes));
+        worker.claim("judged").unwrap();
+        assert_eq!(worker.of("judged"), Owner::Me);
+        assert_eq!(server.of("judged"), Owner::Alive);
+        assert_eq!(server.of("never-claimed"), Owner::Gone);
+        server.prune_instances();
+        assert_eq!(server.of("judged"), Owner::Alive, "a live instance is kept");
+
+        drop(worker);
+        server.claim("served").unwrap();
+        server.prune_instances();
+        let instances = std::fs::read_dir(dir.path().join("sandboxes.owners/instances"))
+            .unwrap()
+            .count();
+        assert_eq!(instances, 1, "only the server's instance is left");
+        assert_eq!(server.of("judged"), Owner::Gone);
+        server.release("judged");
+        assert_eq!(
+            server.sandboxes_older_than(std::time::Duration::ZERO),
+            ["served"]
+        );
     }
 }

@@ -461,6 +461,7 @@ impl Sandboxes {
                 self.owners.release(&id);
             }
         }
+        self.owners.prune_instances();
         Ok(done)
     }
 
