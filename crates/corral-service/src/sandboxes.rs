@@ -319,7 +319,7 @@ impl Sandboxes {
             .await
             .map_err(|e| e.to_string())?;
         // A paused container is alive too: it keeps its processes.
-        let alive: std::collections::HashSet<String> = containers
+        let mut alive: std::collections::HashSet<String> = containers
             .iter()
             .filter(|(_, status)| status == "running" || status == "paused")
             .map(|(id, _)| id.clone())
@@ -327,8 +327,15 @@ impl Sandboxes {
         let claimed: std::collections::HashSet<String> =
             all.iter().map(|s| Self::container_id(&s.id)).collect();
         let mut done = Reconciled::default();
-        if startup {
-            done.retired = self.retire_legacy(&claimed).await;
+        let retired = if startup {
+            self.retire_legacy(&claimed).await
+        } else {
+            Vec::new()
+        };
+        done.retired = retired.len();
+        // Ended just now: their records are reconciled as without a container.
+        for container in &retired {
+            alive.remove(container);
         }
         for record in &all {
             let has_container = alive.contains(&Self::container_id(&record.id));
@@ -393,6 +400,7 @@ impl Sandboxes {
             .filter(|id| {
                 id.starts_with("corral-")
                     && !claimed.contains(id)
+                    && !retired.contains(id)
                     && !self.owned_by_another(id)
                     && !self.pool.holds(id.trim_start_matches("corral-"))
                     && (startup || age(id).is_none_or(|a| a >= UNOWNED_GRACE))
@@ -488,17 +496,19 @@ impl Sandboxes {
 
     /// Ends the containers and directories under the old default paths
     /// (see [`Legacy`]): a claimed one is torn down (its disk kept for a
-    /// stop and a start on today's paths), others destroyed. Returns how
-    /// many.
-    async fn retire_legacy(&self, claimed: &std::collections::HashSet<String>) -> usize {
+    /// stop and a start on today's paths), others destroyed. Only what
+    /// differs from today's paths is looked at (an explicit
+    /// `sandbox.runtime_root` or `sandbox.dir` stays where it was). Returns
+    /// the containers (`corral-<id>`) ended.
+    async fn retire_legacy(&self, claimed: &std::collections::HashSet<String>) -> Vec<String> {
         let Some(legacy) = self.legacy.clone() else {
-            return 0;
+            return Vec::new();
         };
-        let disks = self.clone();
+        let today = self.clone();
         let claimed = claimed.clone();
         let retired = tokio::task::spawn_blocking(move || {
             let mut ids: Vec<String> = Vec::new();
-            if legacy.runtime.root.is_dir() {
+            if legacy.runtime.root != today.runtime.root && legacy.runtime.root.is_dir() {
                 match legacy.runtime.list() {
                     Ok(containers) => ids.extend(
                         containers
@@ -510,7 +520,10 @@ impl Sandboxes {
                     }
                 }
             }
-            if let Ok(entries) = std::fs::read_dir(&legacy.dir) {
+            let dirs = (legacy.dir != today.dir)
+                .then(|| std::fs::read_dir(&legacy.dir).ok())
+                .flatten();
+            if let Some(entries) = dirs {
                 for entry in entries.flatten() {
                     let id = entry.file_name().to_string_lossy().into_owned();
                     if entry.path().is_dir() && !ids.contains(&id) {
@@ -519,7 +532,7 @@ impl Sandboxes {
                 }
             }
             let owners = Owners::beside(&legacy.dir);
-            let mut retired = 0;
+            let mut retired = Vec::new();
             for id in ids {
                 if owners.of(&id) == Owner::Alive {
                     continue;
@@ -529,7 +542,7 @@ impl Sandboxes {
                     &legacy.runtime,
                     &container,
                     &legacy.dir.join(&id),
-                    &disks.disk_of(&id),
+                    &today.disk_of(&id),
                 );
                 if claimed.contains(&container) {
                     sandbox.teardown();
@@ -537,14 +550,14 @@ impl Sandboxes {
                     sandbox.destroy();
                 }
                 tracing::info!(sandbox = %id, "ended a sandbox under the old default paths");
-                retired += 1;
+                retired.push(container);
             }
             retired
         })
         .await;
         retired.unwrap_or_else(|error| {
             tracing::error!(%error, "retiring sandboxes under the old default paths panicked");
-            0
+            Vec::new()
         })
     }
 
