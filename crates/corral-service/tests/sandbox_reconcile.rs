@@ -129,3 +129,37 @@ async fn a_sandbox_started_under_the_old_default_paths_is_found_after_an_upgrade
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn with_an_explicit_runtime_root_todays_sandboxes_are_not_taken_for_old_ones() {
+    let t = common::TestService::new().await;
+    let mut config = common::sandbox_config(t.dir.path());
+    // Only the runtime's root is set: it is the same before and after the
+    // move of the default state, and what runs there is today's.
+    config.sandbox.runtime_root = Some(t.dir.path().join("rt"));
+    let service = Service::assemble(t.service.store.clone(), config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let (alice, caller) = t.user("alice", "basic").await;
+    let client = ClientInfo::automatic();
+    let created = lifecycle::create(&service, &caller, &alice, &client, Default::default())
+        .await
+        .unwrap();
+    let done = service
+        .sandboxes
+        .reconcile(&service.store, service.clock.now_ms(), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.kept, done.retired, done.failed),
+        (1, 0, 0),
+        "{done:?}"
+    );
+    let shown = lifecycle::show(&service, &caller, &created.id)
+        .await
+        .unwrap();
+    assert_eq!(shown.state, "running");
+    lifecycle::remove(&service, &caller, &client, &created.id)
+        .await
+        .unwrap();
+}
