@@ -191,7 +191,13 @@ pub fn hand_over(dir: &str) -> Result<(), String> {
     if meta.st_uid != 0 {
         return Ok(());
     }
-    give(&root, None).map_err(|e| failed("giving", e))?;
+    match give(&root, None) {
+        Ok(()) => {}
+        // A read-only directory: nothing can be written there, and the
+        // run user reads it as anyone does.
+        Err(nix::Error::EROFS) => return Ok(()),
+        Err(error) => return Err(failed("giving", error)),
+    }
     // Directories still to enter: (the open directory, its device).
     let mut pending = vec![root];
     while let Some(parent) = pending.pop() {
@@ -237,5 +243,70 @@ fn give(parent: &OwnedFd, name: Option<&CStr>) -> nix::Result<()> {
             AtFlags::AT_SYMLINK_NOFOLLOW,
         ),
         None => nix::unistd::fchown(parent, owner.0, owner.1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Whose each entry is after a hand-over: (path, uid).
+    fn owners(dir: &std::path::Path, names: &[&str]) -> Vec<(String, u32)> {
+        names
+            .iter()
+            .map(|name| {
+                let uid = std::fs::symlink_metadata(dir.join(name)).unwrap().uid();
+                ((*name).to_owned(), uid)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_host_files_are_handed_over_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("corral-hand-over-{}", std::process::id()));
+        let outside = dir.with_extension("outside");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("main.c"), b"x").unwrap();
+        std::fs::write(dir.join("sub/data"), b"x").unwrap();
+        std::fs::write(&outside, b"the host's").unwrap();
+        // Planted by a program: a link out, and a directory of its own
+        // holding (as if by a hardlink) something of uid 0's.
+        std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
+        std::fs::create_dir(dir.join("planted")).unwrap();
+        std::fs::write(dir.join("planted/root-file"), b"x").unwrap();
+        std::os::unix::fs::chown(dir.join("planted"), Some(RUN_UID), Some(RUN_GID)).unwrap();
+
+        hand_over(dir.to_str().unwrap()).unwrap();
+        let run = RUN_UID;
+        assert_eq!(
+            owners(
+                &dir,
+                &[
+                    "",
+                    "main.c",
+                    "sub",
+                    "sub/data",
+                    "link",
+                    "planted",
+                    "planted/root-file"
+                ]
+            ),
+            [
+                ("".to_owned(), run),
+                ("main.c".to_owned(), run),
+                ("sub".to_owned(), run),
+                ("sub/data".to_owned(), run),
+                // The link itself, never its target.
+                ("link".to_owned(), run),
+                ("planted".to_owned(), run),
+                ("planted/root-file".to_owned(), 0),
+            ]
+        );
+        assert_eq!(std::fs::metadata(&outside).unwrap().uid(), 0);
+        // A missing directory is for the exec to report.
+        hand_over(dir.join("missing").to_str().unwrap()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_file(&outside).unwrap();
     }
 }
