@@ -266,6 +266,18 @@ def call(nr, *args):
     probe(running, &format!("{CALL}{python}"))
 }
 
+/// Python: `attempt(what, f)` prints `what DONE`, or `what refused ERRNO`
+/// when `f` raises an `OSError`.
+const ATTEMPT: &str = r"
+import os
+def attempt(what, f):
+    try:
+        f()
+        print(what, 'DONE')
+    except OSError as e:
+        print(what, 'refused', e.errno)
+";
+
 /// Hostile program 9: the agent binary cannot be replaced from inside, and
 /// the host's copy is unchanged afterwards.
 #[test]
@@ -865,19 +877,14 @@ fn the_agent_cannot_be_taken_over_through_proc() {
     let running = start("agent-proc");
     let out = probe(
         &running,
-        r"
-import os
-def attempt(what, f):
-    try:
-        f()
-        print(what, 'OPEN')
-    except OSError as e:
-        print(what, 'refused', e.errno)
+        &format!(
+            r"{ATTEMPT}
 attempt('mem', lambda: open('/proc/1/mem', 'r+b'))
 attempt('environ', lambda: open('/proc/1/environ', 'rb').read())
 attempt('fd', lambda: open('/proc/1/fd/0', 'rb'))
 attempt('socket', lambda: os.open('/proc/1/fd/3', os.O_RDWR))
-",
+"
+        ),
     );
     for what in ["mem", "environ", "fd", "socket"] {
         assert!(
@@ -891,6 +898,20 @@ attempt('socket', lambda: os.open('/proc/1/fd/3', os.O_RDWR))
         running.sandbox.exec(sh("echo ok", 5_000)).unwrap().stdout,
         "ok\n"
     );
+}
+
+/// What a program may leave in the places every sandbox can write:
+/// `/tmp`, `/dev/shm`, `/dev/mqueue`.
+const LEFT_FILES: [&str; 3] = ["ls -A /tmp", "ls -A /dev/shm", "ls -A /dev/mqueue"];
+/// How many System V IPC objects there are.
+const LEFT_IPC: &str = "ipcs | grep -c '^0x'; true";
+
+/// What each of `scripts` prints, run by `sh` as root in `running`.
+fn outputs(running: &Running, scripts: &[&str]) -> Vec<String> {
+    scripts
+        .iter()
+        .map(|script| running.sandbox.exec(sh(script, 10_000)).unwrap().stdout)
+        .collect()
 }
 
 /// A reset returns the sandbox to how it started: what one program left
@@ -917,15 +938,18 @@ fn a_reset_leaves_nothing_of_the_last_program() {
     assert_eq!(out.stdout, "left\n", "{}", out.stderr);
     let look = |script: &str| running.sandbox.exec(sh(script, 10_000)).unwrap().stdout;
     let state = || {
-        [
-            look("ls -A /tmp"),
-            look("ls -A /dev/shm"),
-            look("ls -A /dev/mqueue"),
-            look("ls /dev/extra 2>&1; true"),
-            look("stat -c %a /tmp"),
-            look("ipcs | grep -c '^0x'; true"),
-            look("grep -l sleep /proc/[0-9]*/comm 2>/dev/null | wc -l"),
-        ]
+        outputs(
+            &running,
+            &[
+                LEFT_FILES[0],
+                LEFT_FILES[1],
+                LEFT_FILES[2],
+                "ls /dev/extra 2>&1; true",
+                "stat -c %a /tmp",
+                LEFT_IPC,
+                "grep -l sleep /proc/[0-9]*/comm 2>/dev/null | wc -l",
+            ],
+        )
     };
     // The script waits until the sleeper has exec'd `sleep` (so `setsid`
     // has already taken it out of the exec's process group, which is killed
@@ -1031,25 +1055,22 @@ fn a_judge_run_is_unprivileged_and_cannot_change_the_agent() {
     let before = agent_oom();
     let out = judge_run(
         &running,
-        r"
+        &format!(
+            r"
 import os, signal
 print('ids', os.getresuid(), os.getresgid(), os.getgroups())
 for line in open('/proc/self/status'):
     if line.startswith(('CapEff', 'CapPrm')):
         print(line.split()[0], line.split()[1])
-def attempt(what, f):
-    try:
-        f()
-        print(what, 'DONE')
-    except OSError as e:
-        print(what, 'refused', e.errno)
+{ATTEMPT}
 attempt('oom', lambda: open('/proc/1/oom_score_adj', 'w').write('1000'))
 attempt('coredump', lambda: open('/proc/1/coredump_filter', 'w').write('0x7f'))
 attempt('kill', lambda: os.kill(1, signal.SIGTERM))
 attempt('source', lambda: open('sub/main.c', 'a').write('//'))
 attempt('new', lambda: open('sub/a.out', 'w').write('x'))
 attempt('dir', lambda: os.mkdir('built'))
-",
+"
+        ),
     );
     assert!(out.stderr.is_empty(), "{}", out.stderr);
     let stdout = out.stdout;
@@ -1117,14 +1138,11 @@ for _ in range(50):
 #[test]
 fn a_reset_leaves_nothing_of_a_judge_run() {
     let running = start("judge-reset");
-    let look = |script: &str| running.sandbox.exec(sh(script, 10_000)).unwrap().stdout;
     let state = || {
-        [
-            look("ls -A /tmp"),
-            look("ls -A /dev/shm"),
-            look("ls -A /dev/mqueue"),
-            look("ipcs | grep -c '^0x'; true"),
-        ]
+        outputs(
+            &running,
+            &[LEFT_FILES[0], LEFT_FILES[1], LEFT_FILES[2], LEFT_IPC],
+        )
     };
     let fresh = state();
     write_judge_files(&running);
