@@ -1,6 +1,13 @@
 //! Faults of `../shared/security.md` (issue 17 item 10), automated: the
 //! database goes away (fault 5) and the data directory's disk fills up
 //! (fault 10). Each uses a database of its own, never the shared one.
+//!
+//! Fault 10 writes concurrently while the disk is full: on SQLite a write or
+//! COMMIT failing with `SQLITE_FULL` ends the transaction inside SQLite but
+//! not in sqlx's count, and a pooled connection left that way once held the
+//! write lock and swallowed later acknowledged writes (fixed by
+//! `corral-store`'s pool release check). So the test checks what a restart
+//! would see, not what the pool answers.
 
 use std::path::Path;
 use std::process::Command;
