@@ -32,9 +32,11 @@ async fn bad_requests_are_refused_naming_the_field_before_any_quota_is_taken() {
     let t = common::TestService::new().await;
     let (user, caller) = t.user("alice", "free").await;
     let client = ClientInfo::default();
-    let limits = |limits: ExecutionLimits| CreateExecutionRequest {
-        limits,
-        ..bash("echo hi")
+    // The free plan runs for at most 30 s (wall clock: 4 × that) in at most 128 MiB.
+    let limits = |set: fn(&mut ExecutionLimits)| {
+        let mut request = bash("echo hi");
+        set(&mut request.limits);
+        request
     };
     let cases = [
         (
@@ -53,35 +55,13 @@ async fn bad_requests_are_refused_naming_the_field_before_any_quota_is_taken() {
             },
             "stdin",
         ),
-        // The free plan runs for at most 30 s and in at most 128 MiB.
+        (limits(|l| l.time_ms = Some(30_001)), "limits.time_ms"),
+        (limits(|l| l.memory_mb = Some(129)), "limits.memory_mb"),
         (
-            limits(ExecutionLimits {
-                time_ms: Some(30_001),
-                ..ExecutionLimits::default()
-            }),
-            "limits.time_ms",
-        ),
-        (
-            limits(ExecutionLimits {
-                memory_mb: Some(129),
-                ..ExecutionLimits::default()
-            }),
-            "limits.memory_mb",
-        ),
-        (
-            limits(ExecutionLimits {
-                wall_time_ms: Some(120_001),
-                ..ExecutionLimits::default()
-            }),
+            limits(|l| l.wall_time_ms = Some(120_001)),
             "limits.wall_time_ms",
         ),
-        (
-            limits(ExecutionLimits {
-                output_kb: Some(1025),
-                ..ExecutionLimits::default()
-            }),
-            "limits.output_kb",
-        ),
+        (limits(|l| l.output_kb = Some(1025)), "limits.output_kb"),
         (
             CreateExecutionRequest {
                 callback_url: Some("https://example.com/hook".to_owned()),

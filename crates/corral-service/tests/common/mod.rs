@@ -73,19 +73,13 @@ impl TestService {
     /// under its own directory and destroyed after each run (no reuse), so
     /// a test leaves no sandbox behind.
     pub async fn with_judge() -> TestService {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let mut config = Config {
-            data_dir: dir.path().to_path_buf(),
-            ..Config::default()
-        };
+        let TestService { service, dir } = TestService::new().await;
+        let mut config = Config::clone(&service.config);
         config.sandbox.agent = Some(judge_agent());
         config.sandbox.dir = Some(dir.path().join("sandboxes"));
         config.sandbox.runtime_root = Some(dir.path().join("runtime"));
         config.executions.reuse_sandboxes = 0;
-        let store = Store::open(&StoreConfig::sqlite_in(dir.path()))
-            .await
-            .expect("the store opens");
-        let service = Service::assemble(store, config, Arc::new(SystemClock))
+        let service = Service::assemble(service.store.clone(), config, Arc::new(SystemClock))
             .await
             .expect("the service assembles");
         TestService { service, dir }
