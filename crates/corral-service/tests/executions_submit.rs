@@ -208,39 +208,19 @@ async fn history_pages_follow_the_cursor_and_refuse_a_bad_page_size() {
         .await
         .unwrap();
     }
-    let first = submit::history(
-        &t.service,
-        &caller,
-        HistorySearch {
-            limit: Some(2),
+    let page = |limit, cursor| {
+        let search = HistorySearch {
+            limit: Some(limit),
+            cursor,
             ..HistorySearch::default()
-        },
-    )
-    .await
-    .unwrap();
+        };
+        submit::history(&t.service, &caller, search)
+    };
+    let first = page(2, None).await.unwrap();
     assert_eq!(first.items.len(), 2);
-    let rest = submit::history(
-        &t.service,
-        &caller,
-        HistorySearch {
-            limit: Some(2),
-            cursor: first.next_cursor.clone(),
-            ..HistorySearch::default()
-        },
-    )
-    .await
-    .unwrap();
+    let rest = page(2, first.next_cursor.clone()).await.unwrap();
     assert_eq!((rest.items.len(), rest.next_cursor), (1, None));
-    let refused = submit::history(
-        &t.service,
-        &caller,
-        HistorySearch {
-            limit: Some(0),
-            ..HistorySearch::default()
-        },
-    )
-    .await
-    .expect_err("refused");
+    let refused = page(0, None).await.expect_err("refused");
     assert_eq!(refused_field(refused), "limit");
 }
 
