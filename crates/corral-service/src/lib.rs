@@ -23,6 +23,7 @@ pub mod executions;
 pub mod jobs;
 pub mod library;
 pub mod limits;
+pub mod logging;
 pub mod mail;
 pub mod paging;
 pub mod pool;
