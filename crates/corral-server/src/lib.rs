@@ -7,7 +7,6 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
-pub mod logging;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;

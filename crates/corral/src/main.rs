@@ -11,8 +11,9 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use corral_core::auth::PlatformRole;
-use corral_server::config::{Config, Overrides};
-use corral_server::{AppState, StartError, logging};
+use corral_server::{AppState, StartError};
+use corral_service::config::{Config, Overrides};
+use corral_service::logging;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -66,3 +66,41 @@ impl TestService {
         (user, principal)
     }
 }
+
+impl TestService {
+    /// A service whose executions run in real sandboxes (runc as root, the
+    /// agent of `CORRAL_AGENT_BIN`, else the workspace's debug build), kept
+    /// under its own directory and destroyed after each run (no reuse), so
+    /// a test leaves no sandbox behind.
+    pub async fn with_judge() -> TestService {
+        let TestService { service, dir } = TestService::new().await;
+        let mut config = Config::clone(&service.config);
+        config.sandbox.agent = Some(judge_agent());
+        config.sandbox.dir = Some(dir.path().join("sandboxes"));
+        config.sandbox.runtime_root = Some(dir.path().join("runtime"));
+        config.executions.reuse_sandboxes = 0;
+        let service = Service::assemble(service.store.clone(), config, Arc::new(SystemClock))
+            .await
+            .expect("the service assembles");
+        TestService { service, dir }
+    }
+}
+
+/// The agent binary executions' sandboxes run: `CORRAL_AGENT_BIN` (make
+/// test: the static build that ships), else `cargo build -p corral-agent`'s.
+fn judge_agent() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("CORRAL_AGENT_BIN") {
+        return std::path::PathBuf::from(path);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
+        |_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        std::path::PathBuf::from,
+    );
+    let path = target.join("debug/corral-agent");
+    assert!(
+        path.is_file(),
+        "{} missing: run `cargo build -p corral-agent`",
+        path.display()
+    );
+    path
+}
