@@ -16,6 +16,10 @@ const START_MS: i64 = 1_800_000_000_000;
 
 /// An org "team" owned by `owner`, and `members` invited into it with
 /// their roles (each accepted the invitation mailed to their address).
+#[expect(
+    clippy::unwrap_used,
+    reason = "test helper: a failed step fails the test"
+)]
 async fn team(
     t: &TestService,
     owner: &corral_store::User,
