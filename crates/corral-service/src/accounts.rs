@@ -12,7 +12,7 @@ use corral_types::identity::{
     UsageResponse, UserResponse,
 };
 
-use crate::audit::{ClientInfo, audit};
+use crate::audit::{ClientInfo, audit, audit_account};
 use crate::config::Registration;
 use crate::{Service, ServiceError, ServiceResult, credentials, email, quota};
 
@@ -210,17 +210,7 @@ pub async fn update_me(
             email.as_deref(),
         )
         .await?;
-    audit(
-        service,
-        client,
-        Some(&user.id),
-        None,
-        "user.update",
-        "user",
-        Some(&user.id),
-        "success",
-    )
-    .await;
+    audit_account(service, client, &user.id, "user.update", "success").await;
     let user = service
         .store
         .user_by_id(&user.id)
@@ -314,17 +304,7 @@ pub async fn change_password(
         return Err(ServiceError::invalid_field("new_password", message));
     }
     if !password_matches(input.current_password, user.password_hash.clone()).await? {
-        audit(
-            service,
-            client,
-            Some(&user.id),
-            None,
-            "user.password_change",
-            "user",
-            Some(&user.id),
-            "failure",
-        )
-        .await;
+        audit_account(service, client, &user.id, "user.password_change", "failure").await;
         return Err(ServiceError::Forbidden(
             "the current password is wrong".to_owned(),
         ));
@@ -334,16 +314,6 @@ pub async fn change_password(
         .store
         .set_password(service.clock.now_ms(), &user.id, &new_hash)
         .await?;
-    audit(
-        service,
-        client,
-        Some(&user.id),
-        None,
-        "user.password_change",
-        "user",
-        Some(&user.id),
-        "success",
-    )
-    .await;
+    audit_account(service, client, &user.id, "user.password_change", "success").await;
     Ok(())
 }

@@ -51,6 +51,27 @@ fn parse_scopes(scopes: &[String]) -> ServiceResult<Vec<Scope>> {
     Ok(parsed)
 }
 
+/// Audits a successful change of the caller's key `id`.
+async fn audit_key(
+    service: &Service,
+    client: &ClientInfo,
+    caller: &Principal,
+    action: &str,
+    id: &str,
+) {
+    audit(
+        service,
+        client,
+        Some(&caller.user_id),
+        None,
+        action,
+        "api_key",
+        Some(id),
+        "success",
+    )
+    .await;
+}
+
 /// Creates a key for the caller, within their plan's number of keys. The
 /// result's `key` is the only time the secret is shown.
 pub async fn create(
@@ -167,17 +188,7 @@ pub async fn update(
     {
         return Err(ServiceError::not_found("API key"));
     }
-    audit(
-        service,
-        client,
-        Some(&caller.user_id),
-        None,
-        "api_key.update",
-        "api_key",
-        Some(id),
-        "success",
-    )
-    .await;
+    audit_key(service, client, caller, "api_key.update", id).await;
     let key = service
         .store
         .api_key(&caller.user_id, id)
@@ -196,17 +207,7 @@ pub async fn revoke(
     if !service.store.delete_api_key(&caller.user_id, id).await? {
         return Err(ServiceError::not_found("API key"));
     }
-    audit(
-        service,
-        client,
-        Some(&caller.user_id),
-        None,
-        "api_key.revoke",
-        "api_key",
-        Some(id),
-        "success",
-    )
-    .await;
+    audit_key(service, client, caller, "api_key.revoke", id).await;
     Ok(())
 }
 

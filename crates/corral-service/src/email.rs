@@ -11,7 +11,7 @@ use corral_store::{TokenPurpose, User};
 use corral_types::identity::{AdminPasswordReset, PasswordResetRequest};
 
 use crate::accounts::hash_password;
-use crate::audit::{ClientInfo, audit};
+use crate::audit::{ClientInfo, audit, audit_account};
 use crate::credentials::{random_token, sha256_hex};
 use crate::mail::Mail;
 use crate::{Service, ServiceError, ServiceResult};
@@ -112,17 +112,7 @@ pub async fn verify_with_token(
         // The address changed after the mail was sent.
         return Err(bad_token());
     }
-    audit(
-        service,
-        client,
-        Some(&user_id),
-        None,
-        "user.verify_email",
-        "user",
-        Some(&user_id),
-        "success",
-    )
-    .await;
+    audit_account(service, client, &user_id, "user.verify_email", "success").await;
     Ok(())
 }
 
@@ -196,17 +186,7 @@ pub async fn reset_with_token(
         .await?
         .ok_or_else(bad_token)?;
     set_password(service, &user.id, new_password).await?;
-    audit(
-        service,
-        client,
-        Some(&user.id),
-        None,
-        "auth.password_reset",
-        "user",
-        Some(&user.id),
-        "success",
-    )
-    .await;
+    audit_account(service, client, &user.id, "auth.password_reset", "success").await;
     Ok(())
 }
 

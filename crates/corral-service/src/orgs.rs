@@ -83,6 +83,28 @@ fn owners_only() -> ServiceError {
     ServiceError::Forbidden("only an owner may grant the owner role or change an owner".to_owned())
 }
 
+/// Audits a successful change the caller made in the org they act in.
+async fn audit_in_org(
+    service: &Service,
+    client: &ClientInfo,
+    caller: &Principal,
+    action: &str,
+    resource_type: &str,
+    resource_id: &str,
+) {
+    audit(
+        service,
+        client,
+        Some(&caller.user_id),
+        Some(&caller.org_id),
+        action,
+        resource_type,
+        Some(resource_id),
+        "success",
+    )
+    .await;
+}
+
 /// Creates an organization with the caller as owner.
 pub async fn create(
     service: &Service,
@@ -134,17 +156,7 @@ pub async fn rename(
 ) -> ServiceResult<OrgResponse> {
     let name = org_name(&input.name)?;
     service.store.rename_org(&caller.org_id, &name).await?;
-    audit(
-        service,
-        client,
-        Some(&caller.user_id),
-        Some(&caller.org_id),
-        "org.update",
-        "org",
-        Some(&caller.org_id),
-        "success",
-    )
-    .await;
+    audit_in_org(service, client, caller, "org.update", "org", &caller.org_id).await;
     show(service, caller).await
 }
 
@@ -155,17 +167,7 @@ pub async fn remove(
     client: &ClientInfo,
 ) -> ServiceResult<()> {
     service.store.delete_org(&caller.org_id).await?;
-    audit(
-        service,
-        client,
-        Some(&caller.user_id),
-        Some(&caller.org_id),
-        "org.delete",
-        "org",
-        Some(&caller.org_id),
-        "success",
-    )
-    .await;
+    audit_in_org(service, client, caller, "org.delete", "org", &caller.org_id).await;
     Ok(())
 }
 
@@ -204,17 +206,7 @@ pub async fn update_member(
             .set_member_role(&caller.org_id, user, new_role)
             .await?,
     )?;
-    audit(
-        service,
-        client,
-        Some(&caller.user_id),
-        Some(&caller.org_id),
-        "org.member_update",
-        "user",
-        Some(user),
-        "success",
-    )
-    .await;
+    audit_in_org(service, client, caller, "org.member_update", "user", user).await;
     let member = service
         .store
         .members(&caller.org_id)
@@ -254,17 +246,7 @@ pub async fn remove_member(
         }
     }
     membership_changed(service.store.remove_member(&caller.org_id, user).await?)?;
-    audit(
-        service,
-        client,
-        Some(&caller.user_id),
-        Some(&caller.org_id),
-        "org.member_remove",
-        "user",
-        Some(user),
-        "success",
-    )
-    .await;
+    audit_in_org(service, client, caller, "org.member_remove", "user", user).await;
     Ok(())
 }
 
@@ -318,17 +300,7 @@ pub async fn invite(
             "expires_at": rfc3339(inv.expires_at),
         }),
     });
-    audit(
-        service,
-        client,
-        Some(&caller.user_id),
-        Some(&caller.org_id),
-        "org.invite",
-        "invitation",
-        Some(&inv.id),
-        "success",
-    )
-    .await;
+    audit_in_org(service, client, caller, "org.invite", "invitation", &inv.id).await;
     Ok(CreatedInvitationResponse {
         token,
         invitation: invitation_response(inv),
@@ -354,17 +326,7 @@ pub async fn uninvite(
     if !service.store.delete_invitation(&caller.org_id, id).await? {
         return Err(ServiceError::not_found("invitation"));
     }
-    audit(
-        service,
-        client,
-        Some(&caller.user_id),
-        Some(&caller.org_id),
-        "org.uninvite",
-        "invitation",
-        Some(id),
-        "success",
-    )
-    .await;
+    audit_in_org(service, client, caller, "org.uninvite", "invitation", id).await;
     Ok(())
 }
 

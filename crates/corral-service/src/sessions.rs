@@ -8,7 +8,7 @@ use corral_store::{RefreshUse, User};
 use corral_types::identity::{LoginRequest, TokenResponse};
 
 use crate::accounts::password_matches;
-use crate::audit::{ClientInfo, audit};
+use crate::audit::{ClientInfo, audit, audit_account};
 use crate::credentials::{self, ACCESS_TOKEN_SECS, REFRESH_TOKEN_SECS};
 use crate::{Service, ServiceError, ServiceResult};
 
@@ -197,17 +197,7 @@ pub async fn logout(
             .store
             .revoke_refresh_family(&family, service.clock.now_ms())
             .await?;
-        audit(
-            service,
-            client,
-            Some(&user_id),
-            None,
-            "auth.logout",
-            "user",
-            Some(&user_id),
-            "success",
-        )
-        .await;
+        audit_account(service, client, &user_id, "auth.logout", "success").await;
     }
     Ok(())
 }
@@ -280,17 +270,7 @@ pub async fn end_session(
             .store
             .delete_session(&credentials::sha256_hex(token))
             .await?;
-        audit(
-            service,
-            client,
-            Some(&user.id),
-            None,
-            "auth.session_end",
-            "user",
-            Some(&user.id),
-            "success",
-        )
-        .await;
+        audit_account(service, client, &user.id, "auth.session_end", "success").await;
     }
     Ok(())
 }
