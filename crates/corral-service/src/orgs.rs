@@ -16,9 +16,8 @@ use corral_types::identity::{
 };
 
 use crate::audit::{ClientInfo, audit};
-use crate::credentials;
 use crate::mail::Mail;
-use crate::{Service, ServiceError, ServiceResult};
+use crate::{Service, ServiceError, ServiceResult, credentials, sessions};
 
 /// How long an invitation can be accepted.
 pub const INVITATION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -105,13 +104,15 @@ async fn audit_in_org(
     .await;
 }
 
-/// Creates an organization with the caller as owner.
+/// Creates an organization with the caller as owner. An API key cannot:
+/// it acts only in its own org.
 pub async fn create(
     service: &Service,
     caller: &Principal,
     client: &ClientInfo,
     input: OrgRequest,
 ) -> ServiceResult<OrgResponse> {
+    sessions::require(caller, Action::CreateOrg)?;
     let name = org_name(&input.name)?;
     let org = service
         .store

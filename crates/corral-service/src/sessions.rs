@@ -3,7 +3,7 @@
 //! sessions. How a session travels (cookie, CSRF token) is the surface's
 //! business; what a sign-in proves and how long it lasts is decided here.
 
-use corral_core::auth::{Credential, OrgRole, Principal};
+use corral_core::auth::{Action, Credential, OrgRole, PlatformRole, Principal, can};
 use corral_store::{RefreshUse, User};
 use corral_types::identity::{LoginRequest, TokenResponse};
 
@@ -354,4 +354,55 @@ pub async fn session_principal(
         org_role,
         credential: Credential::Session,
     })
+}
+
+/// Refuses unless `caller` may do `action` (role, platform role and key
+/// scopes; see [`corral_core::auth::can`]), for use cases that a surface
+/// may reach without an authorization table of its own.
+pub fn require(caller: &Principal, action: Action) -> ServiceResult<()> {
+    if can(caller, action) {
+        Ok(())
+    } else {
+        Err(refusal(caller, action))
+    }
+}
+
+/// Why `principal` may not do `action`, said so they can act on it (the
+/// role it needs, the scope a key lacks, or to sign in instead of a key).
+pub fn refusal(principal: &Principal, action: Action) -> ServiceError {
+    let detail = match (&principal.credential, action) {
+        (_, Action::Administer) if principal.platform_role < PlatformRole::Admin => {
+            "this needs a platform administrator".to_owned()
+        }
+        _ if !action.allows_org_role(principal.org_role) => format!(
+            "your role `{}` in this organization does not allow this; it needs `{}` or higher",
+            principal.org_role,
+            action
+                .min_org_role()
+                .map_or("owner", |role| role.as_str())
+        ),
+        (Credential::ApiKey { .. }, Action::ManageSelf) => {
+            "API keys cannot change the account; sign in instead".to_owned()
+        }
+        (Credential::ApiKey { .. }, Action::CreateOrg) => {
+            "an API key acts only in its own organization, so it cannot create one; sign in to create an organization".to_owned()
+        }
+        (Credential::ApiKey { scopes, .. }, _) => {
+            let missing: Vec<String> = action
+                .missing_scopes(scopes)
+                .iter()
+                .map(|scope| format!("`{scope}`"))
+                .collect();
+            if missing.is_empty() {
+                "API keys cannot do this; sign in instead".to_owned()
+            } else {
+                format!(
+                    "this API key lacks the scope {}; create a key with it",
+                    missing.join(" and ")
+                )
+            }
+        }
+        (Credential::Session, _) => "this is not allowed".to_owned(),
+    };
+    ServiceError::Forbidden(detail)
 }

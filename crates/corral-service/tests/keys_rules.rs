@@ -177,3 +177,39 @@ async fn a_key_authenticates_with_its_scopes_until_turned_off_or_revoked() {
         .unwrap_err();
     assert!(matches!(refused, ServiceError::NotFound(_)), "{refused:?}");
 }
+
+#[tokio::test]
+async fn a_key_cannot_create_an_org_whatever_its_scopes() {
+    let t = TestService::new().await;
+    let client = ClientInfo::default();
+    let user = t.account("alice", "free").await;
+    let alice = member_of(&user, &user.personal_org_id, OrgRole::Owner);
+    let created = api_keys::create(&t.service, &alice, &client, request("ci", &["orgs:write"]))
+        .await
+        .unwrap();
+    let (with_key, _, _) = sessions::key_principal(&t.service, &sha256_hex(&created.key))
+        .await
+        .unwrap();
+    let refused = corral_service::orgs::create(
+        &t.service,
+        &with_key,
+        &client,
+        corral_types::identity::OrgRequest {
+            name: "side project".to_owned(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&refused, ServiceError::Forbidden(m) if m.contains("cannot create one")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        corral_service::orgs::list(&t.service, &alice)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "only the personal org"
+    );
+}

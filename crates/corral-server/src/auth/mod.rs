@@ -674,43 +674,9 @@ async fn take_api_call(
     }
 }
 
+/// 403 saying why `principal` may not do `action` (the rule is the service's).
 fn forbidden(principal: &Principal, action: Action) -> ApiError {
-    use corral_core::auth::PlatformRole;
-    let detail = match (&principal.credential, action) {
-        (_, Action::Administer) if principal.platform_role < PlatformRole::Admin => {
-            "this needs a platform administrator".to_owned()
-        }
-        _ if !action.allows_org_role(principal.org_role) => format!(
-            "your role `{}` in this organization does not allow this; it needs `{}` or higher",
-            principal.org_role,
-            action
-                .min_org_role()
-                .map_or("owner", |role| role.as_str())
-        ),
-        (Credential::ApiKey { .. }, Action::ManageSelf) => {
-            "API keys cannot change the account; sign in instead".to_owned()
-        }
-        (Credential::ApiKey { .. }, Action::CreateOrg) => {
-            "an API key acts only in its own organization, so it cannot create one; sign in to create an organization".to_owned()
-        }
-        (Credential::ApiKey { scopes, .. }, _) => {
-            let missing: Vec<String> = action
-                .missing_scopes(scopes)
-                .iter()
-                .map(|scope| format!("`{scope}`"))
-                .collect();
-            if missing.is_empty() {
-                "API keys cannot do this; sign in instead".to_owned()
-            } else {
-                format!(
-                    "this API key lacks the scope {}; create a key with it",
-                    missing.join(" and ")
-                )
-            }
-        }
-        (Credential::Session, _) => "this is not allowed".to_owned(),
-    };
-    ApiError::new(ErrorCode::Forbidden, detail)
+    sessions::refusal(principal, action).into()
 }
 
 /// The org `X-Corral-Org` names, if the header is there: a 400 when it is
