@@ -33,10 +33,6 @@ use corral_types::ErrorCode;
 pub use config::Config;
 pub use corral_service::{Service, StartError};
 
-/// Account creation shared by the API and the CLI.
-pub mod accounts {
-    pub use crate::routes::auth::create_checked;
-}
 /// The automatic sandbox steps (auto-stop, auto-delete) the server runs on a timer.
 pub use corral_service::sandbox::sweep as sweep_sandboxes;
 pub use corral_service::signals::shutdown_signal;

@@ -1,7 +1,12 @@
-//! Pages of lists: every list use case takes a page size and a cursor the
-//! same way, so every surface pages alike.
+//! Cursor paging shared by every list use case: a page size within bounds,
+//! and the cursor of the next page.
 
-use crate::ServiceError;
+use crate::{ServiceError, ServiceResult};
+
+/// The page size when the caller names none.
+const DEFAULT_PAGE: i64 = 50;
+/// The largest page a caller may ask for.
+const MAX_PAGE: i64 = 200;
 
 /// Given `limit + 1` rows, keeps `limit` and returns the cursor of the next
 /// page (the last kept row's), or `None` when this page is the last.
@@ -15,10 +20,10 @@ pub fn page_cut<T>(rows: &mut Vec<T>, limit: i64, cursor: impl Fn(&T) -> String)
     }
 }
 
-/// The page size asked for (default 50), or a validation error naming `limit`.
-pub fn page_limit(limit: Option<i64>) -> Result<i64, ServiceError> {
-    let limit = limit.unwrap_or(50);
-    if (1..=200).contains(&limit) {
+/// The page size asked for (`limit`), 1 to 200, 50 when not given.
+pub fn page_limit(limit: Option<i64>) -> ServiceResult<i64> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if (1..=MAX_PAGE).contains(&limit) {
         Ok(limit)
     } else {
         Err(ServiceError::invalid_field(

@@ -104,3 +104,57 @@ fn judge_agent() -> std::path::PathBuf {
     );
     path
 }
+
+/// What the accounts, orgs and keys tests add: a clock they move, a
+/// configuration they edit, and accounts with real passwords.
+impl TestService {
+    /// A service on SQLite whose clock is `clock`, with `edit` applied to
+    /// the default configuration.
+    pub async fn for_accounts(
+        clock: corral_core::clock::ManualClock,
+        edit: impl FnOnce(&mut Config),
+    ) -> TestService {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        edit(&mut config);
+        let store = Store::open(&StoreConfig::sqlite_in(dir.path()))
+            .await
+            .expect("the store opens");
+        let service = Service::assemble(store, config, Arc::new(clock))
+            .await
+            .expect("the service assembles");
+        TestService { service, dir }
+    }
+
+    /// A new account `name` (`name@example.com`) with the password
+    /// [`ACCOUNT_PASSWORD`], through the same checks as registration.
+    pub async fn account(&self, name: &str, plan: &str) -> User {
+        corral_service::accounts::create_checked(
+            &self.service,
+            &format!("{name}@example.com"),
+            name,
+            ACCOUNT_PASSWORD,
+            PlatformRole::User,
+            plan,
+        )
+        .await
+        .expect("the account is created")
+    }
+}
+
+/// The password of every account [`TestService::account`] creates.
+pub const ACCOUNT_PASSWORD: &str = "correct horse battery";
+
+/// `user` acting in `org` with `role`, signed in (not with a key).
+pub fn member_of(user: &User, org: &str, role: OrgRole) -> Principal {
+    Principal {
+        user_id: user.id.clone(),
+        platform_role: user.role,
+        org_id: org.to_owned(),
+        org_role: role,
+        credential: Credential::Session,
+    }
+}
