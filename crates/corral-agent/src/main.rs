@@ -28,7 +28,11 @@ use nix::unistd::Pid;
 use corral_types::agent::{AgentRequest, AgentResponse, ExecRequest, ExecResult};
 use corral_types::terminal::ProcessStdinRequest;
 
+use privileges::RunAs;
+
 mod fs;
+mod pids;
+mod privileges;
 mod process;
 mod reset;
 mod seccomp;
@@ -125,17 +129,20 @@ fn main() {
         eprintln!("corral-agent: cannot install the seccomp filter: {error}");
         std::process::exit(2);
     }
-    let agent = Arc::new(Agent {
-        waiters: Arc::default(),
-        terminals: Arc::default(),
-        processes: process::Processes::default(),
-        // Before anything runs: what the sandbox held when it started.
-        baseline: reset::baseline(),
-    });
+    let waiters: Arc<Waiters> = Arc::default();
     {
-        let waiters = agent.waiters.clone();
+        let waiters = waiters.clone();
         std::thread::spawn(move || reap(&waiters));
     }
+    let agent = Arc::new(Agent {
+        waiters,
+        terminals: Arc::default(),
+        processes: process::Processes::default(),
+        // Before anything runs, and after the reaper thread, the last task
+        // the agent starts before serving: what the sandbox held when it
+        // started, and its PID counter at that point.
+        baseline: reset::baseline(),
+    });
     let listener = match adopt_listener() {
         Ok(listener) => listener,
         Err(error) => {
@@ -245,18 +252,27 @@ fn report(waiters: &Waiters, pid: Pid, exit: Exit) {
     }
 }
 
-/// Spawns `command` with the reaper told to report its end on the channel
-/// returned. The waiters' lock is held across spawn and registration, so
-/// the reaper cannot reap the child before anyone waits for it. The child
-/// starts with an oom_score_adj of 1000 (see [`oom_first`]).
+/// Spawns `command` as `run_as` with the reaper told to report its end on
+/// the channel returned. The waiters' lock is held across spawn and
+/// registration, so the reaper cannot reap the child before anyone waits
+/// for it. The child starts with an oom_score_adj of 1000 (see
+/// [`oom_first`]), set while it still has the agent's uid.
 fn spawn_watched(
     command: &mut Command,
     waiters: &Waiters,
+    run_as: RunAs,
 ) -> std::io::Result<(std::process::Child, Receiver<Exit>)> {
-    // SAFETY: the hook makes only raw open, write and close calls, which
-    // are async-signal-safe, on a static path and buffer.
+    // SAFETY: the hook makes only raw system calls (open, write, close,
+    // capget, capset, setgroups, setresgid, setresuid), which are
+    // async-signal-safe, on static paths and buffers or its own stack.
     unsafe {
-        command.pre_exec(oom_first);
+        command.pre_exec(move || {
+            oom_first()?;
+            match run_as {
+                RunAs::Root => privileges::drop_agent_only_capabilities(),
+                RunAs::RunUser => privileges::become_run_user(),
+            }
+        });
     }
     let (tx, rx) = channel();
     let mut waiting = waiters.lock();
@@ -439,7 +455,16 @@ fn exec(
         .stderr(Stdio::piped())
         // Its own process group: a timeout kills everything it started.
         .process_group(0);
-    let (mut child, rx) = match spawn_watched(&mut command, waiters) {
+    // The judge's runs: as the run user, with what the host wrote for them.
+    let run_as = if request.sole {
+        if let Err(message) = privileges::hand_over(&request.cwd) {
+            return fs::error("failed", message);
+        }
+        RunAs::RunUser
+    } else {
+        RunAs::Root
+    };
+    let (mut child, rx) = match spawn_watched(&mut command, waiters, run_as) {
         Ok(spawned) => spawned,
         Err(error) => return fs::error("not_found", format!("cannot run {program}: {error}")),
     };

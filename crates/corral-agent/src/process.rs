@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 use corral_types::agent::{AgentResponse, SpawnRequest};
 use corral_types::terminal::{LogChunk, ProcessInfo, ProcessLogs};
 
+use crate::privileges::RunAs;
 use crate::{Waiters, fs, send, spawn_watched, unix_now, utf8_prefix};
 
 /// Most processes remembered (running or ended); the oldest ended ones are
@@ -199,7 +200,7 @@ impl Processes {
             .stderr(Stdio::piped())
             // Its own group, so a signal reaches what it started too.
             .process_group(0);
-        let (mut child, ended) = match spawn_watched(&mut command, waiters) {
+        let (mut child, ended) = match spawn_watched(&mut command, waiters, RunAs::Root) {
             Ok(spawned) => spawned,
             Err(error) => return fs::error("not_found", format!("cannot run {program}: {error}")),
         };

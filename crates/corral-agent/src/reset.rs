@@ -5,8 +5,8 @@
 //! process killed, every writable filesystem back to what it held when the
 //! agent started, extended attributes included, System V IPC objects
 //! removed, the agent's own nice value, `oom_score_adj` and
-//! `coredump_filter` back to what they were), or the reset is refused
-//! and the host discards the sandbox. It is refused where something
+//! `coredump_filter` back to what they were, the PID counter rewound), or
+//! the reset is refused and the host discards the sandbox. It is refused where something
 //! writable cannot be restored from here (an image's overlay root, a
 //! volume), and while a terminal, a background process or an exec is live.
 //!
@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::libc;
+
+use crate::pids::PidCounter;
 
 /// How long the processes killed may take to be gone.
 const KILL_WAIT: Duration = Duration::from_secs(2);
@@ -48,6 +50,9 @@ struct Writable {
 #[derive(Debug)]
 pub struct Baseline {
     writable: Vec<Writable>,
+    /// The PID counter, and the last PID it had handed out once the
+    /// first request was being served.
+    pids: Option<(PidCounter, i32)>,
     hostname: String,
     /// The agent's own scheduling and OOM settings.
     settings: Settings,
@@ -65,6 +70,17 @@ const STATELESS: &[&str] = &["proc", "devpts", "sysfs", "cgroup", "cgroup2"];
 /// Takes the baseline (at start, before serving).
 pub fn baseline() -> Baseline {
     let mut refusal = None;
+    // First: it adopts a descriptor, which nothing opened here may take.
+    let pids = PidCounter::adopt()
+        .and_then(|counter| {
+            // The first request's thread takes the next PID: rewound to
+            // just after it, a reused sandbox hands out the PIDs a fresh
+            // one hands out after its first request (the host's ping).
+            let first_request = counter.last()? + 1;
+            Ok((counter, first_request))
+        })
+        .map_err(|why| refusal = Some(format!("the PID counter cannot be rewound: {why}")))
+        .ok();
     let mut writable = Vec::new();
     for (point, fstype) in writable_mounts() {
         if STATELESS.contains(&fstype.as_str()) {
@@ -99,6 +115,7 @@ pub fn baseline() -> Baseline {
     }
     Baseline {
         writable,
+        pids,
         hostname: hostname(),
         settings: Settings::now(),
         refusal,
@@ -206,6 +223,11 @@ pub fn reset(baseline: &Baseline, busy: Option<String>) -> Result<(), String> {
         restore(mount)?;
     }
     baseline.settings.restore()?;
+    // Everyone else is gone, their PIDs free: the next run's come out as
+    // this sandbox's first run's did.
+    if let Some((counter, last)) = &baseline.pids {
+        counter.rewind(*last)?;
+    }
     if hostname() != baseline.hostname {
         return Err("the hostname changed".to_owned());
     }
@@ -261,22 +283,35 @@ fn remove_ipc() -> Result<(), String> {
         let path = format!("/proc/sysvipc/{table}");
         let ids = ipc_ids(&path);
         for id in ids {
-            // SAFETY: IPC_RMID takes no buffer (a null pointer is what it
-            // expects); the calls have no other memory effects.
-            let removed = unsafe {
-                match kind {
-                    0 => libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()),
-                    1 => libc::semctl(id, 0, libc::IPC_RMID),
-                    _ => libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+            let remove = || {
+                // SAFETY: IPC_RMID takes no buffer (a null pointer is what
+                // it expects); the calls have no other memory effects.
+                let removed = unsafe {
+                    match kind {
+                        0 => libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+                        1 => libc::semctl(id, 0, libc::IPC_RMID),
+                        _ => libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+                    }
+                };
+                if removed == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
                 }
             };
-            if removed != 0 {
-                let error = std::io::Error::last_os_error();
-                if error.raw_os_error() != Some(libc::EINVAL)
-                    && error.raw_os_error() != Some(libc::EIDRM)
-                {
-                    return Err(format!("removing IPC {table} {id}: {error}"));
+            // Only the owner (or CAP_SYS_ADMIN, which the agent lacks)
+            // may remove one: what a judge run made is the run user's.
+            let removed = match remove() {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                    crate::privileges::as_run_user_on_this_thread(remove)?
                 }
+                other => other,
+            };
+            if let Err(error) = removed
+                && error.raw_os_error() != Some(libc::EINVAL)
+                && error.raw_os_error() != Some(libc::EIDRM)
+            {
+                return Err(format!("removing IPC {table} {id}: {error}"));
             }
         }
         // A shared memory segment still attached is only marked; nobody

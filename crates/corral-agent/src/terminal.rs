@@ -43,6 +43,7 @@ use nix::unistd::Pid;
 use corral_types::agent::{AgentResponse, SpawnRequest};
 use corral_types::terminal::{TerminalInfo, TerminalInput};
 
+use crate::privileges::RunAs;
 use crate::{Waiters, fs, send, spawn_watched, unix_now};
 
 /// Most terminals one sandbox keeps (running or ended).
@@ -602,7 +603,7 @@ impl Terminals {
                 Ok(())
             });
         }
-        let (child, ended) = match spawn_watched(&mut command, waiters) {
+        let (child, ended) = match spawn_watched(&mut command, waiters, RunAs::Root) {
             Ok(spawned) => spawned,
             Err(error) => return fs::error("not_found", format!("cannot run {program}: {error}")),
         };

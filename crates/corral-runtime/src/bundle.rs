@@ -377,7 +377,13 @@ fn build_spec(
         Capability::Setuid,
         Capability::NetBindService,
     ];
-    let caps: std::collections::HashSet<Capability> = caps.into_iter().collect();
+    let mut caps: std::collections::HashSet<Capability> = caps.into_iter().collect();
+    // Only for the agent as PID 1, to rewind the PID counter on reset; it
+    // drops it from every program it starts (corral-agent's
+    // privileges.rs). A program run directly as PID 1 never gets it.
+    if spec.agent.is_some() {
+        caps.insert(Capability::CheckpointRestore);
+    }
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())

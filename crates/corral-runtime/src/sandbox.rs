@@ -20,7 +20,8 @@
 //! removes the disk image too.
 //!
 //! The host binds the socket and hands the listening descriptor to the
-//! agent (`--preserve-fds 1`, as fd 3). The sandbox never sees a path to
+//! agent (`--preserve-fds 2`, as fd 3; fd 4 is the PID counter, see
+//! [`spawn_and_wait`]). The sandbox never sees a path to
 //! it, so a hostile sandbox cannot swap it for a symlink to somewhere else:
 //! the host never opens a path inside a sandbox by name.
 
@@ -114,6 +115,17 @@ fn spawn_and_wait(
     // dup2 clears close-on-exec on the copy (glibc also when the numbers
     // are equal); every other descriptor of the server is close-on-exec.
     actions.add_dup2(listener.as_raw_fd(), 3)?;
+    // The PID counter a reset rewinds (see corral-agent's pids.rs): the
+    // kernel applies it to the PID namespace of whoever reads or writes
+    // it, so the host's own file serves the sandbox. A host that cannot
+    // open it (a read-only /proc/sys) passes /dev/null: the agent then
+    // refuses resets, and every run gets a fresh sandbox.
+    let pid_counter = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/proc/sys/kernel/ns_last_pid")
+        .or_else(|_| File::open("/dev/null"))?;
+    actions.add_dup2(pid_counter.as_raw_fd(), 4)?;
     // What `Command` does too: no blocked signals, and SIGPIPE (which the
     // Rust runtime ignores) back to its default for the runtime and the agent.
     let mut attr = PosixSpawnAttr::init()?;
@@ -301,7 +313,7 @@ impl Sandbox {
         let mut args: Vec<std::ffi::OsString> =
             vec![runtime.binary.clone().into(), "--root".into()];
         args.push(runtime.root.clone().into());
-        args.extend(["run", "--detach", "--preserve-fds", "1", "--bundle"].map(Into::into));
+        args.extend(["run", "--detach", "--preserve-fds", "2", "--bundle"].map(Into::into));
         args.push(dir.join("bundle").into());
         args.push(self.id.clone().into());
         let status =

@@ -77,6 +77,20 @@ fn sandbox_root_is_an_unprivileged_host_uid() {
     );
 }
 
+/// `CAP_CHECKPOINT_RESTORE` (40) is the agent's alone: a program run
+/// directly as PID 1 does not have it, not even in its bounding set.
+#[test]
+fn a_program_run_directly_never_gets_the_agents_capability() {
+    let out = sh("for set in CapEff CapBnd; do \
+                  echo $set $(( (0x$(grep $set /proc/self/status | cut -f2) >> 40) & 1 )); done");
+    assert_eq!(
+        text(&out.stdout),
+        "CapEff 0\nCapBnd 0\n",
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn only_the_given_environment_crosses_in() {
     // SAFETY-free: set in this test process, which runc inherits.

@@ -266,6 +266,18 @@ def call(nr, *args):
     probe(running, &format!("{CALL}{python}"))
 }
 
+/// Python: `attempt(what, f)` prints `what DONE`, or `what refused ERRNO`
+/// when `f` raises an `OSError`.
+const ATTEMPT: &str = r"
+import os
+def attempt(what, f):
+    try:
+        f()
+        print(what, 'DONE')
+    except OSError as e:
+        print(what, 'refused', e.errno)
+";
+
 /// Hostile program 9: the agent binary cannot be replaced from inside, and
 /// the host's copy is unchanged afterwards.
 #[test]
@@ -865,19 +877,14 @@ fn the_agent_cannot_be_taken_over_through_proc() {
     let running = start("agent-proc");
     let out = probe(
         &running,
-        r"
-import os
-def attempt(what, f):
-    try:
-        f()
-        print(what, 'OPEN')
-    except OSError as e:
-        print(what, 'refused', e.errno)
+        &format!(
+            r"{ATTEMPT}
 attempt('mem', lambda: open('/proc/1/mem', 'r+b'))
 attempt('environ', lambda: open('/proc/1/environ', 'rb').read())
 attempt('fd', lambda: open('/proc/1/fd/0', 'rb'))
 attempt('socket', lambda: os.open('/proc/1/fd/3', os.O_RDWR))
-",
+"
+        ),
     );
     for what in ["mem", "environ", "fd", "socket"] {
         assert!(
@@ -891,6 +898,20 @@ attempt('socket', lambda: os.open('/proc/1/fd/3', os.O_RDWR))
         running.sandbox.exec(sh("echo ok", 5_000)).unwrap().stdout,
         "ok\n"
     );
+}
+
+/// What a program may leave in the places every sandbox can write:
+/// `/tmp`, `/dev/shm`, `/dev/mqueue`.
+const LEFT_FILES: [&str; 3] = ["ls -A /tmp", "ls -A /dev/shm", "ls -A /dev/mqueue"];
+/// How many System V IPC objects there are.
+const LEFT_IPC: &str = "ipcs | grep -c '^0x'; true";
+
+/// What each of `scripts` prints, run by `sh` as root in `running`.
+fn outputs(running: &Running, scripts: &[&str]) -> Vec<String> {
+    scripts
+        .iter()
+        .map(|script| running.sandbox.exec(sh(script, 10_000)).unwrap().stdout)
+        .collect()
 }
 
 /// A reset returns the sandbox to how it started: what one program left
@@ -917,15 +938,18 @@ fn a_reset_leaves_nothing_of_the_last_program() {
     assert_eq!(out.stdout, "left\n", "{}", out.stderr);
     let look = |script: &str| running.sandbox.exec(sh(script, 10_000)).unwrap().stdout;
     let state = || {
-        [
-            look("ls -A /tmp"),
-            look("ls -A /dev/shm"),
-            look("ls -A /dev/mqueue"),
-            look("ls /dev/extra 2>&1; true"),
-            look("stat -c %a /tmp"),
-            look("ipcs | grep -c '^0x'; true"),
-            look("grep -l sleep /proc/[0-9]*/comm 2>/dev/null | wc -l"),
-        ]
+        outputs(
+            &running,
+            &[
+                LEFT_FILES[0],
+                LEFT_FILES[1],
+                LEFT_FILES[2],
+                "ls /dev/extra 2>&1; true",
+                "stat -c %a /tmp",
+                LEFT_IPC,
+                "grep -l sleep /proc/[0-9]*/comm 2>/dev/null | wc -l",
+            ],
+        )
     };
     // The script waits until the sleeper has exec'd `sleep` (so `setsid`
     // has already taken it out of the exec's process group, which is killed
@@ -988,4 +1012,158 @@ fn a_reset_is_refused_while_a_background_process_lives() {
         .unwrap();
     let refused = running.sandbox.reset().unwrap_err().to_string();
     assert!(refused.contains("background"), "{refused}");
+}
+
+/// A judge run (`sole`) in `/tmp/run`, as the judge makes them: the host
+/// wrote its files there first.
+fn judge_run(running: &Running, python: &str) -> corral_types::agent::ExecResult {
+    let mut request = sh("", 20_000);
+    request.argv = vec!["/usr/bin/python3".into(), "-c".into(), python.into()];
+    request.cwd = "/tmp/run".into();
+    request.sole = true;
+    running.sandbox.exec(request).unwrap()
+}
+
+/// The files the judge writes before a run: its directory and a source.
+fn write_judge_files(running: &Running) {
+    running
+        .sandbox
+        .file_op(&corral_types::agent::AgentRequest::Mkdir {
+            path: "/tmp/run/sub".into(),
+            parents: true,
+        })
+        .unwrap();
+    running
+        .sandbox
+        .write_file("/tmp/run/sub/main.c", b"int main(){}", None)
+        .unwrap();
+}
+
+/// Issue 17 item 6 / hostile program 34: a judge run has its own uid, no
+/// groups and no capabilities, so the kernel refuses it the agent's
+/// `/proc/1` settings (its `oom_score_adj` above all, which would make the
+/// agent the OOM victim while the run lasts) and signals to PID 1; it can
+/// still write the files the host wrote for it and next to them.
+#[test]
+fn a_judge_run_is_unprivileged_and_cannot_change_the_agent() {
+    let running = start("judge-user");
+    write_judge_files(&running);
+    let agent_oom = || {
+        let pid = running.runtime.init_pid(&running.id).unwrap();
+        std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap()
+    };
+    let before = agent_oom();
+    let out = judge_run(
+        &running,
+        &format!(
+            r"
+import os, signal
+print('ids', os.getresuid(), os.getresgid(), os.getgroups())
+for line in open('/proc/self/status'):
+    if line.startswith(('CapEff', 'CapPrm')):
+        print(line.split()[0], line.split()[1])
+{ATTEMPT}
+attempt('oom', lambda: open('/proc/1/oom_score_adj', 'w').write('1000'))
+attempt('coredump', lambda: open('/proc/1/coredump_filter', 'w').write('0x7f'))
+attempt('kill', lambda: os.kill(1, signal.SIGTERM))
+attempt('source', lambda: open('sub/main.c', 'a').write('//'))
+attempt('new', lambda: open('sub/a.out', 'w').write('x'))
+attempt('dir', lambda: os.mkdir('built'))
+"
+        ),
+    );
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    let stdout = out.stdout;
+    assert!(
+        stdout.contains("ids (1000, 1000, 1000) (1000, 1000, 1000) []\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("CapEff: 0000000000000000\n"), "{stdout}");
+    assert!(stdout.contains("CapPrm: 0000000000000000\n"), "{stdout}");
+    // EACCES: the agent's /proc files are uid 0's; EPERM: another uid's
+    // process.
+    for refused in ["oom refused 13", "coredump refused 13", "kill refused 1"] {
+        assert!(stdout.contains(&format!("{refused}\n")), "{stdout}");
+    }
+    for done in ["source", "new", "dir"] {
+        assert!(stdout.contains(&format!("{done} DONE\n")), "{stdout}");
+    }
+    assert_eq!(agent_oom(), before, "{stdout}");
+    // Programs of the user's own sandbox stay root, without the one
+    // capability only the agent holds (CAP_CHECKPOINT_RESTORE, 40, which
+    // rewinds the PID counter), which no_new_privs keeps them from taking
+    // back from the bounding set.
+    let root = running
+        .sandbox
+        .exec(sh(
+            "id -u; for set in CapEff CapPrm CapInh CapBnd; do \
+             echo $set $(( (0x$(grep $set /proc/self/status | cut -f2) >> 40) & 1 )); done",
+            5_000,
+        ))
+        .unwrap()
+        .stdout;
+    assert_eq!(root, "0\nCapEff 0\nCapPrm 0\nCapInh 0\nCapBnd 1\n");
+}
+
+/// Issue 17 item 6: PIDs do not keep counting up across the runs of a
+/// reused sandbox: after a reset, a run's processes get the PIDs the
+/// sandbox's first run's got, however many processes came between.
+#[test]
+fn a_reset_rewinds_the_pid_counter() {
+    let running = start("judge-pids");
+    let first_child = || {
+        write_judge_files(&running);
+        let out = judge_run(
+            &running,
+            r"
+import subprocess
+print(subprocess.run(['sh', '-c', 'echo $$'], capture_output=True, text=True).stdout.strip())
+for _ in range(50):
+    subprocess.run(['true'])
+",
+        );
+        assert!(out.stderr.is_empty(), "{}", out.stderr);
+        out.stdout
+    };
+    let fresh = first_child();
+    running.sandbox.reset().unwrap();
+    assert_eq!(first_child(), fresh);
+    running.sandbox.reset().unwrap();
+    assert_eq!(first_child(), fresh);
+}
+
+/// What a judge run leaves (files in /tmp, /dev/shm, the work directory,
+/// a POSIX message queue, System V IPC, which only its owner may remove)
+/// is gone after a reset, and the reset is not refused for it.
+#[test]
+fn a_reset_leaves_nothing_of_a_judge_run() {
+    let running = start("judge-reset");
+    let state = || {
+        outputs(
+            &running,
+            &[LEFT_FILES[0], LEFT_FILES[1], LEFT_FILES[2], LEFT_IPC],
+        )
+    };
+    let fresh = state();
+    write_judge_files(&running);
+    let out = judge_run(
+        &running,
+        r"
+import ctypes, os, subprocess
+for args in (['-M', '4096'], ['-Q'], ['-S', '1']):
+    subprocess.run(['ipcmk', *args], check=True, stdout=subprocess.DEVNULL)
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.mq_open(b'/left', 0o100 | 2, 0o600, None) >= 0, ctypes.get_errno()
+open('/dev/shm/s', 'w').write('z')
+open('/tmp/top', 'w').write('y')
+os.makedirs('/tmp/d/e')
+os.chmod('/tmp/d', 0)
+print('left')
+",
+    );
+    assert_eq!(out.stdout, "left\n", "{}", out.stderr);
+    let left = state();
+    assert_eq!(left[3], "3\n", "{left:?}");
+    running.sandbox.reset().unwrap();
+    assert_eq!(state(), fresh);
 }

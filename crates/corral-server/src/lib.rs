@@ -7,7 +7,6 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
-pub mod logging;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -34,10 +33,6 @@ use corral_types::ErrorCode;
 pub use config::Config;
 pub use corral_service::{Service, StartError};
 
-/// Account creation shared by the API and the CLI.
-pub mod accounts {
-    pub use crate::routes::auth::create_checked;
-}
 /// The automatic sandbox steps (auto-stop, auto-delete) the server runs on a timer.
 pub use corral_service::sandbox::sweep as sweep_sandboxes;
 pub use corral_service::signals::shutdown_signal;

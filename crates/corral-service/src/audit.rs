@@ -55,3 +55,25 @@ pub async fn audit(
         tracing::error!(%error, action, "writing the audit log failed");
     }
 }
+
+/// Audits what the user `user_id` did to their own account (the actor and
+/// the resource are the same user, in no org).
+pub async fn audit_account(
+    service: &Service,
+    client: &ClientInfo,
+    user_id: &str,
+    action: &str,
+    outcome: &str,
+) {
+    audit(
+        service,
+        client,
+        Some(user_id),
+        None,
+        action,
+        "user",
+        Some(user_id),
+        outcome,
+    )
+    .await;
+}

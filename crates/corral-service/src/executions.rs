@@ -31,7 +31,6 @@ use corral_types::executions::{ExecutionLimits, ExecutionResponse, LanguageRespo
 use crate::Service;
 use crate::pool::PoolKey;
 
-/// Where the program lives inside its sandbox.
 /// The job that runs a queued execution.
 pub const RUN_JOB: &str = "execution.run";
 /// The queue executions are run from.
@@ -47,6 +46,7 @@ pub fn priority(user: &corral_store::User) -> i64 {
     }
 }
 
+/// Where the program lives inside its sandbox.
 const WORK_DIR: &str = "/tmp/run";
 /// Wall time a compiler may take, ms.
 const COMPILE_WALL_MS: u64 = 30_000;

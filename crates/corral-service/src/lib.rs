@@ -10,26 +10,37 @@
 //! [`Service`] is everything a use case may reach, built once per process
 //! ([`Service::open`]) and shared by reference count.
 
+pub mod accounts;
+pub mod admin;
 pub mod admission;
+pub mod api_keys;
 pub mod audit;
 pub mod cache;
 pub mod callbacks;
 pub mod config;
+pub mod contexts;
 pub mod credentials;
 pub mod driver;
+pub mod email;
 pub mod error;
 pub mod exec_stdin;
 pub mod executions;
 pub mod jobs;
+pub mod library;
 pub mod limits;
+pub mod logging;
 pub mod mail;
+pub mod orgs;
 pub mod owners;
 pub mod paging;
 pub mod pool;
+pub mod queues;
 pub mod quota;
 pub mod sandbox;
 pub mod sandboxes;
+pub mod sessions;
 pub mod signals;
+pub mod submit;
 pub mod usage;
 
 use std::sync::Arc;

@@ -1,13 +1,12 @@
-//! Keyset paging rules shared by every list use case: the page size a
-//! caller may ask for and how a page is cut from `limit + 1` rows.
+//! Cursor paging shared by every list use case: a page size within bounds,
+//! and the cursor of the next page.
 
 use crate::{ServiceError, ServiceResult};
 
 /// The page size when the caller names none.
-pub const DEFAULT_PAGE_LIMIT: i64 = 50;
-
+const DEFAULT_PAGE: i64 = 50;
 /// The largest page a caller may ask for.
-pub const MAX_PAGE_LIMIT: i64 = 200;
+const MAX_PAGE: i64 = 200;
 
 /// Given `limit + 1` rows, keeps `limit` and returns the cursor of the next
 /// page (the last kept row's), or `None` when this page is the last.
@@ -21,47 +20,15 @@ pub fn page_cut<T>(rows: &mut Vec<T>, limit: i64, cursor: impl Fn(&T) -> String)
     }
 }
 
-/// The page size asked for (`limit`, default 50), refused outside 1–200.
+/// The page size asked for (`limit`), 1 to 200, 50 when not given.
 pub fn page_limit(limit: Option<i64>) -> ServiceResult<i64> {
-    let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
-    if (1..=MAX_PAGE_LIMIT).contains(&limit) {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if (1..=MAX_PAGE).contains(&limit) {
         Ok(limit)
     } else {
         Err(ServiceError::invalid_field(
             "limit",
-            format!("must be between 1 and {MAX_PAGE_LIMIT}"),
+            "must be between 1 and 200",
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_page_limit_outside_1_to_200_names_the_field() {
-        assert_eq!(page_limit(None).ok(), Some(50));
-        assert_eq!(page_limit(Some(200)).ok(), Some(200));
-        for bad in [0, -1, 201] {
-            let error = page_limit(Some(bad)).err().map(|error| error.to_string());
-            assert_eq!(
-                error.as_deref(),
-                Some("`limit`: must be between 1 and 200"),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_page_cut_keeps_limit_rows_and_names_the_last_as_cursor() {
-        let mut rows = vec![1, 2, 3];
-        assert_eq!(
-            page_cut(&mut rows, 2, |n| n.to_string()).as_deref(),
-            Some("2")
-        );
-        assert_eq!(rows, [1, 2]);
-        let mut rows = vec![1, 2];
-        assert_eq!(page_cut(&mut rows, 2, |n| n.to_string()), None);
-        assert_eq!(rows, [1, 2]);
     }
 }

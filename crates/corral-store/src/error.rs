@@ -74,12 +74,30 @@ impl StoreError {
 /// characters): disk full (53100), out of memory (53200), too many
 /// connections (53300), a server shutting down or starting (57P01 to
 /// 57P03). SQLite's are numbers whose low byte is the primary code:
-/// `SQLITE_IOERR` (10, with its extended write and fsync codes) and
-/// `SQLITE_FULL` (13).
+/// `SQLITE_BUSY` (5: another connection held the write lock past the busy
+/// timeout; a retry soon succeeds), `SQLITE_IOERR` (10, with its extended
+/// write and fsync codes) and `SQLITE_FULL` (13).
 fn unavailable_code(code: &str) -> bool {
     if code.len() == 5 && !code.starts_with('0') {
         return ["53100", "53200", "53300", "57P01", "57P02", "57P03"].contains(&code);
     }
     code.parse::<u32>()
-        .is_ok_and(|n| matches!(n & 0xff, 10 | 13))
+        .is_ok_and(|n| matches!(n & 0xff, 5 | 10 | 13))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unavailable_code;
+
+    #[test]
+    fn a_busy_full_or_failing_database_is_unavailable_a_bad_query_is_not() {
+        // SQLITE_BUSY, SQLITE_BUSY_SNAPSHOT, SQLITE_IOERR_WRITE, SQLITE_FULL; PostgreSQL's disk full.
+        for code in ["5", "517", "778", "13", "53100", "57P01"] {
+            assert!(unavailable_code(code), "{code}");
+        }
+        // SQLITE_CONSTRAINT_UNIQUE, SQLITE_ERROR; PostgreSQL's unique and syntax errors.
+        for code in ["2067", "1", "23505", "42601"] {
+            assert!(!unavailable_code(code), "{code}");
+        }
+    }
 }

@@ -38,7 +38,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions, Executor};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
 
 /// Migrations embedded at build time from `crates/corral-store/migrations`.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -118,6 +118,7 @@ impl Store {
                     Ok(())
                 })
             })
+            .after_release(|conn, _meta| Box::pin(leaves_no_transaction_behind(conn)))
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Connect { backend, source })?;
@@ -226,6 +227,39 @@ pub struct MigrationReport {
     pub applied_now: u64,
     /// Migrations applied in total.
     pub total: u64,
+}
+
+/// Whether a connection coming back to the pool may be handed out again:
+/// not while sqlx still counts a transaction open on it; the pool closes it
+/// instead (closing rolls back whatever the database still holds open).
+///
+/// SQLite ends a transaction by itself when a write or `COMMIT` fails with
+/// `SQLITE_FULL` (or an I/O error). The `ROLLBACK` sqlx then sends for the
+/// dropped [`sqlx::Transaction`] fails ("no transaction is active"), so
+/// sqlx's count stays at one. Handed out again, such a connection turns the
+/// next `begin()` into a `SAVEPOINT` and its rollback into `ROLLBACK TO`,
+/// which leaves a real transaction open: it holds the write lock (everyone
+/// else's writes fail with "database is locked") and every later write on
+/// it is answered as done but never committed.
+///
+/// Free on the usual path (a committed transaction or none: the count is
+/// already zero). Only after a dropped transaction does SQLite need one
+/// round trip to its connection's worker thread, which runs the queued
+/// rollback before it answers; PostgreSQL lowers its count when it queues
+/// the rollback, so it never waits here.
+async fn leaves_no_transaction_behind(conn: &mut AnyConnection) -> Result<bool, sqlx::Error> {
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!(
+            "closing a pooled connection whose transaction the database ended by itself \
+             (a failed write or COMMIT, e.g. a full disk)"
+        );
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 fn create_sqlite_parent_dir(url: &str) -> Result<(), StoreError> {

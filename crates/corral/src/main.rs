@@ -11,8 +11,9 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use corral_core::auth::PlatformRole;
-use corral_server::config::{Config, Overrides};
-use corral_server::{AppState, StartError, logging};
+use corral_server::{AppState, StartError};
+use corral_service::config::{Config, Overrides};
+use corral_service::logging;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -352,10 +353,10 @@ struct NewAccount {
 const FIRST_ACCOUNT_PLAN: &str = "enterprise";
 
 async fn create_user(config: Config, account: NewAccount) -> anyhow::Result<()> {
-    let state = AppState::open(config)
+    let service = corral_service::Service::open(config)
         .await
         .context("cannot open the database")?;
-    let first = state.store.count_users().await? == 0;
+    let first = service.store.count_users().await? == 0;
     // The first account manages the rest (plans included), so it gets the
     // top role unless one is named.
     let role = account.role.unwrap_or(if first {
@@ -368,9 +369,9 @@ async fn create_user(config: Config, account: NewAccount) -> anyhow::Result<()> 
     let plan = account
         .plan
         .unwrap_or_else(|| if first { FIRST_ACCOUNT_PLAN } else { "free" }.to_owned());
-    check_plan(&state.store, &plan).await?;
-    let user = corral_server::accounts::create_checked(
-        &state,
+    check_plan(&service.store, &plan).await?;
+    let user = corral_service::accounts::create_checked(
+        &service,
         &account.email,
         &account.username,
         &account.password,
@@ -378,25 +379,23 @@ async fn create_user(config: Config, account: NewAccount) -> anyhow::Result<()> 
         &plan,
     )
     .await
-    .map_err(|e| {
-        let problem = e.problem();
-        let message = if problem.errors.is_empty() {
-            problem.detail.clone().unwrap_or_default()
-        } else {
-            problem
-                .errors
+    .map_err(|error| match error {
+        // Named as the command's flags, every bad one at once.
+        corral_service::ServiceError::Validation(fields) => anyhow::anyhow!(
+            "{}",
+            fields
                 .iter()
                 .map(|f| format!("--{}: {}", f.field, f.message))
                 .collect::<Vec<_>>()
                 .join("; ")
-        };
-        anyhow::anyhow!("{message}")
+        ),
+        other => anyhow::anyhow!("{other}"),
     })?;
     println!(
         "created {} `{}` <{}> on plan {} (id {})",
         role, user.username, user.email, user.plan_id, user.id
     );
-    state.store.close().await;
+    service.store.close().await;
     Ok(())
 }
 

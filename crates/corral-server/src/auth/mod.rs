@@ -20,7 +20,8 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Either, Ready};
 use http::{HeaderMap, HeaderValue, header};
 
-use corral_core::auth::{Action, Credential, OrgRole, Principal, can};
+use corral_core::auth::{Action, Credential, Principal, can};
+use corral_service::{ServiceError, sessions};
 use corral_store::User;
 use corral_types::ErrorCode;
 
@@ -673,43 +674,9 @@ async fn take_api_call(
     }
 }
 
+/// 403 saying why `principal` may not do `action` (the rule is the service's).
 fn forbidden(principal: &Principal, action: Action) -> ApiError {
-    use corral_core::auth::PlatformRole;
-    let detail = match (&principal.credential, action) {
-        (_, Action::Administer) if principal.platform_role < PlatformRole::Admin => {
-            "this needs a platform administrator".to_owned()
-        }
-        _ if !action.allows_org_role(principal.org_role) => format!(
-            "your role `{}` in this organization does not allow this; it needs `{}` or higher",
-            principal.org_role,
-            action
-                .min_org_role()
-                .map_or("owner", |role| role.as_str())
-        ),
-        (Credential::ApiKey { .. }, Action::ManageSelf) => {
-            "API keys cannot change the account; sign in instead".to_owned()
-        }
-        (Credential::ApiKey { .. }, Action::CreateOrg) => {
-            "an API key acts only in its own organization, so it cannot create one; sign in to create an organization".to_owned()
-        }
-        (Credential::ApiKey { scopes, .. }, _) => {
-            let missing: Vec<String> = action
-                .missing_scopes(scopes)
-                .iter()
-                .map(|scope| format!("`{scope}`"))
-                .collect();
-            if missing.is_empty() {
-                "API keys cannot do this; sign in instead".to_owned()
-            } else {
-                format!(
-                    "this API key lacks the scope {}; create a key with it",
-                    missing.join(" and ")
-                )
-            }
-        }
-        (Credential::Session, _) => "this is not allowed".to_owned(),
-    };
-    ApiError::new(ErrorCode::Forbidden, detail)
+    sessions::refusal(principal, action).into()
 }
 
 /// The org `X-Corral-Org` names, if the header is there: a 400 when it is
@@ -887,7 +854,9 @@ pub async fn authenticate(
             Some(cached) => cached,
             None => {
                 let hash = credentials::sha256_hex(token);
-                let (principal, user, expires_at) = lookup_key(state, &hash).await?;
+                let (principal, user, expires_at) = sessions::key_principal(state, &hash)
+                    .await
+                    .map_err(challenge)?;
                 let key_use = match &principal.credential {
                     Credential::ApiKey { key_id, .. } => Some(state.key_usage.counter(key_id)),
                     Credential::Session => None,
@@ -1022,25 +991,10 @@ async fn signed_in_caller(
     now: i64,
     expires_at: Option<i64>,
 ) -> Result<Caller, ApiError> {
-    let user = active_user(state, user_id).await?;
-    let (org_id, org_role) = match requested_org {
-        Some(org_id) => {
-            let role = state
-                .store
-                .org_role(&org_id, &user.id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("organization"))?;
-            (org_id, role)
-        }
-        None => (user.personal_org_id.clone(), OrgRole::Owner),
-    };
-    let principal = Principal {
-        user_id: user.id.clone(),
-        platform_role: user.role,
-        org_id,
-        org_role,
-        credential: Credential::Session,
-    };
+    let user = sessions::active_user(state, user_id)
+        .await
+        .map_err(challenge)?;
+    let principal = sessions::session_principal(state, &user, requested_org).await?;
     let cached = state.auth_cache.put(
         cache_key,
         epoch,
@@ -1069,42 +1023,11 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// The caller behind an API key (by its hash), from the database.
-async fn lookup_key(
-    state: &AppState,
-    hash: &str,
-) -> Result<(Principal, User, Option<i64>), ApiError> {
-    let key = state
-        .store
-        .api_key_by_hash(hash)
-        .await?
-        .ok_or_else(|| unauthorized("invalid API key"))?;
-    if !key.is_active {
-        return Err(unauthorized("this API key is disabled"));
-    }
-    let user = active_user(state, &key.user_id).await?;
-    let org_role = state
-        .store
-        .org_role(&key.org_id, &user.id)
-        .await?
-        .ok_or_else(|| unauthorized("the key's owner is no longer a member of its organization"))?;
-    let principal = Principal {
-        user_id: user.id.clone(),
-        platform_role: user.role,
-        org_id: key.org_id,
-        org_role,
-        credential: Credential::ApiKey {
-            key_id: key.id,
-            scopes: key.scopes,
-        },
-    };
-    Ok((principal, user, key.expires_at))
-}
-
-async fn active_user(state: &AppState, id: &str) -> Result<corral_store::User, ApiError> {
-    match state.store.user_by_id(id).await? {
-        Some(user) if user.is_active => Ok(user),
-        Some(_) => Err(unauthorized("this account is disabled")),
-        None => Err(unauthorized("invalid credentials")),
+/// A use case's refusal to authenticate, answered with `WWW-Authenticate: Bearer`
+/// like every other 401 of authentication.
+fn challenge(error: ServiceError) -> ApiError {
+    match error {
+        ServiceError::Unauthorized(detail) => unauthorized(&detail),
+        other => other.into(),
     }
 }

@@ -23,9 +23,8 @@ use corral_types::ErrorCode;
 use crate::ApiError;
 use crate::auth::credentials::sha256_hex;
 use crate::config::Config;
+use corral_service::sessions::SESSION_SECS;
 
-/// How long a browser session lasts.
-pub const SESSION_SECS: i64 = 7 * 24 * 3600;
 /// The request header carrying the CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 

@@ -5,22 +5,13 @@ use axum::routing::{get, patch};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use corral_core::auth::PlatformRole;
-use corral_core::clock::{parse_rfc3339, rfc3339};
-use corral_store::StoreError;
-use corral_store::{AuditDimension, AuditFilter};
-use corral_types::ErrorCode;
+use corral_service::admin::{self, AuditRange, AuditSearch};
 use corral_types::identity::{
-    AdminUpdateUserRequest, AuditCount, AuditPage, AuditRecordResponse, AuditStats, UserPage,
-    UserResponse,
+    AdminUpdateUserRequest, AuditCount, AuditPage, AuditStats, UserPage, UserResponse,
 };
 
-use crate::auth::Caller;
-use crate::auth::ClientInfo;
+use crate::auth::{Caller, ClientInfo};
 use crate::extract::ApiJson;
-use crate::routes::account::user_response;
-use crate::routes::auth::audit;
-
 use crate::{ApiError, AppState};
 
 pub fn routes() -> Router<AppState> {
@@ -58,15 +49,6 @@ pub struct AuditQuery {
     limit: Option<i64>,
 }
 
-fn time(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
-    value
-        .map(|v| {
-            parse_rfc3339(v)
-                .ok_or_else(|| ApiError::invalid_field(field, "must be an RFC 3339 time"))
-        })
-        .transpose()
-}
-
 /// The audit log of the whole installation, newest first.
 #[utoipa::path(
     get, path = "/api/v1/admin/audit", tag = "admin", security(("bearer" = [])),
@@ -80,17 +62,17 @@ pub async fn audit_log(
     State(state): State<AppState>,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let filter = AuditFilter {
+    let search = AuditSearch {
         user_id: query.user_id,
         org_id: query.org_id,
         action: query.action,
         resource_type: query.resource_type,
-        since: time("since", query.since.as_deref())?,
-        until: time("until", query.until.as_deref())?,
-        before_id: query.cursor,
-        limit: 0,
+        since: query.since,
+        until: query.until,
+        cursor: query.cursor,
+        limit: query.limit,
     };
-    audit_page(&state, filter, query.limit).await.map(Json)
+    Ok(Json(admin::audit_log(&state, search).await?))
 }
 
 /// Time range of the audit summaries.
@@ -103,27 +85,13 @@ pub struct AuditRangeQuery {
     until: Option<String>,
 }
 
-impl AuditRangeQuery {
-    fn range(&self) -> Result<(Option<i64>, Option<i64>), ApiError> {
-        Ok((
-            time("since", self.since.as_deref())?,
-            time("until", self.until.as_deref())?,
-        ))
+impl From<AuditRangeQuery> for AuditRange {
+    fn from(query: AuditRangeQuery) -> AuditRange {
+        AuditRange {
+            since: query.since,
+            until: query.until,
+        }
     }
-}
-
-async fn audit_counts(
-    state: &AppState,
-    by: AuditDimension,
-    (since, until): (Option<i64>, Option<i64>),
-) -> Result<Vec<AuditCount>, ApiError> {
-    Ok(state
-        .store
-        .audit_counts(by, since, until)
-        .await?
-        .into_iter()
-        .map(|(name, count)| AuditCount { name, count })
-        .collect())
 }
 
 /// The audit log summarized: totals by outcome, action and resource type.
@@ -139,21 +107,7 @@ pub async fn audit_stats(
     State(state): State<AppState>,
     Query(query): Query<AuditRangeQuery>,
 ) -> Result<Json<AuditStats>, ApiError> {
-    let range = query.range()?;
-    let by_outcome = audit_counts(&state, AuditDimension::Outcome, range).await?;
-    let total = by_outcome.iter().map(|c| c.count).sum();
-    let failed = by_outcome
-        .iter()
-        .filter(|c| c.name == "failure" || c.name == "denied")
-        .map(|c| c.count)
-        .sum();
-    Ok(Json(AuditStats {
-        total,
-        failed,
-        by_outcome,
-        by_action: audit_counts(&state, AuditDimension::Action, range).await?,
-        by_resource_type: audit_counts(&state, AuditDimension::ResourceType, range).await?,
-    }))
+    Ok(Json(admin::audit_stats(&state, query.into()).await?))
 }
 
 /// Every action in the audit log, with how often it occurs (for filter menus).
@@ -169,9 +123,7 @@ pub async fn audit_actions(
     State(state): State<AppState>,
     Query(query): Query<AuditRangeQuery>,
 ) -> Result<Json<Vec<AuditCount>>, ApiError> {
-    audit_counts(&state, AuditDimension::Action, query.range()?)
-        .await
-        .map(Json)
+    Ok(Json(admin::audit_actions(&state, query.into()).await?))
 }
 
 /// Every resource type in the audit log, with how often it occurs.
@@ -187,40 +139,9 @@ pub async fn audit_resource_types(
     State(state): State<AppState>,
     Query(query): Query<AuditRangeQuery>,
 ) -> Result<Json<Vec<AuditCount>>, ApiError> {
-    audit_counts(&state, AuditDimension::ResourceType, query.range()?)
-        .await
-        .map(Json)
-}
-
-/// One page of audit records matching `filter`, newest first.
-pub async fn audit_page(
-    state: &AppState,
-    mut filter: AuditFilter,
-    limit: Option<i64>,
-) -> Result<AuditPage, ApiError> {
-    let limit = page_limit(limit)?;
-    filter.limit = limit + 1;
-    let mut records = state.store.list_audit(&filter).await?;
-    let next_cursor = page_cut(&mut records, limit, |r| r.id.clone());
-    Ok(AuditPage {
-        items: records
-            .into_iter()
-            .map(|r| AuditRecordResponse {
-                id: r.id,
-                at: rfc3339(r.at),
-                actor_user_id: r.actor_user_id,
-                org_id: r.org_id,
-                action: r.action,
-                resource_type: r.resource_type,
-                resource_id: r.resource_id,
-                ip: r.ip,
-                user_agent: r.user_agent,
-                outcome: r.outcome,
-                detail: r.detail,
-            })
-            .collect(),
-        next_cursor,
-    })
+    Ok(Json(
+        admin::audit_resource_types(&state, query.into()).await?,
+    ))
 }
 
 /// Paging of `GET /api/v1/admin/users`.
@@ -231,34 +152,6 @@ pub struct UserQuery {
     cursor: Option<String>,
     /// Page size, 1–200 (default 50).
     limit: Option<i64>,
-}
-
-/// Given `limit + 1` rows, keeps `limit` and returns the cursor of the next
-/// page (the last kept row's), or `None` when this page is the last.
-pub(crate) fn page_cut<T>(
-    rows: &mut Vec<T>,
-    limit: i64,
-    cursor: impl Fn(&T) -> String,
-) -> Option<String> {
-    let limit = usize::try_from(limit).unwrap_or(0);
-    if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last().map(cursor)
-    } else {
-        None
-    }
-}
-
-pub(crate) fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
-    let limit = limit.unwrap_or(50);
-    if (1..=200).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::invalid_field(
-            "limit",
-            "must be between 1 and 200",
-        ))
-    }
 }
 
 /// Every account, oldest first.
@@ -274,16 +167,9 @@ pub async fn list_users(
     State(state): State<AppState>,
     Query(query): Query<UserQuery>,
 ) -> Result<Json<UserPage>, ApiError> {
-    let limit = page_limit(query.limit)?;
-    let mut users = state
-        .store
-        .list_users(query.cursor.as_deref(), limit + 1)
-        .await?;
-    let next_cursor = page_cut(&mut users, limit, |u| u.id.clone());
-    Ok(Json(UserPage {
-        items: users.iter().map(user_response).collect(),
-        next_cursor,
-    }))
+    Ok(Json(
+        admin::list_users(&state, query.cursor.as_deref(), query.limit).await?,
+    ))
 }
 
 /// Changes a user's plan, role or active flag. Admin roles are granted and
@@ -307,62 +193,7 @@ pub async fn update_user(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AdminUpdateUserRequest>,
 ) -> Result<Json<UserResponse>, ApiError> {
-    let role = body
-        .role
-        .as_deref()
-        .map(|r| {
-            r.parse::<PlatformRole>()
-                .map_err(|e| ApiError::invalid_field("role", e.to_string()))
-        })
-        .transpose()?;
-    let target = state
-        .store
-        .user_by_id(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
-    if id == principal.user_id && (role.is_some() || body.is_active == Some(false)) {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "you cannot change your own role or disable yourself; ask another administrator",
-        ));
-    }
-    let touches_admins =
-        target.role >= PlatformRole::Admin || role.is_some_and(|r| r >= PlatformRole::Admin);
-    if touches_admins && principal.platform_role < PlatformRole::SuperAdmin {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "only a super admin may change administrators or grant admin roles",
-        ));
-    }
-    state
-        .store
-        .update_user_admin(
-            state.clock.now_ms(),
-            &id,
-            body.plan.as_deref(),
-            role,
-            body.is_active,
-        )
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(message) => ApiError::invalid_field("plan", message),
-            other => other.into(),
-        })?;
-    audit(
-        &state,
-        &client,
-        Some(&principal.user_id),
-        None,
-        "admin.user_update",
-        "user",
-        Some(&id),
-        "success",
-    )
-    .await;
-    let user = state
-        .store
-        .user_by_id(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
-    Ok(Json(user_response(&user)))
+    Ok(Json(
+        admin::update_user(&state, &principal, &client, &id, body).await?,
+    ))
 }

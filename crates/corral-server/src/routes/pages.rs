@@ -15,15 +15,12 @@ use serde::Deserialize;
 use serde_json::json;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use corral_service::{ServiceError, accounts, email, orgs, sessions};
+use corral_types::identity::{LoginRequest, OrgResponse, RegisterRequest};
+
+use crate::ApiError;
 use crate::AppState;
 use crate::auth::ClientInfo;
-use corral_types::identity::{LoginRequest, RegisterRequest};
-
-use crate::config::Registration;
-use crate::extract::ApiJson;
-use crate::routes::auth::{check_sign_in, register};
-use crate::routes::email::{reset_with_token, verify_with_token};
-use crate::routes::orgs::join_by_invitation;
 
 /// No scripts, no outside resources; forms post only here.
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
@@ -87,7 +84,10 @@ async fn verify(
     client: ClientInfo,
     Form(form): Form<TokenQuery>,
 ) -> Response {
-    match verify_with_token(&state, &client, &form.token).await {
+    match email::verify_with_token(&state, &client, &form.token)
+        .await
+        .map_err(ApiError::from)
+    {
         Ok(()) => page(
             StatusCode::OK,
             json!({"title": "Email address confirmed", "kind": "ok",
@@ -121,7 +121,10 @@ async fn reset(
     client: ClientInfo,
     Form(form): Form<ResetForm>,
 ) -> Response {
-    match reset_with_token(&state, &client, &form.token, form.new_password).await {
+    match email::reset_with_token(&state, &client, &form.token, form.new_password)
+        .await
+        .map_err(ApiError::from)
+    {
         Ok(()) => page(
             StatusCode::OK,
             json!({"title": "Password changed", "kind": "ok",
@@ -150,12 +153,7 @@ async fn invitation_page(
     status: StatusCode,
     message: Option<String>,
 ) -> Response {
-    let hash = crate::auth::credentials::sha256_hex(token);
-    let preview = match state
-        .store
-        .invitation_preview(state.clock.now_ms(), &hash)
-        .await
-    {
+    let preview = match orgs::preview_invitation(state, token).await {
         Ok(preview) => preview,
         Err(error) => {
             tracing::error!(%error, "reading an invitation failed");
@@ -166,7 +164,11 @@ async fn invitation_page(
             );
         }
     };
-    let Some((inv, org)) = preview else {
+    let Some(orgs::InvitationPreview {
+        invitation: inv,
+        org_name: org,
+    }) = preview
+    else {
         return page(
             StatusCode::NOT_FOUND,
             json!({"title": "This invitation does not work", "kind": "error",
@@ -184,7 +186,7 @@ async fn invitation_page(
             "role": inv.role.as_str(),
             "email": inv.email,
             "expires_at": corral_core::clock::rfc3339(inv.expires_at),
-            "can_register": state.config.auth.registration != Registration::Closed,
+            "can_register": accounts::can_register(state),
             "kind": "error",
             "message": message,
         }),
@@ -207,8 +209,9 @@ struct InvitationForm {
 }
 
 /// Does what the invitation page's forms ask, through the same code as the
-/// API: `check_sign_in` (lockout, audit) and the API's accept, or the API's
-/// registration with the invitation token. A refusal shows the page again
+/// API: [`sessions::check_sign_in`] (lockout, audit) and
+/// [`orgs::join_by_invitation`], or [`accounts::register`] with the
+/// invitation token. A refusal shows the page again
 /// with the reason; the token is not spent.
 async fn invitation_submit(
     State(state): State<AppState>,
@@ -225,16 +228,16 @@ async fn invitation_submit(
                 password: form.password,
                 invitation_token: Some(token.clone()),
             };
-            match register(State(state.clone()), client, ApiJson(body)).await {
-                Ok(_) => Ok(None),
-                Err(error) => Err(error),
-            }
+            accounts::register(&state, &client, body)
+                .await
+                .map(|_| None)
         }
-        _ => Err(crate::ApiError::invalid_field(
+        _ => Err(ServiceError::invalid_field(
             "action",
             "must be `join` or `register`",
         )),
     };
+    let joined = joined.map_err(ApiError::from);
     match joined {
         Ok(org) => {
             let message = match org {
@@ -272,9 +275,9 @@ async fn join_signed_in(
     token: &str,
     login: String,
     password: String,
-) -> Result<Option<corral_types::identity::OrgResponse>, crate::ApiError> {
-    let user = check_sign_in(state, client, LoginRequest { login, password }).await?;
-    join_by_invitation(state, client, &user, token)
+) -> Result<Option<OrgResponse>, ServiceError> {
+    let user = sessions::check_sign_in(state, client, LoginRequest { login, password }).await?;
+    orgs::join_by_invitation(state, client, &user, token)
         .await
         .map(Some)
 }

@@ -42,13 +42,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/sandboxes", get(admin_list))
 }
 
-/// The sandbox's agent could not be reached or broke the protocol. Kept
-/// only for `routes/contexts.rs` until it calls the service itself; the
-/// lead deletes it at merge.
-pub(crate) fn unreachable_sandbox(error: &corral_runtime::RuntimeError) -> ApiError {
-    corral_service::sandbox::unreachable_sandbox(error).into()
-}
-
 /// Creates and starts a sandbox in the caller's org.
 #[utoipa::path(
     post, path = "/api/v1/sandboxes", tag = "sandboxes", security(("bearer" = [])),

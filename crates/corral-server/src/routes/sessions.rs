@@ -8,14 +8,13 @@ use axum::{Json, Router};
 use http::{HeaderMap, header};
 
 use corral_core::clock::rfc3339;
+use corral_service::accounts::user_response;
+use corral_service::sessions::{self, BrowserSession};
 use corral_types::identity::{LoginRequest, SessionResponse};
 
-use crate::auth::credentials::{random_token, sha256_hex};
-use crate::auth::session::{self, SESSION_SECS};
+use crate::auth::session;
 use crate::auth::{ClientInfo, CurrentUser};
 use crate::extract::ApiJson;
-use crate::routes::account::user_response;
-use crate::routes::auth::{audit, check_sign_in};
 use crate::{ApiError, AppState};
 
 pub fn routes() -> Router<AppState> {
@@ -41,27 +40,23 @@ pub async fn sign_in(
     client: ClientInfo,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let user = check_sign_in(&state, &client, body).await?;
-    let now = state.clock.now_ms();
-    let token = random_token(43);
-    let expires_at = now + SESSION_SECS * 1000;
-    state
-        .store
-        .create_session(now, &user.id, &sha256_hex(&token), expires_at)
-        .await?;
-    let body = SessionResponse {
-        user: user_response(&user),
-        csrf_token: session::csrf_token(&token),
-        expires_at: rfc3339(expires_at),
-    };
+    let started = sessions::start_session(&state, &client, body).await?;
+    let cookie = session::set_cookie(&state.config, Some(&started.token));
     Ok((
-        [(
-            header::SET_COOKIE,
-            session::set_cookie(&state.config, Some(&token)),
-        )],
-        Json(body),
+        [(header::SET_COOKIE, cookie)],
+        Json(session_response(&started)),
     )
         .into_response())
+}
+
+/// The session as the page sees it: the account, the CSRF token derived
+/// from the session's secret, and when it ends.
+fn session_response(session: &BrowserSession) -> SessionResponse {
+    SessionResponse {
+        user: user_response(&session.user),
+        csrf_token: session::csrf_token(&session.token),
+        expires_at: rfc3339(session.expires_at),
+    }
 }
 
 /// The current browser session and its CSRF token (for a page that loads
@@ -78,27 +73,9 @@ pub async fn current(
     CurrentUser(user): CurrentUser,
     headers: HeaderMap,
 ) -> Result<Json<SessionResponse>, ApiError> {
-    let token = session::session_token(&state.config, &headers).ok_or_else(|| {
-        ApiError::new(
-            corral_types::ErrorCode::Unauthorized,
-            "this endpoint is for browser sessions; no session cookie was sent",
-        )
-    })?;
-    let (_, expires_at) = state
-        .store
-        .session_by_hash(&sha256_hex(&token), state.clock.now_ms())
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                corral_types::ErrorCode::Unauthorized,
-                "the session has ended",
-            )
-        })?;
-    Ok(Json(SessionResponse {
-        user: user_response(&user),
-        csrf_token: session::csrf_token(&token),
-        expires_at: rfc3339(expires_at),
-    }))
+    let token = session::session_token(&state.config, &headers);
+    let current = sessions::current_session(&state, &user, token).await?;
+    Ok(Json(session_response(&current)))
 }
 
 /// Ends the browser session and clears its cookie (needs the CSRF token).
@@ -112,20 +89,8 @@ pub async fn sign_out(
     client: ClientInfo,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Some(token) = session::session_token(&state.config, &headers) {
-        state.store.delete_session(&sha256_hex(&token)).await?;
-        audit(
-            &state,
-            &client,
-            Some(&user.id),
-            None,
-            "auth.session_end",
-            "user",
-            Some(&user.id),
-            "success",
-        )
-        .await;
-    }
+    let token = session::session_token(&state.config, &headers);
+    sessions::end_session(&state, &user, &client, token.as_deref()).await?;
     Ok((
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, session::set_cookie(&state.config, None))],

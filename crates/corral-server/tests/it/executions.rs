@@ -423,7 +423,7 @@ on_both_backends!(
         let identity = "head -1 /proc/self/uid_map";
         let leave = format!(
             "{identity}; echo x > /tmp/left; echo y > /dev/shm/left; ipcmk -M 4096 >/dev/null; \
-             (setsid sleep 1000 >/dev/null 2>&1 &); chmod 700 /tmp"
+             (setsid sleep 1000 >/dev/null 2>&1 &); chmod 700 /tmp 2>/dev/null || echo chmod refused"
         );
         let first = judge(
             &app,
@@ -432,6 +432,15 @@ on_both_backends!(
         )
         .await;
         assert_eq!(first["status"], "ok", "{first}");
+        // A run is not /tmp's owner (it runs as uid 1000): the reset's
+        // restoring of /tmp's mode is for root programs.
+        assert!(
+            first["stdout"]
+                .as_str()
+                .unwrap()
+                .ends_with("chmod refused\n"),
+            "{first}"
+        );
         let look = format!(
             "{identity}; ls -A /tmp/left /dev/shm/left 2>&1; ipcs -m | grep -c '^0x'; \
              grep -l sleep /proc/[0-9]*/comm 2>/dev/null | wc -l; stat -c %a /tmp"
@@ -461,7 +470,7 @@ on_both_backends!(
         assert_eq!(
             rest[2..],
             ["0", "0", "1777"],
-            "nothing of the first run is left (/tmp is 1777 again): {now}"
+            "nothing of the first run is left (/tmp is 1777): {now}"
         );
         // Another organization never gets that sandbox.
         let other = judge(
@@ -655,9 +664,11 @@ on_both_backends!(hostile_detached_children_end_with_the_run, |app| {
     );
 });
 
-// Row 34: what a run changes in the sandbox outside its files (extended
+// Row 34: a run cannot change the sandbox outside its files (extended
 // attributes of /tmp, /dev/shm and /dev; the nice value, oom_score_adj
-// and coredump_filter of the agent) does not reach the org's next run.
+// and coredump_filter of the agent): it runs as its own uid without
+// capabilities, so the kernel refuses it by permission, and what it may
+// change (its own files' attributes) does not reach the org's next run.
 on_both_backends!(hostile_settings_do_not_reach_the_next_run, |app| {
     let dir = tempfile::tempdir().unwrap();
     let app = app_in(app.state.store.backend(), dir.path()).await;
@@ -671,27 +682,33 @@ def show():
     print('nice', os.getpriority(os.PRIO_PROCESS, 1))
     for f in ('oom_score_adj', 'coredump_filter'):
         print(f, open('/proc/1/' + f).read().strip())
+    print('mine', os.path.exists('/tmp/mine'))
 "#;
     let change = format!(
         r#"{show}show()
 print('--')
-for p in ('/tmp', '/dev/shm', '/dev'):
-    os.setxattr(p, 'user.left', b'x')
 libc = ctypes.CDLL(None, use_errno=True)
 def wide():
     # setpriority(PRIO_PROCESS, 1 + 2^32, 19): the kernel reads an int.
     if libc.syscall(141, 0, ctypes.c_long(1 + (1 << 32)), 19) != 0:
         raise OSError(ctypes.get_errno(), 'wide')
-for name, change in (('renice', lambda: os.setpriority(os.PRIO_PROCESS, 1, 19)),
+def write(path, value):
+    with open(path, 'w') as f:
+        f.write(value)
+open('/tmp/mine', 'w').close()
+changes = [(p, lambda p=p: os.setxattr(p, 'user.left', b'x')) for p in ('/tmp', '/dev/shm', '/dev')]
+changes += [('mine', lambda: os.setxattr('/tmp/mine', 'user.left', b'x')),
+        ('renice', lambda: os.setpriority(os.PRIO_PROCESS, 1, 19)),
         ('renice-user', lambda: os.setpriority(os.PRIO_USER, 0, 19)),
         ('affinity', lambda: os.sched_setaffinity(1, {{0}})),
-        ('wide pid', wide)):
+        ('wide pid', wide),
+        ('oom', lambda: write('/proc/1/oom_score_adj', '900')),
+        ('coredump', lambda: write('/proc/1/coredump_filter', '0x7f'))]
+for name, change in changes:
     try:
         change(); print(name, 'changed')
     except OSError as e:
         print(name, 'refused', e.errno)
-open('/proc/1/oom_score_adj', 'w').write('900')
-open('/proc/1/coredump_filter', 'w').write('0x7f')
 print('--')
 show()
 "#
@@ -708,20 +725,28 @@ show()
     let [before, tried, after] = parts[..] else {
         panic!("{out}")
     };
-    // The changes took hold inside the first run…
-    assert!(
-        after.contains("/dev ['user.left']")
-            && after.contains("oom_score_adj 900")
-            && after.contains("coredump_filter 0000007f"),
-        "{out}"
-    );
-    // The agent's scheduling cannot be changed at all (EPERM), by PID, by
-    // user, or by a PID with high bits the kernel drops.
-    for name in ["renice", "renice-user", "affinity", "wide pid"] {
-        assert!(tried.contains(&format!("{name} refused 1\n")), "{out}");
+    // Its own file takes the attribute…
+    assert!(tried.contains("mine changed\n"), "{out}");
+    // …the sandbox's directories and the agent's settings do not: EPERM
+    // (1) for attributes of another user's sticky directories and for the
+    // agent's scheduling (by PID, by user, by a PID with high bits the
+    // kernel drops), EACCES (13) for a directory it cannot write and for
+    // the agent's /proc files.
+    for refused in [
+        "/tmp refused 1",
+        "/dev/shm refused 1",
+        "/dev refused 13",
+        "renice refused 1",
+        "renice-user refused 1",
+        "affinity refused 1",
+        "wide pid refused 1",
+        "oom refused 13",
+        "coredump refused 13",
+    ] {
+        assert!(tried.contains(&format!("{refused}\n")), "{out}");
     }
-    assert!(after.contains("nice 0\n"), "{out}");
-    // …and the next run sees the sandbox as the first one found it.
+    assert_eq!(after, before.replace("mine False", "mine True"), "{first}");
+    // The next run sees the sandbox as the first one found it.
     let second = judge(
         &app,
         &token,
@@ -729,6 +754,31 @@ show()
     )
     .await;
     assert_eq!(second["stdout"], before, "{first} / {second}");
+});
+
+// Issue 17 item 6: PIDs do not count up across an org's runs in its
+// reused sandbox, so a run cannot tell how many processes earlier runs
+// made: the first child of each run gets the same PID.
+on_both_backends!(hostile_pids_do_not_reveal_earlier_runs, |app| {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(app.state.store.backend(), dir.path()).await;
+    let token = app.register_on_plan("counter", "enterprise").await;
+    // Which sandbox (the host uid range of its root), then the first
+    // child's PID; then many processes for the next run not to see.
+    let code = "head -1 /proc/self/uid_map | awk '{print $2}'; sh -c 'echo $$'; \
+                for i in $(seq 40); do /bin/true; done";
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let run = judge(
+            &app,
+            &token,
+            json!({"language": "bash", "code": code, "wait": true}),
+        )
+        .await;
+        assert_eq!(run["status"], "ok", "{run}");
+        seen.push(run["stdout"].as_str().unwrap().to_owned());
+    }
+    assert!(seen.iter().all(|s| *s == seen[0]), "{seen:?}");
 });
 
 // Rows 21 and 39: one org floods the judge with busy loops while another

@@ -305,7 +305,7 @@ on_both_backends!(
             })
             .await;
         // The first account comes from an administrator, as on any invite-only server.
-        let owner = corral_server::accounts::create_checked(
+        let owner = corral_service::accounts::create_checked(
             &app.state,
             "owner@example.com",
             "owner",
@@ -406,7 +406,7 @@ on_both_backends!(an_admin_resets_a_password_by_mail_or_directly, |app| {
         .as_str()
         .unwrap()
         .to_owned();
-    corral_server::accounts::create_checked(
+    corral_service::accounts::create_checked(
         &app.state,
         "boss@example.com",
         "boss",

@@ -67,11 +67,30 @@ impl TestService {
     }
 }
 
-/// The sandbox agent binary: `CORRAL_AGENT_BIN` (`make agent` builds the
-/// static one), else the workspace's debug build.
-pub fn sandbox_agent() -> std::path::PathBuf {
+impl TestService {
+    /// A service whose executions run in real sandboxes (runc as root, the
+    /// agent of `CORRAL_AGENT_BIN`, else the workspace's debug build), kept
+    /// under its own directory and destroyed after each run (no reuse), so
+    /// a test leaves no sandbox behind.
+    pub async fn with_judge() -> TestService {
+        let TestService { service, dir } = TestService::new().await;
+        let mut config = Config::clone(&service.config);
+        config.sandbox.agent = Some(judge_agent());
+        config.sandbox.dir = Some(dir.path().join("sandboxes"));
+        config.sandbox.runtime_root = Some(dir.path().join("runtime"));
+        config.executions.reuse_sandboxes = 0;
+        let service = Service::assemble(service.store.clone(), config, Arc::new(SystemClock))
+            .await
+            .expect("the service assembles");
+        TestService { service, dir }
+    }
+}
+
+/// The agent binary executions' sandboxes run: `CORRAL_AGENT_BIN` (make
+/// test: the static build that ships), else `cargo build -p corral-agent`'s.
+fn judge_agent() -> std::path::PathBuf {
     if let Ok(path) = std::env::var("CORRAL_AGENT_BIN") {
-        return path.into();
+        return std::path::PathBuf::from(path);
     }
     let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
         |_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
@@ -80,20 +99,74 @@ pub fn sandbox_agent() -> std::path::PathBuf {
     let path = target.join("debug/corral-agent");
     assert!(
         path.is_file(),
-        "{} is missing: set CORRAL_AGENT_BIN or run `cargo build -p corral-agent`",
+        "{} missing: run `cargo build -p corral-agent`",
         path.display()
     );
     path
 }
 
+/// What the accounts, orgs and keys tests add: a clock they move, a
+/// configuration they edit, and accounts with real passwords.
+impl TestService {
+    /// A service on SQLite whose clock is `clock`, with `edit` applied to
+    /// the default configuration.
+    pub async fn for_accounts(
+        clock: corral_core::clock::ManualClock,
+        edit: impl FnOnce(&mut Config),
+    ) -> TestService {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        edit(&mut config);
+        let store = Store::open(&StoreConfig::sqlite_in(dir.path()))
+            .await
+            .expect("the store opens");
+        let service = Service::assemble(store, config, Arc::new(clock))
+            .await
+            .expect("the service assembles");
+        TestService { service, dir }
+    }
+
+    /// A new account `name` (`name@example.com`) with the password
+    /// [`ACCOUNT_PASSWORD`], through the same checks as registration.
+    pub async fn account(&self, name: &str, plan: &str) -> User {
+        corral_service::accounts::create_checked(
+            &self.service,
+            &format!("{name}@example.com"),
+            name,
+            ACCOUNT_PASSWORD,
+            PlatformRole::User,
+            plan,
+        )
+        .await
+        .expect("the account is created")
+    }
+}
+
+/// The password of every account [`TestService::account`] creates.
+pub const ACCOUNT_PASSWORD: &str = "correct horse battery";
+
+/// `user` acting in `org` with `role`, signed in (not with a key).
+pub fn member_of(user: &User, org: &str, role: OrgRole) -> Principal {
+    Principal {
+        user_id: user.id.clone(),
+        platform_role: user.role,
+        org_id: org.to_owned(),
+        org_role: role,
+        credential: Credential::Session,
+    }
+}
+
 /// The configuration of a service that runs sandboxes (as root, with
-/// runc) in `data_dir`, state in its default place.
+/// runc) in `data_dir`, their state in its default place.
 pub fn sandbox_config(data_dir: &std::path::Path) -> Config {
     let mut config = Config {
         data_dir: data_dir.to_path_buf(),
         ..Config::default()
     };
-    config.sandbox.agent = Some(sandbox_agent());
+    config.sandbox.agent = Some(judge_agent());
     config
 }
 

@@ -66,6 +66,58 @@ on_both_backends!(data_survives_reopening, |db| {
     assert_eq!(store.ensure_instance(&clock, "y").await.unwrap().id, id);
 });
 
+async fn insert_probe(conn: &mut sqlx::AnyConnection, name: &str) {
+    sqlx::query("INSERT INTO probe (name) VALUES ($1)")
+        .bind(name)
+        .execute(conn)
+        .await
+        .unwrap();
+}
+
+// SQLite ends a transaction by itself when a write or COMMIT fails with
+// SQLITE_FULL (issue 17, fault 10); a raw ROLLBACK inside sqlx's
+// transaction does the same without filling a disk. The connection must
+// not go back to the pool still counted as in a transaction: its next
+// transaction became a savepoint whose rollback left a real transaction
+// open, and later acknowledged writes on it were never committed.
+on_both_backends!(
+    a_transaction_the_database_ended_itself_loses_no_later_write,
+    |db| {
+        // One connection, so every step below runs on the same one (or its replacement).
+        let config = StoreConfig {
+            max_connections: 1,
+            ..db.config.clone()
+        };
+        let store = Store::connect(&config).await.unwrap();
+        sqlx::query("CREATE TABLE probe (name TEXT NOT NULL)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+
+        let mut ended_by_the_database = store.pool().begin().await.unwrap();
+        insert_probe(&mut ended_by_the_database, "ended").await;
+        sqlx::query("ROLLBACK")
+            .execute(&mut *ended_by_the_database)
+            .await
+            .unwrap();
+        drop(ended_by_the_database);
+        let mut failed = store.pool().begin().await.unwrap();
+        insert_probe(&mut failed, "failed").await;
+        drop(failed);
+        let mut acknowledged = store.pool().begin().await.unwrap();
+        insert_probe(&mut acknowledged, "acknowledged").await;
+        acknowledged.commit().await.unwrap();
+        store.close().await;
+
+        let reopened = Store::connect(&config).await.unwrap();
+        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM probe")
+            .fetch_all(reopened.pool())
+            .await
+            .unwrap();
+        assert_eq!(names, ["acknowledged"]);
+    }
+);
+
 #[tokio::test]
 async fn sqlite_runs_in_wal_mode_with_foreign_keys_and_busy_timeout() {
     let db = TestDatabase::sqlite();

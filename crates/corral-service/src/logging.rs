@@ -1,4 +1,6 @@
 //! Structured logging on `tracing`: pretty for people, JSON for collectors.
+//! Here, not in the HTTP crate, so every surface (`corral serve`, `corral
+//! queue work`, the admin commands) installs the same subscriber.
 
 use tracing_subscriber::EnvFilter;
 
