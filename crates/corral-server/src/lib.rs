@@ -7,18 +7,13 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+mod liveness;
 pub mod metrics;
 pub mod middleware;
-pub mod openapi;
 mod routes;
+/// The OpenAPI document (`corral openapi`, the committed snapshot).
+pub use routes::openapi;
 mod serve;
-
-// The domain lives in `corral-service`; these paths stay for the adapter's
-// own modules and for callers that named them here before the split.
-pub use corral_service::{
-    admission, callbacks, config, exec_stdin, executions, jobs, limits, mail, pool, quota,
-    sandboxes,
-};
 
 use std::sync::Arc;
 
@@ -27,15 +22,12 @@ use axum::response::IntoResponse;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use corral_core::clock::Clock;
+use corral_service::Config;
 use corral_store::Store;
 use corral_types::ErrorCode;
 
-pub use config::Config;
 pub use corral_service::{Service, StartError};
 
-/// The automatic sandbox steps (auto-stop, auto-delete) the server runs on a timer.
-pub use corral_service::sandbox::sweep as sweep_sandboxes;
-pub use corral_service::signals::shutdown_signal;
 pub use error::ApiError;
 pub use serve::{ServeError, serve};
 

@@ -107,15 +107,15 @@ pub async fn serve(
             state
                 .sandboxes
                 .pool
-                .refill(&state.sandboxes, &state.store)
+                .refill(state.driver(), &state.store)
                 .await;
         })
     });
     let pool_owner = state.sandboxes.clone();
     let queue_grace = Duration::from_secs(state.config.queue.shutdown_grace_secs);
     // Workers, this host's sandbox sweep and the periodic jobs' scheduler.
-    let background = crate::jobs::start_for_server(&state).map_err(ServeError::Queue)?;
-    let liveness = crate::routes::meta::LivenessProbe::new(&state);
+    let background = corral_service::jobs::start_for_server(&state).map_err(ServeError::Queue)?;
+    let liveness = crate::liveness::LivenessProbe::new(&state);
     let router = app(state);
 
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -1,7 +1,7 @@
 //! The placement seam: where and how a sandbox runs, behind one trait, so
 //! the use cases do not know whether it is a container on this host or a
-//! pod elsewhere. [`crate::sandboxes::Sandboxes`] (an OCI runtime on this
-//! host) is the only driver today; ARCHITECTURE.md says what a second one
+//! pod elsewhere. `Sandboxes` (in `sandboxes.rs`: an OCI runtime on this
+//! host) is the only driver today (its implementation is in that module); ARCHITECTURE.md says what a second one
 //! (Kubernetes) must provide.
 //!
 //! Every method is named by the sandbox's id (the store's `sbx_…`); a
@@ -16,7 +16,9 @@ use corral_types::agent::{ExecRequest, ExecResult};
 use corral_types::sandbox::SandboxStats;
 
 use crate::Service;
-use crate::sandboxes::Sandboxes;
+
+/// The image name of the host's own root (read-only), not an OCI image.
+pub const HOST_IMAGE: &str = "host";
 
 /// A future a driver returns (boxed: the trait is used as an object).
 pub type DriverFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -97,99 +99,5 @@ impl Service {
     /// Where this service's sandboxes run.
     pub fn driver(&self) -> &dyn SandboxDriver {
         &self.sandboxes
-    }
-}
-
-impl Sandboxes {
-    /// Starts a sandbox afresh, or (`again`) a stopped one on its disk.
-    async fn place(&self, placement: Placement, again: bool) -> Result<(), String> {
-        let manager = self.clone();
-        blocking(move || {
-            let Placement {
-                id,
-                slot,
-                limits,
-                image,
-            } = placement;
-            if again {
-                manager.restart(&id, slot, limits, &image)
-            } else {
-                manager.start(&id, slot, limits, &image)
-            }
-        })
-        .await
-        .map_err(|e| e.to_string())?
-    }
-}
-
-/// Runs blocking work of the local runtime off the async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, tokio::task::JoinError> {
-    tokio::task::spawn_blocking(work).await
-}
-
-fn join_error(error: &tokio::task::JoinError) -> RuntimeError {
-    RuntimeError::Runtime {
-        stderr: format!("the runtime call failed: {error}"),
-    }
-}
-
-impl SandboxDriver for Sandboxes {
-    fn create(&self, placement: Placement) -> DriverFuture<'_, Result<(), String>> {
-        Box::pin(self.place(placement, false))
-    }
-
-    fn start(&self, placement: Placement) -> DriverFuture<'_, Result<(), String>> {
-        Box::pin(self.place(placement, true))
-    }
-
-    fn stop<'a>(&'a self, id: &'a str, paused: bool) -> DriverFuture<'a, ()> {
-        let (manager, id) = (self.clone(), id.to_owned());
-        Box::pin(async move {
-            if let Err(error) = blocking(move || manager.stop(&id, paused)).await {
-                tracing::error!(%error, "stopping a sandbox panicked");
-            }
-        })
-    }
-
-    fn kill<'a>(&'a self, id: &'a str) -> DriverFuture<'a, ()> {
-        Box::pin(self.destroy_blocking(id))
-    }
-
-    fn exec<'a>(
-        &'a self,
-        id: &'a str,
-        request: ExecRequest,
-    ) -> DriverFuture<'a, Result<ExecResult, RuntimeError>> {
-        let sandbox = self.attach(id);
-        Box::pin(async move {
-            blocking(move || sandbox.exec(request))
-                .await
-                .map_err(|e| join_error(&e))?
-        })
-    }
-
-    fn attach(&self, id: &str) -> Sandbox {
-        Sandboxes::attach(self, id)
-    }
-
-    fn stats<'a>(&'a self, id: &'a str) -> DriverFuture<'a, Result<SandboxStats, RuntimeError>> {
-        let sandbox = self.attach(id);
-        Box::pin(async move {
-            blocking(move || sandbox.stats())
-                .await
-                .map_err(|e| join_error(&e))?
-        })
-    }
-
-    fn list(&self) -> DriverFuture<'_, Result<Vec<Placed>, String>> {
-        Box::pin(async move {
-            let containers = self.containers().await?;
-            Ok(containers
-                .into_iter()
-                .map(|(container, status)| Placed { container, status })
-                .collect())
-        })
     }
 }

@@ -126,7 +126,7 @@ pub fn languages() -> &'static [Language] {
                 }
             })
             .filter(|l| {
-                l.image == crate::sandboxes::HOST_IMAGE
+                l.image == crate::driver::HOST_IMAGE
                     && l.requires.iter().all(|p| std::path::Path::new(p).exists())
             })
             .collect()
@@ -352,7 +352,7 @@ async fn run(state: &Service, record: &ExecutionRecord) -> Result<ExecutionOutco
     let warm = match pool.take_reused(&key, &record.org_id) {
         Some(warm) => warm,
         None => {
-            pool.take_or_start(&state.sandboxes, &state.store, &key)
+            pool.take_or_start(state.driver(), &state.store, &key)
                 .await?
         }
     };

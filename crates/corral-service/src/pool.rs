@@ -93,7 +93,7 @@ impl Pool {
             .iter()
             .filter(|class| class.size > 0)
             .map(|class| {
-                let image = if class.image == crate::sandboxes::HOST_IMAGE {
+                let image = if class.image == crate::driver::HOST_IMAGE {
                     class.image.clone()
                 } else {
                     corral_runtime::image::normalize(&class.image)
@@ -215,7 +215,7 @@ impl Pool {
     /// and backs off (up to five minutes) while starts fail.
     pub async fn refill(
         &self,
-        sandboxes: &crate::sandboxes::Sandboxes,
+        driver: &dyn crate::driver::SandboxDriver,
         store: &corral_store::Store,
     ) {
         let mut backoff = Duration::from_secs(1);
@@ -238,7 +238,7 @@ impl Pool {
             };
             self.starting
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let made = self.make(sandboxes, store, &key).await;
+            let made = self.make(driver, store, &key).await;
             if let Ok(warm) = &made {
                 self.put_back(key.clone(), warm.clone());
             }
@@ -261,20 +261,20 @@ impl Pool {
     /// destroys it and settles.
     pub async fn take_or_start(
         &self,
-        sandboxes: &crate::sandboxes::Sandboxes,
+        driver: &dyn crate::driver::SandboxDriver,
         store: &corral_store::Store,
         key: &PoolKey,
     ) -> Result<Warm, String> {
         match self.take(key) {
             Some(warm) => Ok(warm),
-            None => self.make(sandboxes, store, key).await,
+            None => self.make(driver, store, key).await,
         }
     }
 
     /// Starts one warm sandbox of class `key` in a free slot.
     async fn make(
         &self,
-        sandboxes: &crate::sandboxes::Sandboxes,
+        driver: &dyn crate::driver::SandboxDriver,
         store: &corral_store::Store,
         key: &PoolKey,
     ) -> Result<Warm, String> {
@@ -297,16 +297,19 @@ impl Pool {
             slot,
         };
         lock(&self.held).insert(warm.id.clone());
-        let (manager, id, image, limits) = (
-            sandboxes.clone(),
-            warm.id.clone(),
-            key.image.clone(),
-            crate::sandbox::limits_for(key.memory_mb, key.cpu_millicores, key.pids, key.disk_mb),
-        );
-        let started = tokio::task::spawn_blocking(move || manager.start(&id, slot, limits, &image))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r);
+        let started = driver
+            .create(crate::driver::Placement {
+                id: warm.id.clone(),
+                slot,
+                limits: crate::sandbox::limits_for(
+                    key.memory_mb,
+                    key.cpu_millicores,
+                    key.pids,
+                    key.disk_mb,
+                ),
+                image: key.image.clone(),
+            })
+            .await;
         if let Err(error) = started {
             self.settle(&warm.id);
             return Err(error);

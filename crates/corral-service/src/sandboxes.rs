@@ -11,6 +11,11 @@ use corral_runtime::{
 };
 
 use crate::config::Config;
+use corral_runtime::RuntimeError;
+use corral_types::agent::{ExecRequest, ExecResult};
+use corral_types::sandbox::SandboxStats;
+
+use crate::driver::{DriverFuture, Placed, Placement, SandboxDriver};
 use crate::owners::{Owner, Owners};
 
 /// First host uid of sandbox ranges; slot `n` maps sandbox root to
@@ -68,8 +73,7 @@ fn state_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
     }
 }
 
-/// The image made of the host's own programs.
-pub const HOST_IMAGE: &str = "host";
+pub use crate::driver::HOST_IMAGE;
 
 /// What one reconciliation did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -576,4 +580,98 @@ impl Sandboxes {
 
     /// Default wall time of one exec.
     pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
+impl Sandboxes {
+    /// Starts a sandbox afresh, or (`again`) a stopped one on its disk.
+    async fn place(&self, placement: Placement, again: bool) -> Result<(), String> {
+        let manager = self.clone();
+        blocking(move || {
+            let Placement {
+                id,
+                slot,
+                limits,
+                image,
+            } = placement;
+            if again {
+                manager.restart(&id, slot, limits, &image)
+            } else {
+                manager.start(&id, slot, limits, &image)
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+/// Runs blocking work of the local runtime off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(work).await
+}
+
+fn join_error(error: &tokio::task::JoinError) -> RuntimeError {
+    RuntimeError::Runtime {
+        stderr: format!("the runtime call failed: {error}"),
+    }
+}
+
+impl SandboxDriver for Sandboxes {
+    fn create(&self, placement: Placement) -> DriverFuture<'_, Result<(), String>> {
+        Box::pin(self.place(placement, false))
+    }
+
+    fn start(&self, placement: Placement) -> DriverFuture<'_, Result<(), String>> {
+        Box::pin(self.place(placement, true))
+    }
+
+    fn stop<'a>(&'a self, id: &'a str, paused: bool) -> DriverFuture<'a, ()> {
+        let (manager, id) = (self.clone(), id.to_owned());
+        Box::pin(async move {
+            if let Err(error) = blocking(move || manager.stop(&id, paused)).await {
+                tracing::error!(%error, "stopping a sandbox panicked");
+            }
+        })
+    }
+
+    fn kill<'a>(&'a self, id: &'a str) -> DriverFuture<'a, ()> {
+        Box::pin(self.destroy_blocking(id))
+    }
+
+    fn exec<'a>(
+        &'a self,
+        id: &'a str,
+        request: ExecRequest,
+    ) -> DriverFuture<'a, Result<ExecResult, RuntimeError>> {
+        let sandbox = self.attach(id);
+        Box::pin(async move {
+            blocking(move || sandbox.exec(request))
+                .await
+                .map_err(|e| join_error(&e))?
+        })
+    }
+
+    fn attach(&self, id: &str) -> Sandbox {
+        Sandboxes::attach(self, id)
+    }
+
+    fn stats<'a>(&'a self, id: &'a str) -> DriverFuture<'a, Result<SandboxStats, RuntimeError>> {
+        let sandbox = self.attach(id);
+        Box::pin(async move {
+            blocking(move || sandbox.stats())
+                .await
+                .map_err(|e| join_error(&e))?
+        })
+    }
+
+    fn list(&self) -> DriverFuture<'_, Result<Vec<Placed>, String>> {
+        Box::pin(async move {
+            let containers = self.containers().await?;
+            Ok(containers
+                .into_iter()
+                .map(|(container, status)| Placed { container, status })
+                .collect())
+        })
+    }
 }

@@ -280,7 +280,7 @@ async fn serve(config: Config, config_flags: String) -> anyhow::Result<()> {
         other => other.into(),
     })?;
     let no_users = state.store.count_users().await? == 0;
-    corral_server::serve(state, corral_server::shutdown_signal(), |addr| {
+    corral_server::serve(state, corral_service::signals::shutdown_signal(), |addr| {
         let url = if display_url.ends_with(":0") {
             format!("http://{addr}")
         } else {

@@ -7,8 +7,6 @@
 
 pub mod session;
 
-pub use corral_service::{cache, credentials, usage};
-
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, LazyLock};
@@ -25,9 +23,10 @@ use corral_service::{ServiceError, sessions};
 use corral_store::User;
 use corral_types::ErrorCode;
 
-use crate::limits::Subject;
 use crate::{ApiError, AppState};
-use cache::{CacheKey, Cached, Kind};
+use corral_service::cache::{CacheKey, Cached, Kind};
+use corral_service::limits::Subject;
+use corral_service::{cache, credentials};
 
 /// What a route requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,15 +395,20 @@ fn authorize_now(state: &AppState, mut request: Request) -> Now {
 /// Counts an API-key request against the plan's daily quota without
 /// waiting, when the plan has no limit for it: into the cache entry's
 /// counter for today, else (another day, or no counter) as
-/// [`crate::quota::take_now`] does. `false` when the database must take it.
+/// [`corral_service::quota::take_now`] does. `false` when the database must take it.
 fn count_api_call_now(state: &AppState, caller: &Caller, now: i64) -> bool {
     match &caller.entry.api_calls {
-        Some((day, count)) if *day == crate::quota::day_of(now) => {
+        Some((day, count)) if *day == corral_service::quota::day_of(now) => {
             count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             true
         }
-        _ => crate::quota::take_now(state, caller.user(), crate::quota::Daily::ApiCalls, now)
-            .is_some(),
+        _ => corral_service::quota::take_now(
+            state,
+            caller.user(),
+            corral_service::quota::Daily::ApiCalls,
+            now,
+        )
+        .is_some(),
     }
 }
 
@@ -667,7 +671,13 @@ async fn take_api_call(
     now: i64,
     new_work: bool,
 ) -> Result<(), ApiError> {
-    let taken = crate::quota::take(state, caller.user(), crate::quota::Daily::ApiCalls, now).await;
+    let taken = corral_service::quota::take(
+        state,
+        caller.user(),
+        corral_service::quota::Daily::ApiCalls,
+        now,
+    )
+    .await;
     match taken {
         Err(corral_service::ServiceError::Quota { .. }) if !new_work => Ok(()),
         other => Ok(other?),
@@ -861,10 +871,10 @@ pub async fn authenticate(
                     Credential::ApiKey { key_id, .. } => Some(state.key_usage.counter(key_id)),
                     Credential::Session => None,
                 };
-                let api_calls = crate::quota::uncapped_counter(
+                let api_calls = corral_service::quota::uncapped_counter(
                     state,
                     &user,
-                    crate::quota::Daily::ApiCalls,
+                    corral_service::quota::Daily::ApiCalls,
                     now,
                 );
                 let found = cache::Authenticated {

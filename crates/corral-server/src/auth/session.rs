@@ -21,8 +21,8 @@ use subtle::ConstantTimeEq;
 use corral_types::ErrorCode;
 
 use crate::ApiError;
-use crate::auth::credentials::sha256_hex;
-use crate::config::Config;
+use corral_service::config::Config;
+use corral_service::credentials::sha256_hex;
 use corral_service::sessions::SESSION_SECS;
 
 /// The request header carrying the CSRF token.

@@ -32,7 +32,7 @@ pub fn routes() -> Router<AppState> {
 )]
 pub async fn me(caller: Caller) -> axum::response::Response {
     use axum::response::IntoResponse;
-    // Rendered once per cached account (see `auth::cache::Cached::me_body`).
+    // Rendered once per cached account (see `corral_service::cache::Cached::me_body`).
     let cell = caller.me_body();
     let rendered = match cell.get() {
         Some(bytes) => Ok(bytes.clone()),

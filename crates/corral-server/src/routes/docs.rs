@@ -9,8 +9,8 @@ use http::{HeaderValue, header};
 use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
+use super::openapi::api_doc;
 use crate::AppState;
-use crate::openapi::api_doc;
 
 static REDOC_JS: &[u8] = include_bytes!("../../assets/redoc.standalone.js");
 

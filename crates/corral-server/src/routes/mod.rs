@@ -11,6 +11,7 @@ pub mod executions;
 pub mod files;
 pub mod library;
 pub mod meta;
+pub mod openapi;
 pub mod orgs;
 pub mod pages;
 pub mod processes;

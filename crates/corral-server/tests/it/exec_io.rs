@@ -8,7 +8,7 @@ use serde_json::json;
 
 use corral_core::auth::PlatformRole;
 use corral_core::clock::parse_rfc3339;
-use corral_server::auth::credentials::hash_password;
+use corral_service::credentials::hash_password;
 use corral_store::NewUser;
 
 use crate::sandboxes::{app_configured, app_in};

@@ -263,9 +263,9 @@ on_both_backends!(
             c.executions.allow_private_callbacks = true;
         })
         .await;
-        let workers = corral_server::jobs::start(
+        let workers = corral_service::jobs::start(
             &app.state,
-            corral_server::jobs::worker_options(&app.state.config),
+            corral_service::jobs::worker_options(&app.state.config),
         );
         let token = app.register_on_plan("batcher", "premium").await;
         let queued = app
@@ -866,9 +866,9 @@ on_both_backends!(hostile_a_queued_flood_does_not_hold_the_workers, |app| {
         c.queue.workers = 4;
     })
     .await;
-    let workers = corral_server::jobs::start(
+    let workers = corral_service::jobs::start(
         &app.state,
-        corral_server::jobs::worker_options(&app.state.config),
+        corral_service::jobs::worker_options(&app.state.config),
     );
     // Basic: two executions at once.
     let flooder = app.register_on_plan("batch-flooder", "basic").await;

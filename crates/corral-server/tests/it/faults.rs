@@ -179,7 +179,7 @@ async fn the_api_answers_503_while_postgres_is_down_and_recovers() {
         max_connections: 4,
         acquire_timeout: Duration::from_secs(2),
     };
-    let app = TestApp::on_store(store_config, corral_server::Config::default()).await;
+    let app = TestApp::on_store(store_config, corral_service::Config::default()).await;
     let (token, _) = app.register_and_login("survivor").await;
     let created = app
         .call(
@@ -320,9 +320,9 @@ fn numbered(prefix: &str, count: usize) -> Vec<String> {
 async fn a_full_data_disk_gives_clean_errors_and_recovers_when_freed() {
     let disk = SmallDisk::mount("8m");
     let store_config = corral_store::StoreConfig::sqlite_in(disk.path());
-    let config = corral_server::Config {
+    let config = corral_service::Config {
         data_dir: disk.path().to_path_buf(),
-        ..corral_server::Config::default()
+        ..corral_service::Config::default()
     };
     let app = TestApp::on_store(store_config.clone(), config).await;
     // A plan with room for every snippet this test writes.

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use corral_core::auth::PlatformRole;
-use corral_server::auth::credentials::{ACCESS_TOKEN_SECS, hash_password};
+use corral_service::credentials::{ACCESS_TOKEN_SECS, hash_password};
 use corral_store::NewUser;
 
 use crate::support::{TestApp, on_both_backends};
@@ -86,7 +86,7 @@ on_both_backends!(register_validates_every_field_and_refuses_extras, |app| {
 #[tokio::test]
 async fn registration_can_be_closed() {
     let app = TestApp::builder(corral_store::Backend::Sqlite)
-        .config(|c| c.auth.registration = corral_server::config::Registration::Closed)
+        .config(|c| c.auth.registration = corral_service::config::Registration::Closed)
         .build()
         .await;
     let res = app
@@ -147,7 +147,7 @@ on_both_backends!(forged_expired_and_missing_tokens_are_401, |app| {
     use base64_url as b64;
     let none_header = b64::encode(r#"{"alg":"none","typ":"JWT"}"#);
     let alg_none = format!("{none_header}.{}.", parts[1]);
-    let wrong_key = corral_server::auth::credentials::TokenKeys::new("not-the-key")
+    let wrong_key = corral_service::credentials::TokenKeys::new("not-the-key")
         .issue(&claims_sub(&access), "any-sign-in", app.clock_secs())
         .unwrap();
     let tampered = format!(

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use corral_core::auth::PlatformRole;
-use corral_server::auth::credentials::hash_password;
+use corral_service::credentials::hash_password;
 use corral_store::NewUser;
 use serde_json::{Value, json};
 

@@ -273,31 +273,31 @@ on_both_backends!(
         // Activity pushes the stop back.
         app.clock.advance(9 * 60_000);
         assert_eq!(
-            corral_server::sweep_sandboxes(&app.state).await.unwrap(),
+            corral_service::sandbox::sweep(&app.state).await.unwrap(),
             (0, 0)
         );
         assert_eq!(sh(&app, &key, &id, "true").await.status, 200);
         app.clock.advance(9 * 60_000);
         assert_eq!(
-            corral_server::sweep_sandboxes(&app.state).await.unwrap(),
+            corral_service::sandbox::sweep(&app.state).await.unwrap(),
             (0, 0)
         );
         assert_eq!(state_of(&app, &key, &id).await, "running");
         app.clock.advance(2 * 60_000);
         assert_eq!(
-            corral_server::sweep_sandboxes(&app.state).await.unwrap(),
+            corral_service::sandbox::sweep(&app.state).await.unwrap(),
             (1, 0)
         );
         assert_eq!(state_of(&app, &key, &id).await, "stopped");
 
         app.clock.advance(59 * 60_000);
         assert_eq!(
-            corral_server::sweep_sandboxes(&app.state).await.unwrap(),
+            corral_service::sandbox::sweep(&app.state).await.unwrap(),
             (0, 0)
         );
         app.clock.advance(2 * 60_000);
         assert_eq!(
-            corral_server::sweep_sandboxes(&app.state).await.unwrap(),
+            corral_service::sandbox::sweep(&app.state).await.unwrap(),
             (0, 1)
         );
         app.call("GET", &format!("/api/v1/sandboxes/{id}"), &key, None)
@@ -510,7 +510,7 @@ on_both_backends!(files_are_found_by_name_and_content_and_replaced, |app| {
 on_both_backends!(creates_take_warm_sandboxes_of_their_class, |app| {
     let dir = tempfile::tempdir().unwrap();
     let app = app_configured(app.state.store.backend(), dir.path(), |c| {
-        c.sandbox.pool = vec![corral_server::config::PoolClass {
+        c.sandbox.pool = vec![corral_service::config::PoolClass {
             image: "host".into(),
             memory_mb: Some(64),
             cpu: None,
@@ -521,7 +521,7 @@ on_both_backends!(creates_take_warm_sandboxes_of_their_class, |app| {
     })
     .await;
     let pool = app.state.sandboxes.pool.clone();
-    let key = corral_server::pool::PoolKey {
+    let key = corral_service::pool::PoolKey {
         image: "host".into(),
         memory_mb: 64,
         cpu_millicores: 1000,

@@ -7,7 +7,7 @@ use axum::body::Body;
 use http::Request;
 use serde_json::json;
 
-use corral_server::config::{Config, LimitsBackend};
+use corral_service::config::{Config, LimitsBackend};
 use corral_store::Backend;
 
 use crate::support::{TestApp, on_both_backends};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use corral_server::config::{EmailBackend, SmtpTls};
+use corral_service::config::{EmailBackend, SmtpTls};
 use corral_store::Backend;
 
 use crate::support::{TestApp, on_both_backends};
@@ -55,7 +55,7 @@ impl SmtpCapture {
     async fn app(
         &self,
         backend: Backend,
-        change: impl FnOnce(&mut corral_server::Config),
+        change: impl FnOnce(&mut corral_service::Config),
     ) -> TestApp {
         let port = self.port;
         TestApp::builder(backend)
@@ -301,7 +301,7 @@ on_both_backends!(
         let smtp = SmtpCapture::start();
         let app = smtp
             .app(app.state.store.backend(), |c| {
-                c.auth.registration = corral_server::config::Registration::InviteOnly;
+                c.auth.registration = corral_service::config::Registration::InviteOnly;
             })
             .await;
         // The first account comes from an administrator, as on any invite-only server.

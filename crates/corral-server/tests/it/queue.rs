@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use corral_core::auth::PlatformRole;
 use corral_queue::NewJob;
-use corral_server::auth::credentials::hash_password;
+use corral_service::credentials::hash_password;
 use corral_store::NewUser;
 use serde_json::json;
 
@@ -251,7 +251,7 @@ on_both_backends!(metrics_show_queue_gauges, |app| {
 on_both_backends!(maintenance_jobs_run_on_workers, |app| {
     use corral_core::clock::Clock;
     // A daily count from long ago and one from today.
-    let today = corral_server::quota::day_of(app.clock.now_ms());
+    let today = corral_service::quota::day_of(app.clock.now_ms());
     app.state
         .store
         .add_daily("someone", "executions", today - 1000, 3)
@@ -264,21 +264,21 @@ on_both_backends!(maintenance_jobs_run_on_workers, |app| {
         .unwrap();
     let q = &app.state.queue;
     for kind in [
-        corral_server::jobs::USAGE_PRUNE,
-        corral_server::jobs::QUEUE_PRUNE,
+        corral_service::jobs::USAGE_PRUNE,
+        corral_service::jobs::QUEUE_PRUNE,
     ] {
-        q.enqueue(NewJob::new(kind, json!({})).queue(corral_server::jobs::MAINTENANCE_QUEUE))
+        q.enqueue(NewJob::new(kind, json!({})).queue(corral_service::jobs::MAINTENANCE_QUEUE))
             .await
             .unwrap();
     }
-    let mut options = corral_server::jobs::worker_options(&app.state.config);
+    let mut options = corral_service::jobs::worker_options(&app.state.config);
     options.poll_interval = Duration::from_millis(50);
-    let background = corral_server::jobs::start(&app.state, options);
+    let background = corral_service::jobs::start(&app.state, options);
     for _ in 0..200 {
         let stats = q.stats().await.unwrap();
         let done = stats
             .iter()
-            .find(|s| s.queue == corral_server::jobs::MAINTENANCE_QUEUE)
+            .find(|s| s.queue == corral_service::jobs::MAINTENANCE_QUEUE)
             .is_some_and(|s| s.completed == 2);
         if done {
             break;

@@ -34,7 +34,7 @@ pub(crate) async fn app_in(backend: corral_store::Backend, dir: &std::path::Path
 pub(crate) async fn app_configured(
     backend: corral_store::Backend,
     dir: &std::path::Path,
-    more: impl FnOnce(&mut corral_server::Config) + Send + 'static,
+    more: impl FnOnce(&mut corral_service::Config) + Send + 'static,
 ) -> TestApp {
     let dir = dir.to_path_buf();
     TestApp::builder(backend)

@@ -220,7 +220,7 @@ on_both_backends!(
             .await
             .unwrap();
         assert_eq!(done.failed, 0, "{done:?}");
-        corral_server::sweep_sandboxes(&app.state).await.unwrap();
+        corral_service::sandbox::sweep(&app.state).await.unwrap();
         assert_eq!(state_of(&app, &key, &id).await["state"], "running");
         let again = sh(&app, &key, &id, "echo still").await;
         assert_eq!(again["stdout"], "still\n", "{again}");

@@ -9,8 +9,8 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use corral_core::clock::ManualClock;
-use corral_server::config::Config;
 use corral_server::{AppState, app_with_routes};
+use corral_service::config::Config;
 use corral_store::testing::TestDatabase;
 use corral_store::{Backend, Store};
 

@@ -608,7 +608,7 @@ async fn an_attached_terminal_keeps_the_sandbox_from_auto_stopping() {
     );
     attached.send(json!({"type": "ping"})).await;
     app.clock.advance(5 * 60_000);
-    corral_server::sweep_sandboxes(&app.state).await.unwrap();
+    corral_service::sandbox::sweep(&app.state).await.unwrap();
     let detail = format!("/api/v1/sandboxes/{id}");
     assert_eq!(
         app.call("GET", &detail, &key, None).await.json()["state"],
@@ -618,7 +618,7 @@ async fn an_attached_terminal_keeps_the_sandbox_from_auto_stopping() {
     drop(attached);
     tokio::time::sleep(Duration::from_millis(200)).await;
     app.clock.advance(5 * 60_000);
-    corral_server::sweep_sandboxes(&app.state).await.unwrap();
+    corral_service::sandbox::sweep(&app.state).await.unwrap();
     assert_eq!(
         app.call("GET", &detail, &key, None).await.json()["state"],
         "stopped"

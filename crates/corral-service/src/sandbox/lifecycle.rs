@@ -17,10 +17,10 @@ use super::{
     unreachable_sandbox,
 };
 use crate::audit::ClientInfo;
+use crate::driver::HOST_IMAGE;
 use crate::driver::Placement;
 use crate::paging::{page_cut, page_limit};
 use crate::pool::PoolKey;
-use crate::sandboxes::HOST_IMAGE;
 use crate::{Service, ServiceError, ServiceResult};
 
 /// Idle minutes before auto-stop: up to a week.

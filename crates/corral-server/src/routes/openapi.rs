@@ -27,9 +27,9 @@ use corral_types::identity::{
     UsageResponse, VerifyEmailRequest,
 };
 
-use crate::routes::library;
-use crate::routes::queues;
-use crate::routes::{
+use super::library;
+use super::queues;
+use super::{
     account, admin, api_keys, auth, contexts, email, executions, files, meta, orgs, processes,
     sandboxes, sessions, terminals,
 };
