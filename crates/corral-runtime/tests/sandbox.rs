@@ -16,20 +16,7 @@ use corral_types::terminal::TerminalInput;
 /// The agent binary: `CORRAL_AGENT_BIN`, else the workspace's debug build
 /// (`make test` builds it first; so does `cargo build -p corral-agent`).
 fn agent() -> PathBuf {
-    if let Ok(path) = std::env::var("CORRAL_AGENT_BIN") {
-        return PathBuf::from(path);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
-        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        PathBuf::from,
-    );
-    let path = target.join("debug/corral-agent");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build -p corral-agent` first (make test does)",
-        path.display()
-    );
-    path
+    corral_runtime::test_agent_binary()
 }
 
 /// A sandbox with default limits; `Sandbox::start` sets the agent as PID 1.
@@ -744,7 +731,16 @@ fn a_terminal_that_exits_reports_its_status() {
     // Attaching after the end is not refused: the client gets the
     // terminal's last output and its status (`corral shell -- CMD` whose
     // program ended before the client attached).
-    let (late, _stream, replay) = sandbox.terminal_attach(&info.id).unwrap();
+    let (late, mut stream, mut replay) = sandbox.terminal_attach(&info.id).unwrap();
+    // `terminal_attach` hands over what came with its answer; the rest of
+    // the replay is still on the connection, which the agent then closes
+    // (a bound in case it does not).
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .read_to_end(&mut replay)
+        .expect("the replay ends with the connection");
     assert!(!late.running, "{late:?}");
     assert_eq!(late.exit_code, Some(7), "{late:?}");
     assert!(
