@@ -33,3 +33,25 @@ pub use disk::Disk;
 pub use oci::{OciRuntime, RunOutput, RuntimeError};
 pub use rootfs::{ImageLayers, RootSource, WritableLayer};
 pub use sandbox::Sandbox;
+
+/// The agent binary tests run their sandboxes with, for every crate's
+/// tests: `CORRAL_AGENT_BIN` (under `make test`, the static build that
+/// ships), else the workspace's debug build (`cargo build -p
+/// corral-agent`; `make test` builds it too). Panics, naming the command
+/// to run, when neither exists: a test cannot go on without it.
+pub fn test_agent_binary() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("CORRAL_AGENT_BIN") {
+        return std::path::PathBuf::from(path);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
+        |_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        std::path::PathBuf::from,
+    );
+    let path = target.join("debug/corral-agent");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build -p corral-agent` first (make test does)",
+        path.display()
+    );
+    path
+}

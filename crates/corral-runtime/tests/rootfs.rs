@@ -26,20 +26,7 @@ use corral_types::agent::{ExecRequest, ExecResult};
 /// corral-agent`). A dynamically linked agent gets its libraries as an
 /// extra bottom layer (the busybox image has none).
 fn agent() -> PathBuf {
-    if let Ok(path) = std::env::var("CORRAL_AGENT_BIN") {
-        return PathBuf::from(path);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
-        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        PathBuf::from,
-    );
-    let path = target.join("debug/corral-agent");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build -p corral-agent` first (make test does)",
-        path.display()
-    );
-    path
+    corral_runtime::test_agent_binary()
 }
 
 /// The shared libraries a dynamically linked `binary` needs, as a layer

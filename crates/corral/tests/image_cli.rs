@@ -393,10 +393,7 @@ impl Drop for Stopped {
 /// The agent binary the sandboxes run (`CORRAL_AGENT_BIN`: the static build
 /// `make test` uses; else the debug build).
 fn agent() -> std::path::PathBuf {
-    std::env::var("CORRAL_AGENT_BIN").map_or_else(
-        |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/corral-agent"),
-        std::path::PathBuf::from,
-    )
+    corral_runtime::test_agent_binary()
 }
 
 /// An image root that can run the agent: busybox, plus the agent's shared

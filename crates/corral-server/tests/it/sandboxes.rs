@@ -9,20 +9,7 @@ use crate::support::{TestApp, on_both_backends};
 /// The agent binary: `CORRAL_AGENT_BIN` (make test: the static build that
 /// ships), else the one `cargo build -p corral-agent` makes.
 pub(crate) fn agent() -> PathBuf {
-    if let Ok(path) = std::env::var("CORRAL_AGENT_BIN") {
-        return PathBuf::from(path);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
-        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        PathBuf::from,
-    );
-    let path = target.join("debug/corral-agent");
-    assert!(
-        path.is_file(),
-        "{} missing: run `cargo build -p corral-agent`",
-        path.display()
-    );
-    path
+    corral_runtime::test_agent_binary()
 }
 
 /// An app whose sandboxes live in `dir`.

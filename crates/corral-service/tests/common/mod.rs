@@ -89,20 +89,7 @@ impl TestService {
 /// The agent binary executions' sandboxes run: `CORRAL_AGENT_BIN` (make
 /// test: the static build that ships), else `cargo build -p corral-agent`'s.
 fn judge_agent() -> std::path::PathBuf {
-    if let Ok(path) = std::env::var("CORRAL_AGENT_BIN") {
-        return std::path::PathBuf::from(path);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
-        |_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        std::path::PathBuf::from,
-    );
-    let path = target.join("debug/corral-agent");
-    assert!(
-        path.is_file(),
-        "{} missing: run `cargo build -p corral-agent`",
-        path.display()
-    );
-    path
+    corral_runtime::test_agent_binary()
 }
 
 /// What the accounts, orgs and keys tests add: a clock they move, a

@@ -15,20 +15,7 @@ use std::time::{Duration, Instant};
 /// The agent binary: `CORRAL_AGENT_BIN`, else the one `cargo build -p
 /// corral-agent` makes.
 pub fn agent() -> PathBuf {
-    if let Ok(path) = std::env::var("CORRAL_AGENT_BIN") {
-        return PathBuf::from(path);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
-        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        PathBuf::from,
-    );
-    let path = target.join("debug/corral-agent");
-    assert!(
-        path.is_file(),
-        "{} missing: run `cargo build -p corral-agent`",
-        path.display()
-    );
-    path
+    corral_runtime::test_agent_binary()
 }
 
 /// Spawns `serve` (a `corral serve` command, its arguments and environment
